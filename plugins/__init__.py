@@ -1,0 +1,1 @@
+"""First-party plugins (installed as vaultd.plugins), each reached only through an entry point."""

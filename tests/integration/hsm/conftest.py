@@ -1,0 +1,82 @@
+"""SoftHSM2 fixtures: a fresh token per test in ``tmp_path``, with the module reinitialized."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import pkcs11
+import pytest
+
+from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.testing.softhsm import SoftHsmToken, create_token, find_softhsm_module, reinitialize
+
+TOKEN_LABEL = "vaultd-test"
+
+OpenVault = Callable[..., Pkcs11Vault]
+RawSession = Callable[..., AbstractContextManager[pkcs11.Session]]
+
+
+@pytest.fixture
+def key_label() -> str:
+    """The label of the vault's key-encryption key in these tests."""
+    return "vaultd-kek"
+
+
+@pytest.fixture
+def softhsm(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SoftHsmToken]:
+    """A new SoftHSM2 token; this process's module is pointed at it."""
+    module = find_softhsm_module()
+    if module is None or shutil.which("softhsm2-util") is None:
+        pytest.skip("SoftHSM2 is not installed (softhsm2-util and libsofthsm2.so)")
+    token = create_token(tmp_path_factory.mktemp("softhsm"), label=TOKEN_LABEL)
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf_path))
+    reinitialize(token.module_path)
+    yield token
+    reinitialize(token.module_path)  # drops any session a failing test left open
+
+
+@pytest.fixture
+def open_vault(softhsm: SoftHsmToken, key_label: str) -> Iterator[OpenVault]:
+    """Open a vault on the test token; every vault opened is closed at teardown."""
+    opened: list[Pkcs11Vault] = []
+
+    def _open(
+        *, create_key: bool = False, pin: str | bytearray | None = None, label: str | None = None
+    ) -> Pkcs11Vault:
+        vault = Pkcs11Vault.open(
+            softhsm.module_path,
+            softhsm.label if label is None else label,
+            key_label,
+            softhsm.user_pin if pin is None else pin,
+            create_key=create_key,
+        )
+        opened.append(vault)
+        return vault
+
+    yield _open
+    for vault in opened:
+        vault.close()
+
+
+@pytest.fixture
+def raw_session(softhsm: SoftHsmToken) -> RawSession:
+    """A python-pkcs11 session of the test's own, to build or inspect objects directly.
+
+    ``login=True`` logs in (only while no vault is open: login state is per process); a PIN-less
+    session sees the private objects while a vault is open.
+    """
+
+    @contextmanager
+    def _session(*, login: bool = False) -> Iterator[pkcs11.Session]:
+        token = pkcs11.lib(softhsm.module_path).get_token(token_label=softhsm.label)
+        session = token.open(rw=True, user_pin=softhsm.user_pin if login else None)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    return _session

@@ -1,0 +1,5 @@
+"""python -m vaultd."""
+
+from vaultd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""AWS adapters: the only place that calls STS and IAM."""

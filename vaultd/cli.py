@@ -1,0 +1,66 @@
+"""The ``vaultd`` command.
+
+``credential-process`` is dispatched before argparse is imported: it runs on every AWS CLI
+call and stays stdlib-only.  Every other subcommand lives in ``vaultd.commands.<name>`` and
+imports its heavy dependencies only when it runs.  This is the one place where a
+:class:`~vaultd.errors.VaultError` becomes an exit status and one stderr line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+# Subcommand modules, in the order `vaultd --help` lists them.
+COMMAND_MODULES = (
+    "init",
+    "add",
+    "list",
+    "remove",
+    "serve",
+    "credproc_help",
+    "approvals",
+    "status",
+    "lock",
+    "exec",
+    "policy",
+    "doctor",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["credential-process"]:
+        from vaultd import credproc
+
+        return credproc.main(args[1:])
+    return _run(args)
+
+
+def _run(args: list[str]) -> int:
+    import argparse
+    import importlib
+
+    from vaultd import __version__
+    from vaultd.errors import VaultError
+
+    parser = argparse.ArgumentParser(
+        prog="vaultd",
+        description="A local AWS credential vault: keys sealed by a PKCS#11 token, "
+        "sessions released only after MFA.",
+    )
+    parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"vaultd.commands.{name}").add_parser(sub)
+    ns = parser.parse_args(args)
+    try:
+        status: int = ns.func(ns)
+    except VaultError as exc:
+        print(f"vaultd: {exc.code}: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("vaultd: interrupted", file=sys.stderr)
+        return 130
+    return status

@@ -1,0 +1,1 @@
+"""Subcommands of the vaultd CLI, each imported lazily by vaultd.cli."""

@@ -1,0 +1,322 @@
+"""Pending human approvals: deny by default, final outcomes, deadlines on the monotonic clock.
+
+An approval is opened for one request burst, shown to the user (TUI, ``vaultd approvals``),
+and answered with :meth:`ApprovalBook.approve` or :meth:`ApprovalBook.deny`.  With no answer it
+times out; nothing is ever approved by default (THREATS T2, §3 rows 12-15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from vaultd.core import policy
+from vaultd.core.model import CODE_RE, ApprovalMethod, Requester
+from vaultd.core.ports import Clock
+from vaultd.errors import (
+    ApprovalNotFound,
+    ApprovalTimeout,
+    ApprovalUnavailable,
+    BadRequest,
+    CodeMalformed,
+    Denied,
+)
+
+_log = logging.getLogger(__name__)
+
+_SHOWABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+RETAIN_FINISHED_SECONDS = 60.0
+"""How long a finished approval still answers ``wait`` (then it is forgotten)."""
+
+
+def new_approval_id() -> str:
+    """A short random URL-safe id (72 bits)."""
+    return secrets.token_urlsafe(9)
+
+
+class ApprovalState(StrEnum):
+    """Where an approval stands; every state but ``PENDING`` is final."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A snapshot of one approval request; no secrets."""
+
+    id: str
+    profile: str
+    action: str
+    requester: Requester
+    methods: ApprovalMethod
+    created_at: datetime
+    expires_at: datetime
+    created_mono: float
+    deadline_mono: float
+    state: ApprovalState = ApprovalState.PENDING
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-safe view for ``vaultd approvals --json`` and the TUI."""
+        r = self.requester
+        return {
+            "id": self.id,
+            "profile": self.profile,
+            "action": self.action,
+            "methods": self.methods.value,
+            "state": self.state.value,
+            "created_at": _rfc3339(self.created_at),
+            "expires_at": _rfc3339(self.expires_at),
+            "requested_by": {
+                "pid": r.pid,
+                "uid": r.uid,
+                "executable": r.executable,
+                "cwd": r.cwd,
+                "parent_pid": r.parent_pid,
+                "parent_command": r.parent_command,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """An approved approval and the MFA code submitted with it (``None`` for a touch)."""
+
+    approval: Approval
+    code: str | None = field(default=None, repr=False)
+
+
+class ApprovalEventKind(StrEnum):
+    """What happened to an approval."""
+
+    OPENED = "opened"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalEvent:
+    """Sent to observers; carries the snapshot, never the code."""
+
+    kind: ApprovalEventKind
+    approval: Approval
+
+
+Observer = Callable[[ApprovalEvent], None]
+
+
+@dataclass(slots=True)
+class _Record:
+    approval: Approval
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    code: str | None = field(default=None, repr=False)
+    finished_mono: float = 0.0
+
+
+class ApprovalBook:
+    """The set of open approvals, and the final outcome of recent ones."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
+        id_factory: Callable[[], str] = new_approval_id,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``sleep`` is what ``wait`` uses to wake at the deadline; tests may drive it."""
+        self._clock = clock
+        self._timeout = policy.validate_approval_timeout(timeout)
+        self._new_id = id_factory
+        self._sleep = sleep
+        self._records: dict[str, _Record] = {}
+        self._observers: list[Observer] = []
+
+    # --- opening and observing --------------------------------------------------------
+
+    def open(
+        self, profile: str, action: str, requester: Requester, methods: ApprovalMethod
+    ) -> Approval:
+        """Open a pending approval that times out after the book's timeout."""
+        self._prune()
+        approval_id = self._unique_id()
+        now, mono = self._clock.now(), self._clock.monotonic()
+        approval = Approval(
+            id=approval_id,
+            profile=profile,
+            action=action,
+            requester=requester,
+            methods=methods,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self._timeout),
+            created_mono=mono,
+            deadline_mono=mono + self._timeout,
+        )
+        self._records[approval_id] = _Record(approval)
+        self._notify(ApprovalEvent(ApprovalEventKind.OPENED, approval))
+        return approval
+
+    def subscribe(self, callback: Observer) -> Callable[[], None]:
+        """Call ``callback`` on every opened and resolved approval; returns an unsubscribe."""
+        self._observers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+
+        return unsubscribe
+
+    def pending(self) -> list[Approval]:
+        """Approvals still waiting for an answer, oldest first (due ones are expired first)."""
+        self.expire_due()
+        return [
+            r.approval for r in self._records.values() if r.approval.state is ApprovalState.PENDING
+        ]
+
+    # --- answering --------------------------------------------------------------------
+
+    def approve(self, approval_id: str, *, code: str | None) -> Approval:
+        """Approve, with the 6-digit MFA code when the approval takes one.
+
+        The code's format is checked before anything else (``CodeMalformed``); an unknown,
+        finished or overdue id raises ``ApprovalNotFound``.
+        """
+        if code is not None and not CODE_RE.fullmatch(code):
+            raise CodeMalformed("an MFA code is exactly 6 ASCII digits; type the code again")
+        record = self._open_record(approval_id)
+        methods = record.approval.methods
+        if code is None and methods is ApprovalMethod.CODE:
+            raise CodeMalformed(
+                f"approval {approval_id} needs the 6-digit MFA code; approve it with the code"
+            )
+        if code is not None and methods is ApprovalMethod.TOUCH:
+            raise BadRequest(
+                f"field code: approval {approval_id} takes a touch, not a code; approve it "
+                "without a code"
+            )
+        record.code = code
+        return self._finish(record, ApprovalState.APPROVED)
+
+    def deny(self, approval_id: str) -> Approval:
+        """Deny a pending approval; final for every waiter."""
+        return self._finish(self._open_record(approval_id), ApprovalState.DENIED)
+
+    def expire_due(self) -> list[Approval]:
+        """Time out every approval past its deadline; returns them.  Call periodically."""
+        mono = self._clock.monotonic()
+        due = [
+            r
+            for r in self._records.values()
+            if r.approval.state is ApprovalState.PENDING and mono >= r.approval.deadline_mono
+        ]
+        expired = [self._finish(r, ApprovalState.TIMED_OUT) for r in due]
+        self._prune()
+        return expired
+
+    def cancel_all(self) -> list[Approval]:
+        """Cancel every pending approval (vault lock); their waiters get ``Denied``."""
+        pending = [r for r in self._records.values() if r.approval.state is ApprovalState.PENDING]
+        return [self._finish(r, ApprovalState.CANCELLED) for r in pending]
+
+    # --- waiting ----------------------------------------------------------------------
+
+    async def wait(self, approval_id: str) -> Resolution:
+        """Wait for the outcome: the ``Resolution`` if approved, else raise.
+
+        Raises ``Denied`` (denied or cancelled by a lock), ``ApprovalTimeout`` (no answer by
+        the deadline, which ``wait`` enforces itself) or ``ApprovalNotFound``.
+        """
+        record = self._records.get(approval_id)
+        if record is None:
+            raise ApprovalNotFound(self._not_found(approval_id))
+        while record.approval.state is ApprovalState.PENDING:
+            remaining = record.approval.deadline_mono - self._clock.monotonic()
+            if remaining <= 0:
+                self._finish(record, ApprovalState.TIMED_OUT)
+                break
+            answered = asyncio.ensure_future(record.done.wait())
+            timer = asyncio.ensure_future(self._sleep(remaining))
+            try:
+                await asyncio.wait({answered, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                answered.cancel()
+                timer.cancel()
+        return self._outcome(record)
+
+    # --- internals --------------------------------------------------------------------
+
+    def _unique_id(self) -> str:
+        for _ in range(8):
+            candidate = self._new_id()
+            if candidate not in self._records:
+                return candidate
+        raise ApprovalUnavailable("could not allocate a fresh approval id; retry the request")
+
+    def _open_record(self, approval_id: str) -> _Record:
+        record = self._records.get(approval_id)
+        if record is not None and record.approval.state is ApprovalState.PENDING:
+            if self._clock.monotonic() < record.approval.deadline_mono:
+                return record
+            self._finish(record, ApprovalState.TIMED_OUT)
+        raise ApprovalNotFound(self._not_found(approval_id))
+
+    @staticmethod
+    def _not_found(approval_id: str) -> str:
+        shown = approval_id if _SHOWABLE_ID.fullmatch(approval_id) else "with that id"
+        return (
+            f"no pending approval {shown} (it was answered, timed out or never existed); "
+            "list open ones with `vaultd approvals`"
+        )
+
+    def _finish(self, record: _Record, state: ApprovalState) -> Approval:
+        record.approval = replace(record.approval, state=state)
+        record.finished_mono = self._clock.monotonic()
+        if state is not ApprovalState.APPROVED:
+            record.code = None
+        record.done.set()
+        self._notify(ApprovalEvent(ApprovalEventKind.RESOLVED, record.approval))
+        return record.approval
+
+    def _outcome(self, record: _Record) -> Resolution:
+        approval = record.approval
+        if approval.state is ApprovalState.APPROVED:
+            return Resolution(approval, record.code)
+        what = f"approval {approval.id} for profile {approval.profile}"
+        if approval.state is ApprovalState.TIMED_OUT:
+            raise ApprovalTimeout(
+                f"{what} got no answer within {self._timeout:g} s; request again and answer "
+                "the prompt in `vaultd tui` or with `vaultd approve`"
+            )
+        if approval.state is ApprovalState.CANCELLED:
+            raise Denied(f"vault locked: {what} was cancelled; unlock the vault and retry")
+        raise Denied(f"{what} was denied by the user")
+
+    def _prune(self) -> None:
+        horizon = self._clock.monotonic() - RETAIN_FINISHED_SECONDS
+        stale = [
+            key
+            for key, r in self._records.items()
+            if r.approval.state is not ApprovalState.PENDING and r.finished_mono <= horizon
+        ]
+        for key in stale:
+            del self._records[key]
+
+    def _notify(self, event: ApprovalEvent) -> None:
+        for callback in list(self._observers):
+            try:
+                callback(event)
+            except Exception:
+                _log.exception("an approval observer failed; the approval is unaffected")

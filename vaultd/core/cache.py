@@ -1,0 +1,95 @@
+"""The in-memory session cache, keyed by profile.
+
+Expiry is judged on two clocks (THREATS T15): the wall clock against STS's ``Expiration``,
+and the monotonic clock against the lifetime left when the entry was stored.  Whichever says
+"later" wins, so a wall clock stepped backwards never extends use past the STS expiration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vaultd.core import policy
+from vaultd.core.model import SessionCredentials
+from vaultd.core.ports import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """Non-secret facts about a cached session, for status displays."""
+
+    key: str
+    expiration: datetime
+    seconds_left: float
+    servable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    creds: SessionCredentials
+    wall_at_put: datetime
+    mono_at_put: float
+
+
+class SessionCache:
+    """Sessions served only while the serving floor is met on both clocks."""
+
+    def __init__(self, clock: Clock, *, floor: int = policy.SERVE_FLOOR_SECONDS) -> None:
+        self._clock = clock
+        self._floor = policy.effective_floor(floor)
+        self._entries: dict[str, _Stored] = {}
+
+    def _now_for(self, stored: _Stored) -> datetime:
+        """The later of the wall clock and the wall time implied by monotonic elapsed time."""
+        elapsed = self._clock.monotonic() - stored.mono_at_put
+        return max(self._clock.now(), stored.wall_at_put + timedelta(seconds=elapsed))
+
+    def get(self, key: str) -> SessionCredentials | None:
+        """The cached session for ``key`` if it has at least the floor left, else ``None``.
+
+        Entries that have expired outright are dropped.
+        """
+        stored = self._entries.get(key)
+        if stored is None:
+            return None
+        now = self._now_for(stored)
+        if stored.creds.seconds_left(now) <= 0:
+            del self._entries[key]
+            return None
+        return stored.creds if policy.servable(stored.creds, now, self._floor) else None
+
+    def put(self, key: str, creds: SessionCredentials) -> bool:
+        """Store ``creds`` under ``key``; refuse (return ``False``) if already below the floor."""
+        now = self._clock.now()
+        if not policy.servable(creds, now, self._floor):
+            return False
+        self._entries[key] = _Stored(creds, now, self._clock.monotonic())
+        return True
+
+    def needs_refresh(self, key: str) -> bool:
+        """Whether ``key`` should be refreshed now (missing, expiring or within the window)."""
+        stored = self._entries.get(key)
+        if stored is None:
+            return True
+        return policy.needs_refresh(stored.creds, self._now_for(stored), self._floor)
+
+    def purge(self, key: str) -> None:
+        """Drop the session for ``key`` (for example after STS said ExpiredToken)."""
+        self._entries.pop(key, None)
+
+    def wipe(self) -> None:
+        """Drop every session (lock, SIGHUP, sealing)."""
+        self._entries.clear()
+
+    def entries(self) -> list[CacheEntry]:
+        """Status of every unexpired entry, sorted by key; no secrets."""
+        out: list[CacheEntry] = []
+        for key in sorted(self._entries):
+            stored = self._entries[key]
+            now = self._now_for(stored)
+            left = stored.creds.seconds_left(now)
+            if left > 0:
+                servable = policy.servable(stored.creds, now, self._floor)
+                out.append(CacheEntry(key, stored.creds.expiration, left, servable))
+        return out

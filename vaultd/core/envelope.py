@@ -1,0 +1,140 @@
+"""Sealed-record envelope, format v1 (pure: the key stays behind the ``KeyWrapper`` port).
+
+Blob layout (all integers big-endian)::
+
+    magic      4 bytes   b"VDE1"
+    version    1 byte    0x01
+    algorithm  1 byte    0x01 = AES-256-GCM
+    key id     1-byte length (1..255) + UTF-8 bytes
+    iv         12 bytes  from ``wrapper.random(12)``
+    body       ciphertext || 16-byte tag
+
+The AAD is :func:`pack_fields` over magic, version, algorithm, key id, kind, name, generation
+(8 bytes) and the caller's non-secret ``context``.  Each field is length-prefixed, so no two
+tuples give the same AAD.  Every parse or tag failure raises :class:`RecordCorrupt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vaultd.core.ports import KeyWrapper
+from vaultd.errors import HsmError, RecordCorrupt, StoreError
+
+MAGIC = b"VDE1"
+VERSION = 1
+ALG_AES_256_GCM = 1
+IV_LEN = 12
+TAG_LEN = 16
+MAX_KEY_ID_LEN = 255
+MAX_GENERATION = 2**64 - 1
+
+_FIXED_LEN = len(MAGIC) + 3  # magic, version, algorithm, key-id length
+MIN_BLOB_LEN = _FIXED_LEN + 1 + IV_LEN + TAG_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeHeader:
+    """The clear-text header of a sealed blob."""
+
+    version: int
+    algorithm: int
+    key_id: str
+    iv: bytes
+
+
+def pack_fields(*fields: bytes) -> bytes:
+    """Concatenate ``fields``, each prefixed with its 4-byte length (an injective encoding)."""
+    return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+
+
+def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
+    if len(blob) < MIN_BLOB_LEN:
+        raise RecordCorrupt(
+            f"sealed record is {len(blob)} bytes, shorter than the minimum {MIN_BLOB_LEN}: "
+            "it is truncated; restore it"
+        )
+    if blob[:4] != MAGIC:
+        raise RecordCorrupt("sealed record has a wrong magic: it is not a vaultd envelope")
+    version, algorithm, key_id_len = blob[4], blob[5], blob[6]
+    if version != VERSION:
+        raise RecordCorrupt(
+            f"sealed record has envelope version {version}; this vaultd reads version {VERSION}"
+        )
+    if algorithm != ALG_AES_256_GCM:
+        raise RecordCorrupt(f"sealed record names unknown algorithm {algorithm}")
+    if key_id_len == 0:
+        raise RecordCorrupt("sealed record has an empty key id")
+    iv_start = _FIXED_LEN + key_id_len
+    body_start = iv_start + IV_LEN
+    if len(blob) < body_start + TAG_LEN:
+        raise RecordCorrupt("sealed record is truncated: no room for its IV and tag")
+    try:
+        key_id = blob[_FIXED_LEN:iv_start].decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecordCorrupt("sealed record has a key id that is not UTF-8") from None
+    header = EnvelopeHeader(version, algorithm, key_id, blob[iv_start:body_start])
+    return header, blob[body_start:]
+
+
+def parse_header(blob: bytes) -> EnvelopeHeader:
+    """Parse and check a blob's header without decrypting; raises ``RecordCorrupt``."""
+    return _split(blob)[0]
+
+
+def _aad(header: EnvelopeHeader, kind: str, name: str, generation: int, context: bytes) -> bytes:
+    return pack_fields(
+        MAGIC,
+        bytes([header.version]),
+        bytes([header.algorithm]),
+        header.key_id.encode("utf-8"),
+        kind.encode("utf-8"),
+        name.encode("utf-8"),
+        generation.to_bytes(8, "big"),
+        context,
+    )
+
+
+def seal(
+    wrapper: KeyWrapper,
+    plaintext: bytes,
+    *,
+    kind: str,
+    name: str,
+    generation: int,
+    context: bytes = b"",
+) -> bytes:
+    """Encrypt ``plaintext`` into a v1 blob bound to key id, kind, name, generation, context."""
+    if not 0 <= generation <= MAX_GENERATION:
+        raise StoreError(f"store generation {generation} is out of range 0..2**64-1")
+    key_id = wrapper.key_id.encode("utf-8")
+    if not 1 <= len(key_id) <= MAX_KEY_ID_LEN:
+        raise HsmError(f"key id must be 1-{MAX_KEY_ID_LEN} bytes, got {len(key_id)}")
+    iv = wrapper.random(IV_LEN)
+    if len(iv) != IV_LEN:
+        raise HsmError(f"random source returned {len(iv)} bytes for a {IV_LEN}-byte IV")
+    header = EnvelopeHeader(VERSION, ALG_AES_256_GCM, wrapper.key_id, iv)
+    body = wrapper.encrypt(iv, plaintext, _aad(header, kind, name, generation, context))
+    prefix = MAGIC + bytes([VERSION, ALG_AES_256_GCM, len(key_id)]) + key_id
+    return prefix + iv + body
+
+
+def unseal(
+    wrapper: KeyWrapper,
+    blob: bytes,
+    *,
+    kind: str,
+    name: str,
+    generation: int,
+    context: bytes = b"",
+) -> bytes:
+    """Check and decrypt a v1 blob; any parse, binding or tag failure raises ``RecordCorrupt``."""
+    header, body = _split(blob)
+    if not 0 <= generation <= MAX_GENERATION:
+        raise RecordCorrupt(f"store generation {generation} is out of range 0..2**64-1")
+    if header.key_id != wrapper.key_id:
+        raise RecordCorrupt(
+            f"record is sealed under key id {header.key_id!r}, but the token's key is "
+            f"{wrapper.key_id!r}: use the token that holds key {header.key_id!r}"
+        )
+    return wrapper.decrypt(header.iv, body, _aad(header, kind, name, generation, context))

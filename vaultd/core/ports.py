@@ -1,0 +1,80 @@
+"""The small typed interfaces the core needs from hardware, disk, network and people.
+
+Port methods take and return domain types, never library objects.  Each adapter translates
+its library's errors into :mod:`vaultd.errors` as they come in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from vaultd.core.model import LongTermCredentials, SessionCredentials
+
+
+class Clock(Protocol):
+    """Wall time (aware UTC) and monotonic time."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class RandomSource(Protocol):
+    """Cryptographic random bytes (the token's generator in production)."""
+
+    def random(self, n: int) -> bytes: ...
+
+
+class KeyWrapper(RandomSource, Protocol):
+    """AES-256-GCM with a key that never leaves the token.
+
+    ``encrypt`` returns ciphertext with the 16-byte tag appended; ``decrypt`` raises
+    :class:`vaultd.errors.RecordCorrupt` on a wrong tag, IV or AAD.
+    """
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret identifier of the key (bound into every AAD)."""
+        ...
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes: ...
+
+
+class GenerationAnchor(Protocol):
+    """The store generation counter kept outside the store file (a token data object)."""
+
+    def read_generation(self) -> int: ...
+
+    def advance_generation(self, value: int) -> None:
+        """Record ``value`` (greater than the current one) as the current generation."""
+        ...
+
+
+class StsClient(Protocol):
+    """The two STS calls vaultd makes. MFA-bearing calls are never retried."""
+
+    def get_session_token(
+        self,
+        credentials: LongTermCredentials,
+        *,
+        duration_seconds: int,
+        serial_number: str | None,
+        token_code: str | None,
+        region: str | None,
+    ) -> SessionCredentials: ...
+
+    def assume_role(
+        self,
+        credentials: LongTermCredentials | SessionCredentials,
+        *,
+        role_arn: str,
+        role_session_name: str,
+        duration_seconds: int,
+        external_id: str | None,
+        serial_number: str | None,
+        token_code: str | None,
+        region: str | None,
+    ) -> SessionCredentials: ...

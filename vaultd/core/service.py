@@ -1,0 +1,370 @@
+"""VaultService: the daemon's use cases, over ports only.
+
+Getting credentials for a profile:
+
+1. serve from the cache while the 15-minute floor is met;
+2. otherwise, single-flight per session key: one approval, one code, one STS call, shared by
+   every concurrent caller;
+3. the code is checked against the single-use ledger and the rate limits before STS sees it;
+4. the release is audited (fsynced) before the credentials leave.
+
+Blocking work (token, store, STS, audit writes) goes through the injected ``run_token`` and
+``run_io`` callables, so this module stays free of threads and I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from vaultd.core import policy
+from vaultd.core.approvals import ApprovalBook
+from vaultd.core.cache import SessionCache
+from vaultd.core.model import (
+    ApprovalMethod,
+    LongTermCredentials,
+    Profile,
+    ProfileKind,
+    Requester,
+    SessionCredentials,
+    mask_key,
+)
+from vaultd.core.otp_ledger import OtpLedger, step_for
+from vaultd.core.ports import Clock, StsClient
+from vaultd.core.singleflight import SingleFlight
+from vaultd.errors import (
+    ApprovalUnavailable,
+    BreakGlassOnly,
+    MfaRejected,
+    Sealed,
+    StsExpiredToken,
+    UnknownProfile,
+    VaultError,
+)
+
+T = TypeVar("T")
+EventSink = Callable[[dict[str, object]], Awaitable[None]]
+
+
+class Runner(Protocol):
+    """Runs a blocking callable off the event loop and returns its result."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+class SecretSource(Protocol):
+    """Opens sealed records (blocking; called through ``run_token``)."""
+
+    def key_pair(self, name: str) -> LongTermCredentials: ...
+
+
+class AuditSink(Protocol):
+    """Writes and fsyncs one audit record; raises ``AuditError`` if it cannot (blocking)."""
+
+    def record(self, event: str, fields: Mapping[str, object]) -> None: ...
+
+
+class StateSink(Protocol):
+    """Persists the OTP ledger (blocking)."""
+
+    def save_ledger(self, data: dict[str, object]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Everything the service needs from outside."""
+
+    clock: Clock
+    sts: StsClient
+    secrets: SecretSource
+    audit: AuditSink
+    state: StateSink
+    run_token: Runner
+    run_io: Runner
+
+
+def _requester_fields(r: Requester) -> dict[str, object]:
+    return {
+        "pid": r.pid,
+        "uid": r.uid,
+        "executable": r.executable,
+        "cwd": r.cwd,
+        "parent_pid": r.parent_pid,
+        "parent_command": r.parent_command,
+    }
+
+
+class VaultService:
+    """Credentials, approvals, lock and status for the daemon."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, Profile],
+        ports: Ports,
+        *,
+        ledger: OtpLedger,
+        approval_timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
+        cooldown_seconds: float = 30.0,
+        serve_floor: int = policy.SERVE_FLOOR_SECONDS,
+    ) -> None:
+        self._profiles = dict(profiles)
+        self._p = ports
+        self.ledger = ledger
+        self.cache = SessionCache(ports.clock, floor=serve_floor)
+        self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
+        self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
+        self.sealed = False
+
+    @property
+    def profiles(self) -> Mapping[str, Profile]:
+        return self._profiles
+
+    # --- credentials ---------------------------------------------------------------------
+
+    async def credentials(
+        self,
+        profile_name: str,
+        requester: Requester,
+        *,
+        action: str = "credential_process",
+        on_event: EventSink | None = None,
+    ) -> SessionCredentials:
+        """A servable session for ``profile_name``, asking the user when a code is needed."""
+        if self.sealed:
+            raise Sealed("the vault is sealed: run `vaultd unlock`")
+        profile = self._profiles.get(profile_name)
+        if profile is None:
+            raise UnknownProfile(
+                f"no profile {profile_name!r} in the vaultd config: add [profiles.{profile_name}]"
+            )
+        await self._audit(
+            "request", profile=profile.name, action=action, client=_requester_fields(requester)
+        )
+        key = f"profile:{profile.name}"
+        creds = self.cache.get(key)
+        if creds is None:
+            creds = await self.flight.run(
+                key, lambda: self._fresh_session(profile, requester, action, on_event)
+            )
+        await self._audit(
+            "release",
+            profile=profile.name,
+            action=action,
+            client=_requester_fields(requester),
+            session_key_id=mask_key(creds.access_key_id),
+            expiration=creds.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        return creds
+
+    async def _fresh_session(
+        self,
+        profile: Profile,
+        requester: Requester,
+        action: str,
+        on_event: EventSink | None,
+    ) -> SessionCredentials:
+        if profile.kind is ProfileKind.ROLE and profile.source_profile is not None:
+            duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
+            if policy.role_uses_chaining(duration):
+                source = self._profiles[profile.source_profile]
+                base = self.cache.get(f"profile:{source.name}")
+                if base is None:
+                    base = await self.flight.run(
+                        f"profile:{source.name}",
+                        lambda: self._mfa_call(source, requester, action, on_event, profile),
+                    )
+                return await self._assume_role(profile, base, None, None)
+        return await self._mfa_call(profile, requester, action, on_event, profile)
+
+    async def _mfa_call(
+        self,
+        profile: Profile,
+        requester: Requester,
+        action: str,
+        on_event: EventSink | None,
+        asked_for: Profile,
+    ) -> SessionCredentials:
+        """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code."""
+        creds_name, serial = self._source_of(profile)
+        keys = await self._run_token(lambda: self._p.secrets.key_pair(creds_name))
+        if keys.root:
+            raise BreakGlassOnly(
+                f"{creds_name!r} holds root credentials: they are break-glass only and never "
+                "served to credential_process; use `vaultd break-glass`"
+            )
+        self.ledger.check_allowed(serial, self._p.clock.now())
+        code = await self._obtain_code(asked_for, serial, requester, action, on_event)
+        try:
+            if profile.kind is ProfileKind.ROLE:
+                session = await self._assume_role(profile, keys, serial, code)
+            else:
+                duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
+                session = await self._run_io(
+                    lambda: self._p.sts.get_session_token(
+                        keys,
+                        duration_seconds=duration,
+                        serial_number=serial,
+                        token_code=code,
+                        region=profile.region,
+                    )
+                )
+        except MfaRejected:
+            self.ledger.record_failure(serial, self._p.clock.now())
+            await self._save_ledger()
+            raise
+        self.ledger.record_success(serial)
+        await self._save_ledger()
+        if profile.kind is not ProfileKind.ROLE:
+            policy.validate_expiration(session.expiration, self._p.clock.now())
+            self.cache.put(f"profile:{profile.name}", session)
+        return session
+
+    async def _assume_role(
+        self,
+        profile: Profile,
+        creds: LongTermCredentials | SessionCredentials,
+        serial: str | None,
+        code: str | None,
+    ) -> SessionCredentials:
+        assert profile.role_arn is not None  # noqa: S101 - guaranteed by settings validation
+        role_arn = profile.role_arn
+        duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
+        try:
+            session = await self._run_io(
+                lambda: self._p.sts.assume_role(
+                    creds,
+                    role_arn=role_arn,
+                    role_session_name=profile.role_session_name or f"vaultd-{profile.name}",
+                    duration_seconds=duration,
+                    external_id=profile.external_id,
+                    serial_number=serial,
+                    token_code=code,
+                    region=profile.region,
+                )
+            )
+        except StsExpiredToken:
+            if profile.source_profile is not None:
+                self.cache.purge(f"profile:{profile.source_profile}")
+            raise
+        policy.validate_expiration(session.expiration, self._p.clock.now())
+        self.cache.put(f"profile:{profile.name}", session)
+        return session
+
+    def _source_of(self, profile: Profile) -> tuple[str, str]:
+        """The stored key pair name and MFA serial behind ``profile``."""
+        source = profile
+        if profile.credentials is None and profile.source_profile is not None:
+            source = self._profiles[profile.source_profile]
+        assert source.credentials is not None  # noqa: S101 - settings validation
+        serial = profile.mfa_serial or source.mfa_serial
+        assert serial is not None  # noqa: S101 - settings validation
+        return source.credentials, serial
+
+    async def _obtain_code(
+        self,
+        profile: Profile,
+        serial: str,
+        requester: Requester,
+        action: str,
+        on_event: EventSink | None,
+    ) -> str:
+        """Open an approval, wait for the typed code, and mark it used in the ledger."""
+        if profile.approval is ApprovalMethod.TOUCH:
+            raise ApprovalUnavailable(
+                f"profile {profile.name!r} needs a FIDO2 touch, and no authenticator is set up: "
+                "enrol one with `vaultd fido2 enroll`"
+            )
+        approval = self.approvals.open(profile.name, action, requester, ApprovalMethod.CODE)
+        await self._audit(
+            "approval_opened",
+            profile=profile.name,
+            approval=approval.id,
+            client=_requester_fields(requester),
+        )
+        if on_event is not None:
+            await on_event({"event": "approval_pending", "approval": approval.as_dict()})
+        try:
+            resolution = await self.approvals.wait(approval.id)
+        except VaultError as exc:
+            await self._audit(
+                "approval_failed", profile=profile.name, approval=approval.id, outcome=exc.code
+            )
+            raise
+        code = resolution.code
+        assert code is not None  # noqa: S101 - a CODE approval resolves with a code
+        self.ledger.check_and_mark_typed(serial, code, step_for(self._p.clock.now()))
+        await self._save_ledger()
+        await self._audit("approval_granted", profile=profile.name, approval=approval.id)
+        return code
+
+    # --- approvals, lock, status ---------------------------------------------------------
+
+    async def approve(self, approval_id: str, code: str | None) -> None:
+        """Answer a pending approval with a code."""
+        self.approvals.approve(approval_id, code=code)
+
+    async def deny(self, approval_id: str) -> None:
+        """Deny a pending approval (final for every waiter; starts a cooldown)."""
+        approval = self.approvals.deny(approval_id)
+        await self._audit("approval_denied", profile=approval.profile, approval=approval.id)
+
+    async def lock(self, *, seal: bool) -> None:
+        """Drop every cached session and pending approval; with ``seal``, also log out."""
+        self.cache.wipe()
+        self.approvals.cancel_all()
+        self.flight.clear()
+        if seal:
+            self.sealed = True
+        await self._audit("lock", outcome="sealed" if seal else "locked")
+
+    def seal(self) -> None:
+        """The token went away: wipe everything, refuse requests until unlocked."""
+        self.sealed = True
+        self.cache.wipe()
+        self.approvals.cancel_all()
+        self.flight.clear()
+
+    def status(self) -> dict[str, object]:
+        """Profiles, cached sessions and pending approvals (no secrets)."""
+        now = self._p.clock.now()
+        sessions = {e.key.removeprefix("profile:"): e for e in self.cache.entries()}
+        profiles = []
+        for name, p in sorted(self._profiles.items()):
+            entry = sessions.get(name)
+            profiles.append(
+                {
+                    "name": name,
+                    "kind": p.kind.value,
+                    "approval": p.approval.value,
+                    "expires_at": entry.expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if entry
+                    else None,
+                    "seconds_left": int(entry.seconds_left) if entry else None,
+                }
+            )
+        return {
+            "sealed": self.sealed,
+            "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "profiles": profiles,
+            "approvals": [a.as_dict() for a in self.approvals.pending()],
+        }
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    async def _audit(self, event: str, **fields: object) -> None:
+        await self._run_io(lambda: self._p.audit.record(event, fields))
+
+    async def _save_ledger(self) -> None:
+        data = self.ledger.to_dict()
+        await self._run_io(lambda: self._p.state.save_ledger(data))
+
+    async def _run_token(self, fn: Callable[[], T]) -> T:
+        try:
+            return await self._p.run_token(fn)
+        except Sealed:
+            self.seal()
+            raise
+
+    async def _run_io(self, fn: Callable[[], T]) -> T:
+        return await self._p.run_io(fn)

@@ -1,0 +1,267 @@
+"""The ``credential_process`` client: asks vaultd for a profile's session credentials.
+
+It runs on every AWS CLI call, so it imports only ``_socket``, ``os`` and ``sys`` up front and
+nothing from vaultd; ``python3 -I -S path/to/credproc.py PROFILE`` works.  Usage::
+
+    credproc.py [--socket PATH] PROFILE
+
+The socket is ``--socket``, else ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``,
+else ``/tmp/vaultd-<uid>/vaultd.sock`` (as :func:`vaultd.ipc.client.default_socket_path`).
+
+One ``credentials`` frame goes out (see :mod:`vaultd.ipc.protocol`).  The daemon's fast-path
+reply ``{"v":1,"ok":true,"output":<credential JSON>}`` is checked whole and its output written
+to stdout in one write loop; nothing else ever reaches stdout.  An ``approval_pending`` event
+(only then is ``json`` imported) makes the client print the request on ``/dev/tty`` and read a
+6-digit code there in a background thread, sent as an ``approve`` request on a second
+connection; the final reply is awaited meanwhile and ends the prompt.  Without a terminal it
+just waits (``vaultd approve`` or the TUI can answer).
+
+Exit status: 0 on success; 1 on any error, with one ``vaultd: CODE: message`` line on stderr
+and an empty stdout; 2 on a usage error.
+"""
+
+import _socket
+import os
+import sys
+
+PREFIX = b'{"v":1,"ok":true,"output":'
+MAX_FRAME = 64 * 1024
+TIMEOUT = 65.0
+USAGE = "usage: credproc.py [--socket PATH] PROFILE"
+NOT_RUNNING = (
+    "vaultd is not running; start it with `vaultd serve` "
+    "(or `systemctl --user start vaultd.socket`)"
+)
+_ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_PROFILE_CHARS = _ID_CHARS | frozenset(b".")
+_RETRY_CODES = frozenset({"CODE_MALFORMED", "CODE_REUSED", "MFA_REJECTED"})
+
+
+class Failure(Exception):
+    """An error to report as ``vaultd: CODE: message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _clean(text: object, limit: int = 300) -> str:
+    """``text`` as one printable line: no control characters, at most ``limit`` characters."""
+    chars = [c if " " <= c < "\x7f" or c > "\x9f" else "?" for c in str(text)[:limit]]
+    return "".join(chars)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def default_socket_path() -> str:
+    """The socket path from the environment, as the daemon's default."""
+    explicit = os.environ.get("VAULTD_SOCKET")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return runtime + "/vaultd/vaultd.sock"
+    return f"/tmp/vaultd-{os.getuid()}/vaultd.sock"  # noqa: S108 - the daemon checks it is 0700
+
+
+def _connect(path: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        sock.close()
+        raise Failure("DAEMON_NOT_RUNNING", NOT_RUNNING) from None
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or type(exc).__name__
+        raise Failure("PROTOCOL_ERROR", f"cannot connect to {path}: {reason}") from None
+    return sock
+
+
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+def _recv_exact(sock: _socket.socket, size: int) -> bytes:
+    buf = b""
+    while len(buf) < size:
+        try:
+            chunk = sock.recv(size - len(buf))
+        except TimeoutError:
+            raise Failure("PROTOCOL_ERROR", "no reply from vaultd in time") from None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            raise Failure("PROTOCOL_ERROR", "vaultd closed the connection before replying")
+        buf += chunk
+    return buf
+
+
+def _read_frame(sock: _socket.socket) -> bytes:
+    length = int.from_bytes(_recv_exact(sock, 4), "big")
+    if length > MAX_FRAME:
+        raise Failure("FRAME_TOO_LARGE", f"vaultd announced a {length}-byte reply; refused")
+    return _recv_exact(sock, length)
+
+
+def fast_output(body: bytes) -> bytes | None:
+    """The credential JSON inside a fast-path reply, or None if ``body`` is another frame."""
+    if not body.startswith(PREFIX):
+        return None
+    inner = body[len(PREFIX) : -1]
+    if body.endswith(b"}") and inner.endswith(b"}"):
+        for head in (b'{"Version": 1', b'{"Version":1'):
+            if inner.startswith(head) and inner[len(head) : len(head) + 1] in (b",", b"}", b" "):
+                return inner
+    raise Failure("PROTOCOL_ERROR", "vaultd sent a malformed credentials reply")
+
+
+def _parse(body: bytes) -> dict[str, object]:
+    import json  # only off the fast path
+
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise Failure("PROTOCOL_ERROR", "vaultd sent a frame that is not a JSON object")
+    return obj
+
+
+def _raise_error(msg: dict[str, object]) -> None:
+    error = msg.get("error")
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        if isinstance(code, str) and code and all(c in _ID_CHARS for c in code.encode()):
+            raise Failure(code, _clean(message))
+    raise Failure("PROTOCOL_ERROR", "vaultd sent a malformed error reply")
+
+
+def _approve(path: str, approval_id: str, code: str) -> None:
+    """Send ``approve`` on a second connection; raise :class:`Failure` on an error reply."""
+    import json
+
+    body = json.dumps({"v": 1, "op": "approve", "id": approval_id, "code": code})
+    sock = _connect(path)
+    try:
+        sock.sendall(_frame(body.encode()))
+        while "event" in (msg := _parse(_read_frame(sock))):
+            pass
+    finally:
+        sock.close()
+    if msg.get("ok") is not True:
+        _raise_error(msg)
+
+
+def _prompt(tty: int, path: str, event: dict[str, object]) -> None:
+    """Show the pending approval on the terminal and send the code typed there."""
+    approval_id = event.get("id")
+    if not isinstance(approval_id, str) or not all(c in _ID_CHARS for c in approval_id.encode()):
+        return
+    requester = event.get("requester")
+    if isinstance(requester, dict):
+        parts = (requester.get(k) for k in ("pid", "executable", "cwd", "parent_command"))
+        requester = " ".join(str(p) for p in parts if p not in (None, ""))
+    _write_all(
+        tty,
+        (
+            f"\nvaultd: {_clean(requester)} asks for profile {_clean(event.get('profile'))}"
+            f" (approval {approval_id}, expires {_clean(event.get('expires'))})\n"
+        ).encode(),
+    )
+    for _attempt in range(3):
+        _write_all(tty, b"vaultd: MFA code (or approve elsewhere): ")
+        try:
+            code = os.read(tty, 64).decode("ascii", "replace").strip()
+        except OSError:
+            return
+        if len(code) != 6 or not all("0" <= c <= "9" for c in code):
+            _write_all(tty, b"vaultd: a code is 6 digits\n")
+            continue
+        try:
+            _approve(path, approval_id, code)
+        except Failure as failure:
+            _write_all(tty, f"vaultd: {failure.code}: {_clean(failure.message)}\n".encode())
+            if failure.code in _RETRY_CODES:
+                continue
+            return
+        _write_all(tty, b"vaultd: approved, waiting for credentials\n")
+        return
+
+
+def _open_tty() -> int:
+    try:
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def fetch(path: str, profile: str) -> bytes:
+    """Ask the daemon for ``profile`` and return the checked credential JSON."""
+    tty = _open_tty()
+    prompting = False
+    sock = _connect(path)
+    try:
+        interactive = b"true" if tty >= 0 else b"false"
+        body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
+        sock.sendall(_frame(body + b'","interactive":' + interactive + b"}"))
+        while True:
+            reply = _read_frame(sock)
+            output = fast_output(reply)
+            if output is not None:
+                if prompting:
+                    _write_all(tty, b"\nvaultd: answered, no code needed\n")
+                return output
+            msg = _parse(reply)
+            if msg.get("event") == "approval_pending" and tty >= 0 and not prompting:
+                import threading
+
+                prompting = True
+                args = (tty, path, msg)
+                threading.Thread(target=_prompt, args=args, daemon=True).start()
+            elif "event" not in msg:
+                _raise_error(msg)
+                raise Failure("PROTOCOL_ERROR", "vaultd sent an unexpected reply")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise Failure("PROTOCOL_ERROR", f"talking to vaultd failed: {reason}") from None
+    finally:
+        sock.close()
+        if tty >= 0 and not prompting:
+            os.close(tty)
+
+
+def main(argv: list[str]) -> int:
+    """Run the client; see the module docstring for the arguments and exit status."""
+    path = None
+    args = list(argv)
+    if len(args) == 3 and args[0] == "--socket":
+        path = args[1]
+        args = args[2:]
+    elif len(args) == 2 and args[0].startswith("--socket="):
+        path = args[0][len("--socket=") :]
+        args = args[1:]
+    profile = args[0] if len(args) == 1 else ""
+    raw = profile.encode("utf-8", "replace")
+    if not 1 <= len(raw) <= 64 or not all(c in _PROFILE_CHARS for c in raw) or path == "":
+        sys.stderr.write(USAGE + "\n  PROFILE: 1 to 64 of A-Z a-z 0-9 . _ -\n")
+        return 2
+    try:
+        output = fetch(path or default_socket_path(), profile)
+        _write_all(1, output)
+    except Failure as failure:
+        sys.stderr.write(f"vaultd: {failure.code}: {_clean(failure.message)}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"vaultd: OUTPUT_FAILED: writing to stdout failed: {exc.strerror}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""FIDO2 touch-to-approve: enrolment, assertion ceremonies and assertion verification."""

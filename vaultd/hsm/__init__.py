@@ -1,0 +1,1 @@
+"""PKCS#11 adapters: the only place that calls python-pkcs11."""

@@ -1,0 +1,609 @@
+"""The PKCS#11 adapter: the only module that calls python-pkcs11.
+
+:class:`Pkcs11Vault` implements the ``KeyWrapper``, ``RandomSource`` and ``GenerationAnchor``
+ports over one long-lived, logged-in session. Every token call goes through one
+``threading.Lock``: SoftHSM2 is not safe with sessions used from several threads at once
+(THREATS §6). Library errors are translated here, as they come in.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+
+import pkcs11
+from pkcs11 import (
+    Attribute,
+    GCMParams,
+    KeyType,
+    Mechanism,
+    MechanismFlag,
+    ObjectClass,
+    SecretKey,
+    Session,
+    Token,
+    TokenFlag,
+)
+from pkcs11 import exceptions as pkerr
+
+from vaultd.errors import (
+    AuditTampered,
+    HsmError,
+    HsmKeyUnsafe,
+    HsmModuleRefused,
+    HsmPinIncorrect,
+    HsmPinLocked,
+    RecordCorrupt,
+    Sealed,
+    StoreRollback,
+    TokenAmbiguous,
+    TokenNotFound,
+)
+
+if TYPE_CHECKING:
+    from pkcs11._pkcs11 import lib as Pkcs11Lib
+
+DEFAULT_MODULE_ALLOWLIST: Final[tuple[str, ...]] = (
+    # SoftHSM2 (tests and demo only)
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+    "/opt/homebrew/lib/softhsm/libsofthsm2.so",
+    # YubiKey PIV (ykcs11)
+    "/usr/lib/x86_64-linux-gnu/libykcs11.so*",
+    "/usr/lib/aarch64-linux-gnu/libykcs11.so*",
+    "/usr/lib64/libykcs11.so*",
+    "/usr/local/lib/libykcs11.so*",
+    "/usr/local/lib/libykcs11.dylib",
+    "/opt/homebrew/lib/libykcs11.dylib",
+    # OpenSC
+    "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+    "/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so",
+    "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/opensc-pkcs11.so",
+    "/usr/lib64/opensc-pkcs11.so",
+    "/usr/lib64/pkcs11/opensc-pkcs11.so",
+    "/Library/OpenSC/lib/opensc-pkcs11.so",
+    # YubiHSM 2
+    "/usr/lib/x86_64-linux-gnu/pkcs11/yubihsm_pkcs11.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/yubihsm_pkcs11.so",
+    "/usr/lib64/pkcs11/yubihsm_pkcs11.so",
+    "/usr/local/lib/pkcs11/yubihsm_pkcs11.dylib",
+)
+"""Modules vaultd loads without extra configuration; entries may end in a ``*`` glob."""
+
+GENERATION_LABEL: Final = "vaultd-generation"
+IV_LEN: Final = 12
+TAG_LEN: Final = 16
+MAC_LEN: Final = 32
+_KEY_BYTES: Final = 32
+_GENERATION_BYTES: Final = 8
+_ID_BYTES: Final = 16
+
+_DEVICE_ERRORS: Final = (
+    pkerr.DeviceRemoved,
+    pkerr.DeviceError,
+    pkerr.DeviceMemory,
+    pkerr.TokenNotPresent,
+    pkerr.TokenNotRecognised,
+    pkerr.SessionHandleInvalid,
+    pkerr.SessionClosed,
+    pkerr.UserNotLoggedIn,
+    pkerr.KeyHandleInvalid,
+    pkerr.ObjectHandleInvalid,
+    pkerr.GeneralError,
+)
+_CAPABILITIES: Final = (
+    Attribute.ENCRYPT,
+    Attribute.DECRYPT,
+    Attribute.WRAP,
+    Attribute.UNWRAP,
+    Attribute.SIGN,
+    Attribute.VERIFY,
+    Attribute.DERIVE,
+)
+_RESEAL_HINT: Final = "re-insert the token and run `vaultd unlock`"
+
+
+@dataclass(frozen=True, slots=True)
+class _KeySpec:
+    """What a vaultd key in the token must look like."""
+
+    role: str
+    key_type: KeyType
+    usage: tuple[Attribute, ...]
+
+    def policy(self) -> tuple[tuple[Attribute, object], ...]:
+        """Required attribute values, in the order they are checked (and reported)."""
+        return (
+            (Attribute.KEY_TYPE, self.key_type),
+            (Attribute.VALUE_LEN, _KEY_BYTES),
+            (Attribute.TOKEN, True),
+            (Attribute.PRIVATE, True),
+            (Attribute.SENSITIVE, True),
+            (Attribute.EXTRACTABLE, False),
+            (Attribute.ALWAYS_SENSITIVE, True),
+            (Attribute.NEVER_EXTRACTABLE, True),
+            *((cap, cap in self.usage) for cap in _CAPABILITIES),
+        )
+
+    def template(self) -> dict[Attribute, object]:
+        """Generation template: everything in :meth:`policy` that a template may set."""
+        skip = {Attribute.KEY_TYPE, Attribute.VALUE_LEN}
+        skip |= {Attribute.ALWAYS_SENSITIVE, Attribute.NEVER_EXTRACTABLE}
+        return {attr: value for attr, value in self.policy() if attr not in skip}
+
+
+_KEK: Final = _KeySpec("key-encryption key", KeyType.AES, (Attribute.ENCRYPT, Attribute.DECRYPT))
+_MAC: Final = _KeySpec("audit MAC key", KeyType.GENERIC_SECRET, (Attribute.SIGN, Attribute.VERIFY))
+
+
+class _KeyObject(Protocol):
+    def __getitem__(self, key: Attribute) -> Any: ...
+
+
+class _AeadKey(_KeyObject, Protocol):
+    """The KEK as used here (python-pkcs11 mixes these in for an ENCRYPT/DECRYPT key)."""
+
+    def encrypt(
+        self, data: bytes, *, mechanism: Mechanism, mechanism_param: GCMParams
+    ) -> bytes: ...
+
+    def decrypt(
+        self, data: bytes, *, mechanism: Mechanism, mechanism_param: GCMParams
+    ) -> bytes: ...
+
+
+class _MacKey(_KeyObject, Protocol):
+    """The audit key as used here (python-pkcs11 mixes these in for a SIGN/VERIFY key)."""
+
+    def sign(self, data: bytes, *, mechanism: Mechanism) -> bytes: ...
+
+    def verify(self, data: bytes, signature: bytes, *, mechanism: Mechanism) -> bool: ...
+
+
+@dataclass(slots=True)
+class _Open:
+    """The live handles of an unsealed vault."""
+
+    session: Session
+    kek: _AeadKey
+    mac_key: _MacKey
+
+
+def check_module_path(path: str, allowlist: Sequence[str]) -> str:
+    """Return the real path of ``path`` if it is a safe, allowlisted PKCS#11 module (THREATS T25).
+
+    The real path must equal the real path of an allowlist entry (entries may end in ``*``), and
+    neither the file nor its directory may be writable by group or others or owned by another
+    non-root uid. Load the returned path, not ``path``. Raises :class:`HsmModuleRefused`.
+    """
+    real = os.path.realpath(path)
+    allowed = {os.path.realpath(p) for entry in allowlist for p in _expand(entry)}
+    if real not in allowed:
+        raise HsmModuleRefused(
+            f"PKCS#11 module {path} (resolves to {real}) is not on the module allowlist; "
+            "use an allowlisted module or add its path to hsm.module_allowlist"
+        )
+    for target in (real, os.path.dirname(real)):
+        try:
+            st = os.stat(target)
+        except OSError as exc:
+            raise HsmModuleRefused(f"PKCS#11 module {path}: cannot stat {target}: {exc}") from exc
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise HsmModuleRefused(
+                f"PKCS#11 module {path}: {target} is writable by group or others; "
+                f"run `chmod go-w {target}`"
+            )
+        if st.st_uid not in (0, os.getuid()):
+            raise HsmModuleRefused(
+                f"PKCS#11 module {path}: {target} is owned by uid {st.st_uid}; "
+                "it must belong to root or to you"
+            )
+    return real
+
+
+def _expand(entry: str) -> list[str]:
+    return glob.glob(entry) if entry.endswith("*") else [entry]
+
+
+class Pkcs11Vault:
+    """A logged-in PKCS#11 token holding the vault's AES-256 key and audit HMAC key.
+
+    Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
+    failure every call raises :class:`Sealed`.
+    """
+
+    def __init__(
+        self, *, lib: Pkcs11Lib, token: Token, state: _Open, module_path: str, key_label: str
+    ) -> None:
+        """Internal: use :meth:`open`."""
+        self._lib = lib
+        self._token = token
+        self._state: _Open | None = state
+        self._module_path = module_path
+        self._key_label = key_label
+        self._lock = threading.Lock()
+        self._key_id = _derive_key_id(token.serial, key_label, state.kek[Attribute.ID])
+
+    @classmethod
+    def open(
+        cls,
+        module_path: str,
+        token_label: str,
+        key_label: str,
+        pin: str | bytearray,
+        *,
+        create_key: bool = False,
+    ) -> Pkcs11Vault:
+        """Load the module, find the token by label, log in once and check (or create) the keys.
+
+        ``create_key=True`` (``vaultd init``) generates the keys that are absent. Raises
+        :class:`TokenNotFound`, :class:`TokenAmbiguous`, :class:`HsmPinLocked`,
+        :class:`HsmPinIncorrect` (with the token's PIN flags read after the failure),
+        :class:`HsmKeyUnsafe` or :class:`Sealed`. The login is never retried. python-pkcs11
+        needs the PIN as ``str``, so a ``bytearray`` PIN is decoded into a short-lived copy.
+        """
+        pin_text = _pin_text(pin)
+        with _translated("loading the PKCS#11 module"):
+            try:
+                lib = pkcs11.lib(module_path)
+            except pkerr.PKCS11Error as exc:
+                raise Sealed(
+                    f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
+                    "check hsm.module (and SOFTHSM2_CONF for SoftHSM2)"
+                ) from exc
+            token = _find_token(lib, token_label, module_path)
+        session = _login(token, pin_text)
+        try:
+            with _translated("checking the keys"):
+                kek = _find_key(session, key_label, _KEK, create_key)
+                mac_key = _find_key(session, f"{key_label}-audit", _MAC, create_key)
+        except BaseException:
+            _close_quietly(session)
+            raise
+        # The attribute check above guarantees the capabilities these views rely on.
+        state = _Open(session=session, kek=cast(_AeadKey, kek), mac_key=cast(_MacKey, mac_key))
+        return cls(lib=lib, token=token, state=state, module_path=module_path, key_label=key_label)
+
+    @property
+    def key_id(self) -> str:
+        """32 hex chars of SHA-256 over token serial, key label and the key's CKA_ID (not secret).
+
+        ``vaultd init`` sets a random CKA_ID, so a key regenerated under the same label gets a
+        new id.
+        """
+        return self._key_id
+
+    @property
+    def sealed(self) -> bool:
+        """True once closed, by :meth:`close` or by a device failure."""
+        return self._state is None
+
+    def random(self, n: int) -> bytes:
+        """``n`` random bytes from the token's generator (C_GenerateRandom)."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        if n == 0:
+            return b""
+        with self._use("generating random bytes") as st:
+            return st.session.generate_random(n * 8)
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """AES-256-GCM under the token key: ciphertext with the 16-byte tag appended."""
+        if len(iv) != IV_LEN:
+            raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
+        params = GCMParams(bytes(iv), bytes(aad), TAG_LEN * 8)
+        with self._use("encrypting") as st:
+            return st.kek.encrypt(
+                bytes(plaintext), mechanism=Mechanism.AES_GCM, mechanism_param=params
+            )
+
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Open AES-256-GCM ``ciphertext`` (tag appended); a mismatch -> :class:`RecordCorrupt`."""
+        if len(iv) != IV_LEN or len(ciphertext) < TAG_LEN:
+            raise RecordCorrupt(
+                f"a sealed record is malformed (IV of {len(iv)} bytes, ciphertext of "
+                f"{len(ciphertext)} bytes); restore it from a backup or add it again"
+            )
+        params = GCMParams(bytes(iv), bytes(aad), TAG_LEN * 8)
+        with self._use("decrypting") as st:
+            try:
+                return st.kek.decrypt(
+                    bytes(ciphertext), mechanism=Mechanism.AES_GCM, mechanism_param=params
+                )
+            except (
+                pkerr.GeneralError,
+                pkerr.EncryptedDataInvalid,
+                pkerr.EncryptedDataLenRange,
+            ) as exc:
+                raise RecordCorrupt(
+                    "a sealed record failed authentication (its IV, ciphertext, tag or context "
+                    "does not match); restore it from a backup or add it again"
+                ) from exc
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` under the token's audit key (32 bytes)."""
+        with self._use("computing an audit MAC") as st:
+            return st.mac_key.sign(bytes(data), mechanism=Mechanism.SHA256_HMAC)
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Check an audit MAC inside the token; raise :class:`AuditTampered` on a mismatch."""
+        if len(tag) != MAC_LEN:
+            raise AuditTampered(_TAMPERED)
+        with self._use("verifying an audit MAC") as st:
+            ok = st.mac_key.verify(bytes(data), bytes(tag), mechanism=Mechanism.SHA256_HMAC)
+        if not ok:
+            raise AuditTampered(_TAMPERED)
+
+    def read_generation(self) -> int:
+        """The highest store generation anchored in the token (0 when none)."""
+        with self._use("reading the store generation") as st:
+            return max((value for value, _ in _generations(st.session)), default=0)
+
+    def advance_generation(self, value: int) -> None:
+        """Anchor ``value``, which must exceed the current generation, and drop older anchors.
+
+        SoftHSM2 cannot rewrite CKA_VALUE, so the new object is created before the old ones are
+        destroyed: a crash in between leaves two, never none.
+        """
+        if value >= 1 << (8 * _GENERATION_BYTES):
+            raise ValueError(f"generation {value} is out of range")
+        with self._use("advancing the store generation") as st:
+            found = _generations(st.session)
+            current = max((v for v, _ in found), default=0)
+            if value <= current:
+                raise StoreRollback(
+                    f"refusing to move the store generation from {current} to {value}; the "
+                    "store is older than the token's record of it (restore the newest store)"
+                )
+            st.session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.LABEL: GENERATION_LABEL,
+                    Attribute.APPLICATION: "vaultd",
+                    Attribute.VALUE: value.to_bytes(_GENERATION_BYTES, "big"),
+                }
+            )
+            for _, obj in found:
+                obj.destroy()
+
+    def inspect(self) -> dict[str, object]:
+        """Non-secret facts for ``vaultd doctor``: module, token, flags and key attributes."""
+        with self._use("inspecting the token") as st:
+            flags = self._token.slot.get_token().flags
+            return {
+                "module": self._module_path,
+                "library": self._lib.library_description,
+                "library_manufacturer": self._lib.manufacturer_id,
+                "token_label": self._token.label,
+                "token_serial": self._token.serial.decode("ascii", "replace"),
+                "token_model": self._token.model,
+                "token_manufacturer": self._token.manufacturer_id,
+                "token_flags": sorted(f.name for f in TokenFlag if f.name and f in flags),
+                "key_label": self._key_label,
+                "key_id": self._key_id,
+                "key_attributes": _describe(st.kek, _KEK),
+                "audit_key_attributes": _describe(st.mac_key, _MAC),
+            }
+
+    def close(self) -> None:
+        """Log out and close the session (seal); later calls raise :class:`Sealed`."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is not None:
+            _close_quietly(state.session)
+
+    @contextmanager
+    def _use(self, what: str) -> Iterator[_Open]:
+        """Hold the token lock for one operation; a device failure seals the vault."""
+        with self._lock:
+            state = self._state
+            if state is None:
+                raise Sealed(
+                    "the vault is sealed (locked, or the token failed); run `vaultd unlock`, "
+                    "after re-inserting the token if it was removed"
+                )
+            try:
+                yield state
+            except pkerr.PKCS11Error as exc:
+                if _is_device_error(exc):
+                    self._state = None
+                    _close_quietly(state.session)
+                raise _translate(exc, what) from exc
+
+
+_TAMPERED: Final = "an audit record's MAC does not match; the audit log was altered"
+
+
+def _pin_text(pin: str | bytearray) -> str:
+    if isinstance(pin, str):
+        return pin
+    try:
+        return pin.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HsmPinIncorrect("the PIN is not valid UTF-8; check pin_source") from None
+
+
+def _is_device_error(exc: pkerr.PKCS11Error) -> bool:
+    # An unknown return value, or "not initialized", arrives as a bare PKCS11Error.
+    return isinstance(exc, _DEVICE_ERRORS) or type(exc) is pkerr.PKCS11Error
+
+
+def _translate(exc: pkerr.PKCS11Error, what: str) -> HsmError:
+    name = type(exc).__name__
+    if _is_device_error(exc):
+        return Sealed(f"the token failed while {what} ({name}); {_RESEAL_HINT}")
+    return HsmError(f"the token refused {what} ({name}); run `vaultd doctor`")
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except pkerr.PKCS11Error as exc:
+        raise _translate(exc, what) from exc
+
+
+def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
+    tokens = list(lib.get_tokens(token_label=label))
+    if not tokens:
+        present = sorted(t.label for t in lib.get_tokens())
+        raise TokenNotFound(
+            f"no token labelled {label!r} in {module_path} (present: "
+            f"{', '.join(map(repr, present)) or 'none'}); insert it or fix hsm.token_label"
+        )
+    if len(tokens) > 1:
+        raise TokenAmbiguous(
+            f"{len(tokens)} tokens are labelled {label!r} in {module_path}; "
+            "relabel one of them so the label is unique"
+        )
+    return tokens[0]
+
+
+def _login(token: Token, pin_text: str) -> Session:
+    """Open the vault's session with exactly one C_Login."""
+    label = token.label
+    with _translated("logging in"):
+        if token.flags & TokenFlag.USER_PIN_LOCKED:
+            raise HsmPinLocked(_locked_message(label))
+        try:
+            return token.open(rw=True, user_pin=pin_text)
+        except (pkerr.PinIncorrect, pkerr.PinLenRange, pkerr.PinInvalid) as exc:
+            flags = _fresh_flags(token)
+            if flags & TokenFlag.USER_PIN_LOCKED:
+                raise HsmPinLocked(_locked_message(label)) from exc
+            final = bool(flags & TokenFlag.USER_PIN_FINAL_TRY)
+            low = bool(flags & TokenFlag.USER_PIN_COUNT_LOW)
+            warning = (
+                " One more wrong PIN locks the token."
+                if final
+                else " Few PIN attempts remain."
+                if low
+                else ""
+            )
+            raise HsmPinIncorrect(
+                f"token {label!r} refused the PIN; check pin_source and unlock again.{warning}",
+                count_low=low,
+                final_try=final,
+            ) from exc
+        except pkerr.PinLocked as exc:
+            raise HsmPinLocked(_locked_message(label)) from exc
+        except pkerr.UserAlreadyLoggedIn as exc:
+            raise HsmError(
+                f"token {label!r} is already logged in by this process; run `vaultd lock` first"
+            ) from exc
+
+
+def _fresh_flags(token: Token) -> TokenFlag:
+    try:
+        return token.slot.get_token().flags
+    except pkerr.PKCS11Error:
+        return TokenFlag(0)
+
+
+def _locked_message(label: str) -> str:
+    return (
+        f"the user PIN of token {label!r} is locked; reset it with the SO PIN using the "
+        "token's admin tool, then run `vaultd unlock`"
+    )
+
+
+def _find_key(session: Session, label: str, spec: _KeySpec, create: bool) -> SecretKey:
+    found = list(
+        session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+    )
+    if len(found) > 1:
+        raise HsmKeyUnsafe(
+            f"duplicate label: {len(found)} keys are labelled {label!r}; remove the extra "
+            f"ones so the {spec.role} is unambiguous",
+            attribute="duplicate",
+        )
+    if found:
+        key = found[0]
+    elif create:
+        key = session.generate_key(
+            spec.key_type,
+            _KEY_BYTES * 8,
+            id=session.generate_random(_ID_BYTES * 8),
+            label=label,
+            store=True,
+            capabilities=MechanismFlag(0),
+            template=spec.template(),
+        )
+    else:
+        raise HsmKeyUnsafe(
+            f"the {spec.role} {label!r} is not in the token; run `vaultd init` to create it",
+            attribute="missing",
+        )
+    if not isinstance(key, SecretKey):
+        raise HsmKeyUnsafe(f"{label!r} is not a secret key", attribute="CLASS")
+    _check_key(key, label, spec)
+    return key
+
+
+def _check_key(key: SecretKey, label: str, spec: _KeySpec) -> None:
+    for attr, expected in spec.policy():
+        try:
+            value = key[attr]
+        except (pkerr.AttributeTypeInvalid, pkerr.AttributeSensitive) as exc:
+            raise HsmKeyUnsafe(
+                f"cannot read {attr.name} of the {spec.role} {label!r}; the key cannot be "
+                "checked, so it is refused",
+                attribute=attr.name,
+            ) from exc
+        if value != expected:
+            raise HsmKeyUnsafe(
+                f"the {spec.role} {label!r} has {attr.name}={_show(value)}, expected "
+                f"{_show(expected)}; generate a new key with `vaultd init`",
+                attribute=attr.name,
+            )
+
+
+def _describe(key: _KeyObject, spec: _KeySpec) -> dict[str, object]:
+    return {attr.name: _show(key[attr]) for attr, _ in spec.policy()}
+
+
+def _show(value: object) -> object:
+    if isinstance(value, KeyType):
+        return value.name
+    return value
+
+
+def _generations(session: Session) -> list[tuple[int, pkcs11.Object]]:
+    found = []
+    query = {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: GENERATION_LABEL}
+    for obj in session.get_objects(query):
+        raw = obj[Attribute.VALUE]
+        if len(raw) != _GENERATION_BYTES:
+            raise HsmError(
+                f"a {GENERATION_LABEL!r} object in the token holds {len(raw)} bytes, not "
+                f"{_GENERATION_BYTES}; remove it with the token's admin tool"
+            )
+        found.append((int.from_bytes(raw, "big"), obj))
+    return found
+
+
+def _derive_key_id(serial: bytes, label: str, cka_id: bytes) -> str:
+    digest = hashlib.sha256(b"vaultd key id v1\x00")
+    for part in (serial, label.encode("utf-8"), bytes(cka_id)):
+        digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.hexdigest()[:32]
+
+
+def _close_quietly(session: Session) -> None:
+    # A failing device cannot be logged out; the module drops the login with the session.
+    with suppress(pkerr.PKCS11Error):
+        session.close()

@@ -1,0 +1,1 @@
+"""The Unix-socket protocol, server and clients."""

@@ -1,0 +1,167 @@
+"""Clients for the daemon's socket: a blocking one for the CLI and an asyncio one for the TUI.
+
+Each request uses its own connection.  Error replies are raised as the matching
+:mod:`vaultd.errors` class (``exc.code`` is the daemon's code), and a missing or refusing socket
+raises :class:`~vaultd.errors.DaemonNotRunning`.  ``vaultd credential-process`` does not use
+this module: it has its own stdlib-only client in :mod:`vaultd.credproc`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+from vaultd.errors import DaemonNotRunning, ProtocolError
+from vaultd.ipc.protocol import (
+    HEADER_SIZE,
+    Event,
+    decode_reply,
+    encode_request,
+    frame_length,
+)
+
+NOT_RUNNING_MESSAGE = (
+    "vaultd is not running: start it with `vaultd serve` or `systemctl --user start vaultd.socket`"
+)
+_NOT_RUNNING_ERRORS = (FileNotFoundError, ConnectionRefusedError, NotADirectoryError)
+
+
+def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the daemon listens unless told otherwise.
+
+    ``$VAULTD_SOCKET`` if set, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else
+    ``/tmp/vaultd-<uid>/vaultd.sock`` (the server creates that directory 0700 and refuses it if
+    another user owns it).
+    """
+    env = os.environ if environ is None else environ
+    if env.get("VAULTD_SOCKET"):
+        return Path(env["VAULTD_SOCKET"])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "vaultd" / "vaultd.sock"
+    return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - checked 0700 and ours
+
+
+def _closed_early() -> ProtocolError:
+    return ProtocolError("vaultd closed the connection before replying; see the daemon log")
+
+
+class DaemonClient:
+    """Blocking client: one connection per :meth:`request`."""
+
+    def __init__(self, socket_path: Path | None = None, *, timeout: float = 70.0) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+
+    def request(
+        self, op: str, /, *, on_event: Callable[[Event], None] | None = None, **fields: object
+    ) -> dict[str, object]:
+        """Send one request and return the success reply's fields (without ``v``/``ok``).
+
+        Events pushed before the reply go to ``on_event``; error replies are raised.
+        """
+        frame = encode_request(op, **fields)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.socket_path))
+            except _NOT_RUNNING_ERRORS:
+                raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
+            try:
+                sock.sendall(frame)
+                while True:
+                    reply = decode_reply(self._read_frame(sock))
+                    if not isinstance(reply, Event):
+                        return reply
+                    if on_event is not None:
+                        on_event(reply)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"no reply from vaultd within {self.timeout:g} s; see the daemon log"
+                ) from None
+            except (ConnectionResetError, BrokenPipeError):
+                raise _closed_early() from None
+
+    @staticmethod
+    def _recv_exact(sock: socket.socket, size: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < size:
+            chunk = sock.recv(size - len(buf))
+            if not chunk:
+                raise _closed_early()
+            buf += chunk
+        return bytes(buf)
+
+    def _read_frame(self, sock: socket.socket) -> bytes:
+        return self._recv_exact(sock, frame_length(self._recv_exact(sock, HEADER_SIZE)))
+
+
+class AsyncDaemonClient:
+    """Asyncio client for the TUI: :meth:`request` plus the :meth:`events` subscription."""
+
+    def __init__(self, socket_path: Path | None = None, *, timeout: float = 70.0) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_unix_connection(str(self.socket_path))
+        except _NOT_RUNNING_ERRORS:
+            raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
+
+    @staticmethod
+    async def _read_reply(reader: asyncio.StreamReader) -> dict[str, object] | Event | None:
+        """The next frame, decoded; None when the daemon closed cleanly between frames."""
+        try:
+            header = await reader.readexactly(HEADER_SIZE)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise _closed_early() from None
+            return None
+        try:
+            return decode_reply(await reader.readexactly(frame_length(header)))
+        except asyncio.IncompleteReadError:
+            raise _closed_early() from None
+
+    async def request(
+        self, op: str, /, *, on_event: Callable[[Event], None] | None = None, **fields: object
+    ) -> dict[str, object]:
+        """Send one request and return the success reply's fields; errors are raised."""
+        frame = encode_request(op, **fields)
+        reader, writer = await self._connect()
+        try:
+            async with asyncio.timeout(self.timeout):
+                writer.write(frame)
+                await writer.drain()
+                while True:
+                    reply = await self._read_reply(reader)
+                    if reply is None:
+                        raise _closed_early()
+                    if not isinstance(reply, Event):
+                        return reply
+                    if on_event is not None:
+                        on_event(reply)
+        except TimeoutError:
+            raise ProtocolError(
+                f"no reply from vaultd within {self.timeout:g} s; see the daemon log"
+            ) from None
+        except ConnectionResetError:
+            raise _closed_early() from None
+        finally:
+            writer.close()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Subscribe to the daemon's events; ends when the daemon ends the subscription.
+
+        An error reply to the subscription is raised.
+        """
+        reader, writer = await self._connect()
+        try:
+            writer.write(encode_request("events"))
+            await writer.drain()
+            while isinstance(reply := await self._read_reply(reader), Event):
+                yield reply
+        finally:
+            writer.close()

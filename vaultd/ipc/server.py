@@ -1,0 +1,480 @@
+"""The asyncio Unix-socket server: a hardened transport that a request handler plugs into.
+
+Start-up keeps the socket private: the directory must be ours and 0700 (created so if missing),
+the socket is bound under ``umask(0o177)`` (mode 0600), an existing path is probed (a live
+daemon or a foreign, symlinked or non-socket path refuses the start; a stale socket is
+replaced), and the abstract namespace is never used.  Under systemd socket activation
+(``LISTEN_PID``/``LISTEN_FDS``) the inherited fd 3 is used instead; the unit's
+``DirectoryMode=0700`` and ``SocketMode=0600`` then keep it private.
+
+Each accepted connection has its peer credentials read before any byte; a uid outside
+``allowed_uids`` is audited and closed with nothing written.  Above ``max_connections`` a
+connection gets one ``BUSY`` frame and is closed.  Every read has a ``read_timeout`` deadline
+and each request (read, handling, reply) a ``request_timeout`` one; ``events`` subscriptions
+are exempt from the latter.  Malformed or oversize frames get an error frame, then the
+connection is closed.  A connection may carry several requests in sequence, except that a
+``credentials`` or ``events`` request is the last one on its connection.
+
+The handler is ``async def handler(request, conn) -> Mapping | bytes``: a mapping becomes a
+success reply, bytes (from :func:`~vaultd.ipc.protocol.credentials_reply`) are sent unchanged
+as the reply body, a :class:`~vaultd.errors.VaultError` becomes an error reply, and anything
+else is logged and answered with ``INTERNAL_ERROR``.  A handler learns that its client went
+away from :attr:`Connection.closed` / :attr:`Connection.closed_event`; it is not cancelled, and
+its reply is then dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
+
+from vaultd.core.model import Requester
+from vaultd.errors import (
+    BadRequest,
+    Busy,
+    ConfigError,
+    DaemonAlreadyRunning,
+    InternalError,
+    RequestTimeout,
+    UnsafePermissions,
+    VaultError,
+)
+from vaultd.ipc import peercred
+from vaultd.ipc.peercred import PeerCred
+from vaultd.ipc.procinfo import describe_process
+from vaultd.ipc.protocol import (
+    HEADER_SIZE,
+    CredentialsRequest,
+    EventsRequest,
+    Request,
+    decode_request,
+    encode_frame,
+    error_reply,
+    event_frame,
+    frame_length,
+    success_reply,
+)
+
+log = logging.getLogger("vaultd.ipc")
+
+Handler = Callable[[Request, "Connection"], Awaitable[Mapping[str, object] | bytes]]
+
+_SD_LISTEN_FDS_START = 3
+_MAX_UNIX_PATH = 107
+_ACCEPT_BACKOFF = 0.1
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _PeerGone(Exception):
+    """The client closed its end."""
+
+
+class Connection:
+    """One accepted client as a handler sees it."""
+
+    def __init__(self, sock: socket.socket, peer: PeerCred, write_timeout: float) -> None:
+        self._sock = sock
+        self._write_timeout = write_timeout
+        self._write_lock = asyncio.Lock()
+        self._requester: Requester | None = None
+        self._watching = False
+        self.peer = peer
+        self.closed_event = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        """True once the client has gone away (or broke the protocol while waiting)."""
+        return self.closed_event.is_set()
+
+    @property
+    def requester(self) -> Requester:
+        """The requesting process, described from /proc on first use."""
+        if self._requester is None:
+            self._requester = describe_process(self.peer.pid, uid=self.peer.uid)
+        return self._requester
+
+    async def send_event(self, name: str, fields: Mapping[str, object] | None = None) -> bool:
+        """Push an event frame; False (and nothing written) once the client is gone."""
+        return await self.send_body(event_frame(name, fields))
+
+    async def send_body(self, body: bytes) -> bool:
+        """Write one frame around ``body``; False if the client is gone or too slow."""
+        frame = encode_frame(body)
+        async with self._write_lock:
+            if self.closed:
+                return False
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await asyncio.get_running_loop().sock_sendall(self._sock, frame)
+            except (OSError, TimeoutError):
+                self.mark_closed()
+                return False
+        return True
+
+    def mark_closed(self) -> None:
+        """Record that the client is gone."""
+        self.unwatch()
+        self.closed_event.set()
+
+    def watch(self, *, exclusive: bool) -> None:
+        """Notice the client leaving while a handler runs; with ``exclusive``, any byte too."""
+        loop = asyncio.get_running_loop()
+        fd = self._sock.fileno()
+
+        def readable() -> None:
+            try:
+                data = self._sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data and not exclusive:
+                self.unwatch()
+                return
+            if data:
+                log.warning("client pid %d sent data while waiting; dropping it", self.peer.pid)
+            self.mark_closed()
+
+        loop.add_reader(fd, readable)
+        self._watching = True
+
+    def unwatch(self) -> None:
+        """Stop watching the socket (before it is read again)."""
+        if self._watching:
+            self._watching = False
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+
+
+def adopt_listen_socket(environ: MutableMapping[str, str] | None = None) -> socket.socket | None:
+    """The systemd-activated listening socket (fd 3) if this process was given one.
+
+    The activation variables are removed from ``environ`` (``os.environ`` by default) so that
+    children do not inherit them.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=_SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError("the socket passed by systemd (fd 3) is not a Unix stream socket")
+    os.set_inheritable(sock.fileno(), False)
+    return sock
+
+
+def _check_directory(directory: Path) -> None:
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"cannot create the socket directory {directory}: its parent does not exist"
+            ) from None
+        os.chmod(directory, 0o700)
+        st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePermissions(
+            f"socket directory {directory} is a symlink or not a directory: "
+            f"remove it and let vaultd create it",
+            path=str(directory),
+        )
+    if st.st_uid != os.geteuid():
+        raise UnsafePermissions(
+            f"socket directory {directory} is owned by uid {st.st_uid}, not by you "
+            f"(uid {os.geteuid()}): choose a directory you own",
+            path=str(directory),
+        )
+    if st.st_mode & 0o077:
+        raise UnsafePermissions(
+            f"socket directory {directory} has mode {stat.S_IMODE(st.st_mode):04o}: "
+            f"run `chmod 700 {directory}`",
+            path=str(directory),
+        )
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISSOCK(st.st_mode):
+        raise UnsafePermissions(
+            f"socket path {path} exists and is not a socket (a symlink or a file): "
+            f"move it away if you did not put it there",
+            path=str(path),
+        )
+    if st.st_uid != os.geteuid():
+        raise UnsafePermissions(
+            f"socket path {path} is owned by uid {st.st_uid}, not by you: remove it",
+            path=str(path),
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        os.unlink(path)
+        log.info("removed stale socket %s", path)
+        return
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot probe the existing socket {path} ({exc.strerror or exc}): "
+            f"remove it if no vaultd is running"
+        ) from None
+    finally:
+        probe.close()
+    raise DaemonAlreadyRunning(
+        f"another vaultd is running on {path}: stop it first, or use another socket path"
+    )
+
+
+def _bind(path: Path, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind the socket {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old_umask)
+    sock.listen(backlog)
+    return sock
+
+
+class IpcServer:
+    """The daemon's Unix-socket listener; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        socket_path: Path,
+        allowed_uids: frozenset[int],
+        audit_peer_refused: Callable[[PeerCred], None],
+        max_connections: int = 256,
+        read_timeout: float = 5.0,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self._handler = handler
+        self._path = socket_path
+        self._allowed_uids = allowed_uids
+        self._audit_peer_refused = audit_peer_refused
+        self._max_connections = max_connections
+        self._read_timeout = read_timeout
+        self._request_timeout = request_timeout
+        self._listener: socket.socket | None = None
+        self._identity: tuple[int, int] | None = None
+        self._owns_path = False
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+
+    @property
+    def socket_path(self) -> Path:
+        """Where the server listens."""
+        return self._path
+
+    @property
+    def connection_count(self) -> int:
+        """Connections currently admitted."""
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        """Check the directory, take the socket (inherited or bound) and start accepting."""
+        path = self._path
+        if not path.is_absolute() or "\0" in str(path):
+            raise ConfigError(f"socket path {path!r} must be an absolute filesystem path")
+        if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+            raise ConfigError(f"socket path {path} is longer than {_MAX_UNIX_PATH} bytes")
+        listener = adopt_listen_socket()
+        if listener is None:
+            _check_directory(path.parent)
+            _clear_stale(path)
+            listener = _bind(path, min(max(self._max_connections, 16), socket.SOMAXCONN))
+            self._owns_path = True
+        listener.setblocking(False)
+        self._listener = listener
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            self._identity = (st.st_dev, st.st_ino)
+        self._stopped.clear()
+        self._accept_task = asyncio.create_task(self._accept_loop(listener))
+        log.info("listening on %s", path)
+
+    async def serve_forever(self) -> None:
+        """Start if needed and run until :meth:`stop`."""
+        if self._listener is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, cancel handlers and remove the socket file this server created."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_path and self.check_socket_intact():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+        self._owns_path = False
+        self._stopped.set()
+
+    def check_socket_intact(self) -> bool:
+        """True while the socket file is still ours: same inode, our uid, mode 0600 or less."""
+        if self._identity is None:
+            return False
+        try:
+            st = os.lstat(self._path)
+        except OSError:
+            return False
+        return (
+            stat.S_ISSOCK(st.st_mode)
+            and (st.st_dev, st.st_ino) == self._identity
+            and st.st_uid == os.geteuid()
+            and not st.st_mode & 0o077
+        )
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    log.error("accepting connections failed (%s); the server stops", exc)
+                    self._stopped.set()
+                    return
+                log.warning("accept failed (%s); backing off", exc.strerror)
+                await asyncio.sleep(_ACCEPT_BACKOFF)
+                continue
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            peer = peercred.peer_credentials(sock)
+        except OSError as exc:
+            log.warning("cannot read peer credentials (%s); closing", exc)
+            sock.close()
+            return
+        if peer.uid not in self._allowed_uids:
+            sock.close()
+            log.warning("refused a peer with uid %d (pid %d)", peer.uid, peer.pid)
+            try:
+                self._audit_peer_refused(peer)
+            except Exception:
+                log.exception("auditing a refused peer failed")
+            return
+        if len(self._tasks) >= self._max_connections:
+            with contextlib.suppress(OSError):
+                sock.send(encode_frame(error_reply(Busy("vaultd is busy: try again shortly"))))
+            sock.close()
+            return
+        task = asyncio.create_task(self._serve(sock, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket, peer: PeerCred) -> None:
+        conn = Connection(sock, peer, self._read_timeout)
+        try:
+            while await self._serve_one(sock, conn):
+                pass
+        except (TimeoutError, OSError):
+            pass
+        except Exception:
+            log.exception("connection from pid %d failed", peer.pid)
+        finally:
+            conn.mark_closed()
+            sock.close()
+
+    async def _recv_exact(self, sock: socket.socket, size: int, deadline: float | None) -> bytes:
+        loop = asyncio.get_running_loop()
+        buf = bytearray()
+        while len(buf) < size:
+            timeout = self._read_timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - loop.time())
+            async with asyncio.timeout(max(timeout, 0.0)):
+                chunk = await loop.sock_recv(sock, size - len(buf))
+            if not chunk:
+                if buf:
+                    raise _PeerGone("closed mid-frame")
+                return b""
+            buf += chunk
+        return bytes(buf)
+
+    async def _serve_one(self, sock: socket.socket, conn: Connection) -> bool:
+        """Read, handle and answer one request; False when the connection should end."""
+        loop = asyncio.get_running_loop()
+        header = await self._recv_exact(sock, 1, None)
+        if not header:
+            return False
+        deadline = loop.time() + self._request_timeout
+        try:
+            header += await self._recv_exact(sock, HEADER_SIZE - 1, deadline)
+            body = await self._recv_exact(sock, frame_length(header), deadline)
+            request = decode_request(body)
+        except _PeerGone:
+            await conn.send_body(
+                error_reply(BadRequest("truncated frame: the client closed early"))
+            )
+            return False
+        except VaultError as exc:
+            await conn.send_body(error_reply(exc))
+            return False
+        return await self._dispatch(request, conn, deadline)
+
+    async def _dispatch(self, request: Request, conn: Connection, deadline: float) -> bool:
+        final = isinstance(request, CredentialsRequest | EventsRequest)
+        conn.watch(exclusive=final)
+        try:
+            body = await self._run_handler(request, conn, deadline)
+        finally:
+            conn.unwatch()
+        if conn.closed:
+            return False
+        return await conn.send_body(body) and not final
+
+    async def _run_handler(self, request: Request, conn: Connection, deadline: float) -> bytes:
+        timer = asyncio.timeout_at(None if isinstance(request, EventsRequest) else deadline)
+        try:
+            async with timer:
+                result = await self._handler(request, conn)
+            return result if isinstance(result, bytes) else success_reply(result)
+        except VaultError as exc:
+            return error_reply(exc)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and timer.expired():
+                return error_reply(
+                    RequestTimeout(f"the {request.op!r} request was not answered in time; retry")
+                )
+            log.exception("handling a %r request failed", request.op)
+            return error_reply(InternalError("vaultd failed to handle the request; see its log"))

@@ -1,0 +1,301 @@
+"""Typed settings: a TOML file plus ``VAULTD_`` environment variables (``__`` nests).
+
+The file is ``$VAULTD_CONFIG`` or ``~/.config/vaultd/config.toml``.  There is no PIN field:
+the PIN comes from ``pkcs11.pin_source`` (the OS keyring, a 0600 file, or a prompt), never
+from argv, the plain environment or this file.  Every invalid value fails at load with
+:class:`vaultd.errors.ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod
+from vaultd.errors import ConfigError
+
+SERIAL_RE = re.compile(r"^[\w+=/:,.@-]{9,256}$")
+ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
+EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+
+GET_SESSION_TOKEN_RANGE = (900, 129_600)
+ASSUME_ROLE_RANGE = (900, 43_200)
+CHAINED_MAX = 3_600
+
+
+def default_config_path() -> Path:
+    """``$VAULTD_CONFIG`` or ``$XDG_CONFIG_HOME/vaultd/config.toml``."""
+    explicit = os.environ.get("VAULTD_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "vaultd" / "config.toml"
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/vaultd`` (``~/.local/share/vaultd``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vaultd"
+
+
+def default_socket() -> Path:
+    """``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-UID/vaultd.sock``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "vaultd" / "vaultd.sock"
+    return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - private 0700 dir
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pkcs11Settings(_Section):
+    """Where the key-encryption key lives."""
+
+    module: str | None = None
+    """Path of the PKCS#11 module (for example /usr/lib/softhsm/libsofthsm2.so)."""
+    token_label: str = Field("vaultd", min_length=1, max_length=32)
+    """Label of the token that holds the key (PKCS#11 labels are at most 32 bytes)."""
+    key_label: str = Field("vaultd-kek", min_length=1, max_length=64)
+    """Label of the AES-256 key-encryption key inside the token."""
+    pin_source: str = "keyring"
+    """`keyring` (default), `file:/abs/path` (0600, yours; systemd credentials) or `prompt`."""
+    module_allowlist: tuple[str, ...] = ()
+    """Extra module paths allowed besides the built-in list of known vendor modules."""
+
+    @field_validator("pin_source")
+    @classmethod
+    def _pin_source(cls, value: str) -> str:
+        if value in ("keyring", "prompt"):
+            return value
+        if value.startswith("file:") and Path(value[5:]).is_absolute():
+            return value
+        raise ValueError("allowed: 'keyring', 'prompt' or 'file:/absolute/path'")
+
+
+class IpcSettings(_Section):
+    """The Unix socket server."""
+
+    allow_root: bool = False
+    """Let uid 0 talk to the daemon (audited)."""
+    max_connections: int = Field(256, ge=1, le=4096)
+    read_timeout: float = Field(5.0, gt=0, le=60)
+    """Seconds a client may take to send a frame."""
+    request_timeout: float = Field(60.0, gt=0, le=300)
+
+
+class CacheSettings(_Section):
+    """The in-memory session cache."""
+
+    serve_floor_seconds: int = Field(900, ge=900, le=3000)
+    """Serve a session only while at least this many seconds remain (never below 900)."""
+
+
+class ApprovalSettings(_Section):
+    """Pending approvals."""
+
+    timeout_seconds: float = Field(50.0, ge=5, le=55)
+    """How long an approval stays open (under 55 s: the Go SDK kills credential_process at 60)."""
+    cooldown_seconds: float = Field(30.0, ge=0, le=600)
+    """After a deny or timeout, new requests for the same session fail fast for this long."""
+
+
+class Fido2Settings(_Section):
+    """FIDO2 authenticators."""
+
+    devices: tuple[str, ...] = ("hid",)
+    """`hid` for real authenticators; `soft:STATE_FILE` for the software one (tests, demo)."""
+    rp_id: str = "vaultd"
+
+
+class PluginSettings(_Section):
+    """Plugins are loaded only when allowlisted here by entry-point name."""
+
+    allow: tuple[str, ...] = ()
+
+
+class AuditSettings(_Section):
+    """The audit log."""
+
+    path: Path | None = None
+    """Defaults to DATA_DIR/audit.log."""
+
+
+class ProfileSettings(_Section):
+    """One profile, in AWS config vocabulary."""
+
+    credentials: str | None = None
+    """Name of a stored key pair (`vaultd add NAME`)."""
+    source_profile: str | None = None
+    role_arn: str | None = None
+    mfa_serial: str | None = None
+    duration_seconds: int | None = None
+    external_id: str | None = None
+    role_session_name: str | None = None
+    region: str | None = None
+    approval: ApprovalMethod = ApprovalMethod.CODE
+
+    @field_validator("credentials", "source_profile")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not PROFILE_NAME_RE.match(value):
+            raise ValueError("must match [A-Za-z0-9._-]{1,64}")
+        return value
+
+    @field_validator("mfa_serial")
+    @classmethod
+    def _serial(cls, value: str | None) -> str | None:
+        if value is not None and not SERIAL_RE.match(value):
+            raise ValueError("must be an MFA device ARN or serial, 9-256 chars of [\\w+=/:,.@-]")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_RE.match(value):
+            raise ValueError("must be an IAM role ARN, arn:aws:iam::123456789012:role/NAME")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not REGION_RE.match(value):
+            raise ValueError("must be an AWS region name such as eu-west-1")
+        return value
+
+    @field_validator("role_session_name")
+    @classmethod
+    def _session_name(cls, value: str | None) -> str | None:
+        if value is not None and not SESSION_NAME_RE.match(value):
+            raise ValueError("must be 2-64 chars of [\\w+=,.@-]")
+        return value
+
+    @field_validator("external_id")
+    @classmethod
+    def _external_id(cls, value: str | None) -> str | None:
+        if value is not None and not EXTERNAL_ID_RE.match(value):
+            raise ValueError("must be 2-1224 chars of [\\w+=,.@:/-]")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> ProfileSettings:
+        if self.credentials and self.source_profile:
+            raise ValueError("set either credentials or source_profile, not both")
+        if not self.credentials and not self.source_profile:
+            raise ValueError("set credentials (a stored key pair) or source_profile")
+        if self.source_profile and not self.role_arn:
+            raise ValueError("source_profile needs role_arn")
+        if self.duration_seconds is not None:
+            lo, hi = ASSUME_ROLE_RANGE if self.role_arn else GET_SESSION_TOKEN_RANGE
+            call = "AssumeRole" if self.role_arn else "GetSessionToken"
+            if not lo <= self.duration_seconds <= hi:
+                raise ValueError(
+                    f"duration_seconds={self.duration_seconds} is outside {call}'s {lo}-{hi}"
+                )
+        if self.approval is not ApprovalMethod.CODE and not self.mfa_serial and self.credentials:
+            raise ValueError(f"approval={self.approval.value} needs mfa_serial")
+        return self
+
+
+class Settings(BaseSettings):
+    """All of vaultd's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VAULTD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Sealed store, state and audit log (0700)."""
+    socket: Path = Field(default_factory=default_socket)
+    policy_file: Path | None = None
+    """A JSON IAM-style policy document; the shipped default applies without it."""
+    pkcs11: Pkcs11Settings = Pkcs11Settings()
+    ipc: IpcSettings = IpcSettings()
+    cache: CacheSettings = CacheSettings()
+    approval: ApprovalSettings = ApprovalSettings()
+    fido2: Fido2Settings = Fido2Settings()
+    plugins: PluginSettings = PluginSettings()
+    audit: AuditSettings = AuditSettings()
+    profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_path())
+        return (init_settings, env_settings, toml)
+
+    @model_validator(mode="after")
+    def _profiles(self) -> Settings:
+        for name, profile in self.profiles.items():
+            if not PROFILE_NAME_RE.match(name):
+                raise ValueError(f"profile name {name!r} must match [A-Za-z0-9._-]{{1,64}}")
+            if profile.source_profile is None:
+                continue
+            source = self.profiles.get(profile.source_profile)
+            if source is None:
+                raise ValueError(
+                    f"profiles.{name}.source_profile={profile.source_profile!r} is not a profile"
+                )
+            if source.credentials is None:
+                raise ValueError(
+                    f"profiles.{name}.source_profile={profile.source_profile!r} must name a "
+                    "profile with stored credentials (role-of-role chains are not supported)"
+                )
+        return self
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the audit log is written."""
+        return self.audit.path or self.data_dir / "audit.log"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "function-after")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings, turning every validation problem into one :class:`ConfigError` line."""
+    path = default_config_path()
+    if path.exists():
+        _check_config_file(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _location(err["loc"]) or "settings"
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" = {value!r}"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}{shown}: {msg}")
+        raise ConfigError(f"invalid config ({path}): " + "; ".join(problems)) from None
+    except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+
+
+def _check_config_file(path: Path) -> None:
+    from vaultd.hardening import check_owned_not_writable
+
+    check_owned_not_writable(path)

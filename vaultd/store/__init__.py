@@ -1,0 +1,1 @@
+"""On-disk persistence: the sealed store, the state file and the audit log."""

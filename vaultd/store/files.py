@@ -1,0 +1,434 @@
+"""The sealed credential store: one versioned file of AES-GCM sealed records.
+
+File format v1 (UTF-8)::
+
+    VAULTD-STORE 1\\n
+    {"generation": G, "key_id": K, "index": B64, "records": [
+      {"kind": ..., "name": ..., "created": "2026-01-01T00:00:00Z", "masked_id": ...,
+       "root": false, "blob": B64}, ...]}
+
+Each ``blob`` is an envelope v1 (:mod:`vaultd.core.envelope`) sealed with the record's kind,
+name, the store generation ``G`` and, as context, its created/masked_id/root metadata, so a
+record moved to another name, an edited metadata field or a record from an older store fails as
+``RecordCorrupt`` while the other records still open.  ``index`` seals an empty plaintext whose
+context lists every (kind, name): adding or dropping a record, or editing ``G``, makes the whole
+file ``StoreUnreadable``.
+
+Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
+kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
+load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
+anchor catches up; an older file is ``StoreRollback``.  Nothing but sealed blobs reaches the disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from vaultd.core.envelope import MAX_GENERATION, pack_fields, seal, unseal
+from vaultd.core.model import RECORD_NAME_RE, RecordInfo, RecordKind, utc
+from vaultd.core.ports import Clock, GenerationAnchor, KeyWrapper
+from vaultd.errors import (
+    ConfigError,
+    RecordCorrupt,
+    RecordExists,
+    RecordNotFound,
+    StoreExists,
+    StoreRollback,
+    StoreUnreadable,
+)
+from vaultd.store.atomic import (
+    PREV_SUFFIX,
+    atomic_write,
+    check_private,
+    cleanup_temp_files,
+    ensure_private_dir,
+)
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"VAULTD-STORE"
+FORMAT_VERSION = 1
+MAX_FILE_SIZE = 16 * 1024 * 1024
+INDEX_KIND = "store-index"
+INDEX_NAME = "index"
+_TOP_KEYS = frozenset({"generation", "key_id", "index", "records"})
+_RECORD_KEYS = frozenset({"kind", "name", "created", "masked_id", "root", "blob"})
+
+_Key = tuple[RecordKind, str]
+
+
+class _Malformed(Exception):
+    """Internal: the file's body does not follow the v1 schema (the reason is the message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    kind: RecordKind
+    name: str
+    created: str
+    masked_id: str
+    root: bool
+    blob: bytes
+
+    @property
+    def key(self) -> _Key:
+        return (self.kind, self.name)
+
+    def info(self) -> RecordInfo:
+        created = datetime.fromisoformat(self.created)
+        return RecordInfo(self.kind, self.name, created, self.masked_id, self.root)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "name": self.name,
+            "created": self.created,
+            "masked_id": self.masked_id,
+            "root": self.root,
+            "blob": base64.b64encode(self.blob).decode("ascii"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    generation: int
+    records: dict[_Key, _Record]
+
+
+def _context(created: str, masked_id: str, root: bool) -> bytes:
+    return pack_fields(created.encode(), masked_id.encode(), b"1" if root else b"0")
+
+
+def _index_context(keys: builtins.list[_Key]) -> bytes:
+    return pack_fields(*(pack_fields(k.value.encode(), n.encode()) for k, n in sorted(keys)))
+
+
+def _rfc3339(dt: datetime) -> str:
+    return utc(dt).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _check_name(name: str) -> None:
+    if not RECORD_NAME_RE.match(name):
+        raise ConfigError(
+            f"record name {name[:80]!r} is invalid: use 1-64 characters of A-Z a-z 0-9 . _ -"
+        )
+
+
+def _b64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise _Malformed(f"{what} is not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise _Malformed(f"{what} is not base64") from None
+
+
+def _parse_record(obj: object) -> _Record:
+    if not isinstance(obj, dict) or set(obj) != _RECORD_KEYS:
+        raise _Malformed(f"a record must be an object with exactly {sorted(_RECORD_KEYS)}")
+    kind, name, created = obj["kind"], obj["name"], obj["created"]
+    if not isinstance(kind, str) or kind not in {k.value for k in RecordKind}:
+        raise _Malformed(f"unknown record kind {str(kind)[:40]!r}")
+    if not isinstance(name, str) or not RECORD_NAME_RE.match(name):
+        raise _Malformed("a record name is invalid")
+    if not isinstance(created, str):
+        raise _Malformed(f"record {name!r} has no created time")
+    try:
+        created_dt = datetime.fromisoformat(created)
+    except ValueError:
+        raise _Malformed(f"record {name!r} has a created time that is not RFC 3339") from None
+    if created_dt.tzinfo is None:
+        raise _Malformed(f"record {name!r} has a created time without a UTC offset")
+    if not isinstance(obj["masked_id"], str) or not isinstance(obj["root"], bool):
+        raise _Malformed(f"record {name!r} has a malformed masked_id or root field")
+    blob = _b64(obj["blob"], f"record {name!r} blob")
+    return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob)
+
+
+def _parse_body(obj: object) -> tuple[int, str, bytes, dict[_Key, _Record]]:
+    if not isinstance(obj, dict) or set(obj) != _TOP_KEYS:
+        raise _Malformed(f"the body must be a JSON object with exactly {sorted(_TOP_KEYS)}")
+    generation, key_id, records = obj["generation"], obj["key_id"], obj["records"]
+    if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
+        raise _Malformed("the generation is not a non-negative integer")
+    if not isinstance(key_id, str) or not key_id:
+        raise _Malformed("the key id is missing")
+    if not isinstance(records, list):
+        raise _Malformed("records is not a list")
+    by_key: dict[_Key, _Record] = {}
+    for item in records:
+        record = _parse_record(item)
+        if record.key in by_key:
+            raise _Malformed(f"record {record.kind}/{record.name} appears twice")
+        by_key[record.key] = record
+    return generation, key_id, _b64(obj["index"], "the index"), by_key
+
+
+class SealedStore:
+    """Sealed records in one crash-safe file, bound to a generation anchored outside it.
+
+    Every method re-reads and verifies the file; writes go through :func:`atomic_write`.
+    """
+
+    def __init__(
+        self, path: Path, wrapper: KeyWrapper, anchor: GenerationAnchor, clock: Clock
+    ) -> None:
+        self.path = path
+        self.prev_path = path.with_name(path.name + PREV_SUFFIX)
+        self._wrapper = wrapper
+        self._anchor = anchor
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cleaned = False
+
+    # --- public API ------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether a store file (or anything else) is at ``path``."""
+        return os.path.lexists(self.path)
+
+    def initialize(self) -> None:
+        """Create an empty store at the anchor's generation; refuses if a file is present."""
+        with self._lock:
+            ensure_private_dir(self.path.parent)
+            self._cleanup()
+            if self.exists():
+                raise StoreExists(
+                    f"a store already exists at {self.path}; vaultd will not overwrite it"
+                )
+            generation = self._anchor.read_generation()
+            atomic_write(self.path, self._serialize(generation, []))
+
+    def list(self) -> builtins.list[RecordInfo]:
+        """Non-secret facts about every record, sorted by kind and name."""
+        with self._lock:
+            state = self._load()
+        return [state.records[k].info() for k in sorted(state.records)]
+
+    def names(self, kind: RecordKind) -> builtins.list[str]:
+        """Sorted names of the records of ``kind``."""
+        with self._lock:
+            state = self._load()
+        return sorted(name for k, name in state.records if k == kind)
+
+    def get(self, kind: RecordKind, name: str) -> bytes:
+        """The plaintext of one record; ``RecordCorrupt`` if it fails authentication."""
+        _check_name(name)
+        with self._lock:
+            state = self._load()
+            record = self._find(state, kind, name)
+            try:
+                return self._open(record, state.generation)
+            except RecordCorrupt as exc:
+                raise RecordCorrupt(
+                    f"{kind} record {name!r} in {self.path} is corrupt ({exc}); "
+                    "remove it and add it again"
+                ) from None
+
+    def put(
+        self,
+        kind: RecordKind,
+        name: str,
+        plaintext: bytes,
+        *,
+        masked_id: str = "",
+        root: bool = False,
+        replace: bool = False,
+    ) -> None:
+        """Seal and store a record; ``RecordExists`` if present and ``replace`` is false."""
+        _check_name(name)
+        with self._lock:
+            state = self._load()
+            if (kind, name) in state.records and not replace:
+                raise RecordExists(
+                    f"a {kind} record named {name!r} already exists in {self.path}; "
+                    "remove it first or ask to replace it"
+                )
+            generation = state.generation + 1
+            created = _rfc3339(self._clock.now())
+            blob = seal(
+                self._wrapper,
+                plaintext,
+                kind=kind.value,
+                name=name,
+                generation=generation,
+                context=_context(created, masked_id, root),
+            )
+            new = _Record(kind, name, created, masked_id, root, blob)
+            self._commit(state, [r for k, r in state.records.items() if k != new.key], new)
+
+    def remove(self, kind: RecordKind, name: str) -> None:
+        """Delete a record (a corrupt one too); ``RecordNotFound`` if absent."""
+        _check_name(name)
+        with self._lock:
+            state = self._load()
+            self._find(state, kind, name)
+            keep = [r for k, r in state.records.items() if k != (kind, name)]
+            self._commit(state, keep, None)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _cleanup(self) -> None:
+        if not self._cleaned:
+            for name in cleanup_temp_files(self.path.parent):
+                log.warning("removed %s left by an interrupted write", name)
+            self._cleaned = True
+
+    def _unreadable(self, reason: str) -> StoreUnreadable:
+        return StoreUnreadable(
+            f"store {self.path} is unreadable: {reason}. vaultd has left it untouched; move it "
+            f"aside and put back a good copy (the previous generation is kept at "
+            f"{self.prev_path})"
+        )
+
+    def _read(self) -> bytes:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._unreadable(exc.strerror or str(exc)) from None
+        try:
+            size = os.fstat(fd).st_size
+            if size > MAX_FILE_SIZE:
+                raise self._unreadable(f"it is {size} bytes, over the {MAX_FILE_SIZE} limit")
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise self._unreadable(exc.strerror or str(exc)) from None
+        finally:
+            os.close(fd)
+
+    def _parse(self, data: bytes) -> tuple[int, str, bytes, dict[_Key, _Record]]:
+        line, newline, body = data.partition(b"\n")
+        if not newline:
+            raise self._unreadable("it is empty or truncated (no header line)")
+        magic, _, version = line.partition(b" ")
+        if magic != MAGIC:
+            raise self._unreadable("wrong magic: it is not a vaultd store")
+        if version != str(FORMAT_VERSION).encode():
+            raise self._unreadable(
+                f"unknown format version {version[:16]!r}; this vaultd reads version "
+                f"{FORMAT_VERSION}"
+            )
+        try:
+            return _parse_body(json.loads(body))
+        except (ValueError, RecursionError):
+            raise self._unreadable("its body is truncated or not JSON") from None
+        except _Malformed as exc:
+            raise self._unreadable(str(exc)) from None
+
+    def _load(self) -> _State:
+        check_private(self.path.parent, is_dir=True)
+        self._cleanup()
+        if not self.exists():
+            raise self._unreadable("the file does not exist (run `vaultd init` to create one)")
+        check_private(self.path, is_dir=False)
+        generation, key_id, index, records = self._parse(self._read())
+        anchored = self._anchor.read_generation()
+        if generation < anchored:
+            raise StoreRollback(
+                f"store {self.path} holds generation {generation} but the token anchors "
+                f"generation {anchored}: it is an older copy and vaultd will not use it. Put back "
+                f"the newest store file (the previous generation is kept at {self.prev_path}); "
+                "if none exists, move the file aside and enrol again with `vaultd init`"
+            )
+        if generation > anchored + 1:
+            raise self._unreadable(
+                f"its generation {generation} is ahead of the token's anchor {anchored} "
+                "(a store from another token?)"
+            )
+        if key_id != self._wrapper.key_id:
+            raise self._unreadable(
+                f"it is sealed under key id {key_id!r} but the token's key is "
+                f"{self._wrapper.key_id!r}; use the token that holds {key_id!r}"
+            )
+        try:
+            unseal(
+                self._wrapper,
+                index,
+                kind=INDEX_KIND,
+                name=INDEX_NAME,
+                generation=generation,
+                context=_index_context(builtins.list(records)),
+            )
+        except RecordCorrupt:
+            raise self._unreadable(
+                "its index failed authentication (records added or removed, or the header edited)"
+            ) from None
+        if generation == anchored + 1:
+            log.warning("store generation %d was not anchored; advancing the anchor", generation)
+            self._anchor.advance_generation(generation)
+        return _State(generation, records)
+
+    def _find(self, state: _State, kind: RecordKind, name: str) -> _Record:
+        try:
+            return state.records[(kind, name)]
+        except KeyError:
+            raise RecordNotFound(f"no {kind} record named {name!r} in {self.path}") from None
+
+    def _open(self, record: _Record, generation: int) -> bytes:
+        return unseal(
+            self._wrapper,
+            record.blob,
+            kind=record.kind.value,
+            name=record.name,
+            generation=generation,
+            context=_context(record.created, record.masked_id, record.root),
+        )
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _reseal(self, record: _Record, old: int, new: int) -> _Record:
+        try:
+            plaintext = self._open(record, old)
+        except RecordCorrupt:
+            log.warning("%s record %r is corrupt; keeping it unchanged", record.kind, record.name)
+            return record
+        blob = seal(
+            self._wrapper,
+            plaintext,
+            kind=record.kind.value,
+            name=record.name,
+            generation=new,
+            context=_context(record.created, record.masked_id, record.root),
+        )
+        return _Record(
+            record.kind, record.name, record.created, record.masked_id, record.root, blob
+        )
+
+    def _serialize(self, generation: int, records: builtins.list[_Record]) -> bytes:
+        records = sorted(records, key=lambda r: r.key)
+        index = seal(
+            self._wrapper,
+            b"",
+            kind=INDEX_KIND,
+            name=INDEX_NAME,
+            generation=generation,
+            context=_index_context([r.key for r in records]),
+        )
+        body = {
+            "generation": generation,
+            "key_id": self._wrapper.key_id,
+            "index": base64.b64encode(index).decode("ascii"),
+            "records": [r.to_json() for r in records],
+        }
+        header = MAGIC + b" " + str(FORMAT_VERSION).encode() + b"\n"
+        return header + json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
+
+    def _commit(self, state: _State, keep: builtins.list[_Record], new: _Record | None) -> None:
+        generation = state.generation + 1
+        records = [self._reseal(r, state.generation, generation) for r in keep]
+        if new is not None:
+            records.append(new)
+        atomic_write(self.path, self._serialize(generation, records), keep_previous=True)
+        self._anchor.advance_generation(generation)

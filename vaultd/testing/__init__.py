@@ -1,0 +1,1 @@
+"""Test doubles and emulators for tests and the demo; production code never imports this."""

@@ -1,0 +1,313 @@
+"""A local STS endpoint for tests that records every request and injects faults.
+
+``FakeSts`` speaks the STS Query protocol (form-encoded POST, XML replies) for GetSessionToken,
+AssumeRole and GetCallerIdentity on 127.0.0.1 with a random port.  It checks no signature and no
+MFA code: it exists to count attempts and to script errors, timeouts, resets and bad
+``Expiration`` values that moto cannot produce (THREATS §6).  Never point real keys at it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Literal, Self
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+ACCOUNT = "123456789012"
+NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
+ERROR_STATUS = {
+    "AccessDenied": 403,
+    "ExpiredToken": 403,
+    "ExpiredTokenException": 400,
+    "InternalFailure": 500,
+    "InvalidClientTokenId": 403,
+    "MalformedPolicyDocument": 400,
+    "PackedPolicyTooLarge": 400,
+    "RegionDisabledException": 403,
+    "RequestExpired": 400,
+    "ServiceUnavailable": 503,
+    "SignatureDoesNotMatch": 403,
+    "Throttling": 400,
+    "ValidationError": 400,
+}
+DEFAULT_DURATION = {"GetSessionToken": 43_200, "AssumeRole": 3_600}
+SUPPORTED = frozenset({*DEFAULT_DURATION, "GetCallerIdentity"})
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One scripted misbehaviour; the request is always recorded first.
+
+    ``error_code`` answers with that AWS error (``status`` defaults from ``ERROR_STATUS``, else
+    400); ``delay_seconds`` holds the reply back (a read timeout after send); ``drop_connection``
+    resets the connection without a reply; ``expiration`` returns a past or malformed value.
+    """
+
+    error_code: str | None = None
+    status: int | None = None
+    message: str = "Injected by FakeSts"
+    delay_seconds: float = 0.0
+    drop_connection: bool = False
+    expiration: Literal["past", "malformed"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """What one request carried (the Authorization header gives the access key id)."""
+
+    action: str
+    access_key_id: str | None
+    region: str | None
+    session_token_sent: bool
+    serial_number: str | None
+    token_code: str | None = field(repr=False)
+    duration_seconds: int | None
+    role_arn: str | None
+    role_session_name: str | None
+    external_id: str | None
+
+
+@dataclass(slots=True)
+class _Script:
+    fault: Fault
+    remaining: int | None
+    action: str | None
+
+
+class FakeSts:
+    """A threaded STS stand-in on ``url``; use as a context manager.
+
+    ``latency`` (seconds) delays every reply.  Successful replies carry unique, counter-based
+    credentials that expire ``DurationSeconds`` from now.
+    """
+
+    def __init__(self, *, latency: float = 0.0, account: str = ACCOUNT) -> None:
+        self.latency = latency
+        self.account = account
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._requests: list[RecordedRequest] = []
+        self._scripts: list[_Script] = []
+        self._issued = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Listen on 127.0.0.1 with a random port."""
+        self._stopping.clear()
+        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-sts", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Wake delayed replies, stop serving and close the socket."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL to hand to an STS client."""
+        if self._server is None:
+            raise RuntimeError("FakeSts is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def inject(self, fault: Fault, *, times: int | None = 1, action: str | None = None) -> None:
+        """Apply ``fault`` to the next ``times`` matching calls (``None``: until cleared)."""
+        with self._lock:
+            self._scripts.append(_Script(fault, times, action))
+
+    def clear_faults(self) -> None:
+        """Drop every scripted fault."""
+        with self._lock:
+            self._scripts.clear()
+
+    def calls(self, action: str | None = None) -> int:
+        """How many requests (of ``action``, or of any action) arrived."""
+        with self._lock:
+            return sum(1 for r in self._requests if action is None or r.action == action)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of every recorded request, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def _admit(self, request: RecordedRequest) -> Fault | None:
+        """Record ``request`` and consume the first fault scripted for it."""
+        with self._lock:
+            self._requests.append(request)
+            for script in self._scripts:
+                if script.action not in (None, request.action):
+                    continue
+                if script.remaining is not None:
+                    script.remaining -= 1
+                    if script.remaining == 0:
+                        self._scripts.remove(script)
+                return script.fault
+        return None
+
+    def _next_serial(self) -> int:
+        with self._lock:
+            self._issued += 1
+            return self._issued
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the reply should still be sent."""
+        return seconds <= 0 or not self._stopping.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeSts
+    ) -> None:
+        super().__init__(address, handler)
+        self.fake = fake
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet: tests read ``FakeSts.requests`` instead."""
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode("utf-8")).items()}
+        request = self._record(form)
+        fault = fake._admit(request)
+        if request.action not in SUPPORTED:
+            self._reply(400, _error_xml("InvalidAction", "FakeSts does not implement this action"))
+            return
+        if not fake._pause(fake.latency):
+            return
+        if fault is not None and not fake._pause(fault.delay_seconds):
+            return
+        if fault is not None and fault.drop_connection:
+            self._reset()
+            return
+        if fault is not None and fault.error_code is not None:
+            status = fault.status or ERROR_STATUS.get(fault.error_code, 400)
+            self._reply(status, _error_xml(fault.error_code, fault.message))
+            return
+        expiration = None if fault is None else fault.expiration
+        self._reply(200, self._success_xml(request, expiration))
+
+    def _record(self, form: dict[str, str]) -> RecordedRequest:
+        match = _CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
+        duration = form.get("DurationSeconds")
+        return RecordedRequest(
+            action=form.get("Action", ""),
+            access_key_id=match.group(1) if match else None,
+            region=match.group(2) if match else None,
+            session_token_sent="X-Amz-Security-Token" in self.headers,
+            serial_number=form.get("SerialNumber"),
+            token_code=form.get("TokenCode"),
+            duration_seconds=int(duration) if duration and duration.isdigit() else None,
+            role_arn=form.get("RoleArn"),
+            role_session_name=form.get("RoleSessionName"),
+            external_id=form.get("ExternalId"),
+        )
+
+    def _success_xml(self, request: RecordedRequest, expiration: str | None) -> str:
+        fake = self.server.fake
+        action = request.action
+        if action == "GetCallerIdentity":
+            body = (
+                f"<Arn>arn:aws:iam::{fake.account}:user/fake</Arn>"
+                f"<UserId>{escape(request.access_key_id or '')}</UserId>"
+                f"<Account>{fake.account}</Account>"
+            )
+            return _envelope(action, body)
+        n = fake._next_serial()
+        seconds = request.duration_seconds or DEFAULT_DURATION[action]
+        when = {
+            "past": _timestamp(datetime.now(UTC) - timedelta(seconds=60)),
+            "malformed": "not-a-timestamp",
+            None: _timestamp(datetime.now(UTC) + timedelta(seconds=seconds)),
+        }[expiration]
+        body = (
+            "<Credentials>"
+            f"<AccessKeyId>ASIAFAKE{n:012d}</AccessKeyId>"
+            f"<SecretAccessKey>fakesecret{n:030d}</SecretAccessKey>"
+            f"<SessionToken>FakeSessionToken/{n:08d}+fake=</SessionToken>"
+            f"<Expiration>{when}</Expiration>"
+            "</Credentials>"
+        )
+        if action == "AssumeRole":
+            role = escape((request.role_arn or "role/unknown").rsplit("/", 1)[-1])
+            name = escape(request.role_session_name or "")
+            body += (
+                "<AssumedRoleUser>"
+                f"<Arn>arn:aws:sts::{fake.account}:assumed-role/{role}/{name}</Arn>"
+                f"<AssumedRoleId>AROAFAKE{n:012d}:{name}</AssumedRoleId>"
+                "</AssumedRoleUser>"
+            )
+        return _envelope(action, body)
+
+    def _reply(self, status: int, xml: str) -> None:
+        payload = xml.encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True  # the client gave up (a read timeout); nothing to do
+
+    def _reset(self) -> None:
+        """Close with a TCP reset instead of a reply."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _envelope(action: str, body: str) -> str:
+    return (
+        f'<{action}Response xmlns="{NAMESPACE}"><{action}Result>{body}</{action}Result>'
+        "<ResponseMetadata><RequestId>fake-request</RequestId></ResponseMetadata>"
+        f"</{action}Response>"
+    )
+
+
+def _error_xml(code: str, message: str) -> str:
+    return (
+        f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>Sender</Type>'
+        f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error>"
+        "<RequestId>fake-request</RequestId></ErrorResponse>"
+    )
