@@ -3,7 +3,7 @@
 It runs on every AWS CLI call, so it imports only ``_socket``, ``os`` and ``sys`` up front and
 nothing from vaultd; ``python3 -I -S path/to/credproc.py PROFILE`` works.  Usage::
 
-    credproc.py [--socket PATH] PROFILE
+    credproc.py [--socket PATH] [--] PROFILE
 
 The socket is ``--socket``, else ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``,
 else ``/tmp/vaultd-<uid>/vaultd.sock`` (as :func:`vaultd.ipc.client.default_socket_path`).
@@ -27,7 +27,7 @@ import sys
 PREFIX = b'{"v":1,"ok":true,"output":'
 MAX_FRAME = 64 * 1024
 TIMEOUT = 65.0
-USAGE = "usage: credproc.py [--socket PATH] PROFILE"
+USAGE = "usage: credproc.py [--socket PATH] [--] PROFILE"
 NOT_RUNNING = (
     "vaultd is not running; start it with `vaultd serve` "
     "(or `systemctl --user start vaultd.socket`)"
@@ -165,8 +165,9 @@ def _prompt(tty: int, path: str, event: dict[str, object]) -> None:
         return
     requester = event.get("requester")
     if isinstance(requester, dict):
-        parts = (requester.get(k) for k in ("pid", "executable", "cwd", "parent_command"))
+        parts = (requester.get(k) for k in ("parent_command", "executable", "pid", "cwd"))
         requester = " ".join(str(p) for p in parts if p not in (None, ""))
+    requester = requester or "a process"
     _write_all(
         tty,
         (
@@ -236,21 +237,34 @@ def fetch(path: str, profile: str) -> bytes:
             os.close(tty)
 
 
-def main(argv: list[str]) -> int:
-    """Run the client; see the module docstring for the arguments and exit status."""
-    path = None
+def _parse_args(argv: list[str]) -> tuple[str, str] | None:
+    """``(socket path or "", profile)`` from the arguments, or None on a usage error."""
     args = list(argv)
-    if len(args) == 3 and args[0] == "--socket":
+    path = None
+    if args and args[0].startswith("--socket="):
+        path = args.pop(0)[len("--socket=") :]
+    elif len(args) > 1 and args[0] == "--socket":
         path = args[1]
         args = args[2:]
-    elif len(args) == 2 and args[0].startswith("--socket="):
-        path = args[0][len("--socket=") :]
-        args = args[1:]
-    profile = args[0] if len(args) == 1 else ""
-    raw = profile.encode("utf-8", "replace")
-    if not 1 <= len(raw) <= 64 or not all(c in _PROFILE_CHARS for c in raw) or path == "":
+    if args and args[0] == "--":
+        args.pop(0)
+    elif args and args[0].startswith("-"):
+        return None
+    if len(args) != 1 or path == "":
+        return None
+    raw = args[0].encode("utf-8", "replace")
+    if not 1 <= len(raw) <= 64 or not all(c in _PROFILE_CHARS for c in raw):
+        return None
+    return path or "", args[0]
+
+
+def main(argv: list[str]) -> int:
+    """Run the client; see the module docstring for the arguments and exit status."""
+    parsed = _parse_args(argv)
+    if parsed is None:
         sys.stderr.write(USAGE + "\n  PROFILE: 1 to 64 of A-Z a-z 0-9 . _ -\n")
         return 2
+    path, profile = parsed
     try:
         output = fetch(path or default_socket_path(), profile)
         _write_all(1, output)

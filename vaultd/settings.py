@@ -196,6 +196,11 @@ class ProfileSettings(_Section):
             raise ValueError("set either credentials or source_profile, not both")
         if not self.credentials and not self.source_profile:
             raise ValueError("set credentials (a stored key pair) or source_profile")
+        if self.credentials and not self.mfa_serial:
+            raise ValueError(
+                "mfa_serial is required: vaultd makes every session with MFA "
+                "(arn:aws:iam::ACCOUNT:mfa/NAME)"
+            )
         if self.source_profile and not self.role_arn:
             raise ValueError("source_profile needs role_arn")
         if self.duration_seconds is not None:
@@ -205,8 +210,6 @@ class ProfileSettings(_Section):
                 raise ValueError(
                     f"duration_seconds={self.duration_seconds} is outside {call}'s {lo}-{hi}"
                 )
-        if self.approval is not ApprovalMethod.CODE and not self.mfa_serial and self.credentials:
-            raise ValueError(f"approval={self.approval.value} needs mfa_serial")
         return self
 
 

@@ -160,7 +160,7 @@ class Boto3StsClient:
         try:
             response = send(**params)
         except bx.ClientError as exc:
-            raise _translate(exc, action, region, token_code) from exc
+            raise _translate(exc, action, region, token_code) from None
         except bx.ParamValidationError as exc:
             names = sorted(set(_PARAM_NAME_RE.findall(str(exc))))
             raise ConfigError(

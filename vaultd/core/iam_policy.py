@@ -209,7 +209,8 @@ def evaluate(
     canonical = _ACTIONS_FOLDED.get(action.lower())
     if canonical is None:
         raise PolicyContextInvalid(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
-    if not (resource.startswith("profile/") and PROFILE_NAME_RE.match(resource[8:])):
+    name = resource.removeprefix("profile/")
+    if name == resource or not PROFILE_NAME_RE.fullmatch(name):
         raise PolicyContextInvalid(
             f"resource {resource!r} is not profile/NAME with NAME of [A-Za-z0-9._-]{{1,64}}"
         )

@@ -225,7 +225,14 @@ class Pkcs11Vault:
     """
 
     def __init__(
-        self, *, lib: Pkcs11Lib, token: Token, state: _Open, module_path: str, key_label: str
+        self,
+        *,
+        lib: Pkcs11Lib,
+        token: Token,
+        state: _Open,
+        module_path: str,
+        key_label: str,
+        key_id: str,
     ) -> None:
         """Internal: use :meth:`open`."""
         self._lib = lib
@@ -234,7 +241,7 @@ class Pkcs11Vault:
         self._module_path = module_path
         self._key_label = key_label
         self._lock = threading.Lock()
-        self._key_id = _derive_key_id(token.serial, key_label, state.kek[Attribute.ID])
+        self._key_id = key_id
 
     @classmethod
     def open(
@@ -269,12 +276,20 @@ class Pkcs11Vault:
             with _translated("checking the keys"):
                 kek = _find_key(session, key_label, _KEK, create_key)
                 mac_key = _find_key(session, f"{key_label}-audit", _MAC, create_key)
+                key_id = _derive_key_id(token.serial, key_label, kek[Attribute.ID])
         except BaseException:
             _close_quietly(session)
             raise
         # The attribute check above guarantees the capabilities these views rely on.
         state = _Open(session=session, kek=cast(_AeadKey, kek), mac_key=cast(_MacKey, mac_key))
-        return cls(lib=lib, token=token, state=state, module_path=module_path, key_label=key_label)
+        return cls(
+            lib=lib,
+            token=token,
+            state=state,
+            module_path=module_path,
+            key_label=key_label,
+            key_id=key_id,
+        )
 
     @property
     def key_id(self) -> str:

@@ -117,7 +117,7 @@ class FakeSts:
         self._stopping.clear()
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-sts", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="fake-sts", daemon=True
         )
         self._thread.start()
 
@@ -141,6 +141,8 @@ class FakeSts:
 
     def inject(self, fault: Fault, *, times: int | None = 1, action: str | None = None) -> None:
         """Apply ``fault`` to the next ``times`` matching calls (``None``: until cleared)."""
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1, or None for every call")
         with self._lock:
             self._scripts.append(_Script(fault, times, action))
 

@@ -251,10 +251,10 @@ class SoftCtap2Device(CtapDevice):
         self, state: dict[str, Any], event: threading.Event | None, keepalive: object
     ) -> None:
         mode, delay = state["touch"]["mode"], float(state["touch"]["delay"])
-        if callable(keepalive):
-            keepalive(STATUS.UPNEEDED)
         self._p.waiting_for_touch.set()
         try:
+            if callable(keepalive):
+                keepalive(STATUS.UPNEEDED)
             if mode == "refuse":
                 raise _Fail(ERR.OPERATION_DENIED)
             wait = delay if mode in ("auto", "timeout") else _CANCEL_WAIT_CAP

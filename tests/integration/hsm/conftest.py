@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pkcs11
 import pytest
@@ -25,14 +26,12 @@ def key_label() -> str:
 
 
 @pytest.fixture
-def softhsm(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[SoftHsmToken]:
+def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsmToken]:
     """A new SoftHSM2 token; this process's module is pointed at it."""
     module = find_softhsm_module()
     if module is None or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed (softhsm2-util and libsofthsm2.so)")
-    token = create_token(tmp_path_factory.mktemp("softhsm"), label=TOKEN_LABEL)
+    token = create_token(tmp_path / "softhsm", label=TOKEN_LABEL)
     monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf_path))
     reinitialize(token.module_path)
     yield token

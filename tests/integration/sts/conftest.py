@@ -13,6 +13,7 @@ from vaultd.core.model import SessionCredentials
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.moto_server import MotoServer
 
+
 @pytest.fixture(autouse=True)
 def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HOME and the AWS config files point into tmp_path; no ambient AWS_* variable survives."""

@@ -290,6 +290,7 @@ def test_naive_context_time_is_utc() -> None:
         ("vaultd:*", PROD, {}, "unknown action"),
         (GET, "prod", {}, "profile/NAME"),
         (GET, "profile/a/b", {}, "profile/NAME"),
+        (GET, "profile/prod\n", {}, "profile/NAME"),
         (GET, PROD, {"vaultd:Nope": "x"}, "unknown condition key"),
         (GET, PROD, {EXE: 1}, "must be of type string"),
         (GET, PROD, {UID: True}, "must be of type numeric"),
@@ -578,9 +579,20 @@ def test_all_problems_are_listed_and_parse_names_the_first() -> None:
 
 
 def test_single_statement_object_is_accepted() -> None:
-    text = '{"Version": "2012-10-17",\n"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}'
+    text = (
+        '{"Version": "2012-10-17",\n'
+        '"Statement": {"Sid": "One", "Effect": "Allow", "Action": "*", "Resource": "*"}}'
+    )
     assert validate(text) == []
     assert evaluate(parse_policy(text), "vaultd:Export", PROD, {}).allowed
+    duplicate = text.replace('"Effect"', '"Action": "*", "Effect"')
+    assert [str(p) for p in validate(duplicate)] == [
+        "statement 1 (Sid One), line 2: invalid JSON: column 63: duplicate key 'Action'"
+    ]
+    top = text.replace('"Statement"', '"Version": "2012-10-17", "Statement"')
+    assert [str(p) for p in validate(top)] == [
+        "line 2: invalid JSON: column 1: duplicate key 'Version'"
+    ]
 
 
 def test_size_cap_counts_characters_without_whitespace() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fido2.ctap2 import Ctap2
+from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 
 from vaultd.fido2.ceremony import AssertionResult, assert_presence, enroll

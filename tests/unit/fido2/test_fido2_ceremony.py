@@ -4,12 +4,13 @@ real Ctap2 and ClientPin (real CBOR, ECDH, AES-CBC, HMAC and ECDSA on both sides
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 from fido2.cose import CoseKey
 from fido2.ctap import STATUS, CtapDevice
-from fido2.ctap2 import Ctap2
+from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 
 from vaultd.errors import (
@@ -105,7 +106,8 @@ def test_touch_not_given(
 
 
 @pytest.fixture
-def waiting_device(device: SoftCtap2Device) -> Iterator[SoftCtap2Device]:
+def waiting_device(device: SoftCtap2Device, cred: EnrolledCredential) -> Iterator[SoftCtap2Device]:
+    """The enrolled device, now waiting for a touch that never comes."""
     device.set_touch("cancel")
     yield device
     assert not device.waiting_for_touch.is_set()
@@ -115,9 +117,12 @@ def test_cancel_event_honoured(
     waiting_device: SoftCtap2Device, cred: EnrolledCredential, approve: Approve
 ) -> None:
     cancel = threading.Event()
-    threading.Thread(
-        target=lambda: waiting_device.waiting_for_touch.wait(5) and cancel.set(), daemon=True
-    ).start()
+
+    def press_cancel() -> None:
+        if waiting_device.waiting_for_touch.wait(5):
+            cancel.set()
+
+    threading.Thread(target=press_cancel, daemon=True).start()
     with pytest.raises(Denied, match="cancelled"):
         approve([waiting_device], [cred], cancel=cancel)
     waiting_device.set_touch("auto", 0.02)
@@ -162,11 +167,11 @@ def test_hmac_secret_needs_a_touched_assertion(
             4: protocol.VERSION,
         }
     }
-    allow = [{"type": "public-key", "id": cred.credential_id}]
+    allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": cred.credential_id}]
     silent = ctap.get_assertion("vaultd", b"\0" * 32, allow, ext, {"up": False})
     assert not silent.auth_data.is_user_present() and silent.auth_data.extensions is None
     touched = ctap.get_assertion("vaultd", b"\0" * 32, allow, ext)
-    value = touched.auth_data.extensions["hmac-secret"]
+    value = (touched.auth_data.extensions or {})["hmac-secret"]
     assert protocol.decrypt(shared, value) == approve([device], [cred], hmac_salt=SALT).hmac_output
 
 
