@@ -202,15 +202,19 @@ def _open_tty() -> int:
         return -1
 
 
-def fetch(path: str, profile: str) -> bytes:
-    """Ask the daemon for ``profile`` and return the checked credential JSON."""
+def fetch(path: str, profile: str, action: str = "credential_process") -> bytes:
+    """Ask the daemon for ``profile`` and return the checked credential JSON.
+
+    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`; policies tell them apart).
+    """
     tty = _open_tty()
     prompting = False
     sock = _connect(path)
     try:
         interactive = b"true" if tty >= 0 else b"false"
         body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
-        sock.sendall(_frame(body + b'","interactive":' + interactive + b"}"))
+        tail = b"}" if action == "credential_process" else b',"action":"' + action.encode() + b'"}'
+        sock.sendall(_frame(body + b'","interactive":' + interactive + tail))
         while True:
             reply = _read_frame(sock)
             output = fast_output(reply)

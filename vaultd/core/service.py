@@ -14,12 +14,13 @@ Blocking work (token, store, STS, audit writes) goes through the injected ``run_
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from vaultd.core import policy
-from vaultd.core.approvals import ApprovalBook
+from vaultd.core.approvals import Approval, ApprovalBook
 from vaultd.core.cache import SessionCache
 from vaultd.core.model import (
     ApprovalMethod,
@@ -35,6 +36,7 @@ from vaultd.core.ports import Clock, StsClient
 from vaultd.core.singleflight import SingleFlight
 from vaultd.errors import (
     ApprovalUnavailable,
+    AuditError,
     BreakGlassOnly,
     MfaRejected,
     Sealed,
@@ -44,7 +46,7 @@ from vaultd.errors import (
 )
 
 T = TypeVar("T")
-EventSink = Callable[[dict[str, object]], Awaitable[None]]
+EventSink = Callable[[Approval], Awaitable[None]]
 
 
 class Runner(Protocol):
@@ -107,6 +109,7 @@ class VaultService:
         approval_timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
         cooldown_seconds: float = 30.0,
         serve_floor: int = policy.SERVE_FLOOR_SECONDS,
+        audit_timeout: float = 2.0,
     ) -> None:
         self._profiles = dict(profiles)
         self._p = ports
@@ -115,6 +118,7 @@ class VaultService:
         self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
+        self._audit_timeout = audit_timeout
 
     @property
     def profiles(self) -> Mapping[str, Profile]:
@@ -138,7 +142,7 @@ class VaultService:
             raise UnknownProfile(
                 f"no profile {profile_name!r} in the vaultd config: add [profiles.{profile_name}]"
             )
-        await self._audit(
+        await self.audit_event(
             "request", profile=profile.name, action=action, client=_requester_fields(requester)
         )
         key = f"profile:{profile.name}"
@@ -147,7 +151,7 @@ class VaultService:
             creds = await self.flight.run(
                 key, lambda: self._fresh_session(profile, requester, action, on_event)
             )
-        await self._audit(
+        await self.audit_event(
             "release",
             profile=profile.name,
             action=action,
@@ -276,18 +280,18 @@ class VaultService:
                 "enrol one with `vaultd fido2 enroll`"
             )
         approval = self.approvals.open(profile.name, action, requester, ApprovalMethod.CODE)
-        await self._audit(
+        await self.audit_event(
             "approval_opened",
             profile=profile.name,
             approval=approval.id,
             client=_requester_fields(requester),
         )
         if on_event is not None:
-            await on_event({"event": "approval_pending", "approval": approval.as_dict()})
+            await on_event(approval)
         try:
             resolution = await self.approvals.wait(approval.id)
         except VaultError as exc:
-            await self._audit(
+            await self.audit_event(
                 "approval_failed", profile=profile.name, approval=approval.id, outcome=exc.code
             )
             raise
@@ -295,7 +299,7 @@ class VaultService:
         assert code is not None  # noqa: S101 - a CODE approval resolves with a code
         self.ledger.check_and_mark_typed(serial, code, step_for(self._p.clock.now()))
         await self._save_ledger()
-        await self._audit("approval_granted", profile=profile.name, approval=approval.id)
+        await self.audit_event("approval_granted", profile=profile.name, approval=approval.id)
         return code
 
     # --- approvals, lock, status ---------------------------------------------------------
@@ -307,7 +311,7 @@ class VaultService:
     async def deny(self, approval_id: str) -> None:
         """Deny a pending approval (final for every waiter; starts a cooldown)."""
         approval = self.approvals.deny(approval_id)
-        await self._audit("approval_denied", profile=approval.profile, approval=approval.id)
+        await self.audit_event("approval_denied", profile=approval.profile, approval=approval.id)
 
     async def lock(self, *, seal: bool) -> None:
         """Drop every cached session and pending approval; with ``seal``, also log out."""
@@ -316,7 +320,7 @@ class VaultService:
         self.flight.clear()
         if seal:
             self.sealed = True
-        await self._audit("lock", outcome="sealed" if seal else "locked")
+        await self.audit_event("lock", outcome="sealed" if seal else "locked")
 
     def seal(self) -> None:
         """The token went away: wipe everything, refuse requests until unlocked."""
@@ -352,8 +356,17 @@ class VaultService:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    async def _audit(self, event: str, **fields: object) -> None:
-        await self._run_io(lambda: self._p.audit.record(event, fields))
+    async def audit_event(self, event: str, **fields: object) -> None:
+        """Write one audit record, or raise ``AuditError`` if that takes over the deadline."""
+        try:
+            await asyncio.wait_for(
+                self._run_io(lambda: self._p.audit.record(event, fields)), self._audit_timeout
+            )
+        except TimeoutError:
+            raise AuditError(
+                f"the audit log did not take the record within {self._audit_timeout:g} s; "
+                "nothing was released: check the disk holding the audit log"
+            ) from None
 
     async def _save_ledger(self) -> None:
         data = self.ledger.to_dict()

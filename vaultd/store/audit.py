@@ -92,8 +92,7 @@ class AuditLog:
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
         with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, start=1):
-                yield number, raw
+            yield from enumerate(fh, start=1)
     except FileNotFoundError:
         return
 

@@ -1,0 +1,61 @@
+"""`vaultd approvals`, `vaultd approve ID --code C`, `vaultd deny ID`."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaultd.commands._args import Subparsers
+from vaultd.commands._client import client
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("approvals", help="list pending approvals")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_list)
+    p = sub.add_parser("approve", help="approve a pending request with your MFA code")
+    p.add_argument("id")
+    p.add_argument(
+        "--code",
+        help="the 6-digit MFA code (prompted without echo when omitted on a terminal)",
+    )
+    p.set_defaults(func=run_approve)
+    p = sub.add_parser("deny", help="deny a pending request")
+    p.add_argument("id")
+    p.set_defaults(func=run_deny)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    import json
+
+    approvals = client().request("approvals")["approvals"]
+    assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
+    if args.json:
+        print(json.dumps(approvals, indent=2))
+        return 0
+    if not approvals:
+        print("no pending approvals")
+    for a in approvals:
+        who = a["requested_by"]
+        program = who["parent_command"] or who["executable"]
+        print(
+            f"{a['id']}  {a['profile']}  by pid {who['pid']} {program}"
+            f"  (cwd {who['cwd'] or '?'})  expires {a['expires_at']}"
+        )
+    return 0
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    code = args.code
+    if code is None:
+        import getpass
+
+        code = getpass.getpass("MFA code: ").strip()
+    client().request("approve", id=args.id, code=code)
+    print(f"approved {args.id}")
+    return 0
+
+
+def run_deny(args: argparse.Namespace) -> int:
+    client().request("deny", id=args.id)
+    print(f"denied {args.id}")
+    return 0

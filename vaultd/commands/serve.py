@@ -1,0 +1,21 @@
+"""`vaultd serve`: run the daemon in the foreground (systemd and launchd supervise it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaultd.commands._args import Subparsers, settings
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="run the daemon (foreground; socket activation works)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from vaultd.daemon import serve
+
+    logging.basicConfig(level=logging.INFO, format="vaultd[%(process)d] %(levelname)s %(message)s")
+    return serve(settings())

@@ -1,0 +1,338 @@
+"""`vaultd serve`: wires settings, token, store, STS, audit and the socket into a running daemon.
+
+Start-up order: harden the process (no core dumps, not dumpable), check the data dir, open
+the audit log, log in to the token (or start sealed when ``pin_source = "prompt"``), then
+bind the socket.  SIGTERM/SIGINT stop; SIGHUP drops every cached session and approval.
+All token calls run on one dedicated thread (SoftHSM2 is not safe across sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from vaultd import app
+from vaultd.core.approvals import Approval
+from vaultd.core.model import (
+    LongTermCredentials,
+    Profile,
+    ProfileKind,
+    RecordKind,
+)
+from vaultd.core.otp_ledger import OtpLedger
+from vaultd.core.records import decode_key_pair
+from vaultd.core.service import Ports, VaultService
+from vaultd.errors import AuditError, BadRequest, RecordNotFound, Sealed, VaultError
+from vaultd.ipc.peercred import PeerCred
+from vaultd.ipc.protocol import (
+    APPROVAL_PENDING,
+    ApprovalsRequest,
+    ApproveRequest,
+    CredentialsRequest,
+    DenyRequest,
+    EventsRequest,
+    LockRequest,
+    Request,
+    StatusRequest,
+    UnlockRequest,
+    approval_pending_fields,
+    credentials_reply,
+)
+from vaultd.ipc.server import Connection, IpcServer
+
+if TYPE_CHECKING:
+    from vaultd.hsm.pkcs11 import Pkcs11Vault
+    from vaultd.settings import Settings
+    from vaultd.store.audit import AuditLog
+
+log = logging.getLogger("vaultd.daemon")
+T = TypeVar("T")
+
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+def profiles_from(settings: Settings) -> dict[str, Profile]:
+    """Domain profiles from the validated settings."""
+    return {
+        name: Profile(
+            name=name,
+            kind=ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION,
+            credentials=p.credentials,
+            source_profile=p.source_profile,
+            role_arn=p.role_arn,
+            mfa_serial=p.mfa_serial,
+            duration_seconds=p.duration_seconds,
+            external_id=p.external_id,
+            role_session_name=p.role_session_name,
+            region=p.region,
+            approval=p.approval,
+        )
+        for name, p in settings.profiles.items()
+    }
+
+
+class TokenHolder:
+    """The logged-in token (or none: sealed), the store behind it, and the audit MAC."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.token: Pkcs11Vault | None = None
+
+    def unseal(self, pin: bytearray) -> None:
+        """Log in (closing any previous session first)."""
+        self.seal()
+        self.token = app.open_token(self._settings, pin)
+
+    def seal(self) -> None:
+        """Log out; every later secret access raises ``Sealed``."""
+        token, self.token = self.token, None
+        if token is not None:
+            token.close()
+
+    def _live(self) -> Pkcs11Vault:
+        if self.token is None or self.token.sealed:
+            raise Sealed("the vault is sealed: run `vaultd unlock`")
+        return self.token
+
+    def key_pair(self, name: str) -> LongTermCredentials:
+        """Open the stored key pair ``name`` (the ``SecretSource`` port)."""
+        token = self._live()
+        with app.store_lock(self._settings):
+            store = app.open_store(self._settings, token)
+            infos = {i.name: i for i in store.list() if i.kind is RecordKind.KEY_PAIR}
+            info = infos.get(name)
+            if info is None:
+                raise RecordNotFound(
+                    f"no stored key pair {name!r}: add it with `vaultd add {name}`"
+                )
+            return decode_key_pair(store.get(RecordKind.KEY_PAIR, name), root=info.root)
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 inside the token (the audit log's MAC)."""
+        return self._live().mac(data)
+
+
+class Daemon:
+    """The running daemon: one service, one socket, one token thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        from vaultd.aws.sts import Boto3StsClient
+        from vaultd.clock import SystemClock
+        from vaultd.store.audit import AuditLog
+        from vaultd.store.state import StateFile
+
+        self.settings = settings
+        self.clock = SystemClock()
+        self.holder = TokenHolder(settings)
+        self._token_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaultd-token")
+        self.audit: AuditLog = AuditLog(settings.audit_path, self._audit_mac, self.clock)
+        self.state = StateFile(settings.data_dir / app.STATE_FILE)
+        ledger_data = self.state.load_ledger()
+        ledger = OtpLedger.from_dict(ledger_data) if ledger_data is not None else OtpLedger()
+        ports = Ports(
+            clock=self.clock,
+            sts=Boto3StsClient(),
+            secrets=self.holder,
+            audit=self.audit,
+            state=self.state,
+            run_token=self._run_token,
+            run_io=self._run_io,
+        )
+        self.service = VaultService(
+            profiles_from(settings),
+            ports,
+            ledger=ledger,
+            approval_timeout=settings.approval.timeout_seconds,
+            cooldown_seconds=settings.approval.cooldown_seconds,
+            serve_floor=settings.cache.serve_floor_seconds,
+        )
+        allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())
+        self.server = IpcServer(
+            self.handle,
+            socket_path=settings.socket,
+            allowed_uids=frozenset(allowed),
+            audit_peer_refused=self._peer_refused,
+            max_connections=settings.ipc.max_connections,
+            read_timeout=settings.ipc.read_timeout,
+            request_timeout=settings.ipc.request_timeout,
+        )
+        self._stop = asyncio.Event()
+        self._subscribers: set[Connection] = set()
+
+    # --- blocking work -------------------------------------------------------------------
+
+    def _audit_mac(self, data: bytes) -> bytes:
+        # Called on an I/O thread; the token adapter serialises its own calls with a lock.
+        try:
+            return self.holder.mac(data)
+        except Sealed:
+            raise OSError("the token is sealed, so audit records cannot be MACed") from None
+
+    async def _run_token(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._token_thread, fn)
+
+    async def _run_io(self, fn: Callable[[], T]) -> T:
+        return await asyncio.to_thread(fn)
+
+    def _peer_refused(self, peer: PeerCred) -> None:
+        fields = {"client": {"pid": peer.pid, "uid": peer.uid}, "outcome": "PEER_REFUSED"}
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self._try_audit, "peer_refused", fields)
+
+    def _try_audit(self, event: str, fields: Mapping[str, object]) -> None:
+        try:
+            self.audit.record(event, fields)
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def handle(self, request: Request, conn: Connection) -> Mapping[str, object] | bytes:
+        """Dispatch one decoded request to the service."""
+        svc = self.service
+        if isinstance(request, CredentialsRequest):
+            from vaultd.aws.credential_process import render
+
+            async def pending(approval: Approval) -> None:
+                fields = approval_pending_fields(
+                    approval.id, approval.profile, approval.requester, approval.expires_at
+                )
+                await conn.send_event(APPROVAL_PENDING, fields)
+
+            creds = await svc.credentials(
+                request.profile, conn.requester, action=request.action, on_event=pending
+            )
+            return credentials_reply(render(creds))
+        if isinstance(request, ApprovalsRequest):
+            return {"approvals": [a.as_dict() for a in svc.approvals.pending()]}
+        if isinstance(request, ApproveRequest):
+            await svc.approve(request.id, request.code)
+            return {}
+        if isinstance(request, DenyRequest):
+            await svc.deny(request.id)
+            return {}
+        if isinstance(request, StatusRequest):
+            return self.status()
+        if isinstance(request, LockRequest):
+            await self.lock(seal=request.seal)
+            return {}
+        if isinstance(request, UnlockRequest):
+            await self.unlock(bytearray(request.pin.encode()))
+            return {}
+        if isinstance(request, EventsRequest):
+            return await self._stream_events(conn)
+        raise BadRequest(f"op {request.op!r} is not handled by this daemon")
+
+    def status(self) -> dict[str, object]:
+        """The service's status plus the daemon's own."""
+        status = self.service.status()
+        status.update(
+            token_label=self.settings.pkcs11.token_label,
+            socket=str(self.settings.socket),
+            pid=os.getpid(),
+        )
+        return status
+
+    async def lock(self, *, seal: bool) -> None:
+        """Drop sessions and approvals; with ``seal`` also log out of the token."""
+        await self.service.lock(seal=seal)
+        if seal:
+            await self._run_token(self.holder.seal)
+
+    async def unlock(self, pin: bytearray) -> None:
+        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal."""
+        try:
+            await self._run_token(lambda: self.holder.unseal(pin))
+        finally:
+            pin[:] = bytes(len(pin))
+        self.service.sealed = False
+        await self.service.audit_event("unlock", outcome="unsealed")
+
+    async def _stream_events(self, conn: Connection) -> Mapping[str, object]:
+        """Push approval events to a subscriber (the TUI) until it goes away."""
+        queue: asyncio.Queue[tuple[str, Approval]] = asyncio.Queue(maxsize=256)
+
+        def on_event(event: object) -> None:
+            kind = getattr(event, "kind", None)
+            approval = getattr(event, "approval", None)
+            if isinstance(approval, Approval) and not queue.full():
+                queue.put_nowait((str(getattr(kind, "value", kind)), approval))
+
+        unsubscribe = self.service.approvals.subscribe(on_event)
+        try:
+            await conn.send_event("subscribed", {})
+            while not conn.closed:
+                getter = asyncio.ensure_future(queue.get())
+                closed = asyncio.ensure_future(conn.closed_event.wait())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                closed.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    break
+                kind, approval = getter.result()
+                await conn.send_event(f"approval_{kind}", {"approval": approval.as_dict()})
+        finally:
+            unsubscribe()
+        return {}
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def _unseal_at_start(self) -> None:
+        if self.settings.pkcs11.pin_source == "prompt":
+            self.service.sealed = True
+            log.warning("started sealed: run `vaultd unlock` to enter the token PIN")
+            return
+        pin = app.read_pin(self.settings)
+        try:
+            self.holder.unseal(pin)
+        finally:
+            pin[:] = bytes(len(pin))
+
+    async def _housekeeping(self) -> None:
+        while not self._stop.is_set():
+            self.service.approvals.expire_due()
+            if not self.server.check_socket_intact():
+                log.error("the socket %s was replaced or re-owned: sealing", self.settings.socket)
+                await self.lock(seal=True)
+                self._stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT."""
+        loop = asyncio.get_running_loop()
+        await self._run_token(self._unseal_at_start)
+        await self.server.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.lock(seal=False)))
+        await self._run_io(lambda: self._try_audit("start", {"outcome": f"pid {os.getpid()}"}))
+        print(f"vaultd: serving on {self.settings.socket}", flush=True)
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._stop.wait()
+        finally:
+            housekeeping.cancel()
+            await self.server.stop()
+            self.service.seal()
+            await self._run_token(self.holder.seal)
+            self._token_thread.shutdown(wait=True)
+            with contextlib.suppress(VaultError):
+                self.audit.record("stop", {"outcome": "clean"})
+
+
+def serve(settings: Settings) -> int:
+    """Harden the process, then run the daemon until it is told to stop."""
+    from vaultd.hardening import harden_process
+
+    harden_process()
+    os.umask(0o077)
+    app.prepare_data_dir(settings)
+    asyncio.run(Daemon(settings).run())
+    return 0
