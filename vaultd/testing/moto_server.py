@@ -200,7 +200,7 @@ def moto_process(port: int = 0) -> Iterator[MotoProcess]:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="vaultd-moto-") as private:
         env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(Path(private, RECORDING_NAME)))
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no secrets
+        process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             env=env,
             stdin=subprocess.DEVNULL,

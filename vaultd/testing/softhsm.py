@@ -89,7 +89,7 @@ def create_token(
     user = user_pin if user_pin is not None else secrets.token_hex(8)
     so = so_pin if so_pin is not None else secrets.token_hex(8)
     argv = [util, "--init-token", "--free", "--label", label, "--so-pin", so, "--pin", user]
-    result = subprocess.run(  # noqa: S603 - fixed executable, throw-away test PINs (see module doc)
+    result = subprocess.run(
         argv,
         env={**os.environ, "SOFTHSM2_CONF": str(conf)},
         capture_output=True,

@@ -119,5 +119,5 @@ def test_approval_timeout_accepted(given: float | None, expected: float) -> None
 
 @pytest.mark.parametrize("bad", [55.01, 60, 4.9, 0, -1, float("nan"), float("inf")])
 def test_approval_timeout_refused(bad: float) -> None:
-    with pytest.raises(ConfigError, match="gates.approval_timeout"):
+    with pytest.raises(ConfigError, match=r"gates\.approval_timeout"):
         policy.validate_approval_timeout(bad, field="gates.approval_timeout")

@@ -1,0 +1,328 @@
+"""The daemon end to end: approvals, cache, single-flight, deny/timeout, codes, lock, errors.
+
+Real SoftHSM2 token, real `vaultd serve` subprocess, real credential_process clients; STS is
+FakeSts on 127.0.0.1 (it counts calls and records every TokenCode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import vaultd.credproc
+from vaultd.testing.fake_sts import Fault, FakeSts
+from vaultd.testing.harness import Installation, approve_pending
+
+from .conftest import ACCESS_KEY_ID, SECRET
+
+CREDPROC = Path(vaultd.credproc.__file__)
+MakeVault = Callable[..., Installation]
+
+
+def credproc(inst: Installation, profile: str) -> subprocess.Popen[bytes]:
+    """The stdlib client, started the fastest way (`python -I -S credproc.py`)."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", str(CREDPROC), "--socket", str(inst.socket), profile],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal: the client cannot prompt
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, bytes, bytes]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def assert_no_secret(*streams: bytes) -> None:
+    for data in streams:
+        assert SECRET.encode() not in data
+        assert ACCESS_KEY_ID.encode() not in data
+
+
+def test_first_call_needs_approval_second_is_cached(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "123456", profile="dev")
+    code, out, err = finish(proc)
+    assert code == 0, err
+    creds = json.loads(out)
+    assert creds["Version"] == 1
+    assert set(creds) == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
+    assert creds["Expiration"].endswith("Z")
+    assert creds["AccessKeyId"] != ACCESS_KEY_ID  # a session, never the long-lived key
+    assert_no_secret(out, err)
+    sent = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
+    assert len(sent) == 1
+    assert sent[0].serial_number == "arn:aws:iam::123456789012:mfa/alice"
+    assert sent[0].token_code == "123456"
+    assert sent[0].access_key_id == ACCESS_KEY_ID
+
+    again = credproc(inst, "dev")
+    code2, out2, _ = finish(again, timeout=10)
+    assert code2 == 0
+    assert out2 == out
+    assert fake_sts.calls("GetSessionToken") == 1
+    assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
+
+
+def test_hundred_parallel_cold_calls_make_one_approval_and_one_sts_call(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    procs = [credproc(inst, "dev") for _ in range(100)]
+    approval_id = approve_pending(inst, "246810", profile="dev")
+    results = [finish(p) for p in procs]
+    assert {code for code, _, _ in results} == {0}, [err for _, _, err in results][:3]
+    outputs = {out for _, out, _ in results}
+    assert len(outputs) == 1
+    assert fake_sts.calls("GetSessionToken") == 1
+    approvals = [
+        json.loads(line)
+        for line in (inst.data_dir / "audit.log").read_text().splitlines()
+        if '"approval_opened"' in line
+    ]
+    assert [a["approval"] for a in approvals] == [approval_id]
+
+
+def test_role_profile_chains_from_the_mfa_session(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "admin")
+    approve_pending(inst, "135790", profile="admin")
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assume = [r for r in fake_sts.requests if r.action == "AssumeRole"]
+    session = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
+    assert len(session) == 1 and session[0].token_code == "135790"
+    assert len(assume) == 1
+    assert assume[0].role_arn == "arn:aws:iam::123456789012:role/Admin"
+    assert assume[0].token_code is None  # chained: the MFA context comes from the session
+    assert assume[0].session_token_sent
+    # The source profile's MFA session is now cached too: no second approval.
+    code, _, _ = finish(credproc(inst, "dev"), timeout=10)
+    assert code == 0
+    assert fake_sts.calls("GetSessionToken") == 1
+
+
+def test_deny_fails_every_waiter_and_starts_a_cooldown(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    procs = [credproc(inst, "dev") for _ in range(5)]
+    deadline = time.monotonic() + 15
+    pending: list[dict[str, object]] = []
+    while not pending and time.monotonic() < deadline:
+        pending = json.loads(inst.vaultd("approvals", "--json").stdout)
+    inst.vaultd("deny", str(pending[0]["id"]))
+    for proc in procs:
+        code, out, err = finish(proc)
+        assert code != 0
+        assert out == b""
+        assert b"DENIED" in err
+    # Within the cooldown a new request fails fast, with no new approval.
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0 and out == b"" and b"DENIED" in err
+    assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
+    assert fake_sts.calls() == 0
+
+
+def test_unanswered_approval_times_out(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+    inst = make_vault(extra={"approval": {"timeout_seconds": 5}})
+    code, out, err = finish(credproc(inst, "dev"), timeout=30)
+    assert code != 0
+    assert out == b""
+    assert b"APPROVAL_TIMEOUT" in err
+    assert fake_sts.calls() == 0
+
+
+@pytest.mark.parametrize("bad", ["12345", "1234567", "12345a", "١٢٣٤٥٦", "１２３４５６"])
+def test_malformed_codes_are_refused_before_sts(
+    make_vault: MakeVault, fake_sts: FakeSts, bad: str
+) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "dev")
+    deadline = time.monotonic() + 15
+    pending: list[dict[str, object]] = []
+    while not pending and time.monotonic() < deadline:
+        pending = json.loads(inst.vaultd("approvals", "--json").stdout)
+    answer = inst.vaultd("approve", str(pending[0]["id"]), "--code", bad, check=False)
+    assert answer.returncode != 0
+    assert b"CODE_MALFORMED" in answer.stderr
+    inst.vaultd("deny", str(pending[0]["id"]))
+    finish(proc)
+    assert fake_sts.calls() == 0
+
+
+def test_a_code_is_never_sent_twice_even_after_a_restart(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "112233", profile="dev")
+    assert finish(proc)[0] == 0
+    inst.vaultd("lock")
+    for restart in (False, True):
+        if restart:
+            inst.stop_daemon()
+            inst.start_daemon()
+        proc = credproc(inst, "dev")
+        approve_pending(inst, "112233", profile="dev")
+        code, out, err = finish(proc)
+        assert code != 0 and out == b""
+        assert b"CODE_REUSED" in err
+    assert fake_sts.calls("GetSessionToken") == 1
+
+
+def test_wrong_code_is_rejected_and_counted(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+    inst = make_vault(extra={"approval": {"cooldown_seconds": 0}})
+    fake_sts.inject(Fault(error_code="AccessDenied"), times=None)
+    for i in range(5):
+        proc = credproc(inst, "dev")
+        approve_pending(inst, f"90000{i}", profile="dev")
+        code, out, err = finish(proc)
+        assert code != 0 and out == b""
+        assert b"MFA_REJECTED" in err
+        assert_no_secret(err)
+    # The sixth attempt is refused locally: no approval, no STS call.
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0 and b"RATE_LIMITED" in err
+    assert fake_sts.calls("GetSessionToken") == 5
+
+
+def test_sts_outage_is_one_attempt_and_a_clear_error(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    fake_sts.inject(Fault(error_code="ServiceUnavailable"), times=None)
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "445566", profile="dev")
+    code, out, err = finish(proc)
+    assert code != 0 and out == b""
+    assert b"STS_UNAVAILABLE" in err
+    assert fake_sts.calls("GetSessionToken") == 1  # an MFA call is never retried
+
+
+def test_lock_and_sighup_drop_cached_sessions(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "121212", profile="dev")
+    assert finish(proc)[0] == 0
+    inst.vaultd("lock")
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "343434", profile="dev")
+    assert finish(proc)[0] == 0
+    assert inst.daemon is not None
+    os.kill(inst.daemon.pid, signal.SIGHUP)
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "565656", profile="dev")
+    assert finish(proc)[0] == 0
+    assert fake_sts.calls("GetSessionToken") == 3
+
+
+def test_sealed_daemon_answers_sealed_until_unlocked(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    inst.vaultd("lock", "--seal")
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0 and out == b"" and b"SEALED" in err
+    inst.vaultd("unlock")
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "787878", profile="dev")
+    assert finish(proc)[0] == 0
+
+
+def test_daemon_not_running(make_vault: MakeVault) -> None:
+    inst = make_vault(start=False)
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0
+    assert out == b""
+    assert b"DAEMON_NOT_RUNNING" in err
+    assert err.count(b"\n") == 1
+
+
+def test_unknown_profile_and_root_keys_are_refused(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault(
+        profiles={
+            "dev": {"credentials": "dev", "mfa_serial": "arn:aws:iam::123456789012:mfa/alice"},
+            "rootp": {"credentials": "root", "mfa_serial": "arn:aws:iam::123456789012:mfa/root"},
+        },
+        start=False,
+    )
+    inst.add_key_pair("root", "AKIAROOTCANARY000001", "RootCanarySecret000000000000000000000001", root=True)
+    inst.start_daemon()
+    code, out, err = finish(credproc(inst, "nope"), timeout=10)
+    assert code != 0 and out == b"" and b"UNKNOWN_PROFILE" in err
+    code, out, err = finish(credproc(inst, "rootp"), timeout=10)
+    assert code != 0 and out == b"" and b"BREAK_GLASS_ONLY" in err
+    assert b"RootCanarySecret" not in err
+    assert fake_sts.calls() == 0
+
+
+def test_the_real_aws_cli_and_boto3_get_credentials(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    env = inst.env
+    aws = [sys.executable, "-m", "awscli", "sts", "get-caller-identity", "--profile", "admin"]
+    proc = subprocess.Popen(
+        aws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    approve_pending(inst, "909090", profile="admin")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["Account"] == "123456789012"
+    assert_no_secret(out, err)
+    # boto3 in a child process: one Session, several calls, one credential_process run.
+    script = (
+        "import boto3\n"
+        "s = boto3.Session(profile_name='admin')\n"
+        "c = s.client('sts')\n"
+        "for _ in range(6): c.get_caller_identity()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert fake_sts.calls("GetSessionToken") == 1
+    assert fake_sts.calls("AssumeRole") == 1
+    assert (Path(env["HOME"]) / ".aws" / "cli" / "cache").exists() is False
+
+
+def test_exec_runs_a_command_with_the_session(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+    inst = make_vault()
+    script = "import os; print(os.environ['AWS_ACCESS_KEY_ID'], 'AWS_PROFILE' in os.environ)"
+
+    def run() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "vaultd", "exec", "dev", "--", sys.executable, "-c", script],
+            env={**inst.env, "AWS_PROFILE": "dev"},
+            capture_output=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run)
+        approve_pending(inst, "131313", profile="dev")
+        done = future.result()
+    assert done.returncode == 0, done.stderr
+    key_id, has_profile = done.stdout.decode().split()
+    assert key_id.startswith("ASIA") and key_id != ACCESS_KEY_ID
+    assert has_profile == "False"
