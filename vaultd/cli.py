@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lock",
     "exec",
     "policy",
+    "setup",
     "doctor",
 )
 

@@ -45,6 +45,7 @@ from vaultd.ipc.protocol import (
     credentials_reply,
 )
 from vaultd.ipc.server import Connection, IpcServer
+from vaultd.policy_file import load_policy
 
 if TYPE_CHECKING:
     from vaultd.hsm.pkcs11 import Pkcs11Vault
@@ -151,6 +152,7 @@ class Daemon:
             approval_timeout=settings.approval.timeout_seconds,
             cooldown_seconds=settings.approval.cooldown_seconds,
             serve_floor=settings.cache.serve_floor_seconds,
+            access_policy=load_policy(settings.policy_file),
         )
         allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())
         self.server = IpcServer(

@@ -7,18 +7,16 @@ import json
 from pathlib import Path
 
 from vaultd.core.iam_policy import (
-    MAX_POLICY_TEXT,
     ContextValue,
     Decision,
-    Policy,
     Scalar,
-    default_policy,
     evaluate,
     parse_context_value,
     parse_policy,
     validate,
 )
-from vaultd.errors import ConfigError, PolicyContextInvalid, PolicyInvalid
+from vaultd.errors import PolicyContextInvalid
+from vaultd.policy_file import load_policy, read_policy_text
 
 # The names the IAM policy simulator uses for its decisions.
 DECISION_NAMES = {
@@ -52,27 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a condition key value; give a key twice for a list",
     )
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=run_simulate)
-
-
-def read_policy_text(path: Path) -> str:
-    """The text of a policy file, read up to the size limit."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            return f.read(MAX_POLICY_TEXT + 1)
-    except UnicodeDecodeError:
-        raise PolicyInvalid(f"policy file {path} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as e:
-        raise ConfigError(
-            f"cannot read policy file {path}: {e.strerror}; check the path and permissions"
-        ) from None
-
-
-def load_policy(policy_file: Path | None) -> Policy:
-    """The policy in ``policy_file``, or the shipped default when it is None."""
-    if policy_file is None:
-        return default_policy()
-    return parse_policy(read_policy_text(policy_file), source=f"policy file {policy_file}")
+    s.set_defaults(func=_run_simulate_configured)
 
 
 def parse_context(pairs: list[str]) -> dict[str, ContextValue]:
@@ -110,6 +88,16 @@ def run_validate(args: argparse.Namespace) -> int:
     else:
         print(f"OK: {count} statements")
     return 1 if problems else 0
+
+
+def _run_simulate_configured(args: argparse.Namespace) -> int:
+    """`policy simulate` with the configured ``policy_file`` as the fallback."""
+    configured = None
+    if args.policy_file is None:
+        from vaultd.settings import load_settings
+
+        configured = load_settings().policy_file
+    return run_simulate(args, policy_file=configured)
 
 
 def run_simulate(args: argparse.Namespace, *, policy_file: Path | None = None) -> int:

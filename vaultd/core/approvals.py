@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -36,9 +36,16 @@ RETAIN_FINISHED_SECONDS = 60.0
 """How long a finished approval still answers ``wait`` (then it is forgotten)."""
 
 
+_ID_ALPHABET = "abcdefghijkmnopqrstuvwxyz23456789"
+
+
 def new_approval_id() -> str:
-    """A short random URL-safe id (72 bits)."""
-    return secrets.token_urlsafe(9)
+    """A short random id (70 bits) of lowercase letters and digits.
+
+    No ``-`` or ``_``: an id is typed as a command-line argument (`vaultd approve ID`), where a
+    leading ``-`` would read as an option.
+    """
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(14))
 
 
 class ApprovalState(StrEnum):
@@ -72,7 +79,6 @@ class Approval:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-safe view for ``vaultd approvals --json`` and the TUI."""
-        r = self.requester
         return {
             "id": self.id,
             "profile": self.profile,
@@ -81,14 +87,7 @@ class Approval:
             "state": self.state.value,
             "created_at": _rfc3339(self.created_at),
             "expires_at": _rfc3339(self.expires_at),
-            "requested_by": {
-                "pid": r.pid,
-                "uid": r.uid,
-                "executable": r.executable,
-                "cwd": r.cwd,
-                "parent_pid": r.parent_pid,
-                "parent_command": r.parent_command,
-            },
+            "requested_by": asdict(self.requester),
         }
 
 

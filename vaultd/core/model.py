@@ -101,6 +101,7 @@ class Requester:
     cwd: str = ""
     parent_pid: int = 0
     parent_command: str = ""
+    parent_executable: str = ""
 
 
 def mask_key(access_key_id: str) -> str:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from vaultd.core import policy
 from vaultd.core.approvals import Approval, ApprovalBook
 from vaultd.core.cache import SessionCache
+from vaultd.core.iam_policy import ContextValue, Policy, default_policy, enforce
 from vaultd.core.model import (
     ApprovalMethod,
     LongTermCredentials,
@@ -39,6 +41,7 @@ from vaultd.errors import (
     AuditError,
     BreakGlassOnly,
     MfaRejected,
+    PolicyDenied,
     Sealed,
     StsExpiredToken,
     UnknownProfile,
@@ -94,7 +97,26 @@ def _requester_fields(r: Requester) -> dict[str, object]:
         "cwd": r.cwd,
         "parent_pid": r.parent_pid,
         "parent_command": r.parent_command,
+        "parent_executable": r.parent_executable,
     }
+
+
+def policy_context(profile: str, requester: Requester, now: datetime) -> dict[str, ContextValue]:
+    """The condition keys vaultd supplies for a request (THREATS: explicit deny wins).
+
+    ``vaultd:ClientExecutable`` holds both the connecting client and its parent (the program
+    a user recognises, such as ``aws`` or ``terraform``), so a statement can name either.
+    """
+    executables = [e for e in (requester.executable, requester.parent_executable) if e]
+    context: dict[str, ContextValue] = {
+        "vaultd:ClientUid": requester.uid,
+        "vaultd:ClientPid": requester.pid,
+        "vaultd:Profile": profile,
+        "aws:CurrentTime": now,
+    }
+    if executables:
+        context["vaultd:ClientExecutable"] = executables
+    return context
 
 
 class VaultService:
@@ -110,6 +132,7 @@ class VaultService:
         cooldown_seconds: float = 30.0,
         serve_floor: int = policy.SERVE_FLOOR_SECONDS,
         audit_timeout: float = 2.0,
+        access_policy: Policy | None = None,
     ) -> None:
         self._profiles = dict(profiles)
         self._p = ports
@@ -119,6 +142,7 @@ class VaultService:
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
         self._audit_timeout = audit_timeout
+        self._policy = access_policy or default_policy()
 
     @property
     def profiles(self) -> Mapping[str, Profile]:
@@ -145,6 +169,7 @@ class VaultService:
         await self.audit_event(
             "request", profile=profile.name, action=action, client=_requester_fields(requester)
         )
+        await self._authorize(action, profile, requester)
         key = f"profile:{profile.name}"
         creds = self.cache.get(key)
         if creds is None:
@@ -254,6 +279,23 @@ class VaultService:
         policy.validate_expiration(session.expiration, self._p.clock.now())
         self.cache.put(f"profile:{profile.name}", session)
         return session
+
+    async def _authorize(self, action: str, profile: Profile, requester: Requester) -> None:
+        """Evaluate the access policy; a denial is audited and raised before any prompt."""
+        iam_action = "vaultd:Exec" if action == "exec" else "vaultd:GetCredentials"
+        context = policy_context(profile.name, requester, self._p.clock.now())
+        try:
+            enforce(self._policy, iam_action, f"profile/{profile.name}", context)
+        except PolicyDenied as exc:
+            await self.audit_event(
+                "policy_refused",
+                profile=profile.name,
+                action=iam_action,
+                client=_requester_fields(requester),
+                outcome=exc.code,
+                reason=str(exc.statement),
+            )
+            raise
 
     def _source_of(self, profile: Profile) -> tuple[str, str]:
         """The stored key pair name and MFA serial behind ``profile``."""

@@ -72,10 +72,11 @@ def describe_process(pid: int, uid: int | None = None) -> Requester:
     command = _command(pid)
     executable = _readlink(f"/proc/{pid}/exe") or command.split(" ", 1)[0]
     parent = _parent_pid(pid)
-    parent_command = ""
+    parent_command = parent_executable = ""
     if parent > 0:
         comm = os.fsdecode(_read(f"/proc/{parent}/comm").strip())
         parent_command = _command(parent) or (f"[{comm}]" if comm else "")
+        parent_executable = _readlink(f"/proc/{parent}/exe")
     return Requester(
         pid=pid,
         uid=_real_uid(pid) if uid is None else uid,
@@ -83,4 +84,5 @@ def describe_process(pid: int, uid: int | None = None) -> Requester:
         cwd=printable(_readlink(f"/proc/{pid}/cwd"), MAX_PATH_CHARS),
         parent_pid=parent,
         parent_command=printable(parent_command, MAX_COMMAND_CHARS),
+        parent_executable=printable(parent_executable, MAX_PATH_CHARS),
     )

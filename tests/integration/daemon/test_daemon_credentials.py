@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import vaultd.credproc
-from vaultd.testing.fake_sts import Fault, FakeSts
+from vaultd.testing.fake_sts import FakeSts, Fault
 from vaultd.testing.harness import Installation, approve_pending
 
 from .conftest import ACCESS_KEY_ID, SECRET
@@ -101,7 +101,7 @@ def test_role_profile_chains_from_the_mfa_session(make_vault: MakeVault, fake_st
     inst = make_vault()
     proc = credproc(inst, "admin")
     approve_pending(inst, "135790", profile="admin")
-    code, out, err = finish(proc)
+    code, _, err = finish(proc)
     assert code == 0, err
     assume = [r for r in fake_sts.requests if r.action == "AssumeRole"]
     session = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
@@ -147,7 +147,11 @@ def test_unanswered_approval_times_out(make_vault: MakeVault, fake_sts: FakeSts)
     assert fake_sts.calls() == 0
 
 
-@pytest.mark.parametrize("bad", ["12345", "1234567", "12345a", "١٢٣٤٥٦", "１２３４５６"])
+ARABIC_INDIC = "\u0661\u0662\u0663\u0664\u0665\u0666"
+FULL_WIDTH = "\uff11\uff12\uff13\uff14\uff15\uff16"
+
+
+@pytest.mark.parametrize("bad", ["12345", "1234567", "12345a", ARABIC_INDIC, FULL_WIDTH])
 def test_malformed_codes_are_refused_before_sts(
     make_vault: MakeVault, fake_sts: FakeSts, bad: str
 ) -> None:
@@ -263,7 +267,9 @@ def test_unknown_profile_and_root_keys_are_refused(
         },
         start=False,
     )
-    inst.add_key_pair("root", "AKIAROOTCANARY000001", "RootCanarySecret000000000000000000000001", root=True)
+    inst.add_key_pair(
+        "root", "AKIAROOTCANARY000001", "RootCanarySecret000000000000000000000001", root=True
+    )
     inst.start_daemon()
     code, out, err = finish(credproc(inst, "nope"), timeout=10)
     assert code != 0 and out == b"" and b"UNKNOWN_PROFILE" in err
@@ -326,3 +332,91 @@ def test_exec_runs_a_command_with_the_session(make_vault: MakeVault, fake_sts: F
     key_id, has_profile = done.stdout.decode().split()
     assert key_id.startswith("ASIA") and key_id != ACCESS_KEY_ID
     assert has_profile == "False"
+
+
+DENY_SHELL_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "AllowAll",
+            "Effect": "Allow",
+            "Action": ["vaultd:GetCredentials", "vaultd:Exec"],
+            "Resource": "profile/*",
+        },
+        {
+            "Sid": "DenyShells",
+            "Effect": "Deny",
+            "Action": "vaultd:GetCredentials",
+            "Resource": "profile/*",
+            "Condition": {"StringLike": {"vaultd:ClientExecutable": ["*/dash", "*/bash"]}},
+        },
+    ],
+}
+
+
+def test_policy_deny_names_the_statement_and_the_simulator_agrees(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(DENY_SHELL_POLICY, indent=2))
+    inst = make_vault(extra={"policy_file": str(policy_file)})
+    shell = os.path.realpath("/bin/sh")
+    # `sh -c "cmd; exit $?"` keeps sh as the client's parent (no exec of a last command).
+    command = f"{sys.executable} -I -S {CREDPROC} --socket {inst.socket} dev; exit $?"
+    done = subprocess.run([shell, "-c", command], capture_output=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert done.stdout == b""
+    assert b"ACCESS_DENIED_BY_POLICY" in done.stderr
+    assert b"DenyShells" in done.stderr
+    assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
+    assert fake_sts.calls() == 0
+    # The same request from a non-shell parent is allowed (it reaches the approval stage).
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "575757", profile="dev")
+    assert finish(proc)[0] == 0
+    sim = inst.vaultd(
+        "policy",
+        "simulate",
+        "--policy-file",
+        str(policy_file),
+        "--action",
+        "vaultd:GetCredentials",
+        "--resource",
+        "profile/dev",
+        "--context",
+        f"vaultd:ClientExecutable={shell}",
+        check=False,
+    )
+    assert b"explicitDeny" in sim.stdout
+    assert b"DenyShells" in sim.stdout
+    refused = [
+        json.loads(line)
+        for line in (inst.data_dir / "audit.log").read_text().splitlines()
+        if '"policy_refused"' in line
+    ]
+    assert len(refused) == 1 and refused[0]["reason"] == "DenyShells"
+
+
+def test_setup_aws_profile_twice_leaves_one_stanza_that_works(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    config = Path(inst.env["AWS_CONFIG_FILE"])
+    original = (
+        "# keep this comment\n[profile dev]\nregion = us-east-1\noutput = json\n\n[x]\na = b\n"
+    )
+    config.write_text(original)
+    for _ in range(2):
+        inst.vaultd("setup", "aws-profile", "dev")
+    text = config.read_text()
+    assert text.count("credential_process") == 1
+    assert text.replace(text.splitlines()[2] + "\n", "", 1) == original
+    assert Path(str(config) + ".vaultd-backup").read_text() == original
+    aws = [sys.executable, "-m", "awscli", "sts", "get-caller-identity", "--profile", "dev"]
+    proc = subprocess.Popen(
+        aws, env=inst.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    approve_pending(inst, "686868", profile="dev")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["Account"] == "123456789012"

@@ -1,0 +1,69 @@
+"""`vaultd setup aws-profile NAME`: point a profile in ~/.aws/config at vaultd."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaultd.commands._args import Subparsers, settings
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("setup", help="configure other tools to use vaultd")
+    what = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    a = what.add_parser(
+        "aws-profile",
+        help="add or update the credential_process line of a profile in ~/.aws/config",
+        description="Writes the fastest client command (the stdlib client run with `python -I "
+        "-S`, no console-script wrapper). Keeps a backup, writes atomically, and changes "
+        "nothing else in the file; running it twice leaves one stanza.",
+    )
+    a.add_argument("name", help="the profile (as configured in vaultd)")
+    a.add_argument("--config-file", help="default: $AWS_CONFIG_FILE or ~/.aws/config")
+    a.set_defaults(func=run_aws_profile)
+
+
+def client_command(profile: str, socket: str) -> str:
+    """The credential_process command for ``profile``: stdlib client, isolated interpreter."""
+    import shlex
+    import sys
+
+    from vaultd import credproc
+
+    parts = [sys.executable, "-I", "-S", credproc.__file__, "--socket", socket, profile]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_aws_profile(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    from pathlib import Path
+
+    from vaultd.aws.config_file import upsert_credential_process
+    from vaultd.core.model import PROFILE_NAME_RE
+    from vaultd.errors import BadRequest, ConfigError
+    from vaultd.store.atomic import atomic_write
+
+    if not PROFILE_NAME_RE.match(args.name):
+        raise BadRequest(f"profile name {args.name!r} must match [A-Za-z0-9._-]{{1,64}}")
+    cfg = settings()
+    if args.name not in cfg.profiles:
+        raise ConfigError(
+            f"vaultd has no profile {args.name!r}: add [profiles.{args.name}] to its config first"
+        )
+    path = Path(
+        args.config_file or os.environ.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config"
+    )
+    try:
+        old = path.read_text() if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    new = upsert_credential_process(old, args.name, client_command(args.name, str(cfg.socket)))
+    if new == old:
+        print(f"{path}: profile {args.name!r} already uses vaultd")
+        return 0
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if old:
+        shutil.copy2(path, path.with_name(path.name + ".vaultd-backup"))
+    atomic_write(path, new.encode(), mode=0o600)
+    print(f"{path}: profile {args.name!r} now gets credentials from vaultd")
+    return 0
