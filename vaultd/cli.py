@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 # Subcommand modules, in the order `vaultd --help` lists them.
 COMMAND_MODULES = (
@@ -25,6 +29,8 @@ COMMAND_MODULES = (
     "exec",
     "policy",
     "setup",
+    "config_reference",
+    "completion",
     "doctor",
 )
 
@@ -39,12 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args)
 
 
-def _run(args: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every subcommand registered."""
     import argparse
     import importlib
 
     from vaultd import __version__
-    from vaultd.errors import VaultError
 
     parser = argparse.ArgumentParser(
         prog="vaultd",
@@ -55,7 +61,13 @@ def _run(args: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"vaultd.commands.{name}").add_parser(sub)
-    ns = parser.parse_args(args)
+    return parser
+
+
+def _run(args: list[str]) -> int:
+    from vaultd.errors import VaultError
+
+    ns = build_parser().parse_args(args)
     try:
         status: int = ns.func(ns)
     except VaultError as exc:

@@ -59,7 +59,7 @@ def default_socket() -> Path:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Pkcs11Settings(_Section):
@@ -92,9 +92,11 @@ class IpcSettings(_Section):
     allow_root: bool = False
     """Let uid 0 talk to the daemon (audited)."""
     max_connections: int = Field(256, ge=1, le=4096)
+    """Connections served at once; more are refused at once with BUSY."""
     read_timeout: float = Field(5.0, gt=0, le=60)
     """Seconds a client may take to send a frame."""
     request_timeout: float = Field(60.0, gt=0, le=300)
+    """Seconds one request may take in all (approval waits included)."""
 
 
 class CacheSettings(_Section):
@@ -119,12 +121,14 @@ class Fido2Settings(_Section):
     devices: tuple[str, ...] = ("hid",)
     """`hid` for real authenticators; `soft:STATE_FILE` for the software one (tests, demo)."""
     rp_id: str = "vaultd"
+    """The FIDO2 relying-party id credentials are made for."""
 
 
 class PluginSettings(_Section):
     """Plugins are loaded only when allowlisted here by entry-point name."""
 
     allow: tuple[str, ...] = ()
+    """Entry-point names of plugins that may load."""
 
 
 class AuditSettings(_Section):
@@ -140,13 +144,24 @@ class ProfileSettings(_Section):
     credentials: str | None = None
     """Name of a stored key pair (`vaultd add NAME`)."""
     source_profile: str | None = None
+    """A profile with `credentials` whose MFA session this role is assumed from."""
     role_arn: str | None = None
+    """Assume this role (chained from the source's MFA session up to 3600 s, directly with
+    the long-lived keys and MFA above that)."""
     mfa_serial: str | None = None
+    """The MFA device ARN or serial; required with `credentials` (every session uses MFA)."""
     duration_seconds: int | None = None
+    """Session length: GetSessionToken 900-129600 (default 43200), AssumeRole 900-43200
+    (default 3600)."""
     external_id: str | None = None
+    """ExternalId passed to AssumeRole."""
     role_session_name: str | None = None
+    """RoleSessionName for AssumeRole (default `vaultd-PROFILE`)."""
     region: str | None = None
+    """The STS region (default us-east-1; endpoints follow the usual AWS settings)."""
     approval: ApprovalMethod = ApprovalMethod.CODE
+    """`code` (type the MFA code), `touch` (FIDO2 touch; the code comes from a sealed seed)
+    or `touch-or-code`."""
 
     @field_validator("credentials", "source_profile")
     @classmethod
@@ -221,11 +236,14 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    """Sealed store, state and audit log (0700)."""
+    """Sealed store, state and audit log (0700); default `$XDG_DATA_HOME/vaultd`."""
     socket: Path = Field(default_factory=default_socket)
+    """The daemon's socket; default `$XDG_RUNTIME_DIR/vaultd/vaultd.sock`. Clients also read
+    `VAULTD_SOCKET`; `vaultd setup aws-profile` writes it into the AWS config."""
     policy_file: Path | None = None
     """A JSON IAM-style policy document; the shipped default applies without it."""
     pkcs11: Pkcs11Settings = Pkcs11Settings()
@@ -236,6 +254,7 @@ class Settings(BaseSettings):
     plugins: PluginSettings = PluginSettings()
     audit: AuditSettings = AuditSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
+    """One `[profiles.NAME]` table per profile (see below)."""
 
     @classmethod
     def settings_customise_sources(
