@@ -59,3 +59,20 @@ def make_vault(tmp_path: Path, fake_sts: FakeSts) -> Iterator[object]:
     yield make
     for inst in made:
         inst.stop_daemon()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """THREATS T5: after every daemon test, no stored secret is anywhere under the temp dirs.
+
+    That covers the data dirs (store, state, audit log), daemon logs, the test HOME (with
+    ~/.aws/cli/cache) and every file a test wrote.
+    """
+    yield
+    needles = [SECRET.encode(), b"RootCanarySecret", b"CrashSecret"]
+    hits = []
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            hits.extend(f"{path}: {n!r}" for n in needles if n in data)
+    assert hits == [], hits
