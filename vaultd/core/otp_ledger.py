@@ -22,7 +22,11 @@ from vaultd.errors import CodeReused, MfaLocked, RateLimited, StoreUnreadable
 LEDGER_VERSION = 1
 STEP_SECONDS = 30
 KEEP_STEPS = 10
-"""Steps kept behind the newest one seen per serial (5 minutes); older steps are refused."""
+"""Steps kept behind the newest one seen per serial (5 minutes).
+
+Pruned steps are summarised by ``floor``, the highest step dropped: every step at or below it
+is refused, so a pruned step is never sent again.
+"""
 
 FAILURE_WINDOW_SECONDS = 300.0
 MAX_FAILURES_PER_WINDOW = 5
@@ -55,13 +59,27 @@ class _SerialState:
     failures: list[float] = field(default_factory=list)
     consecutive: int = 0
     last_failure: float | None = None
+    floor: int | None = None
 
-    def newest(self) -> int | None:
+    def spent(self, step: int) -> bool:
+        return step in self.steps or (self.floor is not None and step <= self.floor)
+
+    def prune(self) -> None:
         seen = [*self.steps, *self.codes.values()]
-        return max(seen) if seen else None
+        if not seen:
+            return
+        horizon = max(seen) - KEEP_STEPS
+        dropped = [s for s in seen if s < horizon]
+        if dropped:
+            self.floor = max(dropped) if self.floor is None else max(self.floor, *dropped)
+        self.steps = {s for s in self.steps if s >= horizon}
+        self.codes = {d: s for d, s in self.codes.items() if s >= horizon}
 
     def empty(self) -> bool:
-        return not (self.steps or self.codes or self.failures or self.consecutive)
+        return (
+            not (self.steps or self.codes or self.failures or self.consecutive)
+            and self.floor is None
+        )
 
 
 class OtpLedger:
@@ -76,12 +94,9 @@ class OtpLedger:
     # --- single use -------------------------------------------------------------------
 
     def is_used(self, serial: str, step: int) -> bool:
-        """Whether ``step`` was already used for ``serial`` (or is too old to be checked)."""
+        """Whether ``step`` was already used for ``serial`` (or lies at or below pruned steps)."""
         state = self._serials.get(serial)
-        if state is None:
-            return False
-        newest = state.newest()
-        return step in state.steps or (newest is not None and step < newest - KEEP_STEPS)
+        return state is not None and state.spent(step)
 
     def check_and_mark(self, serial: str, step: int, *, code: str | None = None) -> None:
         """Mark a generated code's ``step`` as used, or raise ``CodeReused`` if it was.
@@ -101,8 +116,8 @@ class OtpLedger:
         retention window; ``step`` is marked so no generated code reuses it.
         """
         state = self._serials.get(serial)
-        newest = None if state is None else state.newest()
-        if self._code_seen(serial, code) or (newest is not None and step < newest - KEEP_STEPS):
+        pruned = state is not None and state.floor is not None and step <= state.floor
+        if self._code_seen(serial, code) or pruned:
             raise CodeReused("this MFA code was already used; wait for the next code")
         self._mark(serial, step, code)
 
@@ -125,10 +140,7 @@ class OtpLedger:
         state.steps.add(step)
         if code is not None:
             state.codes[_digest(serial, code)] = step
-        newest = state.newest()
-        horizon = (step if newest is None else newest) - KEEP_STEPS
-        state.steps = {s for s in state.steps if s >= horizon}
-        state.codes = {d: s for d, s in state.codes.items() if s >= horizon}
+        state.prune()
 
     # --- failures and rate limits -----------------------------------------------------
 
@@ -211,6 +223,7 @@ class OtpLedger:
                 "failures": list(state.failures),
                 "consecutive": state.consecutive,
                 "last_failure": state.last_failure,
+                "floor": state.floor,
             }
         return {"version": LEDGER_VERSION, "serials": serials}
 
@@ -231,7 +244,7 @@ class OtpLedger:
         return ledger
 
 
-_SERIAL_FIELDS = {"steps", "codes", "failures", "consecutive", "last_failure"}
+_SERIAL_FIELDS = {"steps", "codes", "failures", "consecutive", "last_failure", "floor"}
 
 
 def _parse_serial(raw: object) -> _SerialState:
@@ -261,7 +274,8 @@ def _parse_serial(raw: object) -> _SerialState:
         _bad("consecutive is negative")
     last_raw = obj["last_failure"]
     last = None if last_raw is None else _timestamp(last_raw, "last_failure")
-    return _SerialState(steps, codes, failures, consecutive, last)
+    floor = None if obj["floor"] is None else _step(obj["floor"])
+    return _SerialState(steps, codes, failures, consecutive, last, floor)
 
 
 def _bad(problem: str) -> NoReturn:

@@ -89,6 +89,16 @@ def test_old_steps_are_pruned_and_refused() -> None:
     ledger.check_and_mark(SERIAL, 110)
 
 
+def test_clock_stepped_forward_and_back_keeps_recent_steps_refused_only() -> None:
+    ledger = OtpLedger()
+    ledger.check_and_mark(SERIAL, 100)
+    ledger.check_and_mark(SERIAL, 1000)  # a code generated while the clock ran 7.5 h ahead
+    assert ledger.is_used(SERIAL, 100)  # pruned, yet still refused
+    assert not ledger.is_used(SERIAL, 101)
+    ledger.check_and_mark(SERIAL, 101)  # the clock is fixed: MFA keeps working
+    assert roundtrip(ledger).is_used(SERIAL, 99)
+
+
 def test_sixth_failure_within_window_is_rate_limited() -> None:
     ledger = OtpLedger()
     for i in range(5):
@@ -182,6 +192,7 @@ def test_wall_clock_step_back_does_not_lock_forever() -> None:
                     "failures": [],
                     "consecutive": 0,
                     "last_failure": None,
+                    "floor": None,
                 }
             },
         },
@@ -194,6 +205,7 @@ def test_wall_clock_step_back_does_not_lock_forever() -> None:
                     "failures": [],
                     "consecutive": 0,
                     "last_failure": None,
+                    "floor": None,
                 }
             },
         },
@@ -206,6 +218,7 @@ def test_wall_clock_step_back_does_not_lock_forever() -> None:
                     "failures": [float("nan")],
                     "consecutive": -1,
                     "last_failure": None,
+                    "floor": None,
                 }
             },
         },
@@ -218,6 +231,7 @@ def test_wall_clock_step_back_does_not_lock_forever() -> None:
                     "failures": [1.0] * 6,
                     "consecutive": 6,
                     "last_failure": 1.0,
+                    "floor": None,
                 }
             },
         },
@@ -242,6 +256,7 @@ serial_entry = st.fixed_dictionaries(
         "failures": st.lists(json_values, max_size=6),
         "consecutive": json_values,
         "last_failure": json_values,
+        "floor": st.none() | st.integers() | json_values,
     }
 )
 ledger_shaped = st.fixed_dictionaries(
