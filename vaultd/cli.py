@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "exec",
     "policy",
     "setup",
+    "plugins",
     "config_reference",
     "completion",
     "doctor",
