@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "lock",
     "exec",
     "policy",
+    "audit",
     "setup",
     "plugins",
     "config_reference",

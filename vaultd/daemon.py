@@ -28,7 +28,7 @@ from vaultd.core.model import (
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.records import decode_key_pair
 from vaultd.core.service import Ports, VaultService
-from vaultd.errors import AuditError, BadRequest, RecordNotFound, Sealed, VaultError
+from vaultd.errors import AuditError, BadRequest, RecordNotFound, Sealed
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
     APPROVAL_PENDING,
@@ -132,7 +132,9 @@ class Daemon:
         self.clock = SystemClock()
         self.holder = TokenHolder(settings)
         self._token_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaultd-token")
-        self.audit: AuditLog = AuditLog(settings.audit_path, self._audit_mac, self.clock)
+        self.audit: AuditLog = AuditLog(
+            settings.audit_path, self._audit_mac, self.clock, max_bytes=settings.audit.max_bytes
+        )
         self.state = StateFile(settings.data_dir / app.STATE_FILE)
         ledger_data = self.state.load_ledger()
         ledger = OtpLedger.from_dict(ledger_data) if ledger_data is not None else OtpLedger()
@@ -322,11 +324,10 @@ class Daemon:
         finally:
             housekeeping.cancel()
             await self.server.stop()
+            await self._run_io(lambda: self._try_audit("stop", {"outcome": "clean"}))
             self.service.seal()
             await self._run_token(self.holder.seal)
             self._token_thread.shutdown(wait=True)
-            with contextlib.suppress(VaultError):
-                self.audit.record("stop", {"outcome": "clean"})
 
 
 def serve(settings: Settings) -> int:

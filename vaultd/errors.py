@@ -488,3 +488,104 @@ class MfaLocked(MfaError):
     """Too many consecutive failed codes: the MFA serial is locked until the user unlocks it."""
 
     code = "MFA_LOCKED"
+
+
+# --- audit log verification (vaultd/store/audit.py) ----------------------------------------
+
+
+class AuditRecordTampered(AuditTampered):
+    """An audit record or the head anchor failed verification; the attributes say where."""
+
+    def __init__(
+        self, message: str, *, path: str, line: int | None, seq: int | None, reason: str
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.seq = seq
+        self.reason = reason
+
+
+# --- access-key rotation (vaultd/aws/iam.py, vaultd/rotation.py) ---------------------------
+
+
+class RotationError(VaultError):
+    """Rotating a stored access key (or an IAM call made for it) failed."""
+
+    code = "ROTATION_FAILED"
+    exit_status = 69
+
+
+class AccessKeyLimit(RotationError):
+    """IAM already holds two access keys for the user, so no new one can be made."""
+
+    code = "ACCESS_KEY_LIMIT"
+
+
+class IamAccessDenied(RotationError):
+    """IAM denied a call on the user's own access keys (the policy may require MFA)."""
+
+    code = "IAM_ACCESS_DENIED"
+
+
+class IamError(RotationError):
+    """Another IAM error; ``aws_code`` is AWS's error code ("" if there was no reply)."""
+
+    code = "IAM_ERROR"
+
+    def __init__(self, message: str, *, aws_code: str = "") -> None:
+        super().__init__(message)
+        self.aws_code = aws_code
+
+
+class IamUnavailable(IamError):
+    """IAM did not answer, throttled or failed on its side; try again later."""
+
+    code = "IAM_UNAVAILABLE"
+
+
+class RotationAborted(RotationError):
+    """A rotation stopped after making a new key; ``step`` failed, the old key stays stored.
+
+    ``leftover_key_id`` is the masked id of a key left in IAM that must be deleted by hand
+    (``None`` when the new key was deleted again).
+    """
+
+    code = "ROTATION_ABORTED"
+
+    def __init__(self, message: str, *, step: str, leftover_key_id: str | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.leftover_key_id = leftover_key_id
+
+
+# --- plugins and key stores (vaultd/registry.py, vaultd/plugin_api.py, plugins/) -----------
+
+
+class KeyStoreUnavailable(HsmError):
+    """A software key store could not read, create or parse its key (the OS keyring failed)."""
+
+    code = "KEYSTORE_UNAVAILABLE"
+
+
+# --- credential server and console sign-in (vaultd/credential_server.py, aws/federation.py) --
+
+
+class LoginNeedsRole(ConfigError):
+    """`vaultd login` was asked for a profile without a role: AWS signs in role sessions only."""
+
+    code = "LOGIN_NEEDS_ROLE"
+
+
+class FederationFailed(VaultError):
+    """The AWS federation endpoint refused the session or could not be reached."""
+
+    code = "FEDERATION_FAILED"
+    exit_status = 69  # EX_UNAVAILABLE
+
+
+class BrowserUnavailable(VaultError):
+    """No web browser opened the console sign-in link."""
+
+    code = "BROWSER_UNAVAILABLE"
+    exit_status = 69

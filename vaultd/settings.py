@@ -136,6 +136,8 @@ class AuditSettings(_Section):
 
     path: Path | None = None
     """Defaults to DATA_DIR/audit.log."""
+    max_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    """Rotate the log (keeping the hash chain) once it would grow past this size."""
 
 
 class ProfileSettings(_Section):

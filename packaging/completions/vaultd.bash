@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec policy setup config-reference completion doctor" -- "$cur"))
+        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec policy audit setup plugins config-reference completion doctor" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -19,9 +19,11 @@ _vaultd() {
         status) words="--help --json" ;;
         lock) words="--help --seal" ;;
         unlock) words="--help" ;;
-        exec) words="--help" ;;
+        exec) words="--help --server" ;;
         policy) words="--help simulate validate" ;;
+        audit) words="--help tail verify" ;;
         setup) words="--help aws-profile" ;;
+        plugins) words="--help list" ;;
         config-reference) words="--help" ;;
         completion) words="--help" ;;
         doctor) words="--help" ;;

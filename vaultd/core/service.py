@@ -15,6 +15,7 @@ Blocking work (token, store, STS, audit writes) goes through the injected ``run_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,7 +159,33 @@ class VaultService:
         action: str = "credential_process",
         on_event: EventSink | None = None,
     ) -> SessionCredentials:
-        """A servable session for ``profile_name``, asking the user when a code is needed."""
+        """A servable session for ``profile_name``, asking the user when a code is needed.
+
+        Every refusal is audited (best effort: when the audit log itself fails, the request is
+        refused all the same).
+        """
+        try:
+            return await self._credentials(profile_name, requester, action, on_event)
+        except AuditError:
+            raise
+        except VaultError as exc:
+            with contextlib.suppress(AuditError):
+                await self.audit_event(
+                    "refused",
+                    profile=profile_name,
+                    action=action,
+                    client=_requester_fields(requester),
+                    outcome=exc.code,
+                )
+            raise
+
+    async def _credentials(
+        self,
+        profile_name: str,
+        requester: Requester,
+        action: str,
+        on_event: EventSink | None,
+    ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
         profile = self._profiles.get(profile_name)

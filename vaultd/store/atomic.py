@@ -91,11 +91,21 @@ def atomic_write(
         ) from None
 
 
-def cleanup_temp_files(directory: Path) -> list[str]:
-    """Remove temp files a crashed ``atomic_write`` left in ``directory``; return their names."""
+def cleanup_temp_files(target: Path) -> list[str]:
+    """Remove temp files a crashed ``atomic_write`` of ``target`` left; return their names.
+
+    Only ``target``'s own temp files go: writes of other files in the directory (the state
+    file, another process's store write under the store lock) may be running right now.
+    """
+    directory, prefix = target.parent, f".{target.name}."
     removed: list[str] = []
     for entry in os.scandir(directory):
-        if entry.name.endswith(TEMP_SUFFIX) and not entry.is_dir(follow_symlinks=False):
+        name = entry.name
+        if (
+            name.startswith(prefix)
+            and name.endswith(TEMP_SUFFIX)
+            and not entry.is_dir(follow_symlinks=False)
+        ):
             os.unlink(entry.path)
             removed.append(entry.name)
     if removed:

@@ -2,34 +2,67 @@
 
 Each line is one JSON object with sorted keys: ``seq``, ``time``, ``event``, the event's
 fields, ``prev`` (SHA-256 hex of the previous line, or 64 zeros) and ``mac`` (HMAC-SHA256,
-computed by the token over the line without its ``mac``).  An edit, a deletion, a reorder
-or a truncation breaks the chain or a MAC; :func:`verify` names the first bad record.
-A record is written and fsynced before anything is released; a failed write raises
-:class:`~vaultd.errors.AuditError` so the caller refuses the request (fail closed).
-Never pass a secret in the fields: key ids are masked by the caller.
+computed by the token over the line without its ``mac``).  A record is written and fsynced
+before anything is released; a failed write raises :class:`~vaultd.errors.AuditError` and
+leaves the file as it was, so the caller refuses the request (fail closed).  Never pass a
+secret in the fields: key ids are masked by the caller.  Only regular files are opened (never
+following a symlink, never blocking on a FIFO), and a line must be the canonical encoding of
+its object, so no edit hides behind an equivalent spelling.
+
+**Rotation.** When the next record would take ``audit.log`` past ``max_bytes``, the file is
+renamed ``audit.log.<seq of its first record>`` and the record starts a new ``audit.log``;
+its ``prev`` is the hash of the rotated file's last line, so the chain runs unbroken across
+files.  :func:`verify` walks the rotated files in sequence order, then ``audit.log``.
+Rotated files are never pruned here: deleting one breaks verification from seq 1.
+
+**Head anchor.** Cutting whole records off the end leaves a valid chain, so after each record
+the writer replaces ``audit.log.head`` (atomically) with the last seq and line hash, MACed by
+the token.  :func:`verify` requires the log to reach that record, and the writer refuses to
+go on from a log that falls short of it (a deleted or cut log is not silently restarted at seq
+1; move ``audit.log*`` aside to start a new chain).  Limits: a head written
+before a crash may lag the log (accepted: the records after it were never released, as the
+writer raises), and someone able to write the data dir can put back an older head together
+with a log cut to match it; only a counter inside the token would close that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import hmac
 import json
 import os
+import stat
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from vaultd.core.ports import Clock
-from vaultd.errors import AuditError, AuditTampered
+from vaultd.errors import AuditError, AuditRecordTampered, AuditTampered
+from vaultd.store.atomic import fsync_dir
 
 GENESIS = "0" * 64
 MAX_LINE = 64 * 1024
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+HEAD_SUFFIX = ".head"
+_HEAD_KIND = "vaultd-audit-head"
+_REQUIRED = (("seq", int), ("time", str), ("event", str), ("prev", str), ("mac", str))
 
 Mac = Callable[[bytes], bytes]
+MacVerify = Callable[[bytes, bytes], None]
+"""``mac_verify(data, tag)`` raises ``AuditTampered`` on a bad tag (the token's HMAC verify)."""
 
 
 def _canonical(obj: Mapping[str, object]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +73,158 @@ class Tail:
     digest: str
 
 
+def head_path(path: Path) -> Path:
+    """The head anchor beside the log ``path``."""
+    return path.with_name(path.name + HEAD_SUFFIX)
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """Rotated files of the log ``path`` (``<name>.<first seq>``), oldest first."""
+    prefix = path.name + "."
+    found: list[tuple[int, Path]] = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            suffix = entry.name[len(prefix) :]
+            if entry.name.startswith(prefix) and suffix.isascii() and suffix.isdigit():
+                found.append((int(suffix), path.parent / entry.name))
+    return [p for _, p in sorted(found)]
+
+
+def chain_files(path: Path) -> list[Path]:
+    """Every file of the chain in order: the rotated ones, then ``path`` if it exists."""
+    files = rotated_files(path)
+    if os.path.lexists(path):
+        files.append(path)
+    return files
+
+
+def _open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open without following symlinks or blocking on a FIFO; refuse anything but a file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        fd = _open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def parse_line(line: bytes) -> dict[str, object]:
+    """Parse one audit line (without its newline); anything malformed raises ``AuditTampered``.
+
+    The line must be the canonical encoding of its object (sorted keys, no spaces, ASCII), so
+    no edit can hide behind an equivalent spelling.
+    """
+    if len(line) > MAX_LINE:
+        raise AuditTampered("record longer than 64 KiB")
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise AuditTampered("record is not JSON") from None
+    if not isinstance(obj, dict):
+        raise AuditTampered("record is not a JSON object")
+    for key, kind in _REQUIRED:
+        value = obj.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise AuditTampered(f"record field {key} is missing or of the wrong type")
+    try:
+        canonical = _canonical(obj)
+    except (ValueError, RecursionError):
+        raise AuditTampered("record does not re-encode") from None
+    if canonical != line:
+        raise AuditTampered("record is not in canonical form (it was edited)")
+    return obj
+
+
+def _last_line(path: Path) -> bytes | None:
+    last = None
+    for _, raw in _lines(path):
+        last = raw
+    if last is None or not last.strip():
+        return None
+    if not last.endswith(b"\n"):
+        raise AuditTampered(f"{path}: the last line is torn: run `vaultd audit verify`")
+    return last[:-1]
+
+
+def last_record(path: Path) -> Tail:
+    """The chain tail of the log ``path`` and its rotated files (seq 0 and genesis if empty)."""
+    for file in reversed(chain_files(path)):
+        line = _last_line(file)
+        if line is None:
+            continue
+        try:
+            seq = parse_line(line)["seq"]
+        except AuditTampered as exc:
+            raise AuditTampered(
+                f"{file}: the last record is bad ({exc}): run `vaultd audit verify`"
+            ) from None
+        assert isinstance(seq, int)  # noqa: S101 - parse_line checked it
+        return Tail(seq, _digest(line))
+    return Tail(0, GENESIS)
+
+
+def _append(path: Path, line: bytes) -> None:
+    """Append ``line`` and fsync it; on any failure cut the file back to its old length."""
+    fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.EIO, f"short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    if size == 0:
+        fsync_dir(path.parent)  # the file may be new: make its name durable
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Replace ``path`` durably through ``<name>.tmp`` (the writer's lock makes the name safe;
+    the store's temp-file sweep of the data dir does not match it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EIO, "short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _head_body(tail: Tail) -> bytes:
+    """What the head anchor's MAC covers."""
+    return _canonical({"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq})
+
+
 class AuditLog:
     """Writes audit records; one writer per process (a lock), O_APPEND, fsync each record."""
 
-    def __init__(self, path: Path, mac: Mac, clock: Clock) -> None:
+    def __init__(
+        self, path: Path, mac: Mac, clock: Clock, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self._path = path
         self._mac = mac
         self._clock = clock
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._tail: Tail | None = None
 
@@ -55,113 +233,296 @@ class AuditLog:
         return self._path
 
     def record(self, event: str, fields: Mapping[str, object]) -> None:
-        """Append and fsync one record; raise ``AuditError`` if it cannot be written."""
+        """Append and fsync one record, then the head; raise ``AuditError`` if it cannot."""
         with self._lock:
             try:
-                tail = self._tail or last_record(self._path)
-                body: dict[str, object] = dict(fields)
-                body.update(
-                    seq=tail.seq + 1,
-                    time=self._clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    event=event,
-                    prev=tail.digest,
-                )
-                body["mac"] = self._mac(_canonical(body)).hex()
-                line = _canonical(body) + b"\n"
-                fd = os.open(
-                    self._path,
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                )
-                try:
-                    written = os.write(fd, line)
-                    if written != len(line):
-                        raise OSError(f"short write ({written} of {len(line)} bytes)")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                tail = self._tail or self._load_tail()
+                line = self._encode(tail, event, fields)
+                self._rotate_if_full(len(line))
+                _append(self._path, line)
+                new_tail = Tail(tail.seq + 1, _digest(line.rstrip(b"\n")))
+                self._write_head(new_tail)
             except OSError as exc:
-                self._tail = None  # re-read the tail next time: the file may hold a torn line
+                self._tail = None  # re-read the tail next time
                 raise AuditError(
                     f"cannot write the audit log {self._path} ({exc.strerror or exc}); "
                     "nothing was released: free space or fix permissions, then retry"
                 ) from None
-            self._tail = Tail(tail.seq + 1, hashlib.sha256(line.rstrip(b"\n")).hexdigest())
+            except AuditError:
+                self._tail = None
+                raise
+            self._tail = new_tail
 
+    def _encode(self, tail: Tail, event: str, fields: Mapping[str, object]) -> bytes:
+        body: dict[str, object] = dict(fields)
+        body.update(
+            seq=tail.seq + 1,
+            time=self._clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            event=event,
+            prev=tail.digest,
+        )
+        body["mac"] = self._mac(_canonical(body)).hex()
+        line = _canonical(body)
+        if len(line) > MAX_LINE:
+            raise AuditError(f"audit record {event!r} is longer than 64 KiB; nothing was released")
+        return line + b"\n"
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    try:
-        with open(path, "rb") as fh:
-            yield from enumerate(fh, start=1)
-    except FileNotFoundError:
-        return
-
-
-def last_record(path: Path) -> Tail:
-    """The chain tail of ``path`` (``seq`` 0 and the genesis hash for an empty log)."""
-    tail = Tail(0, GENESIS)
-    for _, raw in _lines(path):
-        line = raw.rstrip(b"\n")
-        if not line:
-            continue
+    def _rotate_if_full(self, incoming: int) -> None:
         try:
-            seq = json.loads(line)["seq"]
-        except (ValueError, KeyError, TypeError):
+            size = os.lstat(self._path).st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self._max_bytes:
+            return
+        for _, raw in _lines(self._path):
+            first = parse_line(raw.rstrip(b"\n"))["seq"]
+            break
+        else:
+            return
+        target = self._path.with_name(f"{self._path.name}.{first}")
+        if os.path.lexists(target):
+            raise AuditTampered(f"cannot rotate the audit log: {target} already exists")
+        os.rename(self._path, target)
+        fsync_dir(self._path.parent)
+
+    def _load_tail(self) -> Tail:
+        """The tail on disk; refused when the head anchor shows records missing at the end."""
+        tail = last_record(self._path)
+        anchor = _read_head(self._path)
+        if anchor is None:
+            return tail
+        head, tag = anchor
+        if not hmac.compare_digest(self._mac(_head_body(head)), tag):
             raise AuditTampered(
-                f"{path}: a record does not parse: run `vaultd audit verify`"
-            ) from None
-        if not isinstance(seq, int):
-            raise AuditTampered(f"{path}: a record has no sequence number")
-        tail = Tail(seq, hashlib.sha256(line).hexdigest())
-    return tail
-
-
-def parse_line(line: bytes) -> dict[str, object]:
-    """Parse one audit line; anything malformed raises ``AuditTampered``."""
-    if len(line) > MAX_LINE:
-        raise AuditTampered("record longer than 64 KiB")
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        raise AuditTampered("record is not JSON") from None
-    if not isinstance(obj, dict):
-        raise AuditTampered("record is not a JSON object")
-    for key, kind in (("seq", int), ("time", str), ("event", str), ("prev", str), ("mac", str)):
-        if not isinstance(obj.get(key), kind):
-            raise AuditTampered(f"record field {key} is missing or of the wrong type")
-    return obj
-
-
-def verify(path: Path, mac_verify: Callable[[bytes, bytes], None]) -> int:
-    """Check every record's chain link and MAC; return the count or raise naming the record.
-
-    ``mac_verify(data, tag)`` raises on a bad tag (the token's HMAC verify).
-    """
-    prev, expected_seq, count = GENESIS, 1, 0
-    for number, raw in _lines(path):
-        if not raw.endswith(b"\n"):
-            raise AuditTampered(f"{path}: line {number} is torn (no newline): truncated log")
-        line = raw.rstrip(b"\n")
-        where = f"{path}: record at line {number}"
-        try:
-            obj = parse_line(line)
-        except AuditTampered as exc:
-            raise AuditTampered(f"{where}: {exc}") from None
-        if obj["seq"] != expected_seq:
-            raise AuditTampered(
-                f"{where}: sequence {obj['seq']} where {expected_seq} was expected "
-                "(a record was deleted, inserted or reordered)"
+                f"{head_path(self._path)}: the head anchor's MAC does not match: "
+                "run `vaultd audit verify`"
             )
-        if obj["prev"] != prev:
-            raise AuditTampered(f"{where} (seq {obj['seq']}): chain broken: previous hash differs")
-        tag_hex = str(obj.pop("mac"))
-        try:
-            tag = bytes.fromhex(tag_hex)
-        except ValueError:
-            raise AuditTampered(f"{where} (seq {obj['seq']}): MAC is not hex") from None
-        try:
-            mac_verify(_canonical(obj), tag)
-        except AuditTampered:
-            raise AuditTampered(f"{where} (seq {obj['seq']}): MAC does not match") from None
-        prev, expected_seq, count = hashlib.sha256(line).hexdigest(), expected_seq + 1, count + 1
+        if head.seq > tail.seq or (head.seq == tail.seq and head.digest != tail.digest):
+            raise AuditTampered(
+                f"{self._path} ends at seq {tail.seq} but its head anchor records seq "
+                f"{head.seq}: records are missing; run `vaultd audit verify`, then move "
+                f"{self._path.name}* aside to start a new chain"
+            )
+        return tail
+
+    def _write_head(self, tail: Tail) -> None:
+        body: dict[str, object] = {"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq}
+        body["mac"] = self._mac(_head_body(tail)).hex()
+        _replace(head_path(self._path), _canonical(body) + b"\n")
+
+
+def _bad(file: Path, line: int | None, seq: int | None, reason: str) -> AuditRecordTampered:
+    where = f"{file}" if line is None else f"{file}, line {line}"
+    if seq is not None:
+        where += f", seq {seq}"
+    return AuditRecordTampered(
+        f"{where}: {reason}", path=str(file), line=line, seq=seq, reason=reason
+    )
+
+
+def _read_head(path: Path) -> tuple[Tail, bytes] | None:
+    """The head anchor of the log ``path`` and its tag (not yet checked), or ``None``."""
+    file = head_path(path)
+    lines = list(_lines(file))
+    if not lines:
+        if os.path.lexists(file):
+            raise _bad(file, None, None, "the head anchor is empty")
+        return None
+    try:
+        obj = json.loads(lines[0][1])
+        seq, digest, tag = obj.pop("seq"), obj.pop("digest"), bytes.fromhex(obj.pop("mac"))
+        if len(lines) != 1 or obj != {"anchor": _HEAD_KIND} or isinstance(seq, bool):
+            raise ValueError
+        if not isinstance(seq, int) or not isinstance(digest, str):
+            raise ValueError
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise _bad(file, None, None, "the head anchor does not parse") from None
+    return Tail(seq, digest), tag
+
+
+def _check_head(path: Path, head: Tail, tag: bytes, mac_verify: MacVerify) -> None:
+    try:
+        mac_verify(_head_body(head), tag)
+    except AuditTampered:
+        raise _bad(head_path(path), None, None, "the head anchor's MAC does not match") from None
+
+
+def verify(path: Path, mac_verify: MacVerify) -> int:
+    """Check every record's link and MAC across all files; return the count.
+
+    Raises :class:`AuditRecordTampered` naming the first bad record (file, line, seq, reason),
+    or the head anchor when records at the end are missing.
+    """
+    anchor = _read_head(path)  # before the log: a writer appends, then moves the head
+    head = anchor[0] if anchor else None
+    prev, expected, at_head = GENESIS, 1, None
+    current = path.resolve()
+    for file in chain_files(path):
+        rotated = file.resolve() != current
+        number = 0
+        for number, raw in _lines(file):
+            if not raw.endswith(b"\n"):
+                raise _bad(file, number, None, "the line is torn (no newline): truncated log")
+            line = raw[:-1]
+            try:
+                obj = parse_line(line)
+            except AuditTampered as exc:
+                raise _bad(file, number, None, f"{exc} (seq {expected} expected)") from None
+            seq = obj["seq"]
+            assert isinstance(seq, int)  # noqa: S101 - parse_line checked it
+            if seq != expected:
+                raise _bad(
+                    file,
+                    number,
+                    seq,
+                    f"sequence {seq} where {expected} was expected "
+                    "(a record was deleted, inserted or reordered)",
+                )
+            if rotated and number == 1 and file.name != f"{path.name}.{seq}":
+                raise _bad(file, number, seq, "a rotated file's name does not match its first seq")
+            if obj["prev"] != prev:
+                raise _bad(file, number, seq, "chain broken: the previous line's hash differs")
+            tag_hex = str(obj.pop("mac"))
+            try:
+                tag = bytes.fromhex(tag_hex)
+            except ValueError:
+                tag = b""
+            if tag.hex() != tag_hex:
+                raise _bad(file, number, seq, "the MAC is not lowercase hex")
+            try:
+                mac_verify(_canonical(obj), tag)
+            except AuditTampered:
+                raise _bad(file, number, seq, "the MAC does not match") from None
+            prev, expected = _digest(line), expected + 1
+            if head is not None and seq == head.seq:
+                at_head = prev
+        if rotated and number == 0:
+            raise _bad(file, None, None, "a rotated file is empty")
+    count = expected - 1
+    if anchor is None:
+        if count:
+            raise _bad(head_path(path), None, None, "the head anchor is missing")
+        return count
+    head, tag = anchor
+    _check_head(path, head, tag, mac_verify)
+    if head.seq > count:
+        raise _bad(
+            head_path(path),
+            None,
+            head.seq,
+            f"the log ends at seq {count} but the head anchor records seq {head.seq}: "
+            "records were cut off the end",
+        )
+    elif at_head != head.digest:
+        raise _bad(head_path(path), None, head.seq, "the head anchor's hash does not match")
     return count
+
+
+def tail(path: Path, n: int) -> list[bytes]:
+    """The last ``n`` complete lines of the chain (rotated files included), oldest first."""
+    return _tail_of(chain_files(path), n)
+
+
+def _tail_of(files: list[Path], n: int) -> list[bytes]:
+    out: list[bytes] = []
+    for file in reversed(files):
+        if len(out) >= n:
+            break
+        kept = deque(
+            (raw[:-1] for _, raw in _lines(file) if raw.endswith(b"\n")), maxlen=n - len(out)
+        )
+        out[:0] = kept
+    return out
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _position(files: list[Path], fd: int) -> int | None:
+    return next((i for i, f in enumerate(files) if _same_file(f, fd)), None)
+
+
+def _successor(path: Path, fd: int | None) -> int | None:
+    """Open the chain file after the one ``fd`` holds, or return ``None`` if there is none yet.
+
+    ``fd`` None means nothing is open yet: the successor is the live log once it exists.
+    """
+    while True:
+        files = chain_files(path)
+        pos = None if fd is None else _position(files, fd)
+        if pos is None:
+            nxt = (
+                path if os.path.lexists(path) and (fd is None or not _same_file(path, fd)) else None
+            )
+        else:
+            nxt = files[pos + 1] if pos + 1 < len(files) else None
+        if nxt is None:
+            return None
+        try:
+            new = _open_regular(nxt, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # rotated while we looked: look again
+        if fd is None or pos is None:
+            return new
+        files = chain_files(path)  # confirm no rotation slipped in between ours and ``new``
+        pos = _position(files, fd)
+        if pos is not None and pos + 1 < len(files) and _same_file(files[pos + 1], new):
+            return new
+        os.close(new)
+
+
+def follow(
+    path: Path,
+    *,
+    backlog: int = 0,
+    poll: float = 0.25,
+    stop: threading.Event | None = None,
+) -> Iterator[bytes]:
+    """Yield the last ``backlog`` lines, then each line appended, across rotations.
+
+    Polls every ``poll`` seconds at the end of the file; returns once ``stop`` is set.
+    """
+    fd: int | None = None
+    with contextlib.suppress(FileNotFoundError):
+        fd = _open_regular(path, os.O_RDONLY)
+    try:
+        if fd is None:
+            buf, lines = b"", tail(path, backlog)
+        else:
+            *lines, buf = _read_all(fd).split(b"\n")
+            older = [f for f in rotated_files(path) if not _same_file(f, fd)]
+            lines = _tail_of(older, backlog - len(lines)) + lines
+        yield from lines[len(lines) - backlog :] if backlog > 0 else ()
+        while True:
+            chunk = os.read(fd, 65536) if fd is not None else b""
+            if chunk:
+                *lines, buf = (buf + chunk).split(b"\n")
+                yield from lines
+                continue
+            nxt = _successor(path, fd)
+            if nxt is not None:
+                if fd is not None:  # rotated: nothing more comes, take what is left
+                    yield from (buf + _read_all(fd)).split(b"\n")[:-1]
+                    os.close(fd)
+                fd, buf = nxt, b""
+            elif stop is not None:
+                if stop.wait(poll):
+                    return
+            else:
+                time.sleep(poll)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 65536):
+        parts.append(chunk)
+    return b"".join(parts)

@@ -279,7 +279,7 @@ class SealedStore:
 
     def _cleanup(self) -> None:
         if not self._cleaned:
-            for name in cleanup_temp_files(self.path.parent):
+            for name in cleanup_temp_files(self.path):
                 log.warning("removed %s left by an interrupted write", name)
             self._cleaned = True
 

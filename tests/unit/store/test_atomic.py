@@ -108,11 +108,16 @@ def test_cleanup_removes_only_temp_files(tmp_path: Path) -> None:
     (tmp_path / ".store.abc.vaultd-tmp").write_bytes(b"partial")
     (tmp_path / ".store.prev.def.vaultd-tmp").symlink_to(tmp_path / "nowhere")
     (tmp_path / "dir.vaultd-tmp").mkdir()
+    (tmp_path / ".state.json.123.vaultd-tmp").write_bytes(b"another file's write in flight")
     (tmp_path / "store").write_bytes(b"keep")
-    removed = cleanup_temp_files(tmp_path)
+    removed = cleanup_temp_files(tmp_path / "store")
     assert sorted(removed) == [".store.abc.vaultd-tmp", ".store.prev.def.vaultd-tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.vaultd-tmp", "store"]
-    assert cleanup_temp_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".state.json.123.vaultd-tmp",
+        "dir.vaultd-tmp",
+        "store",
+    ]
+    assert cleanup_temp_files(tmp_path / "store") == []
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o664, 0o606, 0o640, 0o604, 0o610])

@@ -1,0 +1,538 @@
+"""The audit log on a real directory: chain, MACs, head anchor, rotation, fail-closed writes,
+tail and follow (THREATS T14; faults 33, 34).
+
+The MAC is a fake for the token's HMAC: HMAC-SHA256 under a fixed key in software, with the same
+``mac(data) -> tag`` / ``mac_verify(data, tag)`` shape as ``Pkcs11Vault`` (the SoftHSM2 tier in
+tests/integration/audit checks the real one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vaultd.commands import audit as audit_cmd
+from vaultd.errors import AuditError, AuditRecordTampered, AuditTampered
+from vaultd.store.audit import (
+    GENESIS,
+    AuditLog,
+    chain_files,
+    follow,
+    head_path,
+    last_record,
+    parse_line,
+    rotated_files,
+    tail,
+    verify,
+)
+from vaultd.testing.clock import FakeClock
+
+KEY = b"fake token audit key, tests only"
+
+
+def fake_mac(data: bytes, key: bytes = KEY) -> bytes:
+    """Stands in for ``Pkcs11Vault.mac`` (HMAC-SHA256 inside the token)."""
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def fake_mac_verify(data: bytes, tag: bytes, key: bytes = KEY) -> None:
+    """Stands in for ``Pkcs11Vault.mac_verify``: raises ``AuditTampered`` on a mismatch."""
+    if not hmac.compare_digest(fake_mac(data, key), tag):
+        raise AuditTampered("MAC mismatch")
+
+
+CLIENT = {"pid": 4242, "uid": 1000, "executable": "/usr/bin/aws", "cwd": "/home/alice"}
+
+
+def write_records(log: AuditLog, count: int, start: int = 1) -> None:
+    for i in range(start, start + count):
+        log.record(
+            "request", {"profile": f"p{i}", "action": "credential_process", "client": CLIENT}
+        )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.log"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def log(path: Path, clock: FakeClock) -> AuditLog:
+    return AuditLog(path, fake_mac, clock)
+
+
+@pytest.fixture
+def three(log: AuditLog, path: Path) -> list[bytes]:
+    """A log of three records; returns its lines (with newlines)."""
+    write_records(log, 3)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def bad(path: Path) -> AuditRecordTampered:
+    with pytest.raises(AuditRecordTampered) as info:
+        verify(path, fake_mac_verify)
+    return info.value
+
+
+# --- the format and the untouched log ----------------------------------------------------------
+
+
+def test_untouched_log_verifies_and_lines_are_chained_and_maced(
+    path: Path, three: list[bytes]
+) -> None:
+    assert verify(path, fake_mac_verify) == 3
+    prev = GENESIS
+    for seq, raw in enumerate(three, start=1):
+        obj = json.loads(raw)
+        assert (obj["seq"], obj["prev"], obj["event"]) == (seq, prev, "request")
+        assert obj["time"] == "2026-01-01T00:00:00.000000Z"
+        tag = bytes.fromhex(obj.pop("mac"))
+        body = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+        assert tag == fake_mac(body)
+        prev = hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
+    assert last_record(path).digest == prev
+    head = json.loads(head_path(path).read_bytes())
+    assert (head["seq"], head["digest"]) == (3, prev)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_empty_log_verifies_as_zero_records(path: Path) -> None:
+    assert verify(path, fake_mac_verify) == 0
+    assert last_record(path).seq == 0
+
+
+def test_a_new_writer_continues_the_chain(path: Path, three: list[bytes], clock: FakeClock) -> None:
+    write_records(AuditLog(path, fake_mac, clock), 2, start=4)
+    assert verify(path, fake_mac_verify) == 5
+
+
+# --- tampering ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flip", [0x01, 0x20, 0x80])
+def test_every_single_byte_edit_names_its_record(path: Path, three: list[bytes], flip: int) -> None:
+    data = path.read_bytes()
+    ends = [sum(len(x) for x in three[: i + 1]) for i in range(len(three))]
+    for pos in range(len(data)):
+        record_line = next(i for i, end in enumerate(ends, start=1) if pos < end)
+        edited = bytearray(data)
+        edited[pos] ^= flip
+        path.write_bytes(bytes(edited))
+        err = bad(path)
+        assert (err.path, err.line) == (str(path), record_line), (pos, err.message)
+        assert f"line {record_line}" in err.message
+    path.write_bytes(data)
+    assert verify(path, fake_mac_verify) == 3
+
+
+def test_deleted_record_is_named(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(three[0] + three[2])
+    err = bad(path)
+    assert (err.line, err.seq) == (2, 3)
+    assert "sequence 3 where 2 was expected" in err.message
+
+
+def test_swapped_records_are_named(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(three[1] + three[0] + three[2])
+    err = bad(path)
+    assert (err.line, err.seq) == (1, 2)
+
+
+def test_duplicated_record_is_named(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(three[0] + three[1] + three[1] + three[2])
+    err = bad(path)
+    assert (err.line, err.seq) == (3, 2)
+
+
+def test_truncated_last_line_is_torn(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(b"".join(three)[:-10])
+    err = bad(path)
+    assert err.line == 3
+    assert "torn" in err.reason
+
+
+def test_removing_the_last_record_is_caught_by_the_head_anchor(
+    path: Path, three: list[bytes]
+) -> None:
+    path.write_bytes(three[0] + three[1])
+    err = bad(path)
+    assert (err.path, err.seq, err.line) == (str(head_path(path)), 3, None)
+    assert "cut off the end" in err.reason
+
+
+def test_removing_the_head_anchor_too_is_caught(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(three[0] + three[1])
+    head_path(path).unlink()
+    assert "head anchor is missing" in bad(path).reason
+
+
+def test_a_forged_head_anchor_fails_its_mac(path: Path, three: list[bytes]) -> None:
+    path.write_bytes(three[0] + three[1])
+    head = json.loads(head_path(path).read_bytes())
+    head.update(seq=2, digest=hashlib.sha256(three[1].rstrip(b"\n")).hexdigest())
+    head_path(path).write_text(json.dumps(head))
+    assert "MAC does not match" in bad(path).reason
+
+
+def test_a_head_lagging_after_a_crash_is_accepted(
+    path: Path, log: AuditLog, clock: FakeClock
+) -> None:
+    """The writer appends, then moves the head: a crash in between leaves the head one behind.
+
+    That record was never released (``record`` had not returned), so the log is still valid;
+    cutting it off is the documented limit of the head anchor.
+    """
+    write_records(log, 2)
+    old_head = head_path(path).read_bytes()
+    write_records(log, 1, start=3)
+    head_path(path).write_bytes(old_head)
+    assert verify(path, fake_mac_verify) == 3
+
+
+def test_wrong_key_fails_at_the_first_record(path: Path, three: list[bytes]) -> None:
+    def other_verify(data: bytes, tag: bytes) -> None:
+        fake_mac_verify(data, tag, key=b"another token")
+
+    with pytest.raises(AuditRecordTampered) as info:
+        verify(path, other_verify)
+    assert (info.value.line, info.value.seq) == (1, 1)
+    assert "MAC does not match" in info.value.reason
+
+
+# --- rotation -----------------------------------------------------------------------------------
+
+
+def test_rotation_keeps_the_chain_across_files(path: Path, clock: FakeClock) -> None:
+    log = AuditLog(path, fake_mac, clock, max_bytes=700)
+    write_records(log, 10)
+    rotated = rotated_files(path)
+    assert len(rotated) >= 3
+    assert rotated[0].name == "audit.log.1"
+    assert chain_files(path) == [*rotated, path]
+    assert verify(path, fake_mac_verify) == 10
+    for older, newer in zip(chain_files(path), chain_files(path)[1:], strict=False):
+        last = older.read_bytes().splitlines()[-1]
+        first = json.loads(newer.read_bytes().splitlines()[0])
+        assert newer.name in (path.name, f"audit.log.{first['seq']}")
+        assert first["prev"] == hashlib.sha256(last).hexdigest()
+        assert older.stat().st_size <= 700
+    assert [json.loads(x)["seq"] for x in tail(path, 10)] == list(range(1, 11))
+
+
+def test_rotated_files_are_verified_in_order(path: Path, clock: FakeClock) -> None:
+    write_records(AuditLog(path, fake_mac, clock, max_bytes=700), 10)
+    first, second = rotated_files(path)[:2]
+    first_data = first.read_bytes()
+    first.unlink()
+    err = bad(path)
+    assert (err.path, err.line, err.seq) == (str(second), 1, int(second.name.split(".")[-1]))
+    first.write_bytes(first_data)
+    renamed = path.with_name(f"audit.log.{int(second.name.split('.')[-1]) + 1}")
+    second.rename(renamed)
+    assert rotated_files(path)[1] == renamed  # still in its place in the order
+    err = bad(path)
+    assert (err.path, err.line) == (str(renamed), 1)
+    assert "does not match its first seq" in err.reason
+
+
+def test_a_crash_between_rotation_and_the_next_write_continues_the_chain(
+    path: Path, clock: FakeClock
+) -> None:
+    write_records(AuditLog(path, fake_mac, clock, max_bytes=700), 4)
+    path.rename(path.with_name(f"audit.log.{json.loads(path.read_bytes().splitlines()[0])['seq']}"))
+    assert not path.exists()
+    write_records(AuditLog(path, fake_mac, clock, max_bytes=700), 1, start=5)
+    assert json.loads(path.read_bytes())["seq"] == 5
+    assert verify(path, fake_mac_verify) == 5
+
+
+# --- fail closed --------------------------------------------------------------------------------
+
+
+def enospc(*args: object) -> int:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("call", ["write", "fsync"])
+def test_enospc_raises_audit_error_and_appends_nothing(
+    path: Path, log: AuditLog, three: list[bytes], monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    head = head_path(path).read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(os, call, enospc)
+        with pytest.raises(AuditError) as info:
+            log.record("release", {"profile": "dev"})
+    assert type(info.value) is AuditError
+    assert "No space left on device" in info.value.message
+    assert path.read_bytes() == b"".join(three)
+    assert head_path(path).read_bytes() == head
+    log.record("release", {"profile": "dev"})  # once space is back, the chain goes on
+    assert verify(path, fake_mac_verify) == 4
+
+
+def test_a_short_write_is_cut_back(
+    path: Path, log: AuditLog, three: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+
+    def short(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", short)
+        with pytest.raises(AuditError, match="short write"):
+            log.record("release", {"profile": "dev"})
+    assert path.read_bytes() == b"".join(three)
+
+
+def test_a_failing_head_update_refuses_but_keeps_the_log_valid(
+    path: Path, log: AuditLog, three: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+
+    def failing(src: object, dst: object) -> None:
+        if str(dst).endswith(".head"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", failing)
+        with pytest.raises(AuditError):
+            log.record("release", {"profile": "dev"})
+    assert verify(path, fake_mac_verify) == 4
+
+
+@pytest.mark.parametrize("make", ["directory", "missing_parent", "fifo", "symlink"])
+def test_unwritable_path_raises_audit_error_at_once(
+    tmp_path: Path, clock: FakeClock, make: str
+) -> None:
+    target = tmp_path / "audit.log"
+    if make == "directory":
+        target.mkdir()
+    elif make == "missing_parent":
+        target = tmp_path / "gone" / "audit.log"
+    elif make == "fifo":
+        os.mkfifo(target)  # no reader: a blocking open would hang
+    else:
+        (tmp_path / "elsewhere").write_bytes(b"")
+        target.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AuditError):
+        AuditLog(target, fake_mac, clock).record("request", {"profile": "dev"})
+    assert not head_path(target).exists()
+    if make == "symlink":
+        assert (tmp_path / "elsewhere").read_bytes() == b""
+
+
+def test_a_failing_mac_appends_nothing(path: Path, clock: FakeClock) -> None:
+    def sealed(data: bytes) -> bytes:
+        raise OSError("the token is sealed, so audit records cannot be MACed")
+
+    with pytest.raises(AuditError, match="sealed"):
+        AuditLog(path, sealed, clock).record("request", {"profile": "dev"})
+    assert not path.exists()
+
+
+def test_a_torn_last_line_refuses_further_records(
+    path: Path, log: AuditLog, three: list[bytes], clock: FakeClock
+) -> None:
+    path.write_bytes(b"".join(three)[:-10])
+    with pytest.raises(AuditTampered, match="torn"):
+        AuditLog(path, fake_mac, clock).record("request", {"profile": "dev"})
+
+
+# --- the line parser ----------------------------------------------------------------------------
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=300))
+def test_parse_line_raises_only_audit_tampered_on_bytes(data: bytes) -> None:
+    try:
+        obj = parse_line(data)
+    except AuditTampered:
+        return
+    assert isinstance(obj["seq"], int)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+RECORDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "seq": JSON | st.integers(),
+        "time": JSON,
+        "event": JSON,
+        "prev": JSON,
+        "mac": JSON,
+        "profile": JSON,
+    },
+)
+
+
+@settings(max_examples=400)
+@given(RECORDS, st.booleans(), st.integers(min_value=0, max_value=200), st.binary(max_size=3))
+def test_parse_line_raises_only_audit_tampered_on_record_like_json(
+    record: dict[str, object], canonical: bool, cut: int, junk: bytes
+) -> None:
+    text = json.dumps(record, sort_keys=canonical, separators=(",", ":") if canonical else None)
+    line = text.encode()[:cut] + junk if junk else text.encode()
+    try:
+        obj = parse_line(line)
+    except AuditTampered:
+        return
+    assert json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"[" * 60_000, b'{"a":' * 20_000, b"{" + b"x" * 70_000 + b"}", b"\xff\xfe", b"1e99999"],
+)
+def test_parse_line_pathological_inputs(line: bytes) -> None:
+    with pytest.raises(AuditTampered):
+        parse_line(line)
+
+
+def test_parse_line_rejects_a_boolean_seq_and_a_non_canonical_spelling(three: list[bytes]) -> None:
+    obj = json.loads(three[0])
+    assert parse_line(three[0].rstrip(b"\n"))["seq"] == 1
+    with pytest.raises(AuditTampered, match="seq"):
+        parse_line(json.dumps({**obj, "seq": True}, sort_keys=True, separators=(",", ":")).encode())
+    with pytest.raises(AuditTampered, match="canonical"):
+        parse_line(json.dumps(obj, sort_keys=True).encode())
+
+
+# --- tail and follow ----------------------------------------------------------------------------
+
+
+def test_tail_reads_across_rotated_files(path: Path, clock: FakeClock) -> None:
+    write_records(AuditLog(path, fake_mac, clock, max_bytes=700), 7)
+    assert tail(path, 0) == []
+    assert [json.loads(x)["seq"] for x in tail(path, 4)] == [4, 5, 6, 7]
+    assert [json.loads(x)["seq"] for x in tail(path, 50)] == list(range(1, 8))
+    assert tail(path.with_name("none.log"), 5) == []
+
+
+@pytest.fixture
+def stopper() -> Iterator[threading.Event]:
+    """Ends a follow loop that a bug would leave waiting (so the test fails, never hangs)."""
+    stop = threading.Event()
+    timer = threading.Timer(10, stop.set)
+    timer.start()
+    yield stop
+    timer.cancel()
+    stop.set()
+
+
+def seqs(lines: Iterator[bytes], n: int) -> list[int]:
+    return [json.loads(next(lines))["seq"] for _ in range(n)]
+
+
+def test_follow_yields_backlog_then_new_records_across_rotation(
+    path: Path, clock: FakeClock, stopper: threading.Event
+) -> None:
+    log = AuditLog(path, fake_mac, clock, max_bytes=700)
+    write_records(log, 3)
+    lines = follow(path, backlog=2, poll=0.01, stop=stopper)
+    assert seqs(lines, 2) == [2, 3]
+    write_records(log, 1, start=4)
+    assert seqs(lines, 1) == [4]
+    before = len(rotated_files(path))
+    write_records(log, 6, start=5)
+    assert len(rotated_files(path)) >= before + 2  # two rotations between two reads
+    assert seqs(lines, 6) == [5, 6, 7, 8, 9, 10]
+    stopper.set()
+    assert list(lines) == []
+
+
+def test_follow_waits_for_the_log_to_appear(
+    path: Path, log: AuditLog, stopper: threading.Event
+) -> None:
+    lines = follow(path, backlog=5, poll=0.01, stop=stopper)
+    threading.Timer(0.05, write_records, (log, 2)).start()
+    assert seqs(lines, 2) == [1, 2]
+
+
+# --- the command's plain output -----------------------------------------------------------------
+
+
+def run_tail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *argv: str) -> None:
+    monkeypatch.setenv("VAULTD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("VAULTD_DATA_DIR", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    audit_cmd.add_parser(parser.add_subparsers())
+    ns = parser.parse_args(["audit", "tail", *argv])
+    assert ns.func(ns) == 0
+
+
+def test_tail_command_prints_one_line_per_record(
+    path: Path,
+    log: AuditLog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log.record("request", {"profile": "dev", "client": {**CLIENT, "executable": "/tmp/\x1b[31mx"}})
+    log.record("approval_failed", {"profile": "dev", "outcome": "DENIED"})
+    run_tail(monkeypatch, tmp_path, "-n", "5")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "2026-01-01T00:00:00.000000Z  request  dev  -  pid 4242 /tmp/\\x1b[31mx",
+        "2026-01-01T00:00:00.000000Z  approval_failed  dev  DENIED  -",
+    ]
+    run_tail(monkeypatch, tmp_path, "-n", "1", "--json")
+    assert capsys.readouterr().out == path.read_text().splitlines(keepends=True)[-1]
+
+
+def test_tail_command_marks_an_unreadable_record(
+    path: Path,
+    three: list[bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path.write_bytes(three[0] + b"garbage\n" + three[2])
+    run_tail(monkeypatch, tmp_path, "-n", "3")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("?  unreadable record (record is not JSON)")
+    assert out[0].split()[1:3] == ["request", "p1"]
+
+
+# --- the writer checks its head anchor ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["delete_log", "cut_last", "forge_head"])
+def test_a_writer_refuses_a_log_behind_its_head_anchor(
+    path: Path, three: list[bytes], clock: FakeClock, damage: str
+) -> None:
+    """A deleted or cut log must not silently restart the chain at seq 1 (fail closed)."""
+    if damage == "delete_log":
+        path.unlink()
+    elif damage == "cut_last":
+        path.write_bytes(three[0] + three[1])
+    else:
+        head = json.loads(head_path(path).read_bytes())
+        head_path(path).write_text(json.dumps({**head, "seq": 9}))
+    before = path.read_bytes() if path.exists() else None
+    with pytest.raises(AuditTampered, match="head anchor"):
+        AuditLog(path, fake_mac, clock).record("request", {"profile": "dev"})
+    assert (path.read_bytes() if path.exists() else None) == before
