@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "exec",
     "policy",
     "audit",
+    "rotate",
     "setup",
     "plugins",
     "config_reference",

@@ -24,11 +24,12 @@ from vaultd.core.model import (
     Profile,
     ProfileKind,
     RecordKind,
+    mask_key,
 )
 from vaultd.core.otp_ledger import OtpLedger
-from vaultd.core.records import decode_key_pair
+from vaultd.core.records import decode_key_pair, encode_key_pair
 from vaultd.core.service import Ports, VaultService
-from vaultd.errors import AuditError, BadRequest, RecordNotFound, Sealed
+from vaultd.errors import AuditError, BadRequest, ConfigError, RecordNotFound, Sealed
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
     APPROVAL_PENDING,
@@ -38,7 +39,9 @@ from vaultd.ipc.protocol import (
     DenyRequest,
     EventsRequest,
     LockRequest,
+    ReportRequest,
     Request,
+    RotateRequest,
     StatusRequest,
     UnlockRequest,
     approval_pending_fields,
@@ -96,14 +99,14 @@ class TokenHolder:
         if token is not None:
             token.close()
 
-    def _live(self) -> Pkcs11Vault:
+    def live(self) -> Pkcs11Vault:
         if self.token is None or self.token.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
         return self.token
 
     def key_pair(self, name: str) -> LongTermCredentials:
         """Open the stored key pair ``name`` (the ``SecretSource`` port)."""
-        token = self._live()
+        token = self.live()
         with app.store_lock(self._settings):
             store = app.open_store(self._settings, token)
             infos = {i.name: i for i in store.list() if i.kind is RecordKind.KEY_PAIR}
@@ -116,7 +119,7 @@ class TokenHolder:
 
     def mac(self, data: bytes) -> bytes:
         """HMAC-SHA256 inside the token (the audit log's MAC)."""
-        return self._live().mac(data)
+        return self.live().mac(data)
 
 
 class Daemon:
@@ -231,7 +234,98 @@ class Daemon:
             return {}
         if isinstance(request, EventsRequest):
             return await self._stream_events(conn)
+        if isinstance(request, RotateRequest):
+            return await self.rotate(request.name, conn)
+        if isinstance(request, ReportRequest):
+            return await self._run_io(self.report)
         raise BadRequest(f"op {request.op!r} is not handled by this daemon")
+
+    async def rotate(self, name: str, conn: Connection) -> Mapping[str, object]:
+        """Rotate key pair ``name`` inside the daemon, through a fresh MFA session."""
+        from vaultd.aws.iam import Boto3IamClient
+        from vaultd.rotation import rotate_key_pair
+
+        svc = self.service
+        profile = next(
+            (p for p in svc.profiles.values() if p.credentials == name and not p.role_arn), None
+        )
+        if profile is None:
+            raise ConfigError(
+                f"no session profile uses the key pair {name!r}: rotation makes its IAM calls "
+                "through that profile's MFA session; add one with credentials = "
+                f"{name!r} and mfa_serial"
+            )
+
+        async def pending(approval: Approval) -> None:
+            fields = approval_pending_fields(
+                approval.id, approval.profile, approval.requester, approval.expires_at
+            )
+            await conn.send_event(APPROVAL_PENDING, fields)
+
+        session = await svc.credentials(profile.name, conn.requester, on_event=pending)
+        await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=True)
+        token = self.holder.live()
+
+        def run() -> Mapping[str, object]:
+            with app.store_lock(self.settings):
+                store = app.open_store(self.settings, token)
+                roots = {i.name: i.root for i in store.list()}
+
+                def load(n: str) -> LongTermCredentials:
+                    return decode_key_pair(store.get(RecordKind.KEY_PAIR, n), root=roots[n])
+
+                def store_new(n: str, creds: LongTermCredentials) -> None:
+                    store.put(
+                        RecordKind.KEY_PAIR,
+                        n,
+                        encode_key_pair(creds),
+                        masked_id=mask_key(creds.access_key_id),
+                        root=creds.root,
+                        replace=True,
+                    )
+
+                result = rotate_key_pair(
+                    name,
+                    load=load,
+                    store_new=store_new,
+                    iam=Boto3IamClient(),
+                    audit=self.audit,
+                    clock=self.clock,
+                    mfa_session=lambda: session,
+                )
+            return result.as_dict()
+
+        result = await self._run_io(run)
+        svc.cache.wipe()  # sessions of the old key stay valid at AWS, but start afresh here
+        return result
+
+    def report(self) -> Mapping[str, object]:
+        """The credential report (blocking: reads the store and the audit log)."""
+        import json
+
+        from vaultd.report import (
+            build_report,
+            last_rotated_from_audit,
+            last_used_from_audit,
+            to_csv,
+            to_json,
+        )
+
+        token = self.holder.live()
+        with app.store_lock(self.settings):
+            store = app.open_store(self.settings, token)
+            records = store.list()
+            seeds = set(store.names(RecordKind.TOTP_SEED))
+        rows = build_report(
+            records,
+            last_used=last_used_from_audit(self.settings.audit_path),
+            fido2=[],
+            profiles=self.service.profiles,
+            seeds=seeds,
+            now=self.clock.now(),
+            last_rotated=last_rotated_from_audit(self.settings.audit_path),
+        )
+        return {"rows": json.loads(to_json(rows)), "csv": to_csv(rows)}
 
     def status(self) -> dict[str, object]:
         """The service's status plus the daemon's own."""

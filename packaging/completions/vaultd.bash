@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec policy audit setup plugins config-reference completion doctor" -- "$cur"))
+        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec policy audit rotate report setup plugins config-reference completion doctor" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -22,6 +22,8 @@ _vaultd() {
         exec) words="--help --server" ;;
         policy) words="--help simulate validate" ;;
         audit) words="--help tail verify" ;;
+        rotate) words="--help --json" ;;
+        report) words="--csv --help --json" ;;
         setup) words="--help aws-profile" ;;
         plugins) words="--help list" ;;
         config-reference) words="--help" ;;

@@ -308,9 +308,20 @@ class VaultService:
         return session
 
     async def _authorize(self, action: str, profile: Profile, requester: Requester) -> None:
-        """Evaluate the access policy; a denial is audited and raised before any prompt."""
         iam_action = "vaultd:Exec" if action == "exec" else "vaultd:GetCredentials"
+        await self.authorize(iam_action, profile, requester)
+
+    async def authorize(
+        self, iam_action: str, profile: Profile, requester: Requester, *, mfa_present: bool = False
+    ) -> None:
+        """Evaluate the access policy; a denial is audited and raised before any prompt.
+
+        ``mfa_present`` sets ``vaultd:MultiFactorAuthPresent`` for actions checked after the
+        user passed MFA (rotation, break-glass).
+        """
         context = policy_context(profile.name, requester, self._p.clock.now())
+        if mfa_present:
+            context["vaultd:MultiFactorAuthPresent"] = True
         try:
             enforce(self._policy, iam_action, f"profile/{profile.name}", context)
         except PolicyDenied as exc:

@@ -148,6 +148,21 @@ class EventsRequest:
     op: ClassVar[str] = "events"
 
 
+@dataclass(frozen=True, slots=True)
+class RotateRequest:
+    """Rotate the stored key pair ``name`` (needs an MFA session; runs inside the daemon)."""
+
+    op: ClassVar[str] = "rotate"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """The credential report (no secrets)."""
+
+    op: ClassVar[str] = "report"
+
+
 Request = (
     CredentialsRequest
     | ApprovalsRequest
@@ -157,6 +172,8 @@ Request = (
     | LockRequest
     | UnlockRequest
     | EventsRequest
+    | RotateRequest
+    | ReportRequest
 )
 
 
@@ -189,6 +206,8 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "lock": (LockRequest, {"seal": _Field(bool, required=False)}),
     "unlock": (UnlockRequest, {"pin": _Field(str, max_len=256)}),
     "events": (EventsRequest, {}),
+    "rotate": (RotateRequest, {"name": _PROFILE}),
+    "report": (ReportRequest, {}),
 }
 OPS: Final = frozenset(_SCHEMAS)
 
