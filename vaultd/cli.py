@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "status",
     "lock",
     "exec",
+    "login",
     "policy",
     "audit",
     "rotate",

@@ -1,4 +1,4 @@
-"""`vaultd exec PROFILE -- CMD ARGS`: run CMD with the profile's session in its environment."""
+"""`vaultd exec [--server] PROFILE -- CMD ARGS`: run CMD with the profile's session."""
 
 from __future__ import annotations
 
@@ -14,7 +14,19 @@ def add_parser(sub: Subparsers) -> None:
         description="Session credentials only (never the long-lived keys) are set as "
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and "
         "AWS_CREDENTIAL_EXPIRATION; AWS_PROFILE is removed so the command does not loop "
-        "back through credential_process.",
+        "back through credential_process. With --server, the command instead gets "
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN: a "
+        "127.0.0.1 endpoint in this process serves the session to the SDK's container "
+        "provider and fetches a new one from the daemon (which may ask for approval) once "
+        "fewer than 15 minutes remain. The command runs as a child; SIGINT and SIGTERM are "
+        "forwarded and its exit status is returned. Credentials in ~/.aws (a [default] "
+        "profile) still take precedence over the endpoint in the SDKs.",
+    )
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="serve the session on a local container-credentials endpoint instead of "
+        "putting it in the command's environment",
     )
     p.add_argument("profile")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
@@ -40,20 +52,62 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from vaultd.credproc import Failure, fetch
+    from vaultd.credential_server import fetch_from_daemon
     from vaultd.errors import BadRequest
-    from vaultd.ipc.protocol import error_from_reply
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise BadRequest("nothing to run: vaultd exec PROFILE -- CMD [ARGS...]")
-    try:
-        output = fetch(str(settings().socket), args.profile, action="exec")
-    except Failure as failure:
-        raise error_from_reply({"code": failure.code, "message": failure.message}) from None
-    env = session_environment(output, args.profile, dict(os.environ))
+        raise BadRequest("nothing to run: vaultd exec [--server] PROFILE -- CMD [ARGS...]")
+    socket = str(settings().socket)
+    if args.server:
+        return _run_with_server(args.profile, command, socket)
+    env = session_environment(
+        fetch_from_daemon(socket, args.profile), args.profile, dict(os.environ)
+    )
     try:
         os.execvpe(command[0], command, env)  # noqa: S606 - the user's own command
     except OSError as exc:
         raise BadRequest(f"cannot run {command[0]!r}: {exc.strerror}") from None
     return 0  # pragma: no cover - execvpe does not return
+
+
+def _run_with_server(profile: str, command: list[str], socket: str) -> int:
+    """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
+    import os
+
+    from vaultd.credential_server import CredentialServer, fetch_from_daemon
+
+    server = CredentialServer(lambda: fetch_from_daemon(socket, profile))
+    try:
+        server.source.current()  # the first approval happens before the command starts
+        server.start()
+        return supervise(command, server.environment(os.environ, profile))
+    finally:
+        server.stop()
+
+
+def supervise(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` as a child, forwarding SIGINT and SIGTERM; 128+N if killed by signal N."""
+    import signal
+    import subprocess
+    from types import FrameType
+
+    from vaultd.errors import BadRequest
+
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child is not None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            child = subprocess.Popen(command, env=env)  # noqa: S603 - the user's own command
+        except OSError as exc:
+            raise BadRequest(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        status = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - status if status < 0 else status

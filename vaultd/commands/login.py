@@ -1,0 +1,139 @@
+"""`vaultd login PROFILE [--print] [--duration S]`: open the AWS console with a role session."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaultd.commands._args import Subparsers, settings
+
+HANDOFF_WAIT = 60.0
+"""Seconds the one-shot local redirect waits for the browser."""
+
+
+def _duration(text: str) -> int:
+    from vaultd.aws.federation import check_session_duration
+    from vaultd.errors import ConfigError
+
+    try:
+        return check_session_duration(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "login",
+        help="open the AWS console signed in with a role profile's session",
+        description="Gets the profile's session from the daemon (approval as for `vaultd "
+        "exec`), exchanges it at the AWS federation endpoint for a sign-in token and opens "
+        "the console in a web browser. Only role profiles (role_arn) work: AWS does not "
+        "sign in GetSessionToken sessions. The sign-in URL grants console access to anyone "
+        "who opens it for 15 minutes: the browser receives it through a one-shot redirect "
+        "on 127.0.0.1, so it never appears in a command line. VAULTD_FEDERATION_URL "
+        "replaces the endpoint (default https://signin.aws.amazon.com/federation; "
+        "http:// only on 127.0.0.1 or localhost).",
+    )
+    p.add_argument("profile")
+    p.add_argument(
+        "--print",
+        action="store_true",
+        help="print the sign-in URL on stdout instead of opening a browser",
+    )
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="S",
+        help="console session length, 900-43200 s (AWS may refuse it for a role chained "
+        "from an MFA session; default: the role session's own lifetime)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from vaultd.aws import federation
+    from vaultd.credential_server import fetch_from_daemon, parse_session
+    from vaultd.errors import BrowserUnavailable, LoginNeedsRole, UnknownProfile
+
+    conf = settings()
+    profile = conf.profiles.get(args.profile)
+    if profile is None:
+        raise UnknownProfile(
+            f"no profile {args.profile!r} in the vaultd config: add [profiles.{args.profile}]"
+        )
+    if profile.role_arn is None:
+        raise LoginNeedsRole(
+            f"vaultd login needs a role profile, and {args.profile!r} has no role_arn: the AWS "
+            "federation endpoint refuses GetSessionToken sessions. Add one, e.g. "
+            f'[profiles.{args.profile}-console] source_profile = "{args.profile}" and '
+            'role_arn = "arn:aws:iam::ACCOUNT:role/NAME" (a role the user may assume), then '
+            f"run `vaultd login {args.profile}-console`"
+        )
+    base = federation.endpoint(os.environ)
+    creds = parse_session(fetch_from_daemon(str(conf.socket), args.profile))
+    url = federation.login_url(base, federation.get_signin_token(base, creds, args.duration))
+    if args.print:
+        sys.stderr.write(
+            "vaultd: WARNING: this URL signs anyone who opens it in to the AWS console as "
+            f"{profile.role_arn} for the next 15 minutes; do not paste it anywhere shared\n"
+        )
+        sys.stdout.write(url + "\n")
+        return 0
+    if not open_in_browser(url):
+        raise BrowserUnavailable(
+            "no web browser fetched the sign-in link; set BROWSER, or run "
+            f"`vaultd login {args.profile} --print` and open the URL yourself"
+        )
+    sys.stderr.write(f"vaultd: opened the AWS console for {args.profile} in the browser\n")
+    return 0
+
+
+def open_in_browser(url: str, *, wait: float = HANDOFF_WAIT) -> bool:
+    """Open ``url`` through a one-shot redirect on 127.0.0.1, so no browser argv holds it.
+
+    The browser gets ``http://127.0.0.1:PORT/NONCE``; the first request for it is answered
+    with a redirect to ``url`` and every other request with 404.  True once it was served.
+    """
+    import hmac
+    import secrets
+    import threading
+    import webbrowser
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    served = threading.Event()
+    nonce = secrets.token_urlsafe(32)
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Requests are not logged."""
+
+        def do_GET(self) -> None:
+            wanted = f"/{nonce}".encode()
+            if served.is_set() or not hmac.compare_digest(self.path.encode(), wanted):
+                self.send_error(404)
+                return
+            served.set()
+            self.send_response(302)
+            self.send_header("Location", url)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with HTTPServer(("127.0.0.1", 0), Redirect) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
+        thread.start()
+        try:
+            port = httpd.server_address[1]
+            try:
+                opened = webbrowser.open(f"http://127.0.0.1:{port}/{nonce}")
+            except (webbrowser.Error, OSError, ValueError):  # e.g. a malformed $BROWSER
+                opened = False
+            return opened and served.wait(wait)
+        finally:
+            httpd.shutdown()
+            thread.join()
