@@ -193,13 +193,15 @@ class VaultService:
             raise UnknownProfile(
                 f"no profile {profile_name!r} in the vaultd config: add [profiles.{profile_name}]"
             )
-        await self.audit_event(
-            "request", profile=profile.name, action=action, client=_requester_fields(requester)
-        )
         await self._authorize(action, profile, requester)
         key = f"profile:{profile.name}"
         creds = self.cache.get(key)
         if creds is None:
+            # A request that must wait (approval, STS) is audited when it starts; a cache
+            # hit is one record: the release below carries the request's facts.
+            await self.audit_event(
+                "request", profile=profile.name, action=action, client=_requester_fields(requester)
+            )
             creds = await self.flight.run(
                 key, lambda: self._fresh_session(profile, requester, action, on_event)
             )
