@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "lock",
     "exec",
     "login",
+    "fido2",
+    "mfa",
     "policy",
     "audit",
     "rotate",

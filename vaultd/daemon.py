@@ -28,11 +28,10 @@ from vaultd.core.model import (
 )
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.records import decode_key_pair, encode_key_pair
-from vaultd.core.service import Ports, VaultService
+from vaultd.core.service import EventSink, Ports, VaultService
 from vaultd.errors import AuditError, BadRequest, ConfigError, RecordNotFound, Sealed
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
-    APPROVAL_PENDING,
     ApprovalsRequest,
     ApproveRequest,
     CredentialsRequest,
@@ -49,11 +48,15 @@ from vaultd.ipc.protocol import (
 )
 from vaultd.ipc.server import Connection, IpcServer
 from vaultd.policy_file import load_policy
+from vaultd.registry import load_plugins
 
 if TYPE_CHECKING:
+    from vaultd.fido2.gate import TouchGate
     from vaultd.hsm.pkcs11 import Pkcs11Vault
     from vaultd.settings import Settings
     from vaultd.store.audit import AuditLog
+    from vaultd.store.files import SealedStore
+    from vaultd.totp import SeedCodeSource
 
 log = logging.getLogger("vaultd.daemon")
 T = TypeVar("T")
@@ -79,6 +82,19 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
         )
         for name, p in settings.profiles.items()
     }
+
+
+def _forward(conn: Connection) -> EventSink:
+    """Push the service's approval events (`approval_pending`, `touch_needed`) to a client."""
+
+    async def send(kind: str, approval: Approval) -> None:
+        fields = approval_pending_fields(
+            approval.id, approval.profile, approval.requester, approval.expires_at
+        )
+        fields["methods"] = approval.methods.value
+        await conn.send_event(kind, fields)
+
+    return send
 
 
 class TokenHolder:
@@ -121,6 +137,16 @@ class TokenHolder:
         """HMAC-SHA256 inside the token (the audit log's MAC)."""
         return self.live().mac(data)
 
+    def random(self, n: int) -> bytes:
+        """Random bytes from the token (FIDO2 challenges)."""
+        return self.live().random(n)
+
+    def with_store(self, fn: Callable[[SealedStore], T]) -> T:
+        """Run ``fn`` on the store under the cross-process store lock."""
+        token = self.live()
+        with app.store_lock(self._settings):
+            return fn(app.open_store(self._settings, token))
+
 
 class Daemon:
     """The running daemon: one service, one socket, one token thread."""
@@ -141,6 +167,7 @@ class Daemon:
         self.state = StateFile(settings.data_dir / app.STATE_FILE)
         ledger_data = self.state.load_ledger()
         ledger = OtpLedger.from_dict(ledger_data) if ledger_data is not None else OtpLedger()
+        self.plugins = load_plugins(settings.plugins.allow)
         ports = Ports(
             clock=self.clock,
             sts=Boto3StsClient(),
@@ -149,6 +176,9 @@ class Daemon:
             state=self.state,
             run_token=self._run_token,
             run_io=self._run_io,
+            gate=self._touch_gate(),
+            codes=self._seed_codes(ledger),
+            notify=self._notify,
         )
         self.service = VaultService(
             profiles_from(settings),
@@ -171,6 +201,41 @@ class Daemon:
         )
         self._stop = asyncio.Event()
         self._subscribers: set[Connection] = set()
+
+    def _touch_gate(self) -> TouchGate:
+        from vaultd.fido2.devices import open_devices
+        from vaultd.fido2.gate import TouchGate, load_enrolled, save_enrolled
+
+        holder, devices = self.holder, self.settings.fido2.devices
+        return TouchGate(
+            lambda: open_devices(devices),
+            lambda: holder.with_store(load_enrolled),
+            lambda cred: holder.with_store(lambda store: save_enrolled(store, cred)),
+            self.clock,
+            holder,
+            self.settings.fido2.rp_id,
+            self.audit.record,
+        )
+
+    def _seed_codes(self, ledger: OtpLedger) -> SeedCodeSource:
+        from vaultd.totp import SeedCodeSource, load_seed, seed_exists
+
+        holder = self.holder
+        return SeedCodeSource(
+            lambda serial: holder.with_store(lambda store: load_seed(store, serial)),
+            ledger,
+            self.clock,
+            seed_exists=lambda serial: holder.with_store(lambda store: seed_exists(store, serial)),
+        )
+
+    def _notify(self, event: str, profile: str, severity: str, message: str) -> None:
+        """Hand an event to the allowlisted notifier plugins (never blocks, never raises)."""
+        from vaultd.plugin_api import NotifyEvent, Severity
+        from vaultd.registry import notify_all
+
+        notifiers = self.plugins.notifiers()
+        if notifiers:
+            notify_all(notifiers, NotifyEvent(event, profile, Severity(severity), message))
 
     # --- blocking work -------------------------------------------------------------------
 
@@ -206,14 +271,8 @@ class Daemon:
         if isinstance(request, CredentialsRequest):
             from vaultd.aws.credential_process import render
 
-            async def pending(approval: Approval) -> None:
-                fields = approval_pending_fields(
-                    approval.id, approval.profile, approval.requester, approval.expires_at
-                )
-                await conn.send_event(APPROVAL_PENDING, fields)
-
             creds = await svc.credentials(
-                request.profile, conn.requester, action=request.action, on_event=pending
+                request.profile, conn.requester, action=request.action, on_event=_forward(conn)
             )
             return credentials_reply(render(creds))
         if isinstance(request, ApprovalsRequest):
@@ -256,13 +315,7 @@ class Daemon:
                 f"{name!r} and mfa_serial"
             )
 
-        async def pending(approval: Approval) -> None:
-            fields = approval_pending_fields(
-                approval.id, approval.profile, approval.requester, approval.expires_at
-            )
-            await conn.send_event(APPROVAL_PENDING, fields)
-
-        session = await svc.credentials(profile.name, conn.requester, on_event=pending)
+        session = await svc.credentials(profile.name, conn.requester, on_event=_forward(conn))
         await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=True)
         token = self.holder.live()
 

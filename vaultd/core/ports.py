@@ -6,6 +6,8 @@ its library's errors into :mod:`vaultd.errors` as they come in.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -78,3 +80,34 @@ class StsClient(Protocol):
         token_code: str | None,
         region: str | None,
     ) -> SessionCredentials: ...
+
+
+class Gate(Protocol):
+    """A local presence check (FIDO2 touch); blocking, cancellable, raises on refusal."""
+
+    def approve(
+        self,
+        approval_id: str,
+        *,
+        require_uv: bool,
+        pin: str | None,
+        on_prompt: Callable[[], None],
+        cancel: threading.Event,
+        timeout: float,
+    ) -> object: ...
+
+
+class CodeSource(Protocol):
+    """AWS TokenCodes generated from a sealed seed, each time step used once (blocking)."""
+
+    def has_seed(self, serial: str) -> bool: ...
+
+    def code_for(self, serial: str) -> tuple[str, float]:
+        """A fresh code and the seconds to wait before its time step starts."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells the user something happened (desktop notification, webhook); never blocks."""
+
+    def __call__(self, event: str, profile: str, severity: str, message: str) -> None: ...

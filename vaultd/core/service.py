@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,12 +36,13 @@ from vaultd.core.model import (
     mask_key,
 )
 from vaultd.core.otp_ledger import OtpLedger, step_for
-from vaultd.core.ports import Clock, StsClient
+from vaultd.core.ports import Clock, CodeSource, Gate, Notifier, StsClient
 from vaultd.core.singleflight import SingleFlight
 from vaultd.errors import (
     ApprovalUnavailable,
     AuditError,
     BreakGlassOnly,
+    CodeMalformed,
     MfaRejected,
     PolicyDenied,
     Sealed,
@@ -50,7 +52,19 @@ from vaultd.errors import (
 )
 
 T = TypeVar("T")
-EventSink = Callable[[Approval], Awaitable[None]]
+EventSink = Callable[[str, Approval], Awaitable[None]]
+APPROVAL_PENDING = "approval_pending"
+TOUCH_NEEDED = "touch_needed"
+
+
+def _consume(task: asyncio.Future[object]) -> None:
+    """Retrieve a finished background task's exception so it is not reported as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
+    """The default notifier: nothing to tell."""
 
 
 class Runner(Protocol):
@@ -88,6 +102,9 @@ class Ports:
     state: StateSink
     run_token: Runner
     run_io: Runner
+    gate: Gate | None = None
+    codes: CodeSource | None = None
+    notify: Notifier = _no_notify
 
 
 def _requester_fields(r: Requester) -> dict[str, object]:
@@ -142,6 +159,8 @@ class VaultService:
         self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
+        self.touch_waiting: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
         self._audit_timeout = audit_timeout
         self._policy = access_policy or default_policy()
 
@@ -355,34 +374,128 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
     ) -> str:
-        """Open an approval, wait for the typed code, and mark it used in the ledger."""
-        if profile.approval is ApprovalMethod.TOUCH:
-            raise ApprovalUnavailable(
-                f"profile {profile.name!r} needs a FIDO2 touch, and no authenticator is set up: "
-                "enrol one with `vaultd fido2 enroll`"
-            )
-        approval = self.approvals.open(profile.name, action, requester, ApprovalMethod.CODE)
+        """Open an approval and get a fresh code: typed by the user, or generated from the
+        sealed seed after a verified FIDO2 touch.  Either way the code is marked used."""
+        method = await self._approval_method(profile, serial)
+        approval = self.approvals.open(profile.name, action, requester, method)
         await self.audit_event(
             "approval_opened",
             profile=profile.name,
             approval=approval.id,
+            methods=method.value,
             client=_requester_fields(requester),
         )
-        if on_event is not None:
-            await on_event(approval)
+        if on_event is not None and method is not ApprovalMethod.TOUCH:
+            await on_event(APPROVAL_PENDING, approval)
         try:
-            resolution = await self.approvals.wait(approval.id)
+            if method is ApprovalMethod.CODE:
+                code = await self._typed_code(approval, serial)
+            else:
+                code = await self._touch_or_typed_code(approval, serial, on_event)
         except VaultError as exc:
             await self.audit_event(
                 "approval_failed", profile=profile.name, approval=approval.id, outcome=exc.code
             )
             raise
-        code = resolution.code
-        assert code is not None  # noqa: S101 - a CODE approval resolves with a code
-        self.ledger.check_and_mark_typed(serial, code, step_for(self._p.clock.now()))
-        await self._save_ledger()
         await self.audit_event("approval_granted", profile=profile.name, approval=approval.id)
         return code
+
+    async def _approval_method(self, profile: Profile, serial: str) -> ApprovalMethod:
+        """The method this approval can use: touch needs a gate and a stored seed."""
+        if profile.approval is ApprovalMethod.CODE:
+            return ApprovalMethod.CODE
+        gate, codes = self._p.gate, self._p.codes
+        has_seed = codes is not None and await self._run_token(lambda: codes.has_seed(serial))
+        if gate is not None and has_seed:
+            return profile.approval
+        if profile.approval is ApprovalMethod.TOUCH_OR_CODE:
+            return ApprovalMethod.CODE
+        raise ApprovalUnavailable(
+            f"profile {profile.name!r} is approved by touch, but no seed is stored for "
+            f"{serial}: store it with `vaultd mfa add-totp {serial}` (or set approval = "
+            '"code")'
+        )
+
+    async def _typed_code(self, approval: Approval, serial: str) -> str:
+        resolution = await self.approvals.wait(approval.id)
+        return await self._accept_typed(resolution.code, serial)
+
+    async def _accept_typed(self, code: str | None, serial: str) -> str:
+        if code is None:
+            raise CodeMalformed("the approval carried no MFA code")
+        self.ledger.check_and_mark_typed(serial, code, step_for(self._p.clock.now()))
+        await self._save_ledger()
+        return code
+
+    async def _touch_or_typed_code(
+        self, approval: Approval, serial: str, on_event: EventSink | None
+    ) -> str:
+        """Run the touch gate and (for touch-or-code) wait for a typed code; first one wins."""
+        gate, codes = self._p.gate, self._p.codes
+        assert gate is not None and codes is not None  # noqa: S101 - _approval_method checked
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        timeout = max(0.0, approval.deadline_mono - self._p.clock.monotonic())
+
+        def prompted() -> None:  # called on the gate's thread once the device waits
+            loop.call_soon_threadsafe(self._touch_prompted, approval, on_event)
+
+        touch = asyncio.ensure_future(
+            self._run_io(
+                lambda: gate.approve(
+                    approval.id,
+                    require_uv=False,
+                    pin=None,
+                    on_prompt=prompted,
+                    cancel=cancel,
+                    timeout=timeout,
+                )
+            )
+        )
+        typed = asyncio.ensure_future(self.approvals.wait(approval.id))
+        try:
+            pending = {touch, typed}
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if typed in done:
+                    cancel.set()
+                    return await self._accept_typed(typed.result().code, serial)
+                if touch.exception() is None:
+                    break
+                failure = touch.exception()
+                assert failure is not None  # noqa: S101 - checked just above
+                if approval.methods is ApprovalMethod.TOUCH:
+                    with contextlib.suppress(VaultError):
+                        self.approvals.deny(approval.id)
+                    raise failure
+                self._p.notify("touch_failed", approval.profile, "warning", "type the code instead")
+        finally:
+            cancel.set()
+            self.touch_waiting.discard(approval.id)
+            if not typed.done():
+                typed.cancel()
+            for task in (touch, typed):
+                task.add_done_callback(_consume)
+        with contextlib.suppress(VaultError):
+            self.approvals.approve(approval.id, code=None)
+        code, wait = await self._run_token(lambda: codes.code_for(serial))
+        await self._save_ledger()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return code
+
+    def _touch_prompted(self, approval: Approval, on_event: EventSink | None) -> None:
+        self.touch_waiting.add(approval.id)
+        self._p.notify(
+            "touch_needed",
+            approval.profile,
+            "info",
+            f"touch your security key to approve {approval.profile}",
+        )
+        if on_event is not None:
+            task = asyncio.ensure_future(on_event(TOUCH_NEEDED, approval))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # --- approvals, lock, status ---------------------------------------------------------
 
@@ -434,6 +547,7 @@ class VaultService:
             "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.approvals.pending()],
+            "touch_needed": sorted(self.touch_waiting),
         }
 
     # --- plumbing ------------------------------------------------------------------------
