@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "login",
     "fido2",
     "mfa",
+    "breakglass",
     "policy",
     "audit",
     "rotate",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from vaultd import app
 from vaultd.core.approvals import Approval
+from vaultd.core.breakglass import BreakGlassDesk
 from vaultd.core.model import (
     LongTermCredentials,
     Profile,
@@ -34,9 +35,12 @@ from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
     ApprovalsRequest,
     ApproveRequest,
+    BreakGlassRequest,
     CredentialsRequest,
     DenyRequest,
     EventsRequest,
+    GrantEndRequest,
+    GrantRequest,
     LockRequest,
     ReportRequest,
     Request,
@@ -199,6 +203,7 @@ class Daemon:
             read_timeout=settings.ipc.read_timeout,
             request_timeout=settings.ipc.request_timeout,
         )
+        self.breakglass = BreakGlassDesk(self.service)
         self._stop = asyncio.Event()
         self._subscribers: set[Connection] = set()
 
@@ -293,6 +298,23 @@ class Daemon:
             return {}
         if isinstance(request, EventsRequest):
             return await self._stream_events(conn)
+        if isinstance(request, BreakGlassRequest):
+            grant = await self.breakglass.open(
+                request.profile,
+                conn.requester,
+                reason=request.reason,
+                code=request.code,
+                pin=request.pin,
+            )
+            return {"grant": grant.as_dict()}
+        if isinstance(request, GrantRequest):
+            from vaultd.aws.credential_process import render
+
+            creds = await self.breakglass.read(request.id)
+            return credentials_reply(render(creds))
+        if isinstance(request, GrantEndRequest):
+            await self.breakglass.end(request.id)
+            return {}
         if isinstance(request, RotateRequest):
             return await self.rotate(request.name, conn)
         if isinstance(request, ReportRequest):
@@ -384,6 +406,7 @@ class Daemon:
         """The service's status plus the daemon's own."""
         status = self.service.status()
         status.update(
+            grants=self.breakglass.active(),
             token_label=self.settings.pkcs11.token_label,
             socket=str(self.settings.socket),
             pid=os.getpid(),
@@ -391,7 +414,7 @@ class Daemon:
         return status
 
     async def lock(self, *, seal: bool) -> None:
-        """Drop sessions and approvals; with ``seal`` also log out of the token."""
+        """Drop sessions, approvals and grants; with ``seal`` also log out of the token."""
         await self.service.lock(seal=seal)
         if seal:
             await self._run_token(self.holder.seal)

@@ -107,7 +107,8 @@ class Ports:
     notify: Notifier = _no_notify
 
 
-def _requester_fields(r: Requester) -> dict[str, object]:
+def requester_fields(r: Requester) -> dict[str, object]:
+    """The audit fields describing a requesting process."""
     return {
         "pid": r.pid,
         "uid": r.uid,
@@ -160,6 +161,7 @@ class VaultService:
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
         self.touch_waiting: set[str] = set()
+        self._wipers: list[Callable[[], None]] = []
         self._background: set[asyncio.Future[None]] = set()
         self._audit_timeout = audit_timeout
         self._policy = access_policy or default_policy()
@@ -167,6 +169,10 @@ class VaultService:
     @property
     def profiles(self) -> Mapping[str, Profile]:
         return self._profiles
+
+    @property
+    def ports(self) -> Ports:
+        return self._p
 
     # --- credentials ---------------------------------------------------------------------
 
@@ -193,7 +199,7 @@ class VaultService:
                     "refused",
                     profile=profile_name,
                     action=action,
-                    client=_requester_fields(requester),
+                    client=requester_fields(requester),
                     outcome=exc.code,
                 )
             raise
@@ -219,7 +225,7 @@ class VaultService:
             # A request that must wait (approval, STS) is audited when it starts; a cache
             # hit is one record: the release below carries the request's facts.
             await self.audit_event(
-                "request", profile=profile.name, action=action, client=_requester_fields(requester)
+                "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
             creds = await self.flight.run(
                 key, lambda: self._fresh_session(profile, requester, action, on_event)
@@ -228,7 +234,7 @@ class VaultService:
             "release",
             profile=profile.name,
             action=action,
-            client=_requester_fields(requester),
+            client=requester_fields(requester),
             session_key_id=mask_key(creds.access_key_id),
             expiration=creds.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
@@ -264,7 +270,7 @@ class VaultService:
     ) -> SessionCredentials:
         """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code."""
         creds_name, serial = self._source_of(profile)
-        keys = await self._run_token(lambda: self._p.secrets.key_pair(creds_name))
+        keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
         if keys.root:
             raise BreakGlassOnly(
                 f"{creds_name!r} holds root credentials: they are break-glass only and never "
@@ -277,7 +283,7 @@ class VaultService:
                 session = await self._assume_role(profile, keys, serial, code)
             else:
                 duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
-                session = await self._run_io(
+                session = await self.run_io(
                     lambda: self._p.sts.get_session_token(
                         keys,
                         duration_seconds=duration,
@@ -288,10 +294,10 @@ class VaultService:
                 )
         except MfaRejected:
             self.ledger.record_failure(serial, self._p.clock.now())
-            await self._save_ledger()
+            await self.save_ledger()
             raise
         self.ledger.record_success(serial)
-        await self._save_ledger()
+        await self.save_ledger()
         if profile.kind is not ProfileKind.ROLE:
             policy.validate_expiration(session.expiration, self._p.clock.now())
             self.cache.put(f"profile:{profile.name}", session)
@@ -308,7 +314,7 @@ class VaultService:
         role_arn = profile.role_arn
         duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
         try:
-            session = await self._run_io(
+            session = await self.run_io(
                 lambda: self._p.sts.assume_role(
                     creds,
                     role_arn=role_arn,
@@ -350,7 +356,7 @@ class VaultService:
                 "policy_refused",
                 profile=profile.name,
                 action=iam_action,
-                client=_requester_fields(requester),
+                client=requester_fields(requester),
                 outcome=exc.code,
                 reason=str(exc.statement),
             )
@@ -383,7 +389,7 @@ class VaultService:
             profile=profile.name,
             approval=approval.id,
             methods=method.value,
-            client=_requester_fields(requester),
+            client=requester_fields(requester),
         )
         if on_event is not None and method is not ApprovalMethod.TOUCH:
             await on_event(APPROVAL_PENDING, approval)
@@ -405,7 +411,7 @@ class VaultService:
         if profile.approval is ApprovalMethod.CODE:
             return ApprovalMethod.CODE
         gate, codes = self._p.gate, self._p.codes
-        has_seed = codes is not None and await self._run_token(lambda: codes.has_seed(serial))
+        has_seed = codes is not None and await self.run_token(lambda: codes.has_seed(serial))
         if gate is not None and has_seed:
             return profile.approval
         if profile.approval is ApprovalMethod.TOUCH_OR_CODE:
@@ -424,7 +430,7 @@ class VaultService:
         if code is None:
             raise CodeMalformed("the approval carried no MFA code")
         self.ledger.check_and_mark_typed(serial, code, step_for(self._p.clock.now()))
-        await self._save_ledger()
+        await self.save_ledger()
         return code
 
     async def _touch_or_typed_code(
@@ -441,7 +447,7 @@ class VaultService:
             loop.call_soon_threadsafe(self._touch_prompted, approval, on_event)
 
         touch = asyncio.ensure_future(
-            self._run_io(
+            self.run_io(
                 lambda: gate.approve(
                     approval.id,
                     require_uv=False,
@@ -478,8 +484,8 @@ class VaultService:
                 task.add_done_callback(_consume)
         with contextlib.suppress(VaultError):
             self.approvals.approve(approval.id, code=None)
-        code, wait = await self._run_token(lambda: codes.code_for(serial))
-        await self._save_ledger()
+        code, wait = await self.run_token(lambda: codes.code_for(serial))
+        await self.save_ledger()
         if wait > 0:
             await asyncio.sleep(wait)
         return code
@@ -508,9 +514,18 @@ class VaultService:
         approval = self.approvals.deny(approval_id)
         await self.audit_event("approval_denied", profile=approval.profile, approval=approval.id)
 
+    def on_wipe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the vault locks or seals (grants held elsewhere)."""
+        self._wipers.append(callback)
+
+    def _wipe(self) -> None:
+        self.cache.wipe()
+        for wipe in self._wipers:
+            wipe()
+
     async def lock(self, *, seal: bool) -> None:
         """Drop every cached session and pending approval; with ``seal``, also log out."""
-        self.cache.wipe()
+        self._wipe()
         self.approvals.cancel_all()
         self.flight.clear()
         if seal:
@@ -520,7 +535,7 @@ class VaultService:
     def seal(self) -> None:
         """The token went away: wipe everything, refuse requests until unlocked."""
         self.sealed = True
-        self.cache.wipe()
+        self._wipe()
         self.approvals.cancel_all()
         self.flight.clear()
 
@@ -556,7 +571,7 @@ class VaultService:
         """Write one audit record, or raise ``AuditError`` if that takes over the deadline."""
         try:
             await asyncio.wait_for(
-                self._run_io(lambda: self._p.audit.record(event, fields)), self._audit_timeout
+                self.run_io(lambda: self._p.audit.record(event, fields)), self._audit_timeout
             )
         except TimeoutError:
             raise AuditError(
@@ -564,16 +579,19 @@ class VaultService:
                 "nothing was released: check the disk holding the audit log"
             ) from None
 
-    async def _save_ledger(self) -> None:
+    async def save_ledger(self) -> None:
+        """Persist the OTP ledger (used codes, failure counters)."""
         data = self.ledger.to_dict()
-        await self._run_io(lambda: self._p.state.save_ledger(data))
+        await self.run_io(lambda: self._p.state.save_ledger(data))
 
-    async def _run_token(self, fn: Callable[[], T]) -> T:
+    async def run_token(self, fn: Callable[[], T]) -> T:
+        """Run a token call on the token thread; a lost token seals the vault."""
         try:
             return await self._p.run_token(fn)
         except Sealed:
             self.seal()
             raise
 
-    async def _run_io(self, fn: Callable[[], T]) -> T:
+    async def run_io(self, fn: Callable[[], T]) -> T:
+        """Run blocking I/O (STS, audit, FIDO2) off the event loop."""
         return await self._p.run_io(fn)

@@ -163,6 +163,33 @@ class ReportRequest:
     op: ClassVar[str] = "report"
 
 
+@dataclass(frozen=True, slots=True)
+class BreakGlassRequest:
+    """Open a break-glass grant: a reason, the root MFA code, the authenticator PIN for UV."""
+
+    op: ClassVar[str] = "breakglass"
+    profile: str
+    reason: str
+    code: str = field(repr=False)
+    pin: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRequest:
+    """Read a break-glass grant's credentials (once)."""
+
+    op: ClassVar[str] = "grant"
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantEndRequest:
+    """End a break-glass grant now."""
+
+    op: ClassVar[str] = "grant_end"
+    id: str
+
+
 Request = (
     CredentialsRequest
     | ApprovalsRequest
@@ -174,6 +201,9 @@ Request = (
     | EventsRequest
     | RotateRequest
     | ReportRequest
+    | BreakGlassRequest
+    | GrantRequest
+    | GrantEndRequest
 )
 
 
@@ -208,6 +238,17 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "events": (EventsRequest, {}),
     "rotate": (RotateRequest, {"name": _PROFILE}),
     "report": (ReportRequest, {}),
+    "breakglass": (
+        BreakGlassRequest,
+        {
+            "profile": _PROFILE,
+            "reason": _Field(str, max_len=1000),
+            "code": _Field(str, max_len=16),
+            "pin": _Field(str, required=False, max_len=256),
+        },
+    ),
+    "grant": (GrantRequest, {"id": _ID}),
+    "grant_end": (GrantEndRequest, {"id": _ID}),
 }
 OPS: Final = frozenset(_SCHEMAS)
 

@@ -1,0 +1,132 @@
+"""Break-glass root access end to end (THREATS T18): reason, FIDO2 touch with UV (PIN on a
+software CTAP2 authenticator; no USB in CI), the root TOTP code, a short session read once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.pin import ClientPin
+
+from vaultd.errors import GrantUsed
+from vaultd.ipc.client import DaemonClient
+from vaultd.testing.fake_sts import FakeSts
+from vaultd.testing.harness import Installation
+from vaultd.testing.soft_ctap2 import SoftCtap2Device
+
+MakeVault = Callable[..., Installation]
+ROOT_SERIAL = "arn:aws:iam::123456789012:mfa/root-account-mfa-device"
+ROOT_KEY = "AKIAROOTCANARY000001"
+ROOT_SECRET = "RootCanarySecret000000000000000000000001"
+PIN = "4321"
+
+
+@pytest.fixture
+def root_vault(make_vault: MakeVault, tmp_path: Path) -> Installation:
+    device = tmp_path / "key1.json"
+    inst = make_vault(
+        profiles={
+            "dev": {"credentials": "dev", "mfa_serial": "arn:aws:iam::123456789012:mfa/alice"},
+            "root": {"credentials": "root", "mfa_serial": ROOT_SERIAL},
+        },
+        extra={"fido2": {"devices": [f"soft:{device}"]}},
+        start=False,
+    )
+    inst.add_key_pair("root", ROOT_KEY, ROOT_SECRET, root=True)
+    SoftCtap2Device(device).set_touch("auto", 0.05)
+    inst.vaultd("fido2", "enroll", "--name", "key1")
+    ClientPin(Ctap2(SoftCtap2Device(device))).set_pin(PIN)
+    inst.start_daemon()
+    return inst
+
+
+def break_glass(
+    inst: Installation, factors: dict[str, str], reason: str = "prod outage INC-42"
+) -> subprocess.CompletedProcess[bytes]:
+    return inst.vaultd(
+        "break-glass", "root", "--reason", reason, input=json.dumps(factors).encode(), check=False
+    )
+
+
+def audit_lines(inst: Installation) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (inst.data_dir / "audit.log").read_text().splitlines()]
+
+
+def test_root_session_needs_reason_uv_and_code_and_is_short_and_audited(
+    root_vault: Installation, fake_sts: FakeSts
+) -> None:
+    done = break_glass(root_vault, {"code": "123456", "pin": PIN})
+    assert done.returncode == 0, done.stderr
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in done.stdout.decode().splitlines()
+    )
+    assert exports["AWS_ACCESS_KEY_ID"].startswith("ASIA")
+    assert ROOT_SECRET.encode() not in done.stdout + done.stderr
+    (sent,) = fake_sts.requests
+    assert sent.action == "GetSessionToken"
+    assert sent.access_key_id == ROOT_KEY
+    assert sent.serial_number == ROOT_SERIAL and sent.token_code == "123456"
+    assert sent.duration_seconds is not None and int(sent.duration_seconds) <= 3600
+    lines = audit_lines(root_vault)
+    events = [(a["event"], a.get("break_glass"), a.get("severity")) for a in lines]
+    for step in ("breakglass_requested", "breakglass_factor", "breakglass_granted",
+                 "breakglass_read", "breakglass_ended"):  # fmt: skip
+        assert (step, True, "critical") in events
+    requested = next(a for a in audit_lines(root_vault) if a["event"] == "breakglass_requested")
+    assert requested["reason"] == "prod outage INC-42"
+
+
+def test_without_user_verification_nothing_is_released(
+    root_vault: Installation, fake_sts: FakeSts
+) -> None:
+    done = break_glass(root_vault, {"code": "123456"})
+    assert done.returncode != 0
+    assert done.stdout == b""
+    assert fake_sts.calls() == 0
+    assert any(a["event"] == "breakglass_refused" for a in audit_lines(root_vault))
+
+
+@pytest.mark.parametrize(
+    ("factors", "reason", "code"),
+    [
+        ({"code": "12345", "pin": PIN}, "prod outage INC-42", b"CODE_MALFORMED"),
+        ({"code": "123456", "pin": PIN}, "short", b"BAD_REQUEST"),
+    ],
+)
+def test_missing_factor_or_reason_releases_nothing(
+    root_vault: Installation, fake_sts: FakeSts, factors: dict[str, str], reason: str, code: bytes
+) -> None:
+    done = break_glass(root_vault, factors, reason)
+    assert done.returncode != 0 and done.stdout == b""
+    assert code in done.stderr
+    assert fake_sts.calls() == 0
+
+
+def test_a_grant_is_read_once(root_vault: Installation, fake_sts: FakeSts) -> None:
+    client = DaemonClient(root_vault.socket)
+    grant = client.request(
+        "breakglass", profile="root", reason="read-once check", code="654321", pin=PIN
+    )["grant"]
+    assert isinstance(grant, dict)
+    first = client.request("grant", id=str(grant["id"]))
+    assert isinstance(first["output"], dict) and first["output"]["Version"] == 1
+    with pytest.raises(GrantUsed):
+        client.request("grant", id=str(grant["id"]))
+    status = client.request("status")
+    assert [g["read"] for g in status["grants"]] == [True]  # type: ignore[union-attr]
+    client.request("grant_end", id=str(grant["id"]))
+    assert client.request("status")["grants"] == []
+
+
+def test_iam_user_keys_cannot_break_glass(root_vault: Installation, fake_sts: FakeSts) -> None:
+    done = root_vault.vaultd(
+        "break-glass", "dev", "--reason", "not root at all",
+        input=b'{"code": "123456", "pin": "4321"}', check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and b"BREAK_GLASS_ONLY" in done.stderr
+    assert fake_sts.calls() == 0

@@ -1,0 +1,236 @@
+"""Break-glass root access (THREATS T18): a reason, two factors, a short session, read once.
+
+The flow: a root key pair's profile, a typed reason, a FIDO2 touch **with user
+verification**, the root account's TOTP code, then GetSessionToken with the root keys for at
+most an hour (default 15 minutes).  The session becomes a *grant*: its credentials can be
+read exactly once; a second read is refused (``GRANT_USED``); "end now" drops it.  Every step
+is audited with ``severity=critical`` and ``break_glass=true`` and announced through the
+notifier hook.  Root sessions are never cached and never served to credential_process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vaultd.core import policy
+from vaultd.core.approvals import new_approval_id
+from vaultd.core.model import (
+    CODE_RE,
+    ApprovalMethod,
+    Profile,
+    Requester,
+    SessionCredentials,
+    mask_key,
+)
+from vaultd.core.otp_ledger import step_for
+from vaultd.core.service import VaultService, requester_fields
+from vaultd.errors import (
+    ApprovalUnavailable,
+    BadRequest,
+    BreakGlassOnly,
+    CodeMalformed,
+    ConfigError,
+    GrantUsed,
+    MfaRejected,
+    UnknownProfile,
+    VaultError,
+)
+
+MIN_REASON = 8
+MAX_REASON = 500
+DEFAULT_SECONDS = 900
+MAX_SECONDS = policy.ROOT_MAX_SECONDS
+
+
+@dataclass(slots=True)
+class Grant:
+    """One break-glass session, held in memory until read once, ended or expired."""
+
+    id: str
+    profile: str
+    reason: str
+    expires_at: datetime
+    deadline_mono: float
+    credentials: SessionCredentials | None = field(repr=False)
+    read: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        """Non-secret facts for status displays."""
+        return {
+            "id": self.id,
+            "profile": self.profile,
+            "reason": self.reason,
+            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "read": self.read,
+        }
+
+
+class BreakGlassDesk:
+    """Opens, hands out once, and ends break-glass grants."""
+
+    def __init__(self, service: VaultService) -> None:
+        self._svc = service
+        self._grants: dict[str, Grant] = {}
+        service.on_wipe(self.wipe)
+
+    async def _audit(self, event: str, profile: str, **fields: object) -> None:
+        await self._svc.audit_event(
+            event, profile=profile, severity="critical", break_glass=True, **fields
+        )
+        self._svc.ports.notify(event, profile, "critical", f"break-glass {event} for {profile}")
+
+    def _root_profile(self, name: str) -> Profile:
+        profile = self._svc.profiles.get(name)
+        if profile is None:
+            raise UnknownProfile(f"no profile {name!r} in the vaultd config")
+        if profile.credentials is None or profile.role_arn is not None:
+            raise BreakGlassOnly(
+                f"profile {name!r} is not a root profile: break-glass needs a profile whose "
+                "credentials are a key pair stored with `vaultd add NAME --root`"
+            )
+        return profile
+
+    async def open(
+        self,
+        profile_name: str,
+        requester: Requester,
+        *,
+        reason: str,
+        code: str,
+        pin: str | None,
+    ) -> Grant:
+        """Check both factors, make the root session, and return its grant (unread)."""
+        svc = self._svc
+        reason = " ".join(reason.split())
+        if not MIN_REASON <= len(reason) <= MAX_REASON:
+            raise BadRequest(
+                f"field reason: a reason of {MIN_REASON}-{MAX_REASON} characters is required"
+            )
+        if not CODE_RE.fullmatch(code):
+            raise CodeMalformed("the root MFA code is exactly 6 ASCII digits")
+        profile = self._root_profile(profile_name)
+        credentials_name, serial = profile.credentials, profile.mfa_serial
+        assert credentials_name is not None and serial is not None  # noqa: S101 - settings
+        duration = profile.duration_seconds or DEFAULT_SECONDS
+        if duration > MAX_SECONDS:
+            raise ConfigError(
+                f"profiles.{profile.name}.duration_seconds={duration}: root sessions last at "
+                f"most {MAX_SECONDS} s"
+            )
+        client = requester_fields(requester)
+        await self._audit("breakglass_requested", profile.name, reason=reason, client=client)
+        try:
+            keys = await svc.run_token(lambda: svc.ports.secrets.key_pair(credentials_name))
+            if not keys.root:
+                raise BreakGlassOnly(
+                    f"{credentials_name!r} is not a root key pair: use credential_process "
+                    "for IAM users; break-glass is for root credentials"
+                )
+            svc.ledger.check_allowed(serial, svc.ports.clock.now())
+            await self._touch_with_uv(profile, requester, pin)
+            await self._audit("breakglass_factor", profile.name, factor="fido2_uv")
+            await svc.authorize("vaultd:BreakGlass", profile, requester, mfa_present=True)
+            svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
+            await svc.save_ledger()
+            try:
+                session = await svc.run_io(
+                    lambda: svc.ports.sts.get_session_token(
+                        keys,
+                        duration_seconds=duration,
+                        serial_number=serial,
+                        token_code=code,
+                        region=profile.region,
+                    )
+                )
+            except MfaRejected:
+                svc.ledger.record_failure(serial, svc.ports.clock.now())
+                await svc.save_ledger()
+                raise
+            svc.ledger.record_success(serial)
+            await svc.save_ledger()
+            policy.validate_expiration(session.expiration, svc.ports.clock.now())
+        except VaultError as exc:
+            await self._audit("breakglass_refused", profile.name, outcome=exc.code, client=client)
+            raise
+        left = session.seconds_left(svc.ports.clock.now())
+        grant = Grant(
+            id=new_approval_id(),
+            profile=profile.name,
+            reason=reason,
+            expires_at=session.expiration,
+            deadline_mono=svc.ports.clock.monotonic() + left,
+            credentials=session,
+        )
+        self._grants[grant.id] = grant
+        await self._audit(
+            "breakglass_granted",
+            profile.name,
+            grant=grant.id,
+            session_key_id=mask_key(session.access_key_id),
+            expiration=grant.as_dict()["expires_at"],
+            client=client,
+        )
+        return grant
+
+    async def _touch_with_uv(self, profile: Profile, requester: Requester, pin: str | None) -> None:
+        svc = self._svc
+        gate = svc.ports.gate
+        if gate is None:
+            raise ApprovalUnavailable("break-glass needs a FIDO2 authenticator: none is set up")
+        approval = svc.approvals.open(profile.name, "break_glass", requester, ApprovalMethod.TOUCH)
+        cancel = threading.Event()
+        timeout = max(0.0, approval.deadline_mono - svc.ports.clock.monotonic())
+        try:
+            await svc.run_io(
+                lambda: gate.approve(
+                    approval.id,
+                    require_uv=True,
+                    pin=pin,
+                    on_prompt=lambda: svc.ports.notify(
+                        "touch_needed", profile.name, "critical", "break-glass: touch your key"
+                    ),
+                    cancel=cancel,
+                    timeout=timeout,
+                )
+            )
+        except VaultError:
+            svc.approvals.deny(approval.id)
+            raise
+        finally:
+            cancel.set()
+        svc.approvals.approve(approval.id, code=None)
+
+    async def read(self, grant_id: str) -> SessionCredentials:
+        """The grant's credentials, exactly once."""
+        grant = self._grants.get(grant_id)
+        if grant is None or grant.credentials is None:
+            raise GrantUsed(f"grant {grant_id} was already read, ended or never existed")
+        if self._svc.ports.clock.monotonic() >= grant.deadline_mono:
+            self._grants.pop(grant_id, None)
+            raise GrantUsed(f"grant {grant_id} has expired")
+        creds, grant.credentials, grant.read = grant.credentials, None, True
+        await self._audit("breakglass_read", grant.profile, grant=grant.id)
+        return creds
+
+    async def end(self, grant_id: str) -> None:
+        """Drop a grant now (the STS session itself cannot be recalled; it is short)."""
+        grant = self._grants.pop(grant_id, None)
+        if grant is None:
+            raise GrantUsed(f"grant {grant_id} is not active")
+        grant.credentials = None
+        await self._audit("breakglass_ended", grant.profile, grant=grant_id)
+
+    def wipe(self) -> None:
+        """Lock or seal: every grant goes."""
+        for grant in self._grants.values():
+            grant.credentials = None
+        self._grants.clear()
+
+    def active(self) -> list[dict[str, object]]:
+        """Grants not yet expired (no secrets)."""
+        mono = self._svc.ports.clock.monotonic()
+        for gid in [g.id for g in self._grants.values() if mono >= g.deadline_mono]:
+            self._grants.pop(gid)
+        return [g.as_dict() for g in self._grants.values()]
