@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "config_reference",
     "completion",
     "doctor",
+    "demo",
 )
 
 

@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass policy audit rotate report setup plugins config-reference completion doctor" -- "$cur"))
+        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -33,6 +33,7 @@ _vaultd() {
         config-reference) words="--help" ;;
         completion) words="--help" ;;
         doctor) words="--help" ;;
+        demo) words="--help --keep" ;;
         *) words="" ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
