@@ -30,7 +30,14 @@ from vaultd.core.model import (
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.records import decode_key_pair, encode_key_pair
 from vaultd.core.service import EventSink, Ports, VaultService
-from vaultd.errors import AuditError, BadRequest, ConfigError, RecordNotFound, Sealed
+from vaultd.errors import (
+    ApprovalUnavailable,
+    AuditError,
+    BadRequest,
+    ConfigError,
+    RecordNotFound,
+    Sealed,
+)
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
     ApprovalsRequest,
@@ -107,6 +114,7 @@ class TokenHolder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.token: Pkcs11Vault | None = None
+        self.unbind: Callable[[bytes], bytes] | None = None
 
     def unseal(self, pin: bytearray) -> None:
         """Log in (closing any previous session first)."""
@@ -125,7 +133,13 @@ class TokenHolder:
         return self.token
 
     def key_pair(self, name: str) -> LongTermCredentials:
-        """Open the stored key pair ``name`` (the ``SecretSource`` port)."""
+        """Open the stored key pair ``name`` (the ``SecretSource`` port).
+
+        A record bound to FIDO2 authenticators (``vaultd add --bind-fido2``) also needs a
+        touch: its hmac-secret output unwraps the record's data key (outside the store lock).
+        """
+        from vaultd.fido2.gate import is_bound
+
         token = self.live()
         with app.store_lock(self._settings):
             store = app.open_store(self._settings, token)
@@ -135,7 +149,12 @@ class TokenHolder:
                 raise RecordNotFound(
                     f"no stored key pair {name!r}: add it with `vaultd add {name}`"
                 )
-            return decode_key_pair(store.get(RecordKind.KEY_PAIR, name), root=info.root)
+            plaintext = store.get(RecordKind.KEY_PAIR, name)
+        if is_bound(plaintext):
+            if self.unbind is None:
+                raise ApprovalUnavailable(f"{name!r} is bound to a FIDO2 authenticator")
+            plaintext = self.unbind(plaintext)
+        return decode_key_pair(plaintext, root=info.root)
 
     def mac(self, data: bytes) -> bytes:
         """HMAC-SHA256 inside the token (the audit log's MAC)."""
@@ -208,11 +227,31 @@ class Daemon:
         self._subscribers: set[Connection] = set()
 
     def _touch_gate(self) -> TouchGate:
+        import threading
+
+        from vaultd.core.approvals import new_approval_id
         from vaultd.fido2.devices import open_devices
-        from vaultd.fido2.gate import TouchGate, load_enrolled, save_enrolled
+        from vaultd.fido2.gate import TouchGate, load_enrolled, save_enrolled, unbind_plaintext
 
         holder, devices = self.holder, self.settings.fido2.devices
-        return TouchGate(
+
+        def unbind(blob: bytes) -> bytes:
+            return unbind_plaintext(
+                blob,
+                lambda salt, ids: gate.hmac_output(
+                    f"unseal-{new_approval_id()}",
+                    salt,
+                    ids,
+                    on_prompt=lambda: self._notify(
+                        "touch_needed", "", "critical", "touch your key to unseal a bound key"
+                    ),
+                    cancel=threading.Event(),
+                    timeout=self.settings.approval.timeout_seconds,
+                ),
+            )
+
+        holder.unbind = unbind
+        gate = TouchGate(
             lambda: open_devices(devices),
             lambda: holder.with_store(load_enrolled),
             lambda cred: holder.with_store(lambda store: save_enrolled(store, cred)),
@@ -221,6 +260,7 @@ class Daemon:
             self.settings.fido2.rp_id,
             self.audit.record,
         )
+        return gate
 
     def _seed_codes(self, ledger: OtpLedger) -> SeedCodeSource:
         from vaultd.totp import SeedCodeSource, load_seed, seed_exists

@@ -8,7 +8,7 @@ _vaultd() {
     fi
     case "${COMP_WORDS[1]}" in
         init) words="--help" ;;
-        add) words="--help --replace --root" ;;
+        add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;
         remove) words="--help" ;;
         serve) words="--help" ;;

@@ -6,7 +6,7 @@ if (( CURRENT == 2 )); then
 fi
 case $words[2] in
     init) compadd -- --help ;;
-    add) compadd -- --help --replace --root ;;
+    add) compadd -- --allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root ;;
     list) compadd -- --help --json ;;
     remove) compadd -- --help ;;
     serve) compadd -- --help ;;

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from vaultd.commands._args import Subparsers, settings
 
 if TYPE_CHECKING:
+    from vaultd.app import OpenVault
     from vaultd.core.model import LongTermCredentials
 
 
@@ -22,7 +23,63 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("name", help="record name, [A-Za-z0-9._-]{1,64}")
     p.add_argument("--root", action="store_true", help="root credentials (break-glass only)")
     p.add_argument("--replace", action="store_true", help="replace an existing record")
+    p.add_argument(
+        "--bind-fido2",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also bind the record to every enrolled FIDO2 authenticator (hmac-secret): "
+        "opening it then needs a touch even with the token PIN. Default: on with --root",
+    )
+    p.add_argument(
+        "--allow-single-authenticator",
+        action="store_true",
+        help="bind to one authenticator only (lose it and the record is gone: keep the "
+        "credentials elsewhere offline as your recovery path)",
+    )
     p.set_defaults(func=run)
+
+
+def _bind(vault: OpenVault, name: str, plaintext: bytes, single_ok: bool) -> bytes:
+    """Encrypt ``plaintext`` to the hmac-secret outputs of the enrolled authenticators."""
+    import threading
+
+    from vaultd.clock import SystemClock
+    from vaultd.errors import ApprovalUnavailable
+    from vaultd.fido2.devices import open_devices
+    from vaultd.fido2.gate import TouchGate, bind_plaintext, load_enrolled, save_enrolled
+
+    cfg = settings()
+    names = [c.name for c in load_enrolled(vault.store) if c.hmac_secret and not c.suspect]
+    if not names:
+        raise ApprovalUnavailable(
+            "binding needs an enrolled FIDO2 authenticator with hmac-secret: "
+            "`vaultd fido2 enroll --name NAME` (or pass --no-bind-fido2)"
+        )
+    if len(names) < 2 and not single_ok:
+        raise ApprovalUnavailable(
+            "only one authenticator is enrolled: enrol a backup key first "
+            "(`vaultd fido2 enroll --name backup`), or pass --allow-single-authenticator "
+            "and keep the credentials offline as the recovery path"
+        )
+    gate = TouchGate(
+        lambda: open_devices(cfg.fido2.devices),
+        lambda: load_enrolled(vault.store),
+        lambda cred: save_enrolled(vault.store, cred),
+        SystemClock(),
+        vault.token,
+        cfg.fido2.rp_id,
+        lambda event, fields: None,  # the CLI does not write into the daemon's audit chain
+    )
+
+    def prompt(cred: object) -> None:
+        print(f"touch authenticator {getattr(cred, 'name', '')!r} ...", file=sys.stderr)
+
+    return bind_plaintext(
+        plaintext,
+        lambda salt: gate.hmac_outputs(
+            f"bind-{name}", salt, names, on_prompt=prompt, cancel=threading.Event(), timeout=60
+        ),
+    )
 
 
 def _read_key_pair(root: bool) -> LongTermCredentials:
@@ -46,15 +103,20 @@ def run(args: argparse.Namespace) -> int:
     if not RECORD_NAME_RE.match(args.name):
         raise BadRequest(f"name {args.name!r} must match [A-Za-z0-9._-]{{1,64}}")
     creds = _read_key_pair(args.root)
+    bind = args.root if args.bind_fido2 is None else args.bind_fido2
     with opened_vault(settings()) as vault:
+        plaintext = encode_key_pair(creds)
+        if bind:
+            plaintext = _bind(vault, args.name, plaintext, args.allow_single_authenticator)
         vault.store.put(
             RecordKind.KEY_PAIR,
             args.name,
-            encode_key_pair(creds),
+            plaintext,
             masked_id=mask_key(creds.access_key_id),
             root=creds.root,
             replace=args.replace,
         )
     kind = "root key pair" if creds.root else "key pair"
-    print(f"stored {kind} {args.name!r} ({mask_key(creds.access_key_id)})")
+    bound = ", bound to FIDO2" if bind else ""
+    print(f"stored {kind} {args.name!r} ({mask_key(creds.access_key_id)}{bound})")
     return 0

@@ -130,11 +130,16 @@ class Installation:
         return proc
 
     def add_key_pair(
-        self, name: str, access_key_id: str, secret: str, *, root: bool = False
+        self, name: str, access_key_id: str, secret: str, *, root: bool = False, bind: bool = False
     ) -> None:
-        """Seal a key pair through `vaultd add` (stdin JSON, never argv)."""
+        """Seal a key pair through `vaultd add` (stdin JSON, never argv).
+
+        ``bind`` binds it to the enrolled FIDO2 authenticators (a single one is allowed here).
+        """
         body = json.dumps({"AccessKeyId": access_key_id, "SecretAccessKey": secret}).encode()
-        self.vaultd("add", name, *(["--root"] if root else []), input=body)
+        flags = ["--root"] if root else []
+        flags += ["--bind-fido2", "--allow-single-authenticator"] if bind else ["--no-bind-fido2"]
+        self.vaultd("add", name, *flags, input=body)
 
     def start_daemon(self, *, wait: float = 15.0) -> subprocess.Popen[bytes]:
         """Start `vaultd serve` and wait until its socket answers."""

@@ -37,10 +37,11 @@ def root_vault(make_vault: MakeVault, tmp_path: Path) -> Installation:
         extra={"fido2": {"devices": [f"soft:{device}"]}},
         start=False,
     )
-    inst.add_key_pair("root", ROOT_KEY, ROOT_SECRET, root=True)
     SoftCtap2Device(device).set_touch("auto", 0.05)
     inst.vaultd("fido2", "enroll", "--name", "key1")
     ClientPin(Ctap2(SoftCtap2Device(device))).set_pin(PIN)
+    # Root keys are bound to the authenticator's hmac-secret as well as sealed by the token.
+    inst.add_key_pair("root", ROOT_KEY, ROOT_SECRET, root=True, bind=True)
     inst.start_daemon()
     return inst
 
@@ -129,4 +130,20 @@ def test_iam_user_keys_cannot_break_glass(root_vault: Installation, fake_sts: Fa
         input=b'{"code": "123456", "pin": "4321"}', check=False,
     )  # fmt: skip
     assert done.returncode != 0 and b"BREAK_GLASS_ONLY" in done.stderr
+    assert fake_sts.calls() == 0
+
+
+def test_bound_root_key_is_unreadable_without_its_authenticator(
+    root_vault: Installation, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    listed = root_vault.vaultd("list").stdout.decode()
+    assert "root" in listed
+    root_vault.stop_daemon()
+    other = tmp_path / "other-key.json"
+    SoftCtap2Device(other).set_touch("auto", 0.05)
+    root_vault.config["fido2"] = {"devices": [f"soft:{other}"]}
+    root_vault.write_config()
+    root_vault.start_daemon()
+    done = break_glass(root_vault, {"code": "123456", "pin": PIN})
+    assert done.returncode != 0 and done.stdout == b""
     assert fake_sts.calls() == 0
