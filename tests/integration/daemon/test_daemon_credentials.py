@@ -420,3 +420,31 @@ def test_setup_aws_profile_twice_leaves_one_stanza_that_works(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert json.loads(out)["Account"] == "123456789012"
+
+
+def test_prompt_pin_source_starts_sealed_and_unlocks_over_the_socket(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    from vaultd.errors import HsmPinIncorrect
+    from vaultd.ipc.client import DaemonClient
+
+    inst = make_vault(start=False)
+    pin = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:")).read_text()
+    inst.config["pkcs11"]["pin_source"] = "prompt"
+    inst.write_config()
+    inst.start_daemon()
+    client = DaemonClient(inst.socket)
+    assert client.request("status")["sealed"] is True
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0 and out == b"" and b"SEALED" in err and b"vaultd unlock" in err
+    with pytest.raises(HsmPinIncorrect):
+        client.request("unlock", pin="999999")
+    assert client.request("status")["sealed"] is True
+    client.request("unlock", pin=pin)
+    assert client.request("status")["sealed"] is False
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "242424", profile="dev")
+    assert finish(proc)[0] == 0
+    assert pin.encode() not in (inst.data_dir / "audit.log").read_bytes()
+    assert pin not in inst.log()
+    assert inst.stop_daemon() == 0  # SIGTERM stops cleanly
