@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "fido2",
     "mfa",
     "breakglass",
+    "tui",
     "policy",
     "audit",
     "rotate",

@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
+        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -24,6 +24,7 @@ _vaultd() {
         fido2) words="--help enroll list remove" ;;
         mfa) words="--help add-totp list remove" ;;
         break-glass) words="--help --reason" ;;
+        tui) words="--help" ;;
         policy) words="--help simulate validate" ;;
         audit) words="--help tail verify" ;;
         rotate) words="--help --json" ;;
