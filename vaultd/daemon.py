@@ -42,6 +42,7 @@ from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
     ApprovalsRequest,
     ApproveRequest,
+    AuditTailRequest,
     BreakGlassRequest,
     CredentialsRequest,
     DenyRequest,
@@ -355,6 +356,8 @@ class Daemon:
         if isinstance(request, GrantEndRequest):
             await self.breakglass.end(request.id)
             return {}
+        if isinstance(request, AuditTailRequest):
+            return {"records": await self._run_io(lambda: self._audit_tail(request.n))}
         if isinstance(request, RotateRequest):
             return await self.rotate(request.name, conn)
         if isinstance(request, ReportRequest):
@@ -413,6 +416,17 @@ class Daemon:
         result = await self._run_io(run)
         svc.cache.wipe()  # sessions of the old key stay valid at AWS, but start afresh here
         return result
+
+    def _audit_tail(self, n: int) -> list[dict[str, object]]:
+        """The newest ``n`` audit records, newest first (records never hold secrets)."""
+        from vaultd.errors import AuditTampered
+        from vaultd.store.audit import parse_line, tail
+
+        records = []
+        for line in tail(self.settings.audit_path, n):
+            with contextlib.suppress(AuditTampered):
+                records.append(parse_line(line.rstrip(b"\n")))
+        return records[::-1]
 
     def report(self) -> Mapping[str, object]:
         """The credential report (blocking: reads the store and the audit log)."""

@@ -190,6 +190,14 @@ class GrantEndRequest:
     id: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditTailRequest:
+    """The newest ``n`` audit records (no secrets are ever in them)."""
+
+    op: ClassVar[str] = "audit_tail"
+    n: int = 200
+
+
 Request = (
     CredentialsRequest
     | ApprovalsRequest
@@ -204,6 +212,7 @@ Request = (
     | BreakGlassRequest
     | GrantRequest
     | GrantEndRequest
+    | AuditTailRequest
 )
 
 
@@ -249,6 +258,7 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     ),
     "grant": (GrantRequest, {"id": _ID}),
     "grant_end": (GrantEndRequest, {"id": _ID}),
+    "audit_tail": (AuditTailRequest, {"n": _Field(int, required=False, max_len=1000)}),
 }
 OPS: Final = frozenset(_SCHEMAS)
 
@@ -346,8 +356,12 @@ def _check_version(obj: Mapping[str, object]) -> None:
 
 def _check_field(name: str, spec: _Field, value: object) -> None:
     if type(value) is not spec.kind:
-        kind = "a boolean" if spec.kind is bool else "a string"
+        kind = {bool: "a boolean", int: "an integer"}.get(spec.kind, "a string")
         raise BadRequest(f"field '{name}' must be {kind}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if spec.max_len and not 1 <= value <= spec.max_len:
+            raise BadRequest(f"field '{name}' must be 1 to {spec.max_len}")
+        return
     if not isinstance(value, str):
         return
     if spec.pattern is not None and not spec.pattern.fullmatch(value):

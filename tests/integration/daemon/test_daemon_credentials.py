@@ -448,3 +448,19 @@ def test_prompt_pin_source_starts_sealed_and_unlocks_over_the_socket(
     assert pin.encode() not in (inst.data_dir / "audit.log").read_bytes()
     assert pin not in inst.log()
     assert inst.stop_daemon() == 0  # SIGTERM stops cleanly
+
+
+def test_audit_tail_over_the_socket_is_newest_first_and_bounded(make_vault: MakeVault) -> None:
+    from vaultd.errors import BadRequest
+    from vaultd.ipc.client import DaemonClient
+
+    inst = make_vault()
+    inst.vaultd("lock")
+    client = DaemonClient(inst.socket)
+    records = client.request("audit_tail", n=2)["records"]
+    assert isinstance(records, list) and len(records) == 2
+    assert records[0]["event"] == "lock"
+    assert records[0]["seq"] > records[1]["seq"]
+    for bad in (0, 1001, True, "5"):
+        with pytest.raises(BadRequest):
+            client.request("audit_tail", n=bad)
