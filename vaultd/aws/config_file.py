@@ -34,9 +34,7 @@ def upsert_credential_process(text: str, profile: str, command: str) -> str:
         prefix = text if not text or text.endswith("\n") else text + "\n"
         gap = "\n" if prefix.strip() else ""
         return f"{prefix}{gap}[{wanted}]\n{line_out}\n"
-    end = next(
-        (j for j in range(start + 1, len(lines)) if _SECTION_RE.match(lines[j])), len(lines)
-    )
+    end = next((j for j in range(start + 1, len(lines)) if _SECTION_RE.match(lines[j])), len(lines))
     for j in range(start + 1, end):
         if _KEY_RE.match(lines[j]):
             newline = "\n" if lines[j].endswith("\n") else ""
