@@ -63,8 +63,9 @@ from vaultd.policy_file import load_policy
 from vaultd.registry import load_plugins
 
 if TYPE_CHECKING:
+    from vaultd.app import VaultKey
+    from vaultd.core.ports import CodeSource
     from vaultd.fido2.gate import TouchGate
-    from vaultd.hsm.pkcs11 import Pkcs11Vault
     from vaultd.settings import Settings
     from vaultd.store.audit import AuditLog
     from vaultd.store.files import SealedStore
@@ -114,13 +115,13 @@ class TokenHolder:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.token: Pkcs11Vault | None = None
+        self.token: VaultKey | None = None
         self.unbind: Callable[[bytes], bytes] | None = None
 
     def unseal(self, pin: bytearray) -> None:
         """Log in (closing any previous session first)."""
         self.seal()
-        self.token = app.open_token(self._settings, pin)
+        self.token = app.open_key(self._settings, pin)
 
     def seal(self) -> None:
         """Log out; every later secret access raises ``Sealed``."""
@@ -128,7 +129,7 @@ class TokenHolder:
         if token is not None:
             token.close()
 
-    def live(self) -> Pkcs11Vault:
+    def live(self) -> VaultKey:
         if self.token is None or self.token.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
         return self.token
@@ -201,7 +202,7 @@ class Daemon:
             run_token=self._run_token,
             run_io=self._run_io,
             gate=self._touch_gate(),
-            codes=self._seed_codes(ledger),
+            codes=self._code_source(ledger),
             notify=self._notify,
         )
         self.service = VaultService(
@@ -273,6 +274,18 @@ class Daemon:
             self.clock,
             seed_exists=lambda serial: holder.with_store(lambda store: seed_exists(store, serial)),
         )
+
+    def _code_source(self, ledger: OtpLedger) -> CodeSource:
+        """Sealed seeds first, then the YubiKey OATH plugin when it is allowlisted."""
+        seeds = self._seed_codes(ledger)
+        oath = app.oath_code_source(
+            self.settings,
+            self.plugins,
+            ledger,
+            self.clock,
+            on_touch=lambda message: self._notify("touch_needed", "", "info", message),
+        )
+        return seeds if oath is None else app.ChainedCodeSource(seeds, oath)
 
     def _notify(self, event: str, profile: str, severity: str, message: str) -> None:
         """Hand an event to the allowlisted notifier plugins (never blocks, never raises)."""
@@ -459,7 +472,13 @@ class Daemon:
     def status(self) -> dict[str, object]:
         """The service's status plus the daemon's own."""
         status = self.service.status()
+        token = self.holder.token
+        hardware = self.settings.keystore == "pkcs11" or bool(
+            token is not None and not token.sealed and token.inspect().get("hardware")
+        )
         status.update(
+            keystore=self.settings.keystore,
+            hardware=hardware,
             grants=self.breakglass.active(),
             token_label=self.settings.pkcs11.token_label,
             socket=str(self.settings.socket),
@@ -512,6 +531,9 @@ class Daemon:
     # --- life cycle ----------------------------------------------------------------------
 
     def _unseal_at_start(self) -> None:
+        if not app.uses_token(self.settings):
+            self.holder.unseal(bytearray())  # a software key store needs no PIN
+            return
         if self.settings.pkcs11.pin_source == "prompt":
             self.service.sealed = True
             log.warning("started sealed: run `vaultd unlock` to enter the token PIN")

@@ -29,6 +29,7 @@ ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+KEYSTORE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 GET_SESSION_TOKEN_RANGE = (900, 129_600)
 ASSUME_ROLE_RANGE = (900, 43_200)
@@ -129,6 +130,9 @@ class PluginSettings(_Section):
 
     allow: tuple[str, ...] = ()
     """Entry-point names of plugins that may load."""
+    yubikey_oath_names: dict[str, str] = Field(default_factory=dict)
+    """For the `yubikey-oath` code source: MFA serial -> YubiKey OATH credential id
+    (`issuer:name`); empty by default: a serial not listed is looked up under its own name."""
 
 
 class AuditSettings(_Section):
@@ -248,6 +252,14 @@ class Settings(BaseSettings):
     `VAULTD_SOCKET`; `vaultd setup aws-profile` writes it into the AWS config."""
     policy_file: Path | None = None
     """A JSON IAM-style policy document; the shipped default applies without it."""
+    keystore: str = Field("pkcs11", pattern=KEYSTORE_RE.pattern)
+    """Where the vault key lives: `pkcs11` (a token, the default) or the entry-point name of
+    a `vaultd.keystore` plugin, also listed in `plugins.allow`, such as `keyring`: a SOFTWARE
+    key store, weaker than a token (the key is as safe as this account) and refused when
+    `pkcs11.module` is set."""
+    keystore_key_label: str = Field("vaultd-kek", min_length=1, max_length=64)
+    """The key's name in a key store plugin (its audit key and store generation are kept
+    beside it)."""
     pkcs11: Pkcs11Settings = Pkcs11Settings()
     ipc: IpcSettings = IpcSettings()
     cache: CacheSettings = CacheSettings()
@@ -269,6 +281,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_path())
         return (init_settings, env_settings, toml)
+
+    @model_validator(mode="after")
+    def _keystore(self) -> Settings:
+        if self.keystore == "pkcs11":
+            return self
+        if self.pkcs11.module:
+            raise ValueError(
+                f"keystore = {self.keystore!r} names a key store plugin but pkcs11.module is "
+                "set: vaultd never falls back from a token; remove keystore to use the token "
+                "or remove pkcs11.module"
+            )
+        if self.keystore not in self.plugins.allow:
+            raise ValueError(
+                f"keystore = {self.keystore!r} must also be listed in plugins.allow (plugins "
+                "load only when allowlisted)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _profiles(self) -> Settings:

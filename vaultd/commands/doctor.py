@@ -1,4 +1,4 @@
-"""`vaultd doctor`: check config, module, token, key, permissions and daemon, with fixes."""
+"""`vaultd doctor`: check config, module, token or key store, permissions, plugins and daemon."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ def _check(label: str, fn: Callable[[], str], *, required: bool = True) -> bool:
     return True
 
 
+def _plugin_lines(allow: tuple[str, ...]) -> None:
+    """One line per discovered plugin; a broken one is a WARN line, never a failure."""
+    from vaultd.registry import doctor_lines
+
+    for line in doctor_lines(allow):
+        bad = any(word in line for word in (": failed", "WARNING", "not installed"))
+        print(f"{'WARN' if bad else 'info'}  plugin {line}")
+
+
 def run(args: argparse.Namespace) -> int:
     from vaultd import app
     from vaultd.settings import Settings, default_config_path, load_settings
@@ -39,13 +48,20 @@ def run(args: argparse.Namespace) -> int:
     if not _check("config", config):
         return 1
     cfg = holder[0]
-    ok = _check("pkcs11 module", lambda: app.module_path(cfg))
+    ok = True
+    if app.uses_token(cfg):
+        ok &= _check("pkcs11 module", lambda: app.module_path(cfg))
     ok &= _check("data dir", lambda: str(app.prepare_data_dir(cfg)))
+    software: list[str] = []
 
     def token() -> str:
         with app.opened_vault(cfg) as vault:
             info = vault.token.inspect()
             count = len(vault.store.list()) if vault.store.exists() else 0
+        if "keystore" in info:
+            if not info.get("hardware"):
+                software.append(str(info["keystore"]))
+            return f"key store {info['keystore']!r}, key {info['key_id']}; {count} record(s)"
         attrs = info.get("key_attributes", {})
         assert isinstance(attrs, dict)  # noqa: S101 - inspect() returns a dict here
         shown = ", ".join(
@@ -57,7 +73,15 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if ok:
-        ok &= _check("token, key and store", token)
+        label = "token, key and store" if app.uses_token(cfg) else "key store, key and store"
+        ok &= _check(label, token)
+    for name in software:
+        print(
+            f"WARN  keystore: {name!r} is a SOFTWARE key store, weaker than a PKCS#11 token: "
+            "the vault key is only as safe as this account and its keyring "
+            f"(`vaultd status` shows keystore: {name}, hardware: false)"
+        )
+    _plugin_lines(cfg.plugins.allow)
 
     def daemon() -> str:
         from vaultd.ipc.client import DaemonClient

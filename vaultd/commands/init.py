@@ -1,4 +1,4 @@
-"""`vaultd init`: find the token, log in, create the key-encryption key and the store."""
+"""`vaultd init`: open the token (or key store), create the key-encryption key and the store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vaultd.app import opened_vault
+    from vaultd.app import opened_vault, uses_token
 
     cfg = settings()
     with opened_vault(cfg, create_key=True) as vault:
@@ -22,9 +22,17 @@ def run(args: argparse.Namespace) -> int:
             vault.store.initialize()
         else:
             vault.store.list()  # verifies header, generation and key id
-        print(
-            f"token {cfg.pkcs11.token_label!r}: key {cfg.pkcs11.key_label!r} ready "
-            "(AES-256, sensitive, never extractable)"
-        )
+        if uses_token(cfg):
+            print(
+                f"token {cfg.pkcs11.token_label!r}: key {cfg.pkcs11.key_label!r} ready "
+                "(AES-256, sensitive, never extractable)"
+            )
+        else:
+            hardware = vault.token.inspect().get("hardware")
+            kind = "hardware" if hardware else "SOFTWARE, weaker than a token"
+            print(
+                f"key store {cfg.keystore!r}: key {cfg.keystore_key_label!r} ready "
+                f"({vault.token.key_id}; AES-256, {kind})"
+            )
         print(f"store {'created' if created else 'present'}: {cfg.data_dir}")
     return 0

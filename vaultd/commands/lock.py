@@ -26,7 +26,8 @@ def run_unlock(args: argparse.Namespace) -> int:
     from vaultd import app
     from vaultd.commands._args import settings
 
-    pin = app.read_pin(settings())
+    cfg = settings()
+    pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
     try:
         client().request("unlock", pin=pin.decode())
     finally:

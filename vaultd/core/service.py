@@ -411,7 +411,7 @@ class VaultService:
         if profile.approval is ApprovalMethod.CODE:
             return ApprovalMethod.CODE
         gate, codes = self._p.gate, self._p.codes
-        has_seed = codes is not None and await self.run_token(lambda: codes.has_seed(serial))
+        has_seed = codes is not None and await self.run_io(lambda: codes.has_seed(serial))
         if gate is not None and has_seed:
             return profile.approval
         if profile.approval is ApprovalMethod.TOUCH_OR_CODE:
@@ -484,7 +484,7 @@ class VaultService:
                 task.add_done_callback(_consume)
         with contextlib.suppress(VaultError):
             self.approvals.approve(approval.id, code=None)
-        code, wait = await self.run_token(lambda: codes.code_for(serial))
+        code, wait = await self.run_io(lambda: codes.code_for(serial))
         await self.save_ledger()
         if wait > 0:
             await asyncio.sleep(wait)
