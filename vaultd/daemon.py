@@ -47,6 +47,7 @@ from vaultd.ipc.protocol import (
     CredentialsRequest,
     DenyRequest,
     EventsRequest,
+    FederationRequest,
     GrantEndRequest,
     GrantRequest,
     LockRequest,
@@ -369,6 +370,13 @@ class Daemon:
         if isinstance(request, GrantEndRequest):
             await self.breakglass.end(request.id)
             return {}
+        if isinstance(request, FederationRequest):
+            from vaultd.aws.credential_process import render
+
+            creds = await self.service.federation_session(
+                request.profile, conn.requester, on_event=_forward(conn)
+            )
+            return credentials_reply(render(creds))
         if isinstance(request, AuditTailRequest):
             return {"records": await self._run_io(lambda: self._audit_tail(request.n))}
         if isinstance(request, RotateRequest):

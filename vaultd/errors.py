@@ -571,12 +571,6 @@ class KeyStoreUnavailable(HsmError):
 # --- credential server and console sign-in (vaultd/credential_server.py, aws/federation.py) --
 
 
-class LoginNeedsRole(ConfigError):
-    """`vaultd login` was asked for a profile without a role: AWS signs in role sessions only."""
-
-    code = "LOGIN_NEEDS_ROLE"
-
-
 class FederationFailed(VaultError):
     """The AWS federation endpoint refused the session or could not be reached."""
 

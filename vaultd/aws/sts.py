@@ -67,6 +67,17 @@ class _StsApi(Protocol):
 
     def assume_role(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def get_federation_token(self, **kwargs: Any) -> dict[str, Any]: ...
+
+
+FEDERATION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,32}$")
+FEDERATION_DURATION = (900, 129_600)
+ALLOW_ALL_POLICY = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}'
+)
+"""Passed to GetFederationToken: the session gets the intersection of this and the user's own
+policies, i.e. exactly the user's permissions (without a policy it would get none)."""
+
 
 def isolated_session() -> Session:
     """A botocore session that reads no config or credentials file and ignores AWS_PROFILE.
@@ -137,6 +148,28 @@ class Boto3StsClient:
             params["ExternalId"] = external_id
         return self._call("AssumeRole", params, credentials, region, token_code)
 
+    def get_federation_token(
+        self,
+        credentials: LongTermCredentials,
+        *,
+        name: str,
+        duration_seconds: int,
+        region: str | None,
+    ) -> SessionCredentials:
+        """GetFederationToken with the long-term keys (for console sign-in without a role).
+
+        AWS takes no MFA on this call; vaultd asks for an approval before making it.
+        """
+        if not FEDERATION_NAME_RE.match(name):
+            raise ConfigError(f"federated user name {name!r} must be 2-32 chars of [\\w+=,.@-]")
+        _check_duration("GetFederationToken", duration_seconds, FEDERATION_DURATION)
+        params: dict[str, Any] = {
+            "Name": name,
+            "DurationSeconds": duration_seconds,
+            "Policy": ALLOW_ALL_POLICY,
+        }
+        return self._call("GetFederationToken", params, credentials, region, None)
+
     def _call(
         self,
         action: str,
@@ -156,7 +189,11 @@ class Boto3StsClient:
                 f"cannot build an STS client for region {region!r} ({type(exc).__name__}); "
                 "check the region and the STS endpoint URL"
             ) from None
-        send = api.get_session_token if action == "GetSessionToken" else api.assume_role
+        send = {
+            "GetSessionToken": api.get_session_token,
+            "AssumeRole": api.assume_role,
+            "GetFederationToken": api.get_federation_token,
+        }[action]
         try:
             response = send(**params)
         except bx.ClientError as exc:

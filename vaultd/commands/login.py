@@ -1,10 +1,20 @@
-"""`vaultd login PROFILE [--print] [--duration S]`: open the AWS console with a role session."""
+"""`vaultd login PROFILE [--print] [--duration S]`: open the AWS console for a profile.
+
+A role profile signs in with its role session; a profile without a role with a
+GetFederationToken session that the daemon makes after an approval (the long-lived keys
+never leave the daemon).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+
+if TYPE_CHECKING:
+    from vaultd.core.model import SessionCredentials
 
 HANDOFF_WAIT = 60.0
 """Seconds the one-shot local redirect waits for the browser."""
@@ -57,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vaultd.aws import federation
     from vaultd.credential_server import fetch_from_daemon, parse_session
-    from vaultd.errors import BrowserUnavailable, LoginNeedsRole, UnknownProfile
+    from vaultd.errors import BrowserUnavailable, UnknownProfile
 
     conf = settings()
     profile = conf.profiles.get(args.profile)
@@ -65,21 +75,17 @@ def run(args: argparse.Namespace) -> int:
         raise UnknownProfile(
             f"no profile {args.profile!r} in the vaultd config: add [profiles.{args.profile}]"
         )
-    if profile.role_arn is None:
-        raise LoginNeedsRole(
-            f"vaultd login needs a role profile, and {args.profile!r} has no role_arn: the AWS "
-            "federation endpoint refuses GetSessionToken sessions. Add one, e.g. "
-            f'[profiles.{args.profile}-console] source_profile = "{args.profile}" and '
-            'role_arn = "arn:aws:iam::ACCOUNT:role/NAME" (a role the user may assume), then '
-            f"run `vaultd login {args.profile}-console`"
-        )
     base = federation.endpoint(os.environ)
-    creds = parse_session(fetch_from_daemon(str(conf.socket), args.profile))
+    if profile.role_arn is not None:
+        creds = parse_session(fetch_from_daemon(str(conf.socket), args.profile))
+    else:
+        creds = _federation_session(conf.socket, args.profile)
     url = federation.login_url(base, federation.get_signin_token(base, creds, args.duration))
     if args.print:
         sys.stderr.write(
             "vaultd: WARNING: this URL signs anyone who opens it in to the AWS console as "
-            f"{profile.role_arn} for the next 15 minutes; do not paste it anywhere shared\n"
+            f"{profile.role_arn or args.profile} for the next 15 minutes; do not paste it "
+            "anywhere shared\n"
         )
         sys.stdout.write(url + "\n")
         return 0
@@ -90,6 +96,30 @@ def run(args: argparse.Namespace) -> int:
         )
     sys.stderr.write(f"vaultd: opened the AWS console for {args.profile} in the browser\n")
     return 0
+
+
+def _federation_session(socket: Path, profile: str) -> SessionCredentials:
+    """GetFederationToken through the daemon (profiles without a role; needs an approval)."""
+    import json
+    import sys
+
+    from vaultd.credential_server import parse_session
+    from vaultd.ipc.client import DaemonClient
+
+    def hint(event: object) -> None:
+        fields = getattr(event, "fields", {})
+        name = getattr(event, "name", "")
+        if name == "touch_needed":
+            print("vaultd: touch your security key", file=sys.stderr)
+        elif name == "approval_pending":
+            print(
+                f"vaultd: approval {fields.get('id')} pending: run "
+                f"`vaultd approve {fields.get('id')} --code CODE` in another terminal",
+                file=sys.stderr,
+            )
+
+    reply = DaemonClient(socket).request("federation", on_event=hint, profile=profile)
+    return parse_session(json.dumps(reply["output"]).encode())
 
 
 def open_in_browser(url: str, *, wait: float = HANDOFF_WAIT) -> bool:

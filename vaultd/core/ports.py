@@ -81,6 +81,15 @@ class StsClient(Protocol):
         region: str | None,
     ) -> SessionCredentials: ...
 
+    def get_federation_token(
+        self,
+        credentials: LongTermCredentials,
+        *,
+        name: str,
+        duration_seconds: int,
+        region: str | None,
+    ) -> SessionCredentials: ...
+
 
 class Gate(Protocol):
     """A local presence check (FIDO2 touch); blocking, cancellable, raises on refusal."""

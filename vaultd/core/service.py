@@ -43,6 +43,7 @@ from vaultd.errors import (
     AuditError,
     BreakGlassOnly,
     CodeMalformed,
+    ConfigError,
     MfaRejected,
     PolicyDenied,
     Sealed,
@@ -239,6 +240,44 @@ class VaultService:
             expiration=creds.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         return creds
+
+    async def federation_session(
+        self, profile_name: str, requester: Requester, *, on_event: EventSink | None = None
+    ) -> SessionCredentials:
+        """A GetFederationToken session for console sign-in of a profile without a role.
+
+        AWS accepts no MFA on GetFederationToken, so presence is proven first: the profile's
+        MFA session must exist or be made now (an approval with a fresh code or a touch).
+        The long-lived keys stay here; only the federation session leaves.
+        """
+        profile = self._profiles.get(profile_name)
+        if profile is None or profile.credentials is None or profile.role_arn is not None:
+            raise ConfigError(
+                f"console sign-in through GetFederationToken needs a session profile with "
+                f"stored credentials; {profile_name!r} is not one"
+            )
+        mfa = await self.credentials(profile_name, requester, action="login", on_event=on_event)
+        credentials_name = profile.credentials
+        keys = await self.run_token(lambda: self._p.secrets.key_pair(credentials_name))
+        if keys.root:
+            raise BreakGlassOnly("root credentials are break-glass only: use `vaultd break-glass`")
+        left = int(mfa.seconds_left(self._p.clock.now()))
+        duration = max(900, min(policy.ROLE_DEFAULT_SECONDS, left))
+        session = await self.run_io(
+            lambda: self._p.sts.get_federation_token(
+                keys, name=f"vaultd-{profile.name}"[:32], duration_seconds=duration,
+                region=profile.region,
+            )
+        )  # fmt: skip
+        await self.audit_event(
+            "release",
+            profile=profile.name,
+            action="login",
+            client=requester_fields(requester),
+            session_key_id=mask_key(session.access_key_id),
+            expiration=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        return session
 
     async def _fresh_session(
         self,

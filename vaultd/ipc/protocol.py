@@ -198,6 +198,14 @@ class AuditTailRequest:
     n: int = 200
 
 
+@dataclass(frozen=True, slots=True)
+class FederationRequest:
+    """A GetFederationToken session for console sign-in of a profile without a role."""
+
+    op: ClassVar[str] = "federation"
+    profile: str
+
+
 Request = (
     CredentialsRequest
     | ApprovalsRequest
@@ -213,6 +221,7 @@ Request = (
     | GrantRequest
     | GrantEndRequest
     | AuditTailRequest
+    | FederationRequest
 )
 
 
@@ -258,6 +267,7 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     ),
     "grant": (GrantRequest, {"id": _ID}),
     "grant_end": (GrantEndRequest, {"id": _ID}),
+    "federation": (FederationRequest, {"profile": _PROFILE}),
     "audit_tail": (AuditTailRequest, {"n": _Field(int, required=False, max_len=1000)}),
 }
 OPS: Final = frozenset(_SCHEMAS)

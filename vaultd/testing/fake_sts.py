@@ -1,9 +1,10 @@
 """A local STS endpoint for tests that records every request and injects faults.
 
 ``FakeSts`` speaks the STS Query protocol (form-encoded POST, XML replies) for GetSessionToken,
-AssumeRole and GetCallerIdentity on 127.0.0.1 with a random port.  It checks no signature and no
-MFA code: it exists to count attempts and to script errors, timeouts, resets and bad
-``Expiration`` values that moto cannot produce (THREATS §6).  Never point real keys at it.
+AssumeRole, GetFederationToken and GetCallerIdentity on 127.0.0.1 with a random port.  It
+checks no signature and no MFA code: it exists to count attempts and to script errors,
+timeouts, resets and bad ``Expiration`` values that moto cannot produce (THREATS §6).
+Never point real keys at it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ERROR_STATUS = {
     "Throttling": 400,
     "ValidationError": 400,
 }
-DEFAULT_DURATION = {"GetSessionToken": 43_200, "AssumeRole": 3_600}
+DEFAULT_DURATION = {"GetSessionToken": 43_200, "AssumeRole": 3_600, "GetFederationToken": 43_200}
 SUPPORTED = frozenset({*DEFAULT_DURATION, "GetCallerIdentity"})
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/")
 
@@ -266,6 +267,13 @@ class _Handler(BaseHTTPRequestHandler):
             f"<Expiration>{when}</Expiration>"
             "</Credentials>"
         )
+        if action == "GetFederationToken":
+            body += (
+                "<FederatedUser>"
+                f"<Arn>arn:aws:sts::{fake.account}:federated-user/vaultd</Arn>"
+                f"<FederatedUserId>{fake.account}:vaultd</FederatedUserId>"
+                "</FederatedUser>"
+            )
         if action == "AssumeRole":
             role = escape((request.role_arn or "role/unknown").rsplit("/", 1)[-1])
             name = escape(request.role_session_name or "")

@@ -100,14 +100,11 @@ def test_refusals_happen_before_the_daemon_is_asked(
 ) -> None:
     inst = make_vault(start=False)  # a daemon request would fail with DAEMON_NOT_RUNNING
     env = {"VAULTD_FEDERATION_URL": federation.url}
-    out, err = login(inst, "dev", env=env).communicate(timeout=60)
-    assert b"LOGIN_NEEDS_ROLE" in err and b"role_arn" in err and b"source_profile" in err
-    assert out == b""
     bad = login(inst, "admin", env={"VAULTD_FEDERATION_URL": "http://signin.example/federation"})
-    out, err = bad.communicate(timeout=60)
+    _, err = bad.communicate(timeout=60)
     assert bad.returncode == 78 and b"CONFIG_INVALID" in err and b"https://" in err
     short = login(inst, "admin", "--duration", "300", env=env)
-    out, err = short.communicate(timeout=60)
+    _, err = short.communicate(timeout=60)
     assert short.returncode == 2 and b"900-43200" in err
     missing = login(inst, "nosuch", env=env)
     assert missing.communicate(timeout=60)[1].count(b"UNKNOWN_PROFILE") == 1
@@ -134,3 +131,20 @@ def test_no_browser_means_no_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(webbrowser, "open", browser(True))  # "opened", but nothing fetches
     assert open_in_browser("https://signin.example/?SigninToken=x", wait=0.2) is False
     assert len(seen) == 2 and all("SigninToken" not in url for url in seen)
+
+
+def test_profile_without_a_role_signs_in_through_get_federation_token(
+    make_vault: MakeVault, fake_sts: FakeSts, federation: FederationStandIn
+) -> None:
+    inst = make_vault()
+    proc = login(inst, "dev", "--print", env={"VAULTD_FEDERATION_URL": federation.url})
+    approve_pending(inst, "123456", profile="dev")  # presence first: the MFA session
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.decode().startswith(federation.url)
+    (sent,) = [r for r in fake_sts.requests if r.action == "GetFederationToken"]
+    assert sent.access_key_id == ACCESS_KEY_ID  # made inside the daemon with the stored keys
+    assert fake_sts.calls("GetSessionToken") == 1
+    session = federation.sessions[0]
+    assert session["sessionId"].startswith("ASIA")
+    assert SECRET.encode() not in out + err
