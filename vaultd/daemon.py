@@ -124,6 +124,10 @@ class TokenHolder:
         self.seal()
         self.token = app.open_key(self._settings, pin)
 
+    def abandon(self) -> None:
+        """Forget a token whose call hangs (closing it would block on the same lock)."""
+        self.token = None
+
     def seal(self) -> None:
         """Log out; every later secret access raises ``Sealed``."""
         token, self.token = self.token, None
@@ -227,6 +231,7 @@ class Daemon:
         )
         self.breakglass = BreakGlassDesk(self.service)
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: set[Connection] = set()
 
     def _touch_gate(self) -> TouchGate:
@@ -304,10 +309,26 @@ class Daemon:
         try:
             return self.holder.mac(data)
         except Sealed:
+            if self._loop is not None and not self.service.sealed:
+                self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
             raise OSError("the token is sealed, so audit records cannot be MACed") from None
 
     async def _run_token(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._token_thread, fn)
+        """Run ``fn`` on the token thread; a call that hangs past the deadline seals."""
+        timeout = self.settings.pkcs11.call_timeout
+        future = asyncio.get_running_loop().run_in_executor(self._token_thread, fn)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            log.error("a token call did not return within %.1f s: sealing", timeout)
+            self.service.seal()
+            self.holder.abandon()
+            self._token_thread.shutdown(wait=False)
+            self._token_thread = ThreadPoolExecutor(1, thread_name_prefix="vaultd-token")
+            raise Sealed(
+                f"the token did not answer within {timeout:g} s: the vault is sealed; check "
+                "the token, restart vaultd, then `vaultd unlock`"
+            ) from None
 
     async def _run_io(self, fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
@@ -332,7 +353,11 @@ class Daemon:
             from vaultd.aws.credential_process import render
 
             creds = await svc.credentials(
-                request.profile, conn.requester, action=request.action, on_event=_forward(conn)
+                request.profile,
+                conn.requester,
+                action=request.action,
+                on_event=_forward(conn),
+                alive=lambda: not conn.closed,
             )
             return credentials_reply(render(creds))
         if isinstance(request, ApprovalsRequest):
@@ -564,7 +589,7 @@ class Daemon:
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         await self._run_token(self._unseal_at_start)
         await self.server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):

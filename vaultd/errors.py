@@ -327,6 +327,12 @@ class PeerRefused(ProtocolError):
     code = "PEER_REFUSED"
 
 
+class ClientGone(ProtocolError):
+    """The client disconnected before its reply was ready; nothing was sent to it."""
+
+    code = "CLIENT_GONE"
+
+
 class Busy(ProtocolError):
     """Too many connections or waiters."""
 

@@ -74,6 +74,8 @@ class Pkcs11Settings(_Section):
     """Label of the AES-256 key-encryption key inside the token."""
     pin_source: str = "keyring"
     """`keyring` (default), `file:/abs/path` (0600, yours; systemd credentials) or `prompt`."""
+    call_timeout: float = Field(5.0, gt=0, le=120)
+    """Seconds one token call may take; a hung token seals the vault."""
     module_allowlist: tuple[str, ...] = ()
     """Extra module paths allowed besides the built-in list of known vendor modules."""
 

@@ -26,7 +26,7 @@ def parse_key_pair_input(text: str, *, root: bool) -> LongTermCredentials:
     """
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest(
             'stdin is not JSON: pipe {"AccessKeyId": "...", "SecretAccessKey": "..."}'
         ) from None
@@ -62,7 +62,7 @@ def decode_key_pair(plaintext: bytes, *, root: bool) -> LongTermCredentials:
     try:
         obj = json.loads(plaintext)
         return make_key_pair(obj["AccessKeyId"], obj["SecretAccessKey"], root=root)
-    except (ValueError, KeyError, TypeError, BadRequest):
+    except (ValueError, KeyError, TypeError, RecursionError, BadRequest):
         raise RecordCorrupt(
             "a stored key pair does not parse: restore it with `vaultd add`"
         ) from None
@@ -190,7 +190,7 @@ def decode_fido2_credential(plaintext: bytes, *, name: str) -> Fido2CredentialRe
             last_used=None if last is None else _time_value(last),
             hmac_secret=obj["hmac_secret"],
         )
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         raise RecordCorrupt(
             f"the stored FIDO2 credential {name!r} does not parse: remove it with "
             f"`vaultd fido2 remove {name}` and enrol the authenticator again"
@@ -331,7 +331,7 @@ def decode_totp_seed(plaintext: bytes, *, name: str) -> TotpSeed:
         if not isinstance(serial, str) or seed_record_name(serial) != name:
             raise ValueError("the serial does not match the record name")
         return TotpSeed(serial, _base32_key(secret))
-    except (ValueError, TypeError, BadRequest):
+    except (ValueError, TypeError, RecursionError, BadRequest):
         raise RecordCorrupt(
             "a stored MFA seed does not parse: remove it with `vaultd mfa remove SERIAL` and "
             "add it again"

@@ -42,6 +42,7 @@ from vaultd.errors import (
     ApprovalUnavailable,
     AuditError,
     BreakGlassOnly,
+    ClientGone,
     CodeMalformed,
     ConfigError,
     MfaRejected,
@@ -163,6 +164,7 @@ class VaultService:
         self.sealed = False
         self.touch_waiting: set[str] = set()
         self._wipers: list[Callable[[], None]] = []
+        self._serial_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._audit_timeout = audit_timeout
         self._policy = access_policy or default_policy()
@@ -184,14 +186,18 @@ class VaultService:
         *,
         action: str = "credential_process",
         on_event: EventSink | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
+
+        ``alive`` tells whether the client still waits: a session made for a client that went
+        away fills the cache but is not recorded as a release (nothing left the daemon).
 
         Every refusal is audited (best effort: when the audit log itself fails, the request is
         refused all the same).
         """
         try:
-            return await self._credentials(profile_name, requester, action, on_event)
+            return await self._credentials(profile_name, requester, action, on_event, alive)
         except AuditError:
             raise
         except VaultError as exc:
@@ -211,6 +217,7 @@ class VaultService:
         requester: Requester,
         action: str,
         on_event: EventSink | None,
+        alive: Callable[[], bool] | None,
     ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
@@ -231,6 +238,8 @@ class VaultService:
             creds = await self.flight.run(
                 key, lambda: self._fresh_session(profile, requester, action, on_event)
             )
+        if alive is not None and not alive():
+            raise ClientGone("the client went away before its credentials were ready")
         await self.audit_event(
             "release",
             profile=profile.name,
@@ -307,8 +316,27 @@ class VaultService:
         on_event: EventSink | None,
         asked_for: Profile,
     ) -> SessionCredentials:
-        """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code."""
+        """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code.
+
+        One MFA ceremony at a time per MFA serial (THREATS T10): profiles sharing a device
+        queue behind each other instead of prompting at once.
+        """
         creds_name, serial = self._source_of(profile)
+        async with self._serial_locks.setdefault(serial, asyncio.Lock()):
+            return await self._mfa_call_locked(
+                profile, requester, action, on_event, asked_for, creds_name, serial
+            )
+
+    async def _mfa_call_locked(
+        self,
+        profile: Profile,
+        requester: Requester,
+        action: str,
+        on_event: EventSink | None,
+        asked_for: Profile,
+        creds_name: str,
+        serial: str,
+    ) -> SessionCredentials:
         keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
         if keys.root:
             raise BreakGlassOnly(

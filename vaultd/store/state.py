@@ -35,7 +35,7 @@ class StateFile:
             raise StoreUnreadable(f"{self._path} is larger than 1 MiB: remove it and restart")
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise StoreUnreadable(
                 f"{self._path} is not JSON: move it aside and restart (used-code memory resets)"
             ) from None

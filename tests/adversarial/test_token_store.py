@@ -1,0 +1,258 @@
+"""Token loss, hangs and PIN lockout on a running daemon (THREATS T9, T21; §3 rows 26, 27).
+
+The daemon runs in this process (``Daemon.run`` in the test's event loop, real socket, real
+SoftHSM2 token made and filled through the real CLI) with ``pkcs11.lib`` replaced by
+:class:`~vaultd.testing.faulty_pkcs11.FaultyPkcs11`.  That wrapper is a fake only for what no
+real peer can do: SoftHSM2 cannot be unplugged, hung or PIN-locked, so those faults are
+scripted at the session boundary; every other token call reaches SoftHSM2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from pkcs11 import exceptions as pkerr
+
+from vaultd.daemon import Daemon
+from vaultd.errors import (
+    AuditError,
+    HsmPinIncorrect,
+    HsmPinLocked,
+    Sealed,
+    VaultError,
+)
+from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.ipc.client import AsyncDaemonClient
+from vaultd.ipc.protocol import Event
+from vaultd.settings import load_settings
+from vaultd.testing.faulty_pkcs11 import FaultyPkcs11, PinStep
+from vaultd.testing.harness import MFA_SERIAL, Installation
+from vaultd.testing.softhsm import reinitialize
+
+from .conftest import MakeVault, record_output
+
+pytestmark = pytest.mark.hsm
+
+PROFILES: dict[str, dict[str, object]] = {
+    "dev": {"credentials": "dev", "mfa_serial": MFA_SERIAL},
+    "ops": {"credentials": "dev", "mfa_serial": "arn:aws:iam::123456789012:mfa/ops"},
+}
+
+
+@dataclass
+class Running:
+    """An in-process daemon, its faulty token layer and its installation."""
+
+    daemon: Daemon
+    faulty: FaultyPkcs11
+    inst: Installation
+    client: AsyncDaemonClient
+
+    async def credentials(self, profile: str, code: str | None = None) -> dict[str, object]:
+        """A ``credentials`` request; with ``code``, its approval is answered with it."""
+
+        answers: list[asyncio.Future[dict[str, object]]] = []
+
+        def approve(event: Event) -> None:
+            if code is not None and event.name == "approval_pending":
+                request = self.client.request("approve", id=event.fields["id"], code=code)
+                answers.append(asyncio.ensure_future(request))
+
+        reply = await self.client.request("credentials", profile=profile, on_event=approve)
+        for answer in answers:
+            await answer
+        record_output(json.dumps(reply).encode())
+        return reply
+
+
+@pytest.fixture
+def environment(
+    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Installation]]:
+    """Point this process at a fresh installation (env, SoftHSM2 conf), as `vaultd` would be."""
+    made: list[Installation] = []
+
+    def make(**kwargs: object) -> Installation:
+        inst = make_vault(profiles=PROFILES, start=False, **kwargs)
+        env = inst.env
+        for key in list(os.environ):
+            if key not in env:
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        reinitialize(inst.token.module_path)
+        made.append(inst)
+        return inst
+
+    yield make
+    for inst in made:
+        reinitialize(inst.token.module_path)
+
+
+@pytest.fixture
+async def running(environment: Callable[..., Installation]) -> AsyncIterator[Running]:
+    """A daemon serving in this event loop through a :class:`FaultyPkcs11`."""
+    async with Serving(environment()) as run:
+        yield run
+
+
+class Serving:
+    """`async with Serving(inst)`: run the daemon of ``inst`` in this loop, faulty token layer."""
+
+    def __init__(self, inst: Installation, faulty: FaultyPkcs11 | None = None) -> None:
+        self.inst = inst
+        self.faulty = faulty or FaultyPkcs11(inst.token.module_path)
+
+    async def __aenter__(self) -> Running:
+        self._patch = self.faulty.installed()
+        self._patch.__enter__()
+        daemon = Daemon(load_settings())
+        self._task = asyncio.create_task(daemon.run())
+        client = AsyncDaemonClient(self.inst.socket, timeout=30)
+        for _ in range(300):
+            if self._task.done():
+                self._task.result()
+            if self.inst.socket.exists():
+                break
+            await asyncio.sleep(0.02)
+        self.run = Running(daemon, self.faulty, self.inst, client)
+        return self.run
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.run.daemon._stop.set()
+        try:
+            await asyncio.wait_for(self._task, 30)
+        finally:
+            self._patch.__exit__(None, None, None)
+
+
+DEVICE_ERRORS = [
+    pkerr.DeviceRemoved,
+    pkerr.TokenNotPresent,
+    pkerr.SessionHandleInvalid,
+    pkerr.DeviceError,
+]
+
+
+@pytest.mark.parametrize("error", DEVICE_ERRORS, ids=lambda e: e.__name__)
+async def test_token_lost_mid_decrypt_seals_and_wipes_the_cache(
+    running: Running, error: type[pkerr.PKCS11Error]
+) -> None:
+    """Row 26 / T21 / G19: the failing request and every later one get SEALED; cache empty."""
+    served = await running.credentials("dev", code="123456")
+    assert "output" in served
+    running.faulty.fail("decrypt", error)
+    with pytest.raises(Sealed):
+        await running.credentials("ops")  # needs the key pair: decrypt fails mid-request
+    assert running.faulty.calls["decrypt"] >= 1
+    with pytest.raises(Sealed):
+        await running.credentials("dev")  # was cached: still refused
+    status = await running.client.request("status")
+    assert status["sealed"] is True
+    assert all(p["expires_at"] is None for p in status["profiles"])  # type: ignore[attr-defined]
+    assert list(running.daemon.service.cache.entries()) == []
+    # Unsealing needs the human: the PIN, through `unlock`.
+    pin = (running.inst.root / "pin").read_text()
+    await running.client.request("unlock", pin=pin)
+    assert "output" in await running.credentials("ops", code="234567")
+
+
+async def test_token_lost_while_serving_from_cache_seals(running: Running) -> None:
+    """T21: the token goes away between two cache hits: SEALED next, cache wiped."""
+    await running.credentials("dev", code="123456")
+    running.faulty.fail("sign", pkerr.DeviceRemoved)
+    with pytest.raises(VaultError) as first:
+        await running.credentials("dev")
+    assert first.value.code in ("SEALED", "AUDIT_UNAVAILABLE")  # nothing released either way
+    with pytest.raises(VaultError) as second:
+        await running.credentials("dev")
+    assert second.value.code == "SEALED"
+    assert list(running.daemon.service.cache.entries()) == []
+
+
+async def test_fail_closed_while_serving_from_cache_without_the_token(running: Running) -> None:
+    """T14/T21 today: with the token gone, cache hits are refused (audit cannot be MACed)."""
+    await running.credentials("dev", code="123456")
+    running.faulty.fail("sign", pkerr.DeviceRemoved)
+    for _ in range(2):
+        with pytest.raises((Sealed, AuditError)):
+            await running.credentials("dev")
+
+
+async def test_token_call_hanging_past_the_deadline_seals(
+    environment: Callable[..., Installation],
+) -> None:
+    """Row 26: a call hanging past the timeout seals like a removed token."""
+    inst = environment(extra={"ipc": {"request_timeout": 3.0}, "pkcs11": {"call_timeout": 1.0}})
+    release = threading.Event()
+    try:
+        async with Serving(inst) as run:
+            run.faulty.hang("decrypt", release)
+            with pytest.raises(VaultError) as info:
+                await run.credentials("ops")
+            release.set()
+            assert info.value.code == "SEALED"
+    finally:
+        release.set()
+
+
+PROGRESSION = [PinStep.INCORRECT, PinStep.COUNT_LOW, PinStep.FINAL_TRY, PinStep.LOCKED]
+
+
+async def test_pin_progression_over_the_socket(
+    environment: Callable[..., Installation], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Row 27 / T9 / G18: one C_Login per entry; flags reach the client; LOCKED stays sealed.
+
+    SoftHSM2 never locks a PIN (THREATS §6), so FaultyPkcs11 scripts the token's counter.
+    """
+    inst = environment()
+    inst.config["pkcs11"]["pin_source"] = "prompt"
+    inst.write_config()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_script=PROGRESSION)
+    async with Serving(inst, faulty) as run:
+        assert (await run.client.request("status"))["sealed"] is True
+        seen: list[tuple[str, bool, bool]] = []
+        for attempt in range(1, 4):
+            with pytest.raises(HsmPinIncorrect) as info:
+                await run.client.request("unlock", pin=f"wrong-{attempt}")
+            seen.append((info.value.code, info.value.count_low, info.value.final_try))
+            assert faulty.logins == attempt  # exactly one C_Login per entry, no retry
+        assert seen == [
+            ("HSM_PIN_INCORRECT", False, False),
+            ("HSM_PIN_INCORRECT", True, False),
+            ("HSM_PIN_INCORRECT", False, True),
+        ]
+        with pytest.raises(HsmPinLocked) as locked:
+            await run.client.request("unlock", pin="wrong-4")
+        assert faulty.logins == 4
+        assert "SO PIN" in str(locked.value)  # recovery text
+        # Locked: even the right PIN is refused without touching the token again.
+        with pytest.raises(HsmPinLocked):
+            await run.client.request("unlock", pin=inst.token.user_pin)
+        assert faulty.logins == 4
+        assert (await run.client.request("status"))["sealed"] is True
+        with pytest.raises(Sealed):
+            await run.credentials("dev")
+    assert inst.token.user_pin not in caplog.text and "wrong-" not in caplog.text
+
+
+def test_pin_progression_in_the_adapter(environment: Callable[..., Installation]) -> None:
+    """Row 27 at the adapter: the flags are read after each failure, never a second login."""
+    inst = environment()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_script=PROGRESSION)
+    results: list[str] = []
+    with faulty.installed():
+        for _ in range(5):
+            try:
+                Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", "000000").close()
+            except VaultError as exc:
+                results.append(exc.code)
+    assert results == ["HSM_PIN_INCORRECT"] * 3 + ["HSM_PIN_LOCKED"] * 2
+    assert faulty.logins == 4
