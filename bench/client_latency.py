@@ -1,19 +1,23 @@
 """Wall time of the credential_process client on a cache hit, against interpreter floors.
 
 Commands run interleaved in one run (a shuffled round of every command, repeated), so drift
-hits them alike.  Every client run must print exactly the cached credential JSON.  Two rows
-break the client's cost down: (d) runs credproc's precompiled bytecode (no compile of the
-script), and "socket round trip" is one ``credentials`` request from this process (no spawn).
+hits them alike.  Every client run must print exactly the cached credential JSON.  (e) is the
+command ``vaultd setup aws-profile`` writes into ~/.aws/config (the client imported, so its
+cached bytecode is used).  Two rows break the client's cost down: (d) runs credproc's
+precompiled bytecode directly, and "socket round trip" is one ``credentials`` request from
+this process (no spawn).
 
     python bench/client_latency.py [--quick]
 
-Target: the ``-I -S credproc.py`` entry within 1.5x of ``python3 -I -S -c pass``.
+Target: the command ``setup`` writes within 1.5x of ``python3 -I -S -c pass``; (a), the
+script path, is printed beside it (it pays the compile of the script on every run).
 """
 
 from __future__ import annotations
 
 import py_compile
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -34,7 +38,11 @@ from _common import (
     table,
 )
 
+from vaultd.commands.setup import client_command
+
 TARGET_RATIO = 1.5
+SETUP = "(e) the command `vaultd setup aws-profile` writes"
+SCRIPT = "(a) python3 -I -S credproc.py"
 
 
 def _time_once(argv: list[str], env: dict[str, str], expected: bytes | None) -> float:
@@ -75,7 +83,8 @@ def main() -> int:
         commands: dict[str, tuple[list[str], bytes | None]] = {
             "python3 -I -S -c pass (floor)": ([python, "-I", "-S", "-c", "pass"], None),
             "python3 -c pass": ([python, "-c", "pass"], None),
-            "(a) python3 -I -S credproc.py": (credproc_argv(inst, "dev"), expected),
+            SCRIPT: (credproc_argv(inst, "dev"), expected),
+            SETUP: (shlex.split(client_command("dev", str(inst.socket))), expected),
             "(c) python3 -m vaultd credential-process": (
                 [python, "-m", "vaultd", "credential-process", "dev"],
                 expected,
@@ -119,11 +128,13 @@ def main() -> int:
     ]
     print(f"credential_process client on a cache hit: {rounds} interleaved rounds\n")
     print(table(["command", "median ms", "p90 ms", "vs floor"], rows))
-    ratio = median(samples["(a) python3 -I -S credproc.py"]) / floor
+    ratio = median(samples[SETUP]) / floor
+    script_ratio = median(samples[SCRIPT]) / floor
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(
-        f"\nsummary: credproc.py -I -S is {ratio:.2f}x the -I -S floor "
-        f"(target <= {TARGET_RATIO}x: {verdict}); every client output matched the cached JSON"
+        f"\nsummary: the setup command is {ratio:.2f}x the -I -S floor "
+        f"(target <= {TARGET_RATIO}x: {verdict}), credproc.py as a script {script_ratio:.2f}x; "
+        "every client output matched the cached JSON"
     )
     return 0
 

@@ -153,12 +153,6 @@ def test_static_error_paths_keep_the_contract(make_vault: MakeVault) -> None:
         assert_contract(finish(run(argv, inst)), "SEALED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG row 5/G16: the daemon writes BUSY and closes at accept; credproc.fetch sends "
-    "its request after that close, gets EPIPE and reports PROTOCOL_ERROR 'Broken pipe' "
-    "instead of reading the queued BUSY frame (about 7 runs in 10)",
-)
 def test_busy_reaches_the_client_as_busy(one_slot: Installation) -> None:
     """Row 5: a client refused at the cap is told BUSY, every time."""
     inst = one_slot

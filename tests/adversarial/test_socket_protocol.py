@@ -236,14 +236,6 @@ def test_socket_replaced_or_reowned_seals_the_daemon(make_vault: MakeVault, chan
         squatter.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG row 5: the shipped clients connect with a timeout, so a full listen backlog "
-    "fails them at once instead of making them wait: DaemonClient raises a bare "
-    "BlockingIOError (EAGAIN; `vaultd status` prints a traceback) and credproc reports "
-    "PROTOCOL_ERROR 'Resource temporarily unavailable'. Connect blocking (or retry EAGAIN "
-    "until the timeout), then set the timeout",
-)
 def test_clients_wait_for_a_full_listen_backlog(make_vault: MakeVault) -> None:
     """Row 5: with the daemon stopped and its backlog full, clients wait, then are served."""
     inst = make_vault()

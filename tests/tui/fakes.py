@@ -6,23 +6,46 @@ To behave like the real thing it reuses the real pieces: requests are validated 
 states, code checks and errors), and every reply, error and event goes through the real wire
 codec (``success_reply``/``error_reply``/``event_frame`` then ``decode_reply``), so the TUI sees
 the same shapes and the same ``VaultError`` classes as from a real daemon.
+
+Break-glass mirrors ``vaultd.core.breakglass``: the same reason and code checks in the same
+order, the touch as a pending ``break_glass`` approval in the book (``hold_touch`` keeps it
+waiting until :meth:`FakeDaemonClient.touch`), a grant readable exactly once (then
+``GRANT_USED``), ``grant_end``, critical audit records, and the grant reply built by the real
+``credential_process`` renderer.  ``unlock`` checks the token PIN like the real token does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from vaultd.core.approvals import Approval, ApprovalBook, ApprovalEvent
-from vaultd.core.model import ApprovalMethod, Requester
-from vaultd.errors import BadRequest, DaemonNotRunning, VaultError
+from vaultd.aws.credential_process import render
+from vaultd.core.approvals import Approval, ApprovalBook, ApprovalEvent, new_approval_id
+from vaultd.core.breakglass import DEFAULT_SECONDS, MAX_REASON, MIN_REASON
+from vaultd.core.model import CODE_RE, ApprovalMethod, Requester, SessionCredentials
+from vaultd.errors import (
+    BadRequest,
+    BreakGlassOnly,
+    CodeMalformed,
+    DaemonNotRunning,
+    Fido2PinInvalid,
+    Fido2PinRequired,
+    GrantUsed,
+    HsmPinIncorrect,
+    MfaRejected,
+    Sealed,
+    UnknownProfile,
+    VaultError,
+)
 from vaultd.ipc.client import NOT_RUNNING_MESSAGE
 from vaultd.ipc.protocol import (
     PROTOCOL_VERSION,
+    BreakGlassRequest,
     Event,
+    credentials_reply,
     decode_reply,
     error_reply,
     event_frame,
@@ -40,6 +63,11 @@ REQUESTER = Requester(
     parent_pid=4200,
     parent_command="aws s3 ls",
 )
+TOKEN_PIN = "4711"
+ROOT_CODE = "246810"
+ROOT_KEY_ID = "ASIAFAKEROOTSESSION1"
+ROOT_SECRET = "FakeRootSecretKey0000000000000000000001"
+ROOT_TOKEN = "FakeRootSessionToken0001"
 
 
 @dataclass
@@ -50,10 +78,32 @@ class FakeProfile:
     kind: str = "session"
     approval: str = "code"
     expires_at: datetime | None = None
+    root: bool = False
 
 
 def _time(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class FakeGrant:
+    """A grant and its credentials (None once read or ended)."""
+
+    id: str
+    profile: str
+    reason: str
+    expires_at: datetime
+    credentials: SessionCredentials | None
+    read: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "profile": self.profile,
+            "reason": self.reason,
+            "expires_at": _time(self.expires_at),
+            "read": self.read,
+        }
 
 
 class FakeDaemonClient:
@@ -73,6 +123,11 @@ class FakeDaemonClient:
         self.calls: list[tuple[str, dict[str, object]]] = []
         self.sealed = False
         self.running = True
+        self.fido2_pin: str | None = None
+        self.hold_touch = False
+        self.grants: dict[str, FakeGrant] = {}
+        self.audit_log: list[dict[str, object]] = []
+        self._touched = asyncio.Event()
         self._subscribers: list[asyncio.Queue[bytes | None]] = []
 
     # --- what a test does to the daemon ---------------------------------------------------
@@ -100,6 +155,17 @@ class FakeDaemonClient:
         """The fields of every recorded ``op`` request."""
         return [fields for name, fields in self.calls if name == op]
 
+    def touch(self) -> None:
+        """The user touches the security key (releases a held break-glass touch)."""
+        self._touched.set()
+
+    def audit(self, event: str, **fields: object) -> None:
+        """Append an audit record shaped like the real log's (``seq``, ``time``, ``prev``...)."""
+        seq = len(self.audit_log) + 1
+        time = self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record = {**fields, "seq": seq, "time": time, "event": event}
+        self.audit_log.append({**record, "prev": "0" * 64, "mac": "f" * 64})
+
     # --- the AsyncDaemonClient interface --------------------------------------------------
 
     async def request(
@@ -111,7 +177,9 @@ class FakeDaemonClient:
             raise DaemonNotRunning(NOT_RUNNING_MESSAGE)
         self.calls.append((op, dict(fields)))
         try:
-            body = success_reply(self._handle(op, fields))
+            # Shielded: like a real daemon, the request runs on when the client gives up.
+            result = await asyncio.shield(self._handle(op, fields))
+            body = result if isinstance(result, bytes) else success_reply(result)
         except VaultError as exc:
             body = error_reply(exc)
         reply = decode_reply(body)
@@ -143,9 +211,22 @@ class FakeDaemonClient:
         for queue in self._subscribers:
             queue.put_nowait(body)
 
-    def _handle(self, op: str, fields: Mapping[str, object]) -> Mapping[str, object]:
+    async def _handle(self, op: str, fields: Mapping[str, object]) -> Mapping[str, object] | bytes:
         request = parse_request({"v": PROTOCOL_VERSION, "op": op, **fields})
         self.book.expire_due()
+        if isinstance(request, BreakGlassRequest):
+            grant = await self._break_glass(request)
+            return {"grant": grant.as_dict()}
+        if op == "grant":
+            return credentials_reply(render(self._read_grant(str(fields["id"]))))
+        if op == "grant_end":
+            grant = self.grants.pop(str(fields["id"]), None)
+            if grant is None:
+                raise GrantUsed(f"grant {fields['id']} is not active")
+            self._bg_audit("breakglass_ended", grant.profile, grant=grant.id)
+            return {}
+        if op == "audit_tail":
+            return {"records": self.audit_log[::-1][: int(str(fields.get("n", 200)))]}
         if op == "status":
             return self._status()
         if op == "approvals":
@@ -158,11 +239,18 @@ class FakeDaemonClient:
             return {}
         if op == "lock":
             self.book.cancel_all()
-            self.profiles = [FakeProfile(p.name, p.kind, p.approval) for p in self.profiles]
+            self.grants.clear()
+            self.profiles = [
+                FakeProfile(p.name, p.kind, p.approval, root=p.root) for p in self.profiles
+            ]
             self.sealed = self.sealed or bool(fields.get("seal", False))
+            self.audit("lock", outcome="sealed" if self.sealed else "locked")
             return {}
         if op == "unlock":
+            if fields["pin"] != TOKEN_PIN:
+                raise HsmPinIncorrect("the token refused the PIN; check it and try again")
             self.sealed = False
+            self.audit("unlock", outcome="unsealed")
             return {}
         raise BadRequest(f"op {op!r} is not handled by this daemon")
 
@@ -183,7 +271,79 @@ class FakeDaemonClient:
             "now": _time(now),
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.book.pending()],
+            "touch_needed": [],
+            "grants": [g.as_dict() for g in self.grants.values() if g.expires_at > now],
             "token_label": "vaultd",
             "socket": str(SOCKET),
             "pid": 31337,
         }
+
+    # --- break-glass, as vaultd.core.breakglass does it -------------------------------------
+
+    def _bg_audit(self, event: str, profile: str, **fields: object) -> None:
+        self.audit(event, profile=profile, severity="critical", break_glass=True, **fields)
+
+    async def _break_glass(self, request: BreakGlassRequest) -> FakeGrant:
+        reason = " ".join(request.reason.split())
+        if not MIN_REASON <= len(reason) <= MAX_REASON:
+            raise BadRequest(
+                f"field reason: a reason of {MIN_REASON}-{MAX_REASON} characters is required"
+            )
+        if not CODE_RE.fullmatch(request.code):
+            raise CodeMalformed("the root MFA code is exactly 6 ASCII digits")
+        profile = next((p for p in self.profiles if p.name == request.profile), None)
+        if profile is None:
+            raise UnknownProfile(f"no profile {request.profile!r} in the vaultd config")
+        if profile.kind != "session":
+            raise BreakGlassOnly(
+                f"profile {profile.name!r} is not a root profile: break-glass needs a profile "
+                "whose credentials are a key pair stored with `vaultd add NAME --root`"
+            )
+        client = asdict(REQUESTER)
+        self._bg_audit("breakglass_requested", profile.name, reason=reason, client=client)
+        try:
+            if self.sealed:
+                raise Sealed("the vault is sealed: run `vaultd unlock`")
+            if not profile.root:
+                raise BreakGlassOnly(
+                    f"{profile.name!r} is not a root key pair: use credential_process for IAM "
+                    "users; break-glass is for root credentials"
+                )
+            await self._touch_with_uv(profile.name, request.pin)
+            self._bg_audit("breakglass_factor", profile.name, factor="fido2_uv")
+            if request.code != ROOT_CODE:
+                raise MfaRejected("AWS rejected the MFA code: wait for the next code and retry")
+        except VaultError as exc:
+            self._bg_audit("breakglass_refused", profile.name, outcome=exc.code, client=client)
+            raise
+        expires = self.clock.now() + timedelta(seconds=DEFAULT_SECONDS)
+        session = SessionCredentials(ROOT_KEY_ID, ROOT_SECRET, ROOT_TOKEN, expires)
+        grant = FakeGrant(new_approval_id(), profile.name, reason, expires, session)
+        self.grants[grant.id] = grant
+        self._bg_audit("breakglass_granted", profile.name, grant=grant.id, client=client)
+        return grant
+
+    async def _touch_with_uv(self, profile: str, pin: str | None) -> None:
+        approval = self.book.open(profile, "break_glass", REQUESTER, ApprovalMethod.TOUCH)
+        try:
+            if self.fido2_pin is not None and pin is None:
+                raise Fido2PinRequired("the security key needs its PIN for user verification")
+            if self.fido2_pin is not None and pin != self.fido2_pin:
+                raise Fido2PinInvalid("the security key refused the PIN", attempts_remaining=7)
+            if self.hold_touch:
+                await self._touched.wait()
+        except VaultError:
+            self.book.deny(approval.id)
+            raise
+        self.book.approve(approval.id, code=None)
+
+    def _read_grant(self, grant_id: str) -> SessionCredentials:
+        grant = self.grants.get(grant_id)
+        if grant is None or grant.credentials is None:
+            raise GrantUsed(f"grant {grant_id} was already read, ended or never existed")
+        if self.clock.now() >= grant.expires_at:
+            self.grants.pop(grant_id)
+            raise GrantUsed(f"grant {grant_id} has expired")
+        creds, grant.credentials, grant.read = grant.credentials, None, True
+        self._bg_audit("breakglass_read", grant.profile, grant=grant.id)
+        return creds

@@ -206,7 +206,22 @@ async def test_fake_daemon_replies_like_the_real_one(
             assert _shape(fake_status[key]) == _shape(real_status[key]), key
         profile = real_status["profiles"][0]  # type: ignore[index]
         assert set(fake_status["profiles"][0]) <= set(profile)  # type: ignore[index]
-        for op, fields in (("approve", {"id": "nope", "code": "12"}), ("deny", {"id": "nope"})):
+        await fake.request("lock")
+        real_records = (await real.request("audit_tail", n=5))["records"]
+        fake_records = (await fake.request("audit_tail", n=5))["records"]
+        assert isinstance(real_records, list) and isinstance(fake_records, list)
+        real_lock = next(r for r in real_records if r["event"] == "lock")
+        assert _shape(fake_records) == _shape([real_lock])  # the same keys and value types
+        refused = [
+            ("approve", {"id": "nope", "code": "12"}),
+            ("deny", {"id": "nope"}),
+            ("grant", {"id": "nope"}),
+            ("grant_end", {"id": "nope"}),
+            ("breakglass", {"profile": "dev", "reason": "short", "code": CODE}),
+            ("breakglass", {"profile": "dev", "reason": "MFA lost", "code": "12345"}),
+            ("breakglass", {"profile": "dev", "reason": "MFA lost", "code": CODE}),
+        ]
+        for op, fields in refused:
             with pytest.raises(VaultError) as real_error:
                 await real.request(op, **fields)
             with pytest.raises(VaultError) as fake_error:

@@ -13,9 +13,10 @@ def add_parser(sub: Subparsers) -> None:
     a = what.add_parser(
         "aws-profile",
         help="add or update the credential_process line of a profile in ~/.aws/config",
-        description="Writes the fastest client command (the stdlib client run with `python -I "
-        "-S`, no console-script wrapper). Keeps a backup, writes atomically, and changes "
-        "nothing else in the file; running it twice leaves one stanza.",
+        description="Writes the fastest client command: the stdlib client in an isolated "
+        "interpreter (`python -I -S`), imported so that its cached bytecode is used. Keeps a "
+        "backup, writes atomically, and changes nothing else in the file; running it twice "
+        "leaves one stanza.",
     )
     a.add_argument("name", help="the profile (as configured in vaultd)")
     a.add_argument("--config-file", help="default: $AWS_CONFIG_FILE or ~/.aws/config")
@@ -23,13 +24,26 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def client_command(profile: str, socket: str) -> str:
-    """The credential_process command for ``profile``: stdlib client, isolated interpreter."""
+    """The credential_process command for ``profile``: stdlib client, isolated interpreter.
+
+    The client is imported (from its directory, appended to ``sys.path`` after the standard
+    library) rather than run as a script: a script is compiled on every run (~2.5 ms, a third
+    of the interpreter's own start), an import loads ``__pycache__/credproc.*.pyc``.  That
+    cache is checked against the source by Python itself, so an upgraded vaultd or Python
+    never runs stale bytecode, and an unwritable cache only costs the compile again.
+    """
     import shlex
     import sys
+    from pathlib import Path
 
     from vaultd import credproc
 
-    parts = [sys.executable, "-I", "-S", credproc.__file__, "--socket", socket, profile]
+    directory = str(Path(credproc.__file__).parent)  # an argument: no quoting inside the code
+    code = (
+        "import sys;sys.path.append(sys.argv.pop(1));import credproc;"
+        "sys.exit(credproc.main(sys.argv[1:]))"
+    )
+    parts = [sys.executable, "-I", "-S", "-c", code, directory, "--socket", socket, "--", profile]
     return " ".join(shlex.quote(p) for p in parts)
 
 

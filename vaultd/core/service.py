@@ -82,9 +82,15 @@ class SecretSource(Protocol):
 
 
 class AuditSink(Protocol):
-    """Writes and fsyncs one audit record; raises ``AuditError`` if it cannot (blocking)."""
+    """Writes and fsyncs audit records; raises ``AuditError`` if it cannot."""
 
-    def record(self, event: str, fields: Mapping[str, object]) -> None: ...
+    def record(self, event: str, fields: Mapping[str, object]) -> None:
+        """Blocking: returns once the record is fsynced."""
+        ...
+
+    async def record_async(self, event: str, fields: Mapping[str, object]) -> None:
+        """Returns once the record is fsynced (records of concurrent callers share a commit)."""
+        ...
 
 
 class StateSink(Protocol):
@@ -637,9 +643,8 @@ class VaultService:
     async def audit_event(self, event: str, **fields: object) -> None:
         """Write one audit record, or raise ``AuditError`` if that takes over the deadline."""
         try:
-            await asyncio.wait_for(
-                self.run_io(lambda: self._p.audit.record(event, fields)), self._audit_timeout
-            )
+            async with asyncio.timeout(self._audit_timeout):
+                await self._p.audit.record_async(event, fields)
         except TimeoutError:
             raise AuditError(
                 f"the audit log did not take the record within {self._audit_timeout:g} s; "

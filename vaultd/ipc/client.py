@@ -9,12 +9,14 @@ this module: it has its own stdlib-only client in :mod:`vaultd.credproc`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
-from vaultd.errors import DaemonNotRunning, ProtocolError
+from vaultd.errors import Busy, DaemonNotRunning, ProtocolError
 from vaultd.ipc.protocol import (
     HEADER_SIZE,
     Event,
@@ -65,12 +67,10 @@ class DaemonClient:
         frame = encode_request(op, **fields)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
+            self._connect(sock)
             try:
-                sock.connect(str(self.socket_path))
-            except _NOT_RUNNING_ERRORS:
-                raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
-            try:
-                sock.sendall(frame)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(frame)  # refused already (BUSY): read the queued frame
                 while True:
                     reply = decode_reply(self._read_frame(sock))
                     if not isinstance(reply, Event):
@@ -83,6 +83,26 @@ class DaemonClient:
                 ) from None
             except (ConnectionResetError, BrokenPipeError):
                 raise _closed_early() from None
+
+    def _connect(self, sock: socket.socket) -> None:
+        """Connect; a full listen backlog (EAGAIN) is waited out until the timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                sock.connect(str(self.socket_path))
+                return
+            except _NOT_RUNNING_ERRORS:
+                raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Busy(
+                        f"vaultd did not accept the connection within {self.timeout:g} s"
+                    ) from None
+                time.sleep(0.05)
+            except OSError as exc:
+                raise ProtocolError(
+                    f"cannot connect to {self.socket_path}: {exc.strerror or exc}"
+                ) from None
 
     @staticmethod
     def _recv_exact(sock: socket.socket, size: int) -> bytes:

@@ -15,23 +15,37 @@ from vaultd.core.model import Requester
 
 MAX_PATH_CHARS = 512
 MAX_COMMAND_CHARS = 200
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_READ_SIZE = 4096  # enough for every field shown (command lines are cut at 200 characters)
+_SAFE_SEPARATOR = "Zs"  # spaces: not ``isprintable`` but harmless
 
 
 def printable(text: str, limit: int) -> str:
-    """``text`` with unsafe characters replaced by ``?`` and cut to ``limit`` characters."""
-    cleaned = "".join(
-        "?" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text[: limit + 1]
-    )
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+    """``text`` with unsafe characters replaced by ``?`` and cut to ``limit`` characters.
+
+    Unsafe means Unicode categories Cc, Cf, Cs, Co, Cn, Zl and Zp: exactly what
+    :meth:`str.isprintable` refuses except the Zs spaces, so a printable text (the usual
+    case) is checked in one C loop and only the rare exception goes character by character.
+    """
+    cut = text[: limit + 1]
+    if not cut.isprintable():
+        cut = "".join(
+            ch if ch.isprintable() or unicodedata.category(ch) == _SAFE_SEPARATOR else "?"
+            for ch in cut
+        )
+    return cut if len(cut) <= limit else cut[: limit - 1] + "…"
 
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return f.read(64 * 1024)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return b""
+    try:
+        return os.read(fd, _READ_SIZE)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _readlink(path: str) -> str:
@@ -42,14 +56,13 @@ def _readlink(path: str) -> str:
 
 
 def _command(pid: int) -> str:
-    args = [os.fsdecode(a) for a in _read(f"/proc/{pid}/cmdline").split(b"\0") if a]
-    return " ".join(args)
+    return os.fsdecode(b" ".join(a for a in _read(f"/proc/{pid}/cmdline").split(b"\0") if a))
 
 
 def _parent_pid(pid: int) -> int:
     stat = _read(f"/proc/{pid}/stat")
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so cut at the last ")".
-    fields = stat[stat.rfind(b")") + 1 :].split()
+    fields = stat[stat.rfind(b")") + 1 :].split(None, 2)
     try:
         return int(fields[1]) if stat and len(fields) > 1 else 0
     except ValueError:
@@ -65,17 +78,22 @@ def _real_uid(pid: int) -> int:
     return -1
 
 
+def _kernel_thread_name(pid: int) -> str:
+    comm = os.fsdecode(_read(f"/proc/{pid}/comm").strip())
+    return f"[{comm}]" if comm else ""
+
+
 def describe_process(pid: int, uid: int | None = None) -> Requester:
     """A :class:`Requester` for ``pid``; ``uid`` (from the peer credentials) wins over /proc."""
     if pid <= 0:
         return Requester(pid=pid, uid=-1 if uid is None else uid)
-    command = _command(pid)
-    executable = _readlink(f"/proc/{pid}/exe") or command.split(" ", 1)[0]
+    # The command line is read only when the executable link is unreadable: /proc reads of a
+    # busy process are slow (they take its memory-map lock), and a request pays for each.
+    executable = _readlink(f"/proc/{pid}/exe") or _command(pid).split(" ", 1)[0]
     parent = _parent_pid(pid)
     parent_command = parent_executable = ""
     if parent > 0:
-        comm = os.fsdecode(_read(f"/proc/{parent}/comm").strip())
-        parent_command = _command(parent) or (f"[{comm}]" if comm else "")
+        parent_command = _command(parent) or _kernel_thread_name(parent)
         parent_executable = _readlink(f"/proc/{parent}/exe")
     return Requester(
         pid=pid,

@@ -9,11 +9,15 @@ replaced), and the abstract namespace is never used.  Under systemd socket activ
 
 Each accepted connection has its peer credentials read before any byte; a uid outside
 ``allowed_uids`` is audited and closed with nothing written.  Above ``max_connections`` a
-connection gets one ``BUSY`` frame and is closed.  Every read has a ``read_timeout`` deadline
-and each request (read, handling, reply) a ``request_timeout`` one; ``events`` subscriptions
-are exempt from the latter.  Malformed or oversize frames get an error frame, then the
-connection is closed.  A connection may carry several requests in sequence, except that a
-``credentials`` or ``events`` request is the last one on its connection.
+connection gets one ``BUSY`` frame and is closed.  A client waiting to send a request is closed
+after ``read_timeout``; once a frame's first byte is in, the whole frame must arrive within
+``read_timeout`` of it (one deadline per frame, however the bytes trickle in: no slowloris),
+and the request as a whole (read, handling, reply) has ``request_timeout``; ``events``
+subscriptions are exempt from the latter.  Bytes already waiting are read and replies sent
+without a suspension or a timer; a timer is armed only when the socket would block.
+Malformed or oversize frames get an error frame, then the connection is closed.  A connection
+may carry several requests in sequence, except that a ``credentials`` or ``events`` request is
+the last one on its connection.
 
 The handler is ``async def handler(request, conn) -> Mapping | bytes``: a mapping becomes a
 success reply, bytes (from :func:`~vaultd.ipc.protocol.credentials_reply`) are sent unchanged
@@ -69,6 +73,7 @@ Handler = Callable[[Request, "Connection"], Awaitable[Mapping[str, object] | byt
 _SD_LISTEN_FDS_START = 3
 _MAX_UNIX_PATH = 107
 _ACCEPT_BACKOFF = 0.1
+_WATCH_DELAY = 0.25  # a client leaving mid-request is noticed this late at most
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -85,6 +90,7 @@ class Connection:
         self._write_lock = asyncio.Lock()
         self._requester: Requester | None = None
         self._watching = False
+        self._arming: asyncio.TimerHandle | None = None
         self.peer = peer
         self.closed_event = asyncio.Event()
 
@@ -111,8 +117,11 @@ class Connection:
             if self.closed:
                 return False
             try:
-                async with asyncio.timeout(self._write_timeout):
-                    await asyncio.get_running_loop().sock_sendall(self._sock, frame)
+                sent = _send_now(self._sock, frame)
+                if sent < len(frame):
+                    async with asyncio.timeout(self._write_timeout):
+                        rest = memoryview(frame)[sent:]
+                        await asyncio.get_running_loop().sock_sendall(self._sock, rest)
             except (OSError, TimeoutError):
                 self.mark_closed()
                 return False
@@ -123,34 +132,59 @@ class Connection:
         self.unwatch()
         self.closed_event.set()
 
-    def watch(self, *, exclusive: bool) -> None:
-        """Notice the client leaving while a handler runs; with ``exclusive``, any byte too."""
+    def watch(self, *, exclusive: bool, delay: float) -> None:
+        """Notice the client leaving while a handler runs; with ``exclusive``, any byte too.
+
+        The socket is watched from ``delay`` seconds on: a handler done sooner (a cache hit)
+        costs a timer instead of a selector registration and removal.
+        """
+        self._arming = asyncio.get_running_loop().call_later(delay, self._arm, exclusive)
+
+    def _arm(self, exclusive: bool) -> None:
+        self._arming = None
         loop = asyncio.get_running_loop()
-        fd = self._sock.fileno()
-
-        def readable() -> None:
-            try:
-                data = self._sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if data and not exclusive:
-                self.unwatch()
-                return
-            if data:
-                log.warning("client pid %d sent data while waiting; dropping it", self.peer.pid)
-            self.mark_closed()
-
-        loop.add_reader(fd, readable)
+        loop.add_reader(self._sock.fileno(), self._readable, exclusive)
         self._watching = True
+
+    def _readable(self, exclusive: bool) -> None:
+        try:
+            data = self._sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data and not exclusive:
+            self.unwatch()
+            return
+        if data:
+            log.warning("client pid %d sent data while waiting; dropping it", self.peer.pid)
+        self.mark_closed()
 
     def unwatch(self) -> None:
         """Stop watching the socket (before it is read again)."""
+        if self._arming is not None:
+            self._arming.cancel()
+            self._arming = None
         if self._watching:
             self._watching = False
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self._sock.fileno())
+
+
+def _send_now(sock: socket.socket, data: bytes) -> int:
+    """Send what the socket takes without waiting; the count sent (0 if it would block)."""
+    try:
+        return sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+
+
+def _recv_now(sock: socket.socket, size: int) -> bytes | None:
+    """Up to ``size`` bytes already waiting (b"" at end of stream), or None if none are."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
 
 
 def adopt_listen_socket(environ: MutableMapping[str, str] | None = None) -> socket.socket | None:
@@ -414,33 +448,41 @@ class IpcServer:
         finally:
             conn.mark_closed()
             sock.close()
+            # Leave the count now, not from a done callback a loop turn later: under load
+            # finished tasks would otherwise hold places and new clients would get BUSY.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
 
-    async def _recv_exact(self, sock: socket.socket, size: int, deadline: float | None) -> bytes:
-        loop = asyncio.get_running_loop()
-        buf = bytearray()
-        while len(buf) < size:
-            timeout = self._read_timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - loop.time())
-            async with asyncio.timeout(max(timeout, 0.0)):
-                chunk = await loop.sock_recv(sock, size - len(buf))
+    async def _recv_exact(self, sock: socket.socket, size: int, deadline: float) -> bytes:
+        """``size`` bytes: read at once when already there, else awaited until ``deadline``."""
+        data = b""
+        while len(data) < size:
+            chunk = _recv_now(sock, size - len(data))
+            if chunk is None:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await asyncio.get_running_loop().sock_recv(sock, size - len(data))
             if not chunk:
-                if buf:
-                    raise _PeerGone("closed mid-frame")
-                return b""
-            buf += chunk
-        return bytes(buf)
+                raise _PeerGone("closed mid-frame")
+            data += chunk
+        return data
 
     async def _serve_one(self, sock: socket.socket, conn: Connection) -> bool:
         """Read, handle and answer one request; False when the connection should end."""
         loop = asyncio.get_running_loop()
-        header = await self._recv_exact(sock, 1, None)
+        header = _recv_now(sock, HEADER_SIZE)
+        if header is None:  # idle: the client has read_timeout to start its request
+            async with asyncio.timeout(self._read_timeout):
+                header = await loop.sock_recv(sock, HEADER_SIZE)
         if not header:
             return False
-        deadline = loop.time() + self._request_timeout
+        now = loop.time()
+        deadline = now + self._request_timeout
+        frame_deadline = min(now + self._read_timeout, deadline)
         try:
-            header += await self._recv_exact(sock, HEADER_SIZE - 1, deadline)
-            body = await self._recv_exact(sock, frame_length(header), deadline)
+            if len(header) < HEADER_SIZE:
+                header += await self._recv_exact(sock, HEADER_SIZE - len(header), frame_deadline)
+            body = await self._recv_exact(sock, frame_length(header), frame_deadline)
             request = decode_request(body)
         except _PeerGone:
             await conn.send_body(
@@ -454,7 +496,7 @@ class IpcServer:
 
     async def _dispatch(self, request: Request, conn: Connection, deadline: float) -> bool:
         final = isinstance(request, CredentialsRequest | EventsRequest)
-        conn.watch(exclusive=final)
+        conn.watch(exclusive=final, delay=_WATCH_DELAY)
         try:
             body = await self._run_handler(request, conn, deadline)
         finally:

@@ -4,10 +4,12 @@ Each line is one JSON object with sorted keys: ``seq``, ``time``, ``event``, the
 fields, ``prev`` (SHA-256 hex of the previous line, or 64 zeros) and ``mac`` (HMAC-SHA256,
 computed by the token over the line without its ``mac``).  A record is written and fsynced
 before anything is released; a failed write raises :class:`~vaultd.errors.AuditError` and
-leaves the file as it was, so the caller refuses the request (fail closed).  Never pass a
-secret in the fields: key ids are masked by the caller.  Only regular files are opened (never
-following a symlink, never blocking on a FIFO), and a line must be the canonical encoding of
-its object, so no edit hides behind an equivalent spelling.
+cuts the file back, so the caller refuses the request (fail closed).  A record whose caller
+was refused can stay only when a later step of its batch failed (the head update, or a
+rotation between two of its records): the log then holds more than was released, never less.
+Never pass a secret in the fields: key ids are masked by the caller.  Only regular files are
+opened (never following a symlink, never blocking on a FIFO), and a line must be the canonical
+encoding of its object, so no edit hides behind an equivalent spelling.
 
 **Rotation.** When the next record would take ``audit.log`` past ``max_bytes``, the file is
 renamed ``audit.log.<seq of its first record>`` and the record starts a new ``audit.log``;
@@ -15,9 +17,10 @@ its ``prev`` is the hash of the rotated file's last line, so the chain runs unbr
 files.  :func:`verify` walks the rotated files in sequence order, then ``audit.log``.
 Rotated files are never pruned here: deleting one breaks verification from seq 1.
 
-**Head anchor.** Cutting whole records off the end leaves a valid chain, so after each record
-the writer replaces ``audit.log.head`` (atomically) with the last seq and line hash, MACed by
-the token.  :func:`verify` requires the log to reach that record, and the writer refuses to
+**Head anchor.** Cutting whole records off the end leaves a valid chain, so after each batch
+of records (see :class:`AuditLog`) the writer replaces ``audit.log.head`` (atomically,
+durably) with the last seq and line hash, MACed by the token, before any caller of the batch
+returns.  :func:`verify` requires the log to reach that record, and the writer refuses to
 go on from a log that falls short of it (a deleted or cut log is not silently restarted at seq
 1; move ``audit.log*`` aside to start a new chain).  Limits: a head written
 before a crash may lag the log (accepted: the records after it were never released, as the
@@ -27,6 +30,7 @@ with a log cut to match it; only a counter inside the token would close that.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -49,6 +53,10 @@ GENESIS = "0" * 64
 MAX_LINE = 64 * 1024
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 HEAD_SUFFIX = ".head"
+MAX_BATCH = 256
+"""Records committed together at most (one write, one fsync, one head update)."""
+IDLE_SECONDS = 1.0
+"""The writer thread ends after this long without records (the next one starts it again)."""
 _HEAD_KIND = "vaultd-audit-head"
 _REQUIRED = (("seq", int), ("time", str), ("event", str), ("prev", str), ("mac", str))
 
@@ -196,8 +204,8 @@ def _append(path: Path, line: bytes) -> None:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Replace ``path`` durably through ``<name>.tmp`` (the writer's lock makes the name safe;
-    the store's temp-file sweep of the data dir does not match it)."""
+    """Replace ``path`` durably through ``<name>.tmp`` (the one writer thread makes the name
+    safe; the store's temp-file sweep of the data dir does not match it)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -215,8 +223,56 @@ def _head_body(tail: Tail) -> bytes:
     return _canonical({"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq})
 
 
+class _Entry:
+    """One queued record and how to tell its caller the outcome."""
+
+    __slots__ = ("error", "event", "fields", "future", "ok", "written")
+
+    def __init__(
+        self,
+        event: str,
+        fields: Mapping[str, object],
+        *,
+        written: threading.Event | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
+        self.event = event
+        self.fields = fields
+        self.written = written  # set for a thread caller
+        self.future = future  # resolved on its loop for a coroutine caller
+        self.ok = False  # set only once the record and the head are durable
+        self.error: BaseException | None = None
+
+    def outcome(self) -> BaseException | None:
+        """None if the record was written, else the error for its caller (fail closed)."""
+        if self.ok:
+            return None
+        return self.error or AuditError("the audit writer stopped; nothing was released")
+
+
+_Result = tuple["asyncio.Future[None]", BaseException | None]
+
+
+def _settle(results: list[_Result]) -> None:
+    """Resolve the futures of one batch (on their event loop); a cancelled one is skipped."""
+    for future, error in results:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 class AuditLog:
-    """Writes audit records; one writer per process (a lock), O_APPEND, fsync each record."""
+    """Writes audit records with group commit: one writer thread, one write and fsync a batch.
+
+    Records queued by concurrent callers (threads through :meth:`record`, coroutines through
+    :meth:`record_async`) are chained, MACed and appended together, then the head anchor is
+    replaced once.  Each caller returns only after its batch is durable, and gets
+    :class:`~vaultd.errors.AuditError` if that batch failed (fail closed).  The writer thread
+    starts on the first record and ends after :data:`IDLE_SECONDS` without work.
+    """
 
     def __init__(
         self, path: Path, mac: Mac, clock: Clock, *, max_bytes: int = DEFAULT_MAX_BYTES
@@ -225,33 +281,121 @@ class AuditLog:
         self._mac = mac
         self._clock = clock
         self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._tail: Tail | None = None
+        self._tail: Tail | None = None  # touched by the writer thread only
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Entry] = []
+        self._writer: threading.Thread | None = None
 
     @property
     def path(self) -> Path:
         return self._path
 
     def record(self, event: str, fields: Mapping[str, object]) -> None:
-        """Append and fsync one record, then the head; raise ``AuditError`` if it cannot."""
-        with self._lock:
+        """Append one record and wait until it is fsynced with the head; blocking, thread-safe.
+
+        Raises ``AuditError`` (nothing may be released) if its batch could not be written.
+        """
+        written = threading.Event()
+        entry = _Entry(event, fields, written=written)
+        self._enqueue(entry)
+        written.wait()
+        error = entry.outcome()
+        if error is not None:
+            raise error.with_traceback(None)
+
+    async def record_async(self, event: str, fields: Mapping[str, object]) -> None:
+        """:meth:`record` for the event loop: queue the record and await its batch's fsync.
+
+        No executor thread is held while waiting.  Cancelling the wait does not withdraw the
+        record (it may still be written).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Entry(event, fields, future=future))
+        await future
+
+    def _enqueue(self, entry: _Entry) -> None:
+        with self._cond:
+            self._queue.append(entry)
+            if self._writer is not None:
+                self._cond.notify()
+                return
+            writer = threading.Thread(target=self._run, name="vaultd-audit", daemon=True)
             try:
-                tail = self._tail or self._load_tail()
-                line = self._encode(tail, event, fields)
-                self._rotate_if_full(len(line))
-                _append(self._path, line)
-                new_tail = Tail(tail.seq + 1, _digest(line.rstrip(b"\n")))
-                self._write_head(new_tail)
-            except OSError as exc:
-                self._tail = None  # re-read the tail next time
+                writer.start()
+            except RuntimeError as exc:  # no thread to be had: refuse, never wait forever
+                self._queue.remove(entry)
                 raise AuditError(
-                    f"cannot write the audit log {self._path} ({exc.strerror or exc}); "
-                    "nothing was released: free space or fix permissions, then retry"
+                    f"cannot start the audit writer ({exc}); nothing was released: retry"
                 ) from None
-            except AuditError:
-                self._tail = None
-                raise
-            self._tail = new_tail
+            self._writer = writer
+
+    def _run(self) -> None:
+        """The writer thread: take whatever is queued, commit it as one batch, repeat."""
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(IDLE_SECONDS)
+                if not self._queue:
+                    self._writer = None
+                    return
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+            try:
+                self._commit(batch)
+            finally:
+                self._notify(batch)
+
+    @staticmethod
+    def _notify(batch: list[_Entry]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+        for entry in batch:
+            if entry.future is not None:
+                by_loop.setdefault(entry.future.get_loop(), []).append(
+                    (entry.future, entry.outcome())
+                )
+            elif entry.written is not None:
+                entry.written.set()
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, results)
+
+    def _commit(self, batch: list[_Entry]) -> None:
+        """Chain, MAC and write ``batch``; set each entry's ``error`` on failure."""
+        try:
+            tail = self._tail or self._load_tail()
+            lines: list[bytes] = []
+            encoded: list[_Entry] = []
+            for entry in batch:
+                try:
+                    line = self._encode(tail, entry.event, entry.fields)
+                except (AuditError, TypeError, ValueError) as exc:
+                    entry.error = exc  # this record alone (too long, not JSON)
+                    continue
+                lines.append(line)
+                encoded.append(entry)
+                tail = Tail(tail.seq + 1, _digest(line[:-1]))
+            if lines:
+                self._write_lines(lines)
+                self._write_head(tail)
+        except OSError as exc:
+            self._fail(
+                batch,
+                f"cannot write the audit log {self._path} ({exc.strerror or exc}); "
+                "nothing was released: free space or fix permissions, then retry",
+            )
+        except Exception as exc:  # AuditTampered, a token error: every caller fails closed
+            self._fail(batch, exc)
+        else:
+            self._tail = tail
+            for entry in encoded:
+                entry.ok = True
+
+    def _fail(self, batch: list[_Entry], error: str | Exception) -> None:
+        """Fail every entry of ``batch`` not failed already (a message: one error each)."""
+        self._tail = None  # re-read the tail next time
+        for entry in batch:
+            if entry.error is None:
+                entry.error = AuditError(error) if isinstance(error, str) else error
 
     def _encode(self, tail: Tail, event: str, fields: Mapping[str, object]) -> bytes:
         body: dict[str, object] = dict(fields)
@@ -267,13 +411,25 @@ class AuditLog:
             raise AuditError(f"audit record {event!r} is longer than 64 KiB; nothing was released")
         return line + b"\n"
 
-    def _rotate_if_full(self, incoming: int) -> None:
-        try:
-            size = os.lstat(self._path).st_size
-        except FileNotFoundError:
-            return
-        if size == 0 or size + incoming <= self._max_bytes:
-            return
+    def _write_lines(self, lines: list[bytes]) -> None:
+        """Append ``lines``: one write and one fsync for each file they go to (rotation)."""
+        start = 0
+        while start < len(lines):
+            try:
+                size = os.lstat(self._path).st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(lines[start]) > self._max_bytes:
+                self._rotate()
+                size = 0
+            end, size = start + 1, size + len(lines[start])
+            while end < len(lines) and size + len(lines[end]) <= self._max_bytes:
+                size += len(lines[end])
+                end += 1
+            _append(self._path, b"".join(lines[start:end]))
+            start = end
+
+    def _rotate(self) -> None:
         for _, raw in _lines(self._path):
             first = parse_line(raw.rstrip(b"\n"))["seq"]
             break

@@ -4,11 +4,13 @@ and a real daemon refuses to release anything while its audit log cannot be writ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,31 @@ def test_daemon_refuses_to_release_while_the_audit_log_cannot_be_written(
         assert fake_sts.calls() == 0
         assert inst.stop_daemon() == 0
     assert [json.loads(x)["event"] for x in saved.read_bytes().splitlines()] == ["start"]
+
+
+def test_concurrent_threads_and_coroutines_commit_token_maced_batches(
+    softhsm: SoftHsmToken, tmp_path: Path
+) -> None:
+    """Group commit with the token's MAC: every record of every batch verifies in the token."""
+    vault = open_vault(softhsm)
+    try:
+        path = tmp_path / "audit.log"
+        log = AuditLog(path, vault.mac, FakeClock(), max_bytes=4000)
+
+        def thread_records(k: int) -> None:
+            for i in range(15):
+                log.record("request", {"profile": f"t{k}", "n": i})
+
+        async def coroutine_records() -> None:
+            await asyncio.gather(*(log.record_async("release", {"n": i}) for i in range(20)))
+
+        threads = [threading.Thread(target=thread_records, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        asyncio.run(coroutine_records())
+        for t in threads:
+            t.join(30)
+        assert len(rotated_files(path)) >= 1
+        assert verify(path, vault.mac_verify) == 80
+    finally:
+        vault.close()

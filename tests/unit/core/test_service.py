@@ -70,6 +70,9 @@ class Audit:
             raise AuditError("disk full")
         self.events.append(event)
 
+    async def record_async(self, event: str, fields: Mapping[str, object]) -> None:
+        await asyncio.to_thread(self.record, event, fields)
+
 
 class State:
     def save_ledger(self, data: dict[str, object]) -> None:

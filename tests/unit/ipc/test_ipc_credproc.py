@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import shlex
 import subprocess
 import sys
 import termios
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from vaultd import credproc
+from vaultd.commands.setup import client_command
 from vaultd.ipc.protocol import CredentialsRequest
 
 CREDPROC = str(Path(credproc.__file__))
@@ -197,3 +199,22 @@ async def test_pending_approval_prompts_on_the_terminal_and_sends_the_code(
     assert b"profile pending" in shown
     assert b"approval ap_1" in shown
     assert recorder.requests[0] == CredentialsRequest(profile="pending", interactive=True)
+
+
+async def test_the_command_setup_writes_gets_the_credentials(
+    sock_path: Path, recorder: Any, serve: Any, output: bytes
+) -> None:
+    """`vaultd setup aws-profile` imports the client (cached bytecode), isolated and site-less."""
+    argv = shlex.split(client_command("-dev", str(sock_path)))
+    assert argv[:4] == [sys.executable, "-I", "-S", "-c"]
+    async with serve(sock_path, recorder):
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert (proc.returncode, out, err) == (0, output, b"")
+    assert recorder.requests == [CredentialsRequest(profile="-dev", interactive=False)]

@@ -9,12 +9,14 @@ tests/integration/audit checks the real one).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import hashlib
 import hmac
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from vaultd.commands import audit as audit_cmd
 from vaultd.errors import AuditError, AuditRecordTampered, AuditTampered
+from vaultd.store import audit as audit_module
 from vaultd.store.audit import (
     GENESIS,
     AuditLog,
@@ -536,3 +539,206 @@ def test_a_writer_refuses_a_log_behind_its_head_anchor(
     with pytest.raises(AuditTampered, match="head anchor"):
         AuditLog(path, fake_mac, clock).record("request", {"profile": "dev"})
     assert (path.read_bytes() if path.exists() else None) == before
+
+
+# --- group commit -------------------------------------------------------------------------------
+
+
+class HeldWriter:
+    """Wraps the log's append: the first write waits for :attr:`release`; every write's record
+    count is kept, and with :attr:`fail_later` every write after the first raises ENOSPC."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writes: list[int] = []
+        self.heads = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_later = False
+        real_append, real_replace = audit_module._append, audit_module._replace
+
+        def append(path: Path, data: bytes) -> None:
+            self.writes.append(data.count(b"\n"))
+            if len(self.writes) == 1:
+                self.entered.set()
+                assert self.release.wait(10)
+            elif self.fail_later:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_append(path, data)
+
+        def replace(path: Path, data: bytes) -> None:
+            self.heads += 1
+            real_replace(path, data)
+
+        monkeypatch.setattr(audit_module, "_append", append)
+        monkeypatch.setattr(audit_module, "_replace", replace)
+
+
+def wait_queued(log: AuditLog, count: int) -> None:
+    """Wait until ``count`` records wait behind the held batch (white box: the queue)."""
+    for _ in range(2000):
+        if len(log._queue) >= count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{count} records were never queued")
+
+
+def start_records(
+    log: AuditLog, fields: list[dict[str, object]]
+) -> tuple[list[threading.Thread], dict[int, BaseException | None]]:
+    """Call ``log.record`` from one thread per entry; outcomes land in the dict by index."""
+    outcomes: dict[int, BaseException | None] = {}
+
+    def one(i: int) -> None:
+        try:
+            log.record("request", fields[i])
+        except Exception as exc:  # the outcome is what the test checks
+            outcomes[i] = exc
+        else:
+            outcomes[i] = None
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(fields))]
+    for t in threads:
+        t.start()
+    return threads, outcomes
+
+
+def hold_first(log: AuditLog, held: HeldWriter) -> threading.Thread:
+    thread = threading.Thread(target=log.record, args=("start", {"outcome": "first"}))
+    thread.start()
+    assert held.entered.wait(10)
+    return thread
+
+
+def test_concurrent_records_share_one_write_and_one_head_update(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = hold_first(log, held)
+    threads, outcomes = start_records(log, [{"n": i} for i in range(20)])
+    wait_queued(log, 20)
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert outcomes == {i: None for i in range(20)}
+    assert held.writes == [1, 20]  # one write (and fsync) for the 20 queued records
+    assert held.heads == 2
+    assert verify(path, fake_mac_verify) == 21
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert sorted(r["n"] for r in records[1:]) == list(range(20))
+    head = json.loads(head_path(path).read_bytes())
+    assert head["seq"] == 21
+
+
+def test_a_failed_batch_fails_each_of_its_callers_and_writes_none_of_it(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = hold_first(log, held)
+    threads, outcomes = start_records(log, [{"n": i} for i in range(5)])
+    wait_queued(log, 5)
+    held.fail_later = True
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    errors = list(outcomes.values())
+    assert len(errors) == 5 and all(type(e) is AuditError for e in errors)
+    assert all("No space left on device" in e.message for e in errors if isinstance(e, AuditError))
+    assert len({id(e) for e in errors}) == 5  # each caller raises its own error
+    assert verify(path, fake_mac_verify) == 1
+    held.fail_later = False
+    log.record("release", {"profile": "dev"})  # the chain goes on from the last durable record
+    assert verify(path, fake_mac_verify) == 2
+
+
+def test_an_oversize_record_fails_alone_in_its_batch(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = hold_first(log, held)
+    fields: list[dict[str, object]] = [{"n": 0}, {"n": 1, "blob": "x" * 70_000}, {"n": 2}]
+    threads, outcomes = start_records(log, fields)
+    wait_queued(log, 3)
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], AuditError)
+    assert "longer than 64 KiB" in outcomes[1].message
+    assert verify(path, fake_mac_verify) == 3
+
+
+def test_rotation_inside_one_batch_keeps_the_chain(
+    path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    log = AuditLog(path, fake_mac, clock, max_bytes=700)
+    first = hold_first(log, held)
+    threads, outcomes = start_records(log, [{"n": i} for i in range(9)])
+    wait_queued(log, 9)
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert set(outcomes.values()) == {None}
+    assert len(held.writes) > 2 and sum(held.writes) == 10  # one write per file reached
+    assert len(rotated_files(path)) >= 2
+    assert verify(path, fake_mac_verify) == 10
+
+
+async def test_record_async_batches_and_resolves_every_waiter(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = asyncio.create_task(log.record_async("start", {"outcome": "first"}))
+    assert await asyncio.to_thread(held.entered.wait, 10)
+    rest = [asyncio.create_task(log.record_async("request", {"n": i})) for i in range(10)]
+    await asyncio.sleep(0)  # every task runs up to its wait: all ten are queued now
+    assert len(log._queue) == 10
+    rest[3].cancel()  # a caller that stops waiting does not withdraw its record
+    held.release.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert [type(r) for r in results].count(asyncio.CancelledError) == 1
+    assert results.count(None) == 10
+    assert held.writes == [1, 10]
+    assert verify(path, fake_mac_verify) == 11
+
+
+async def test_record_async_raises_audit_error_when_the_batch_fails(
+    path: Path, clock: FakeClock
+) -> None:
+    def sealed(data: bytes) -> bytes:
+        raise OSError("the token is sealed, so audit records cannot be MACed")
+
+    log = AuditLog(path, sealed, clock)
+    results = await asyncio.gather(
+        *(log.record_async("request", {"n": i}) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, AuditError) and "sealed" in r.message for r in results)
+    assert not path.exists()
+
+
+def test_the_writer_thread_ends_when_idle_and_starts_again(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_module, "IDLE_SECONDS", 0.01)
+    log.record("request", {"n": 1})
+    writer = log._writer
+    assert writer is not None
+    writer.join(10)
+    assert log._writer is None
+    log.record("request", {"n": 2})
+    assert verify(path, fake_mac_verify) == 2
+
+
+def test_many_threads_and_coroutines_at_once_keep_one_unbroken_chain(
+    path: Path, log: AuditLog
+) -> None:
+    async def coroutines() -> None:
+        await asyncio.gather(*(log.record_async("release", {"a": i}) for i in range(40)))
+
+    threads = [threading.Thread(target=write_records, args=(log, 10, 100 * k)) for k in range(6)]
+    for t in threads:
+        t.start()
+    asyncio.run(coroutines())
+    for t in threads:
+        t.join(10)
+    assert verify(path, fake_mac_verify) == 100
