@@ -2,7 +2,8 @@
 
 A background worker keeps a status poll and the ``events`` subscription going and reconnects
 with backoff when the daemon goes away.  Pending approvals queue up and pop up one dialog at a
-time on top of whatever screen is showing.  Nothing here holds a secret or decides policy.
+time on top of whatever screen is showing (except the break-glass touch, which the break-glass
+screen prompts for itself).  Nothing here holds a secret or decides policy.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from vaultd.errors import VaultError
 from vaultd.ipc.protocol import Event
 
 from .approval import ApprovalAnswer, ApprovalDialog
+from .breakglass import BreakGlassScreen
 from .dashboard import DashboardScreen
 from .data import (
+    BREAK_GLASS_ACTION,
     DaemonPort,
     DaemonStatus,
-    LogEntry,
     PendingApproval,
+    Secret,
     approval_of,
-    log_entry,
 )
 from .events import EventsScreen
 from .messages import (
@@ -36,15 +38,14 @@ from .messages import (
     ApprovalResolved,
     DaemonConnected,
     DaemonDisconnected,
-    EventLogged,
     StatusReceived,
 )
 from .styles import CSS
+from .unlock import UnlockDialog
 
 if TYPE_CHECKING:
     from vaultd.settings import Settings
 
-MAX_LOG_ENTRIES = 1000
 CONNECTING = "connecting to vaultd…"
 CONNECTED = "connected"
 RECONNECTED = "reconnected"
@@ -56,7 +57,7 @@ def _utc_now() -> datetime:
 
 
 class VaultApp(App[None]):
-    """Dashboard, events view and approval dialogs over one daemon client."""
+    """Dashboard, audit view, break-glass, unlock and approval dialogs over one daemon client."""
 
     CSS = CSS
     TITLE = "vaultd"
@@ -65,7 +66,8 @@ class VaultApp(App[None]):
     daemon_status: reactive[DaemonStatus | None] = reactive(None)
     connection: reactive[str] = reactive(CONNECTING)
     pending: reactive[tuple[PendingApproval, ...]] = reactive(())
-    log_entries: reactive[tuple[LogEntry, ...]] = reactive(())
+    activity: reactive[int] = reactive(0)
+    """Counts events pushed by the daemon and requests sent from here (the audit view reloads)."""
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class VaultApp(App[None]):
         clock: Callable[[], datetime] = _utc_now,
         tick: float = 1.0,
         poll: float = 5.0,
+        audit_poll: float = 3.0,
         retry: tuple[float, float] = (0.5, 10.0),
     ) -> None:
         super().__init__()
@@ -83,6 +86,7 @@ class VaultApp(App[None]):
         self.clock = clock
         self._tick = tick
         self._poll = poll
+        self._audit_poll = audit_poll
         self._retry_first, self._retry_max = retry
         self._pending: dict[str, tuple[PendingApproval, int]] = {}
         self._polls_started = 0
@@ -126,8 +130,8 @@ class VaultApp(App[None]):
             delay = min(delay * 2, self._retry_max)
 
     def _dispatch(self, event: Event) -> None:
+        self.activity += 1
         try:
-            self.post_message(EventLogged(log_entry(event, self.clock())))
             if event.name == "approval_opened":
                 self.post_message(ApprovalRequested(approval_of(event)))
             elif event.name == "approval_resolved":
@@ -147,7 +151,7 @@ class VaultApp(App[None]):
             return
 
     async def _send(self, reply: Awaitable[object], done: str, profile: str = "") -> None:
-        """Await a request; report the outcome as a notice and an events-view line."""
+        """Await a request; report the outcome as a notice."""
         try:
             await reply
         except VaultError as exc:
@@ -156,8 +160,9 @@ class VaultApp(App[None]):
         except OSError as exc:
             self.notify(f"failed: {exc.strerror or type(exc).__name__}", severity="error")
             return
+        finally:
+            self.activity += 1
         self.notify(f"{done} {profile}".rstrip())
-        self._record(LogEntry(self.clock(), done, profile))
 
     @work(group="answers")
     async def send_answer(self, answer: ApprovalAnswer, profile: str) -> None:
@@ -189,36 +194,54 @@ class VaultApp(App[None]):
         self.send_lock()
 
     def action_show_events(self) -> None:
-        """Open the events view."""
-        self.push_screen(EventsScreen())
+        """Open the audit view."""
+        self.push_screen(EventsScreen(self.client, poll=self._audit_poll))
+
+    def action_break_glass(self) -> None:
+        """Open the break-glass screen (a fresh one: nothing from an earlier visit remains)."""
+        self.push_screen(BreakGlassScreen(self.client, clock=self.clock, tick=self._tick))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer Unlock only while the daemon is sealed."""
+        if action == "unlock":
+            return self.daemon_status is not None and self.daemon_status.sealed
+        return True
+
+    def action_unlock(self) -> None:
+        """Ask for the token PIN (offered only while the daemon is sealed)."""
+        self.push_screen(UnlockDialog(self._unlock), self._unlocked)
+
+    async def _unlock(self, pin: Secret) -> None:
+        try:
+            await self.client.request("unlock", pin=pin.value)
+        finally:
+            self.activity += 1
+
+    def _unlocked(self, unlocked: bool | None) -> None:
+        if unlocked:
+            self.notify("unlocked: the vault is unsealed")
+            self.refresh_status()
 
     # --- state -----------------------------------------------------------------------------
-
-    def _record(self, entry: LogEntry) -> None:
-        self.log_entries = (*self.log_entries, entry)[-MAX_LOG_ENTRIES:]
-
-    @on(EventLogged)
-    def _event_logged(self, message: EventLogged) -> None:
-        self._record(message.entry)
 
     @on(DaemonConnected)
     def _connected(self) -> None:
         self.connection = RECONNECTED if self._was_disconnected else CONNECTED
         if self._was_disconnected:
             self.notify("reconnected to vaultd")
-            self._record(LogEntry(self.clock(), "reconnected"))
         self._was_disconnected = False
 
     @on(DaemonDisconnected)
     def _disconnected(self, message: DaemonDisconnected) -> None:
         if not self._was_disconnected:
-            self._record(LogEntry(self.clock(), "disconnected", detail=message.reason))
+            self.notify(f"lost vaultd: {message.reason}", severity="warning", markup=False)
         self._was_disconnected = True
         self.connection = f"daemon disconnected — retrying in {message.retry_in:g} s"
 
     @on(StatusReceived)
     def _status_received(self, message: StatusReceived) -> None:
         self.daemon_status = message.status
+        self.refresh_bindings()
         listed = {a.id: a for a in message.status.approvals}
         for approval_id, (_, seen) in list(self._pending.items()):
             if approval_id not in listed and seen < message.number:
@@ -236,6 +259,8 @@ class VaultApp(App[None]):
 
     def _add(self, approval: PendingApproval) -> None:
         if approval.state != "pending" or approval.id in self._pending:
+            return
+        if approval.action == BREAK_GLASS_ACTION:  # answered by a touch the daemon waits for
             return
         # Remember the latest poll started: only a later poll can prove it is gone.
         self._pending[approval.id] = (approval, self._polls_started)
@@ -266,7 +291,6 @@ class VaultApp(App[None]):
             self.send_answer(answer, profile)
         elif answer.verdict == "expired":
             self.notify(f"approval for {profile} timed out", severity="warning", timeout=10)
-            self._record(LogEntry(self.clock(), "approval_timed_out", profile, answer.approval_id))
         self._pending.pop(answer.approval_id, None)
         self._pending_changed()
 
@@ -278,12 +302,22 @@ def make_app(
     clock: Callable[[], datetime] = _utc_now,
     tick: float = 1.0,
     poll: float = 5.0,
+    audit_poll: float = 3.0,
     retry: tuple[float, float] = (0.5, 10.0),
 ) -> VaultApp:
     """Build the app for the daemon at ``settings.socket`` (or a socket path) over ``client``.
 
     ``clock`` gives aware UTC wall time for countdowns; ``tick`` is the countdown period,
-    ``poll`` the status-poll period and ``retry`` the first and largest reconnect delay.
+    ``poll`` the status-poll period, ``audit_poll`` the audit view's and ``retry`` the first
+    and largest reconnect delay.
     """
     socket_path = settings if isinstance(settings, Path) else settings.socket
-    return VaultApp(socket_path, client, clock=clock, tick=tick, poll=poll, retry=retry)
+    return VaultApp(
+        socket_path,
+        client,
+        clock=clock,
+        tick=tick,
+        poll=poll,
+        audit_poll=audit_poll,
+        retry=retry,
+    )

@@ -39,7 +39,9 @@ class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "app.refresh_status", "Refresh"),
         Binding("l", "app.lock", "Lock"),
-        Binding("a", "app.show_events", "Events"),
+        Binding("a", "app.show_events", "Audit"),
+        Binding("b", "app.break_glass", "Break-glass"),
+        Binding("u", "app.unlock", "Unlock"),
         Binding("q", "app.quit", "Quit"),
     ]
 

@@ -6,15 +6,20 @@ TUI: every parser raises :class:`~vaultd.errors.ProtocolError` naming the field 
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from vaultd.core.breakglass import MAX_REASON, MIN_REASON
 from vaultd.errors import ProtocolError
 from vaultd.ipc.protocol import Event
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_AUDIT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+BREAK_GLASS_ACTION = "break_glass"
 
 
 class DaemonPort(Protocol):
@@ -29,6 +34,13 @@ class DaemonPort(Protocol):
     def events(self) -> AsyncIterator[Event]:
         """Subscribe to pushed events; the iterator ends when the daemon ends the stream."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A PIN or code on its way to the daemon; hidden from repr (crash reports show locals)."""
+
+    value: str = field(repr=False)
 
 
 def hms(seconds: float) -> str:
@@ -157,6 +169,28 @@ class ProfileRow:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantInfo:
+    """A break-glass grant as ``status`` and ``breakglass`` describe it (no secrets)."""
+
+    id: str
+    profile: str
+    reason: str
+    expires_at: datetime
+    read: bool
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, object]) -> GrantInfo:
+        """Parse one grant object."""
+        return cls(
+            id=_str(obj, "id"),
+            profile=_str(obj, "profile"),
+            reason=_str(obj, "reason"),
+            expires_at=_time(obj, "expires_at"),
+            read=_field(obj, "read", bool) is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonStatus:
     """The daemon's answer to ``status``."""
 
@@ -166,11 +200,13 @@ class DaemonStatus:
     socket: str
     profiles: tuple[ProfileRow, ...]
     approvals: tuple[PendingApproval, ...]
+    grants: tuple[GrantInfo, ...] = ()
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> DaemonStatus:
-        """Parse a ``status`` reply."""
+        """Parse a ``status`` reply (``grants`` is absent from daemons without break-glass)."""
         sealed = _field(obj, "sealed", bool)
+        grants = _list(obj, "grants") if "grants" in obj else []
         return cls(
             sealed=sealed is True,
             token_label=_str(obj, "token_label"),
@@ -178,6 +214,7 @@ class DaemonStatus:
             socket=_str(obj, "socket"),
             profiles=tuple(ProfileRow.from_wire(p) for p in _list(obj, "profiles")),
             approvals=tuple(PendingApproval.from_wire(a) for a in _list(obj, "approvals")),
+            grants=tuple(GrantInfo.from_wire(g) for g in grants),
         )
 
 
@@ -191,14 +228,84 @@ def approval_of(event: Event) -> PendingApproval:
     return PendingApproval.from_wire(_map(event.fields, "approval"))
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One line of the events view."""
+def grant_of(reply: Mapping[str, object]) -> GrantInfo:
+    """The grant a ``breakglass`` reply carries."""
+    return GrantInfo.from_wire(_map(reply, "grant"))
 
+
+def reason_ok(reason: str) -> bool:
+    """Whether the daemon will take ``reason`` (whitespace collapsed, 8 to 500 characters)."""
+    return MIN_REASON <= len(" ".join(reason.split())) <= MAX_REASON
+
+
+_EXPORTS = (
+    ("AWS_ACCESS_KEY_ID", "AccessKeyId"),
+    ("AWS_SECRET_ACCESS_KEY", "SecretAccessKey"),
+    ("AWS_SESSION_TOKEN", "SessionToken"),
+    ("AWS_CREDENTIAL_EXPIRATION", "Expiration"),
+)
+
+
+def export_lines(reply: Mapping[str, object]) -> str:
+    """A ``grant`` reply's credentials as shell ``export`` lines (the caller shows them once)."""
+    output = _map(reply, "output")
+    return "\n".join(f"export {name}={shlex.quote(_str(output, key))}" for name, key in _EXPORTS)
+
+
+_AUDIT_SHOWN = frozenset(
+    {"seq", "time", "event", "profile", "outcome", "client", "severity", "break_glass"}
+)
+_AUDIT_HIDDEN = frozenset({"prev", "mac"})
+
+
+def _client(obj: Mapping[str, object]) -> str:
+    client = obj.get("client")
+    if not isinstance(client, Mapping):
+        return ""
+    return f"pid {client.get('pid', '?')} {client.get('executable', '')}".rstrip()
+
+
+def _detail(obj: Mapping[str, object]) -> str:
+    rest = {k: v for k, v in obj.items() if k not in _AUDIT_SHOWN | _AUDIT_HIDDEN}
+    return " ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+        for k, v in sorted(rest.items())
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit record from ``audit_tail``, as the audit view shows it."""
+
+    seq: int
     at: datetime
     event: str
-    profile: str = ""
-    detail: str = ""
+    profile: str
+    outcome: str
+    client: str
+    detail: str
+    critical: bool
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, object]) -> AuditRecord:
+        """Parse one record; break-glass and ``severity=critical`` records are critical."""
+        try:
+            at = datetime.strptime(_str(obj, "time"), _AUDIT_TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            raise ProtocolError(
+                "the daemon sent a malformed reply: field 'time' is not a time"
+            ) from None
+        profile, outcome = obj.get("profile"), obj.get("outcome")
+        return cls(
+            seq=_int(obj, "seq"),
+            at=at,
+            event=_str(obj, "event"),
+            profile=profile if isinstance(profile, str) else "",
+            outcome=outcome if isinstance(outcome, str) else "",
+            client=_client(obj),
+            detail=_detail(obj),
+            critical=obj.get("severity") == "critical" or obj.get("break_glass") is True,
+        )
 
     def matches(self, query: str) -> bool:
         """Whether every word of ``query`` occurs in the profile or the event name."""
@@ -206,10 +313,6 @@ class LogEntry:
         return all(word in haystack for word in query.lower().split())
 
 
-def log_entry(event: Event, now: datetime) -> LogEntry:
-    """The events-view line for a pushed daemon event."""
-    if event.name.startswith("approval_") and "approval" in event.fields:
-        approval = approval_of(event)
-        detail = f"{approval.id} {approval.state} · pid {approval.pid} {approval.parent_command}"
-        return LogEntry(now, event.name, approval.profile, detail.rstrip())
-    return LogEntry(now, event.name)
+def parse_audit(reply: Mapping[str, object]) -> tuple[AuditRecord, ...]:
+    """Parse an ``audit_tail`` reply (newest first, as the daemon sends it)."""
+    return tuple(AuditRecord.from_wire(r) for r in _list(reply, "records"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from .data import DaemonStatus, LogEntry, PendingApproval
+from .data import DaemonStatus, PendingApproval
 
 
 class StatusReceived(Message):
@@ -33,14 +33,6 @@ class ApprovalResolved(Message):
     def __init__(self, approval: PendingApproval) -> None:
         super().__init__()
         self.approval = approval
-
-
-class EventLogged(Message):
-    """A line for the events view."""
-
-    def __init__(self, entry: LogEntry) -> None:
-        super().__init__()
-        self.entry = entry
 
 
 class DaemonDisconnected(Message):

@@ -21,7 +21,70 @@ CSS = """
     width: 100%;
     height: 1fr;
 }
-ApprovalDialog {
+#audit-state {
+    color: $error;
+    padding: 0 1;
+}
+.bg-row {
+    height: auto;
+}
+#profile {
+    width: 30;
+}
+#reason, #pin {
+    width: 1fr;
+}
+#code {
+    width: 26;
+}
+#start, #end-grant, #end-now {
+    margin-left: 1;
+}
+#bg-hint {
+    color: $text-muted;
+    padding: 0 1;
+}
+#bg-touch {
+    text-style: bold;
+    color: $accent;
+    padding: 0 1;
+}
+#bg-error {
+    color: $error;
+    text-style: bold;
+    padding: 0 1;
+}
+#grant {
+    display: none;
+    height: auto;
+    border: thick $error;
+    padding: 0 1;
+}
+#shown-once {
+    width: 100%;
+    color: $error;
+    text-style: bold;
+}
+#credentials {
+    height: 6;
+}
+#grant-row {
+    height: auto;
+}
+#grant-countdown {
+    width: 1fr;
+    color: $warning;
+    padding: 1 0;
+}
+#grants-title {
+    padding: 0 1;
+    text-style: bold;
+}
+#grants {
+    height: auto;
+    max-height: 8;
+}
+ApprovalDialog, UnlockDialog {
     align: center middle;
 }
 #dialog {

@@ -11,11 +11,14 @@ from .data import DaemonStatus
 
 
 def describe_daemon(status: DaemonStatus | None, socket_path: Path) -> str:
-    """One line about the daemon: sealed or not, token label and pid."""
+    """One line about the daemon: sealed or not, token label, pid and active grants."""
     if status is None:
         return f"vaultd at {escape(str(socket_path))}: no answer yet"
-    state = "[b red]SEALED[/]" if status.sealed else "[b green]unsealed[/]"
-    return f"vaultd pid {status.pid} · token {escape(status.token_label)} · {state}"
+    state = "[b red]SEALED[/] (u unlocks)" if status.sealed else "[b green]unsealed[/]"
+    line = f"vaultd pid {status.pid} · token {escape(status.token_label)} · {state}"
+    if status.grants:
+        line += f" · [b red]{len(status.grants)} break-glass grant(s) active[/]"
+    return line
 
 
 class DaemonLine(Static):

@@ -1,0 +1,261 @@
+"""The break-glass screen: a short root session after a reason and two factors (THREATS T18).
+
+Pick a root profile, type a reason (8-500 characters), then the security key PIN (optional;
+the daemon asks the key for user verification) and the root account's 6-digit TOTP code.
+Nothing is sent until the reason and code are complete; the PIN and code leave the fields the
+moment they are sent.  While the daemon waits for the touch the screen says so.  On success the
+credentials are read once (``grant``) into the :class:`GrantPanel`, the only place they exist
+in the TUI; "End now" (``grant_end``) and leaving the screen wipe them.  Active grants are
+listed; asking to see one again gets the daemon's ``GRANT_USED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Select
+
+from vaultd.core.model import CODE_RE
+from vaultd.errors import VaultError
+
+from .data import (
+    DaemonPort,
+    DaemonStatus,
+    GrantInfo,
+    Secret,
+    export_lines,
+    grant_of,
+    hms,
+    reason_ok,
+)
+from .grant import GrantPanel
+from .widgets import ConnectionLine
+
+ROOT_KIND = "session"
+PROFILE_HINT = "choose the root profile"
+REASON_HINT = "type a reason of 8-500 characters (it goes to the audit log)"
+CODE_HINT = "enter the root account's 6-digit MFA code"
+READY_HINT = "Enter or Start opens the session"
+TOUCH_PROMPT = "touch your security key (user verification)"
+GRANT_COLUMNS = ("Grant", "Profile", "Left", "Read", "Reason")
+
+
+class BreakGlassScreen(Screen[None]):
+    """Open a break-glass grant and show its credentials once."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "leave", "Back (clears credentials)"),
+        Binding("ctrl+q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, client: DaemonPort, *, clock: Callable[[], datetime], tick: float) -> None:
+        super().__init__()
+        self._client = client
+        self._clock = clock
+        self._tick = tick
+        self._choices: tuple[str, ...] | None = None
+        self._grants: tuple[GrantInfo, ...] = ()
+        self._sending = False
+
+    def compose(self) -> ComposeResult:
+        yield Label("vaultd — break-glass root access", id="heading")
+        yield ConnectionLine(id="connection")
+        with Horizontal(classes="bg-row"):
+            yield Select[str]([], prompt="choose…", id="profile")
+            yield Input(placeholder="reason (8-500 characters, audited)", id="reason")
+        with Horizontal(classes="bg-row"):
+            yield Input(placeholder="security key PIN (optional)", password=True, id="pin")
+            yield Input(
+                placeholder="root 6-digit TOTP code",
+                restrict=r"[0-9]{0,6}",
+                max_length=6,
+                id="code",
+            )
+            yield Button("Start", id="start", variant="error", disabled=True)
+        yield Label(PROFILE_HINT, id="bg-hint")
+        yield Label("", id="bg-touch")
+        yield Label("", id="bg-error")
+        yield GrantPanel(clock=self._clock, tick=self._tick, id="grant")
+        yield Label("Active break-glass grants (Enter shows one, once)", id="grants-title")
+        grants: DataTable[str | Text] = DataTable(id="grants", cursor_type="row")
+        yield grants
+        with Horizontal(classes="bg-row"):
+            yield Button("End selected grant", id="end-grant")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        grants = self.query_one("#grants", DataTable)
+        for name in GRANT_COLUMNS:
+            grants.add_column(name, key=name)
+        self.query_one("#code", Input).cursor_blink = False
+        self.watch(self.app, "daemon_status", self._show_status)
+        self.set_interval(self._tick, self._update_left)
+        await self.run_action("app.refresh_status")  # the grants as they are now
+
+    # --- the form --------------------------------------------------------------------------
+
+    def _show_status(self, status: DaemonStatus | None) -> None:
+        choices = tuple(p.name for p in status.profiles if p.kind == ROOT_KIND) if status else ()
+        if choices != self._choices:  # set_options resets the choice: only on a change
+            self._choices = choices
+            self.query_one("#profile", Select).set_options((name, name) for name in choices)
+        grants = status.grants if status is not None else ()
+        if grants != self._grants:
+            self._grants = grants
+            self._show_grants()
+
+    def _missing(self) -> str | None:
+        """What the form still lacks, or None when it can be sent."""
+        if self.query_one("#profile", Select).selection is None:
+            return PROFILE_HINT
+        if not reason_ok(self.query_one("#reason", Input).value):
+            return REASON_HINT
+        if not CODE_RE.fullmatch(self.query_one("#code", Input).value):
+            return CODE_HINT
+        return None
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def _form_changed(self) -> None:
+        missing = self._missing()
+        self._hint(missing or READY_HINT)
+        self.query_one("#start", Button).disabled = missing is not None or self._sending
+
+    def _hint(self, text: str) -> None:
+        hint = self.query_one("#bg-hint", Label)
+        if str(hint.render()) != text:  # an update re-lays the screen out: only on a change
+            hint.update(text)
+
+    @on(Input.Submitted, "#reason")
+    def _reason_done(self) -> None:
+        self.query_one("#pin", Input).focus()
+
+    @on(Input.Submitted, "#pin")
+    def _pin_done(self) -> None:
+        self.query_one("#code", Input).focus()
+
+    @on(Input.Submitted, "#code")
+    @on(Button.Pressed, "#start")
+    def _start(self) -> None:
+        missing = self._missing()
+        if missing is not None or self._sending:
+            self._hint(missing or "")
+            return
+        profile = str(self.query_one("#profile", Select).selection)
+        reason = self.query_one("#reason", Input).value
+        pin_field, code_field = self.query_one("#pin", Input), self.query_one("#code", Input)
+        code = Secret(code_field.value)
+        pin = Secret(pin_field.value) if pin_field.value else None
+        pin_field.value = code_field.value = ""  # the factors leave the screen now
+        self.query_one("#bg-error", Label).update("")
+        self.query_one("#bg-touch", Label).update(TOUCH_PROMPT)
+        self._sending = True
+        self._form_changed()
+        self._open(profile, reason, code, pin)
+
+    @work(exclusive=True, group="breakglass")
+    async def _open(self, profile: str, reason: str, code: Secret, pin: Secret | None) -> None:
+        send = partial(self._client.request, "breakglass", profile=profile, reason=reason)
+        try:
+            reply = await (
+                send(code=code.value) if pin is None else send(code=code.value, pin=pin.value)
+            )
+            grant = grant_of(reply)
+        except (VaultError, OSError) as exc:
+            self._failed(exc)
+            return
+        finally:
+            self._sending = False
+            if self.is_attached:  # not when leaving the screen cancelled the request
+                self.query_one("#bg-touch", Label).update("")
+                self._form_changed()
+        self.query_one("#reason", Input).value = ""
+        self.app.notify(f"break-glass grant {grant.id} opened for {grant.profile}", timeout=10)
+        await self._read(grant.id, grant.expires_at)
+
+    async def _read(self, grant_id: str, expires_at: datetime) -> None:
+        """Read the grant's credentials (once) straight into the panel."""
+        try:
+            exports = export_lines(await self._client.request("grant", id=grant_id))
+        except (VaultError, OSError) as exc:
+            self._failed(exc)
+        else:
+            self.query_one("#grant", GrantPanel).show(grant_id, expires_at, exports)
+        await self.run_action("app.refresh_status")
+
+    def _failed(self, exc: VaultError | OSError) -> None:
+        if isinstance(exc, VaultError):
+            text = f"{exc.code}: {exc.message}"
+        else:
+            text = f"failed: {exc.strerror or type(exc).__name__}"
+        self.query_one("#bg-error", Label).update(Text(text))
+
+    # --- grants ----------------------------------------------------------------------------
+
+    def _show_grants(self) -> None:
+        table = self.query_one("#grants", DataTable)
+        table.clear()
+        now = self._clock()
+        for g in self._grants:
+            left = hms((g.expires_at - now).total_seconds())
+            read = "yes" if g.read else "no"
+            table.add_row(g.id, Text(g.profile), left, read, Text(g.reason), key=g.id)
+
+    def _update_left(self) -> None:
+        table = self.query_one("#grants", DataTable)
+        now = self._clock()
+        for g in self._grants:
+            table.update_cell(g.id, "Left", hms((g.expires_at - now).total_seconds()))
+
+    def _selected(self) -> GrantInfo | None:
+        table = self.query_one("#grants", DataTable)
+        if not self._grants or table.cursor_row >= len(self._grants):
+            return None
+        return self._grants[table.cursor_row]
+
+    @on(DataTable.RowSelected, "#grants")
+    def _show_selected(self) -> None:
+        grant = self._selected()
+        if grant is not None:
+            self._show_grant(grant)
+
+    @work(exclusive=True, group="grant")
+    async def _show_grant(self, grant: GrantInfo) -> None:
+        await self._read(grant.id, grant.expires_at)
+
+    @on(Button.Pressed, "#end-grant")
+    def _end_selected(self) -> None:
+        grant = self._selected()
+        if grant is not None:
+            panel = self.query_one("#grant", GrantPanel)
+            if panel.grant_id == grant.id:
+                panel.wipe()
+            self._end(grant.id)
+
+    @on(GrantPanel.EndRequested)
+    def _end_requested(self, message: GrantPanel.EndRequested) -> None:
+        self._end(message.grant_id)
+
+    @work(group="grant_end")
+    async def _end(self, grant_id: str) -> None:
+        try:
+            await self._client.request("grant_end", id=grant_id)
+        except (VaultError, OSError) as exc:
+            self._failed(exc)
+        else:
+            self.app.notify(f"break-glass grant {grant_id} ended")
+        await self.run_action("app.refresh_status")
+
+    def action_leave(self) -> None:
+        """Wipe any credentials on the screen, then go back."""
+        self.query_one("#grant", GrantPanel).wipe()
+        self.dismiss()
