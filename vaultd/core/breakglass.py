@@ -33,7 +33,6 @@ from vaultd.errors import (
     CodeMalformed,
     ConfigError,
     GrantUsed,
-    MfaRejected,
     UnknownProfile,
     VaultError,
 )
@@ -134,8 +133,9 @@ class BreakGlassDesk:
             await svc.authorize("vaultd:BreakGlass", profile, requester, mfa_present=True)
             svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
             await svc.save_ledger()
-            try:
-                session = await svc.run_io(
+            session = await svc.counting_failures(
+                serial,
+                svc.run_io(
                     lambda: svc.ports.sts.get_session_token(
                         keys,
                         duration_seconds=duration,
@@ -143,13 +143,8 @@ class BreakGlassDesk:
                         token_code=code,
                         region=profile.region,
                     )
-                )
-            except MfaRejected:
-                svc.ledger.record_failure(serial, svc.ports.clock.now())
-                await svc.save_ledger()
-                raise
-            svc.ledger.record_success(serial)
-            await svc.save_ledger()
+                ),
+            )
             policy.validate_expiration(session.expiration, svc.ports.clock.now())
         except VaultError as exc:
             await self._audit("breakglass_refused", profile.name, outcome=exc.code, client=client)

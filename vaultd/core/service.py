@@ -351,12 +351,15 @@ class VaultService:
             )
         self.ledger.check_allowed(serial, self._p.clock.now())
         code = await self._obtain_code(asked_for, serial, requester, action, on_event)
-        try:
-            if profile.kind is ProfileKind.ROLE:
-                session = await self._assume_role(profile, keys, serial, code)
-            else:
-                duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
-                session = await self.run_io(
+        if profile.kind is ProfileKind.ROLE:
+            session = await self.counting_failures(
+                serial, self._assume_role(profile, keys, serial, code)
+            )
+        else:
+            duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
+            session = await self.counting_failures(
+                serial,
+                self.run_io(
                     lambda: self._p.sts.get_session_token(
                         keys,
                         duration_seconds=duration,
@@ -364,16 +367,24 @@ class VaultService:
                         token_code=code,
                         region=profile.region,
                     )
-                )
+                ),
+            )
+            policy.validate_expiration(session.expiration, self._p.clock.now())
+            self.cache.put(f"profile:{profile.name}", session)
+        return session
+
+    async def counting_failures(
+        self, serial: str, call: Awaitable[SessionCredentials]
+    ) -> SessionCredentials:
+        """Await an MFA-bearing STS call; a rejected code counts towards the rate limit."""
+        try:
+            session = await call
         except MfaRejected:
             self.ledger.record_failure(serial, self._p.clock.now())
             await self.save_ledger()
             raise
         self.ledger.record_success(serial)
         await self.save_ledger()
-        if profile.kind is not ProfileKind.ROLE:
-            policy.validate_expiration(session.expiration, self._p.clock.now())
-            self.cache.put(f"profile:{profile.name}", session)
         return session
 
     async def _assume_role(
