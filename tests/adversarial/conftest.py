@@ -74,11 +74,18 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, byt
 
 
 def raw_connect(path: Path, timeout: float = 10.0) -> socket.socket:
-    """A raw Unix-socket client."""
+    """A raw Unix-socket client; like vaultd's clients it waits out a full listen backlog."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    sock.connect(str(path))
-    return sock
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(str(path))
+            return sock
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def read_frame(sock: socket.socket) -> bytes | None:

@@ -343,7 +343,10 @@ class IpcServer:
         if listener is None:
             _check_directory(path.parent)
             _clear_stale(path)
-            listener = _bind(path, min(max(self._max_connections, 16), socket.SOMAXCONN))
+            # Half the connection cap: a backlog that fills while the daemon is stalled can
+            # then be accepted at once without pushing the waiting clients over the cap.
+            backlog = min(max(self._max_connections // 2, 16), socket.SOMAXCONN)
+            listener = _bind(path, backlog)
             self._owns_path = True
         listener.setblocking(False)
         self._listener = listener
