@@ -35,6 +35,8 @@ from vaultd.errors import (
     AuditError,
     BadRequest,
     ConfigError,
+    HsmPinIncorrect,
+    RateLimited,
     RecordNotFound,
     Sealed,
 )
@@ -76,6 +78,8 @@ log = logging.getLogger("vaultd.daemon")
 T = TypeVar("T")
 
 HOUSEKEEPING_INTERVAL = 1.0
+UNLOCK_WINDOW = 300.0
+UNLOCK_MAX_FAILURES = 5
 
 
 def profiles_from(settings: Settings) -> dict[str, Profile]:
@@ -232,6 +236,7 @@ class Daemon:
         self.breakglass = BreakGlassDesk(self.service)
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._unlock_failures: list[float] = []
         self._subscribers: set[Connection] = set()
 
     def _touch_gate(self) -> TouchGate:
@@ -526,9 +531,28 @@ class Daemon:
             await self._run_token(self.holder.seal)
 
     async def unlock(self, pin: bytearray) -> None:
-        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal."""
+        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
+
+        Wrong PINs are rate-limited here (THREATS T9/T12): SoftHSM2 never locks a PIN, and a
+        hardware token that does should not be locked by a script guessing through vaultd.
+        """
+        now = self.clock.monotonic()
+        recent = [t for t in self._unlock_failures if now - t < UNLOCK_WINDOW]
+        self._unlock_failures = recent
+        if len(recent) >= UNLOCK_MAX_FAILURES:
+            pin[:] = bytes(len(pin))
+            retry = UNLOCK_WINDOW - (now - recent[0])
+            raise RateLimited(
+                f"{len(recent)} wrong PINs in {UNLOCK_WINDOW // 60:g} minutes: try again in "
+                f"{retry:.0f} s",
+                retry_after=retry,
+            )
         try:
             await self._run_token(lambda: self.holder.unseal(pin))
+        except HsmPinIncorrect:
+            self._unlock_failures.append(now)
+            log.warning("a wrong token PIN was sent to unlock (%d recent)", len(recent) + 1)
+            raise
         finally:
             pin[:] = bytes(len(pin))
         self.service.sealed = False

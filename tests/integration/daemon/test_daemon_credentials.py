@@ -464,3 +464,21 @@ def test_audit_tail_over_the_socket_is_newest_first_and_bounded(make_vault: Make
     for bad in (0, 1001, True, "5"):
         with pytest.raises(BadRequest):
             client.request("audit_tail", n=bad)
+
+
+def test_wrong_unlock_pins_are_rate_limited(make_vault: MakeVault) -> None:
+    from vaultd.errors import HsmPinIncorrect, RateLimited
+    from vaultd.ipc.client import DaemonClient
+
+    inst = make_vault()
+    pin = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:")).read_text()
+    client = DaemonClient(inst.socket)
+    client.request("lock", seal=True)
+    for attempt in range(5):
+        with pytest.raises(HsmPinIncorrect):
+            client.request("unlock", pin=f"wrong{attempt}")
+    with pytest.raises(RateLimited) as limited:  # even the right PIN waits now
+        client.request("unlock", pin=pin)
+    assert limited.value.retry_after > 0
+    assert client.request("status")["sealed"] is True
+    assert "wrong0" not in inst.log() and pin not in inst.log()
