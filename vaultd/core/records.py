@@ -9,7 +9,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from vaultd.core.model import LongTermCredentials, utc
@@ -89,30 +88,13 @@ _MAX_PUBLIC_KEY = 1024
 _MAX_SIGN_COUNT = 2**32 - 1
 
 
-class Fido2CredentialFields(Protocol):
-    """What an enrolled FIDO2 credential record holds (public facts only, never a secret)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def credential_id(self) -> bytes: ...
-    @property
-    def public_key(self) -> bytes: ...
-    @property
-    def sign_count(self) -> int: ...
-    @property
-    def created(self) -> datetime: ...
-    @property
-    def suspect(self) -> bool: ...
-    @property
-    def last_used(self) -> datetime | None: ...
-    @property
-    def hmac_secret(self) -> bool: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Fido2CredentialRecord:
-    """A decoded FIDO2 credential record; the fields of :class:`Fido2CredentialFields`."""
+    """An enrolled authenticator credential: public facts only, never a secret.
+
+    ``public_key`` is the CBOR-encoded COSE ES256 key. ``suspect`` is set (by the caller) once a
+    signCount went back or stood still; a suspect credential is refused until re-enrolled.
+    """
 
     name: str
     credential_id: bytes
@@ -146,7 +128,7 @@ def _bytes_value(value: object, limit: int) -> bytes:
     return raw
 
 
-def encode_fido2_credential(cred: Fido2CredentialFields) -> bytes:
+def encode_fido2_credential(cred: Fido2CredentialRecord) -> bytes:
     """The sealed plaintext of an enrolled FIDO2 credential."""
     return json.dumps(
         {

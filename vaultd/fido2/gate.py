@@ -93,22 +93,10 @@ class CredentialStore(Protocol):
 
 def load_enrolled(store: CredentialStore) -> list[EnrolledCredential]:
     """Every enrolled FIDO2 credential in ``store``, by name."""
-    creds = []
-    for name in store.names(RecordKind.FIDO2_CREDENTIAL):
-        rec = decode_fido2_credential(store.get(RecordKind.FIDO2_CREDENTIAL, name), name=name)
-        creds.append(
-            EnrolledCredential(
-                name=rec.name,
-                credential_id=rec.credential_id,
-                public_key=rec.public_key,
-                sign_count=rec.sign_count,
-                created=rec.created,
-                suspect=rec.suspect,
-                last_used=rec.last_used,
-                hmac_secret=rec.hmac_secret,
-            )
-        )
-    return creds
+    return [
+        decode_fido2_credential(store.get(RecordKind.FIDO2_CREDENTIAL, name), name=name)
+        for name in store.names(RecordKind.FIDO2_CREDENTIAL)
+    ]
 
 
 def save_enrolled(store: CredentialStore, cred: EnrolledCredential, *, new: bool = False) -> None:

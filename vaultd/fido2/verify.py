@@ -14,8 +14,6 @@ import json
 import struct
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +23,7 @@ from fido2 import cbor
 from fido2.webauthn import AuthenticatorData
 
 from vaultd.core.ports import Clock, RandomSource
+from vaultd.core.records import Fido2CredentialRecord
 from vaultd.errors import Fido2Rejected, Fido2Suspect
 
 CHALLENGE_BYTES = 32
@@ -32,22 +31,8 @@ CHALLENGE_TTL = 60.0
 _MIN_AUTH_DATA = 37  # rpIdHash (32) + flags (1) + signCount (4)
 
 
-@dataclass(frozen=True, slots=True)
-class EnrolledCredential:
-    """An enrolled authenticator credential: public facts only, never a secret.
-
-    ``public_key`` is the CBOR-encoded COSE ES256 key. ``suspect`` is set (by the caller) once a
-    signCount went back or stood still; a suspect credential is refused until re-enrolled.
-    """
-
-    name: str
-    credential_id: bytes
-    public_key: bytes
-    sign_count: int
-    created: datetime
-    suspect: bool = False
-    last_used: datetime | None = None
-    hmac_secret: bool = False
+EnrolledCredential = Fido2CredentialRecord
+"""An enrolled credential as the verifier sees it: the sealed record's layout, one type."""
 
 
 def client_data_hash(
