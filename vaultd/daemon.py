@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from vaultd import app
+from vaultd.aws.credential_process import render
 from vaultd.core.approvals import Approval
 from vaultd.core.breakglass import BreakGlassDesk
 from vaultd.core.model import (
@@ -355,8 +356,6 @@ class Daemon:
         """Dispatch one decoded request to the service."""
         svc = self.service
         if isinstance(request, CredentialsRequest):
-            from vaultd.aws.credential_process import render
-
             creds = await svc.credentials(
                 request.profile,
                 conn.requester,
@@ -393,16 +392,12 @@ class Daemon:
             )
             return {"grant": grant.as_dict()}
         if isinstance(request, GrantRequest):
-            from vaultd.aws.credential_process import render
-
             creds = await self.breakglass.read(request.id)
             return credentials_reply(render(creds))
         if isinstance(request, GrantEndRequest):
             await self.breakglass.end(request.id)
             return {}
         if isinstance(request, FederationRequest):
-            from vaultd.aws.credential_process import render
-
             creds = await self.service.federation_session(
                 request.profile, conn.requester, on_event=_forward(conn)
             )
@@ -433,38 +428,43 @@ class Daemon:
 
         session = await svc.credentials(profile.name, conn.requester, on_event=_forward(conn))
         await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=True)
-        token = self.holder.live()
 
-        def run() -> Mapping[str, object]:
-            with app.store_lock(self.settings):
-                store = app.open_store(self.settings, token)
-                roots = {i.name: i.root for i in store.list()}
+        def run(store: SealedStore) -> Mapping[str, object]:
+            from vaultd.fido2.gate import is_bound
 
-                def load(n: str) -> LongTermCredentials:
-                    return decode_key_pair(store.get(RecordKind.KEY_PAIR, n), root=roots[n])
+            roots = {i.name: i.root for i in store.list()}
 
-                def store_new(n: str, creds: LongTermCredentials) -> None:
-                    store.put(
-                        RecordKind.KEY_PAIR,
-                        n,
-                        encode_key_pair(creds),
-                        masked_id=mask_key(creds.access_key_id),
-                        root=creds.root,
-                        replace=True,
+            def load(n: str) -> LongTermCredentials:
+                plaintext = store.get(RecordKind.KEY_PAIR, n)
+                if is_bound(plaintext):
+                    raise ConfigError(
+                        f"{n!r} is bound to FIDO2 authenticators, and `vaultd rotate` does not "
+                        "re-bind yet: rotate the key in IAM, then `vaultd add --replace "
+                        "--bind-fido2`"
                     )
+                return decode_key_pair(plaintext, root=roots[n])
 
-                result = rotate_key_pair(
-                    name,
-                    load=load,
-                    store_new=store_new,
-                    iam=Boto3IamClient(),
-                    audit=self.audit,
-                    clock=self.clock,
-                    mfa_session=lambda: session,
+            def store_new(n: str, creds: LongTermCredentials) -> None:
+                store.put(
+                    RecordKind.KEY_PAIR,
+                    n,
+                    encode_key_pair(creds),
+                    masked_id=mask_key(creds.access_key_id),
+                    root=creds.root,
+                    replace=True,
                 )
-            return result.as_dict()
 
-        result = await self._run_io(run)
+            return rotate_key_pair(
+                name,
+                load=load,
+                store_new=store_new,
+                iam=Boto3IamClient(),
+                audit=self.audit,
+                clock=self.clock,
+                mfa_session=lambda: session,
+            ).as_dict()
+
+        result = await self._run_io(lambda: self.holder.with_store(run))
         svc.cache.wipe()  # sessions of the old key stay valid at AWS, but start afresh here
         return result
 
@@ -491,11 +491,9 @@ class Daemon:
             to_json,
         )
 
-        token = self.holder.live()
-        with app.store_lock(self.settings):
-            store = app.open_store(self.settings, token)
-            records = store.list()
-            seeds = set(store.names(RecordKind.TOTP_SEED))
+        records, seeds = self.holder.with_store(
+            lambda store: (store.list(), set(store.names(RecordKind.TOTP_SEED)))
+        )
         rows = build_report(
             records,
             last_used=last_used_from_audit(self.settings.audit_path),

@@ -329,49 +329,35 @@ class VaultService:
         """
         creds_name, serial = self._source_of(profile)
         async with self._serial_locks.setdefault(serial, asyncio.Lock()):
-            return await self._mfa_call_locked(
-                profile, requester, action, on_event, asked_for, creds_name, serial
-            )
-
-    async def _mfa_call_locked(
-        self,
-        profile: Profile,
-        requester: Requester,
-        action: str,
-        on_event: EventSink | None,
-        asked_for: Profile,
-        creds_name: str,
-        serial: str,
-    ) -> SessionCredentials:
-        keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
-        if keys.root:
-            raise BreakGlassOnly(
-                f"{creds_name!r} holds root credentials: they are break-glass only and never "
-                "served to credential_process; use `vaultd break-glass`"
-            )
-        self.ledger.check_allowed(serial, self._p.clock.now())
-        code = await self._obtain_code(asked_for, serial, requester, action, on_event)
-        if profile.kind is ProfileKind.ROLE:
-            session = await self.counting_failures(
-                serial, self._assume_role(profile, keys, serial, code)
-            )
-        else:
-            duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
-            session = await self.counting_failures(
-                serial,
-                self.run_io(
-                    lambda: self._p.sts.get_session_token(
-                        keys,
-                        duration_seconds=duration,
-                        serial_number=serial,
-                        token_code=code,
-                        region=profile.region,
-                    )
-                ),
-            )
-            policy.validate_expiration(session.expiration, self._p.clock.now())
-            self.cache.put(f"profile:{profile.name}", session)
-        return session
+            keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
+            if keys.root:
+                raise BreakGlassOnly(
+                    f"{creds_name!r} holds root credentials: they are break-glass only and never "
+                    "served to credential_process; use `vaultd break-glass`"
+                )
+            self.ledger.check_allowed(serial, self._p.clock.now())
+            code = await self._obtain_code(asked_for, serial, requester, action, on_event)
+            if profile.kind is ProfileKind.ROLE:
+                session = await self.counting_failures(
+                    serial, self._assume_role(profile, keys, serial, code)
+                )
+            else:
+                duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
+                session = await self.counting_failures(
+                    serial,
+                    self.run_io(
+                        lambda: self._p.sts.get_session_token(
+                            keys,
+                            duration_seconds=duration,
+                            serial_number=serial,
+                            token_code=code,
+                            region=profile.region,
+                        )
+                    ),
+                )
+                policy.validate_expiration(session.expiration, self._p.clock.now())
+                self.cache.put(f"profile:{profile.name}", session)
+            return session
 
     async def counting_failures(
         self, serial: str, call: Awaitable[SessionCredentials]
