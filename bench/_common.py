@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -186,6 +187,7 @@ class BurstResult:
     failures: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     client_cpu: float = 0.0
+    retries: int = 0
 
     @property
     def rate(self) -> float:
@@ -193,26 +195,49 @@ class BurstResult:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
+async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise asyncio.IncompleteReadError(data, size)
+        data += chunk
+    return data
+
+
 async def _one_client(
     path: str, request: bytes, want: bytes, stop_at: float, result: BurstResult
 ) -> None:
+    """Connect, ask, read one reply, close; again until ``stop_at``.
+
+    A full listen backlog makes a non-blocking Unix connect fail with EAGAIN: the client waits
+    1 ms and connects again, as the credential_process client does (counted in ``retries``).
+    """
     loop = asyncio.get_running_loop()
     while (began := loop.time()) < stop_at:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            reader, writer = await asyncio.open_unix_connection(path)
-        except OSError as exc:
-            result.failures[f"connect: {exc.strerror or type(exc).__name__}"] += 1
-            await asyncio.sleep(0.001)
-            continue
-        try:
-            writer.write(request)
-            size = int.from_bytes(await reader.readexactly(HEADER), "big")
-            body = await reader.readexactly(size)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            result.failures[f"io: {type(exc).__name__}"] += 1
-            continue
+            try:
+                sock.connect(path)
+            except BlockingIOError:
+                result.retries += 1
+                await asyncio.sleep(0.001)
+                continue
+            except OSError as exc:
+                result.failures[f"connect: {exc.strerror or type(exc).__name__}"] += 1
+                await asyncio.sleep(0.001)
+                continue
+            try:
+                await loop.sock_sendall(sock, request)
+                size = int.from_bytes(await _recv_exactly(loop, sock, HEADER), "big")
+                body = await _recv_exactly(loop, sock, size)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                result.failures[f"io: {reason}"] += 1
+                continue
         finally:
-            writer.close()
+            sock.close()
         if body == want:
             result.ok += 1
             result.latencies.append(loop.time() - began)

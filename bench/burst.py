@@ -111,6 +111,7 @@ def main() -> int:
                 name,
                 result.ok,
                 sum(result.failures.values()),
+                result.retries,
                 f"{result.rate:,.0f}",
                 f"{result.rate / max(ref.rate, 1):.1%}",
                 f"{median(lat) * 1000:.1f}",
@@ -119,7 +120,17 @@ def main() -> int:
                 f"{result.client_cpu / result.seconds:.0%}",
             )
         )
-    headers = ["server", "ok", "failed", "req/s", "vs ref", "p50 ms", "p99 ms", "CPU/req"]
+    headers = [
+        "server",
+        "ok",
+        "failed",
+        "backlog retries",
+        "req/s",
+        "vs ref",
+        "p50 ms",
+        "p99 ms",
+        "CPU/req",
+    ]
     print(table([*headers, "client CPU"], rows))
     for name, result in (("vaultd", burst), ("reference", ref)):
         if result.failures:

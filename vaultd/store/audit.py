@@ -1,10 +1,14 @@
 """Append-only, hash-chained audit log with a MAC computed inside the token.
 
 Each line is one JSON object with sorted keys: ``seq``, ``time``, ``event``, the event's
-fields, ``prev`` (SHA-256 hex of the previous line, or 64 zeros) and ``mac`` (HMAC-SHA256,
-computed by the token over the line without its ``mac``).  A record is written and fsynced
-before anything is released; a failed write raises :class:`~vaultd.errors.AuditError` and
-cuts the file back, so the caller refuses the request (fail closed).  A record whose caller
+fields and ``prev`` (SHA-256 hex of the previous line, or 64 zeros).  The last line of each
+batch written together, and of each file, also carries ``mac`` (HMAC-SHA256, computed by the
+token over the line without its ``mac``): through the ``prev`` links it authenticates every
+line before it, so a batch costs one token MAC however many records it holds.  A line that
+no later MAC of its file covers is refused by :func:`verify` and by the writer.  A record is
+written and fsynced before anything is released; a failed write raises
+:class:`~vaultd.errors.AuditError` and cuts the file back, so the caller refuses the request
+(fail closed).  A record whose caller
 was refused can stay only when a later step of its batch failed (the head update, or a
 rotation between two of its records): the log then holds more than was released, never less.
 Never pass a secret in the fields: key ids are masked by the caller.  Only regular files are
@@ -58,7 +62,7 @@ MAX_BATCH = 256
 IDLE_SECONDS = 1.0
 """The writer thread ends after this long without records (the next one starts it again)."""
 _HEAD_KIND = "vaultd-audit-head"
-_REQUIRED = (("seq", int), ("time", str), ("event", str), ("prev", str), ("mac", str))
+_REQUIRED = (("seq", int), ("time", str), ("event", str), ("prev", str))
 
 Mac = Callable[[bytes], bytes]
 MacVerify = Callable[[bytes, bytes], None]
@@ -146,6 +150,8 @@ def parse_line(line: bytes) -> dict[str, object]:
         value = obj.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise AuditTampered(f"record field {key} is missing or of the wrong type")
+    if not isinstance(obj.get("mac", ""), str):
+        raise AuditTampered("record field mac is of the wrong type")
     try:
         canonical = _canonical(obj)
     except (ValueError, RecursionError):
@@ -251,6 +257,8 @@ class _Entry:
 
 
 _Result = tuple["asyncio.Future[None]", BaseException | None]
+_Chunk = tuple[bool, list[bytes]]
+"""Lines to append to one file, and whether the log is rotated first."""
 
 
 def _settle(results: list[_Result]) -> None:
@@ -363,19 +371,12 @@ class AuditLog:
         """Chain, MAC and write ``batch``; set each entry's ``error`` on failure."""
         try:
             tail = self._tail or self._load_tail()
-            lines: list[bytes] = []
-            encoded: list[_Entry] = []
-            for entry in batch:
-                try:
-                    line = self._encode(tail, entry.event, entry.fields)
-                except (AuditError, TypeError, ValueError) as exc:
-                    entry.error = exc  # this record alone (too long, not JSON)
-                    continue
-                lines.append(line)
-                encoded.append(entry)
-                tail = Tail(tail.seq + 1, _digest(line[:-1]))
-            if lines:
-                self._write_lines(lines)
+            chunks, tail = self._chain(batch, tail)
+            for rotate, lines in chunks:
+                if rotate:
+                    self._rotate()
+                _append(self._path, b"".join(lines))
+            if chunks:
                 self._write_head(tail)
         except OSError as exc:
             self._fail(
@@ -387,8 +388,8 @@ class AuditLog:
             self._fail(batch, exc)
         else:
             self._tail = tail
-            for entry in encoded:
-                entry.ok = True
+            for entry in batch:
+                entry.ok = entry.error is None
 
     def _fail(self, batch: list[_Entry], error: str | Exception) -> None:
         """Fail every entry of ``batch`` not failed already (a message: one error each)."""
@@ -397,7 +398,43 @@ class AuditLog:
             if entry.error is None:
                 entry.error = AuditError(error) if isinstance(error, str) else error
 
-    def _encode(self, tail: Tail, event: str, fields: Mapping[str, object]) -> bytes:
+    def _chain(self, batch: list[_Entry], tail: Tail) -> tuple[list[_Chunk], Tail]:
+        """Encode ``batch`` after ``tail``: the lines to append to each file, and the new tail.
+
+        Each chunk says whether the log is rotated before it.  The last line of the batch, and
+        every line that could be the last of its file before a rotation (one ending within
+        :data:`MAX_LINE` of ``max_bytes``), carries the token MAC.  A record that cannot be
+        encoded (too long, not JSON) fails alone: its ``error`` is set and it is left out.
+        """
+        try:
+            size = os.lstat(self._path).st_size
+        except FileNotFoundError:
+            size = 0
+        last = max((i for i, e in enumerate(batch) if e.error is None), default=-1)
+        chunks: list[_Chunk] = []
+        for i, entry in enumerate(batch):
+            try:
+                line = self._encode(tail, entry.event, entry.fields, maced=i == last)
+                if i != last and size + len(line) >= self._max_bytes - MAX_LINE - 1:
+                    line = self._encode(tail, entry.event, entry.fields, maced=True)
+            except (AuditError, TypeError, ValueError) as exc:
+                entry.error = exc  # this record alone (too long, not JSON)
+                if i == last:  # the batch must still end with a MAC: re-encode the one before
+                    return self._chain([e for e in batch if e.error is None], tail)
+                continue
+            rotate = bool(size) and size + len(line) > self._max_bytes
+            if rotate:
+                size = 0
+            if rotate or not chunks:
+                chunks.append((rotate, []))
+            chunks[-1][1].append(line)
+            size += len(line)
+            tail = Tail(tail.seq + 1, _digest(line[:-1]))
+        return chunks, tail
+
+    def _encode(
+        self, tail: Tail, event: str, fields: Mapping[str, object], *, maced: bool
+    ) -> bytes:
         body: dict[str, object] = dict(fields)
         body.update(
             seq=tail.seq + 1,
@@ -405,29 +442,13 @@ class AuditLog:
             event=event,
             prev=tail.digest,
         )
-        body["mac"] = self._mac(_canonical(body)).hex()
+        body.pop("mac", None)
+        if maced:
+            body["mac"] = self._mac(_canonical(body)).hex()
         line = _canonical(body)
         if len(line) > MAX_LINE:
             raise AuditError(f"audit record {event!r} is longer than 64 KiB; nothing was released")
         return line + b"\n"
-
-    def _write_lines(self, lines: list[bytes]) -> None:
-        """Append ``lines``: one write and one fsync for each file they go to (rotation)."""
-        start = 0
-        while start < len(lines):
-            try:
-                size = os.lstat(self._path).st_size
-            except FileNotFoundError:
-                size = 0
-            if size and size + len(lines[start]) > self._max_bytes:
-                self._rotate()
-                size = 0
-            end, size = start + 1, size + len(lines[start])
-            while end < len(lines) and size + len(lines[end]) <= self._max_bytes:
-                size += len(lines[end])
-                end += 1
-            _append(self._path, b"".join(lines[start:end]))
-            start = end
 
     def _rotate(self) -> None:
         for _, raw in _lines(self._path):
@@ -445,6 +466,8 @@ class AuditLog:
         """The tail on disk; refused when the head anchor shows records missing at the end."""
         tail = last_record(self._path)
         anchor = _read_head(self._path)
+        if anchor is None or anchor[0].seq < tail.seq:
+            self._check_last_mac(tail)
         if anchor is None:
             return tail
         head, tag = anchor
@@ -460,6 +483,20 @@ class AuditLog:
                 f"{self._path.name}* aside to start a new chain"
             )
         return tail
+
+    def _check_last_mac(self, at: Tail) -> None:
+        """Refuse to chain on from a last line that carries no valid MAC (appended by hand)."""
+        if at.seq == 0:
+            return
+        obj = parse_line(tail(self._path, 1)[0])
+        tag = obj.pop("mac", "")
+        if not isinstance(tag, str) or not hmac.compare_digest(
+            self._mac(_canonical(obj)).hex(), tag
+        ):
+            raise AuditTampered(
+                f"{self._path}: the last record (seq {at.seq}) carries no valid MAC, so records "
+                "were appended without the token: run `vaultd audit verify`"
+            )
 
     def _write_head(self, tail: Tail) -> None:
         body: dict[str, object] = {"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq}
@@ -503,8 +540,28 @@ def _check_head(path: Path, head: Tail, tag: bytes, mac_verify: MacVerify) -> No
         raise _bad(head_path(path), None, None, "the head anchor's MAC does not match") from None
 
 
+def _check_mac(file: Path, number: int, obj: dict[str, object], mac_verify: MacVerify) -> None:
+    """Check the MAC of the parsed line ``obj`` (``mac`` is removed from ``obj``)."""
+    seq = obj["seq"]
+    assert isinstance(seq, int)  # noqa: S101 - parse_line checked it
+    tag_hex = str(obj.pop("mac"))
+    try:
+        tag = bytes.fromhex(tag_hex)
+    except ValueError:
+        tag = b""
+    if tag.hex() != tag_hex or not tag:
+        raise _bad(file, number, seq, "the MAC is not lowercase hex")
+    try:
+        mac_verify(_canonical(obj), tag)
+    except AuditTampered:
+        raise _bad(file, number, seq, "the MAC does not match") from None
+
+
 def verify(path: Path, mac_verify: MacVerify) -> int:
     """Check every record's link and MAC across all files; return the count.
+
+    A line without a MAC must be followed in its file by one with a MAC (which covers it
+    through the ``prev`` links).
 
     Raises :class:`AuditRecordTampered` naming the first bad record (file, line, seq, reason),
     or the head anchor when records at the end are missing.
@@ -512,10 +569,11 @@ def verify(path: Path, mac_verify: MacVerify) -> int:
     anchor = _read_head(path)  # before the log: a writer appends, then moves the head
     head = anchor[0] if anchor else None
     prev, expected, at_head = GENESIS, 1, None
+    last: tuple[Path, int, int] | None = None  # where the previous record is
     current = path.resolve()
     for file in chain_files(path):
         rotated = file.resolve() != current
-        number = 0
+        number, uncovered = 0, None
         for number, raw in _lines(file):
             if not raw.endswith(b"\n"):
                 raise _bad(file, number, None, "the line is torn (no newline): truncated log")
@@ -536,24 +594,37 @@ def verify(path: Path, mac_verify: MacVerify) -> int:
                 )
             if rotated and number == 1 and file.name != f"{path.name}.{seq}":
                 raise _bad(file, number, seq, "a rotated file's name does not match its first seq")
+            if "mac" in obj:
+                _check_mac(file, number, obj, mac_verify)
+                uncovered = None
+            elif uncovered is None:
+                uncovered = (number, seq)
             if obj["prev"] != prev:
-                raise _bad(file, number, seq, "chain broken: the previous line's hash differs")
-            tag_hex = str(obj.pop("mac"))
-            try:
-                tag = bytes.fromhex(tag_hex)
-            except ValueError:
-                tag = b""
-            if tag.hex() != tag_hex:
-                raise _bad(file, number, seq, "the MAC is not lowercase hex")
-            try:
-                mac_verify(_canonical(obj), tag)
-            except AuditTampered:
-                raise _bad(file, number, seq, "the MAC does not match") from None
-            prev, expected = _digest(line), expected + 1
+                if uncovered is None and last is not None:  # this line is authentic
+                    raise _bad(
+                        *last,
+                        "the record was changed: its hash no longer matches the link in "
+                        "the next record",
+                    )
+                raise _bad(
+                    file,
+                    number,
+                    seq,
+                    "chain broken: the previous line's hash differs "
+                    f"(record {seq - 1} or this one was changed)",
+                )
+            prev, expected, last = _digest(line), expected + 1, (file, number, seq)
             if head is not None and seq == head.seq:
                 at_head = prev
         if rotated and number == 0:
             raise _bad(file, None, None, "a rotated file is empty")
+        if uncovered is not None:
+            raise _bad(
+                file,
+                *uncovered,
+                "no MAC covers this record and the ones after it up to the end of the file "
+                "(they were appended without the token)",
+            )
     count = expected - 1
     if anchor is None:
         if count:

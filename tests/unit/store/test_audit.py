@@ -684,6 +684,91 @@ def test_rotation_inside_one_batch_keeps_the_chain(
     assert verify(path, fake_mac_verify) == 10
 
 
+def test_one_token_mac_per_batch_covers_every_record_of_it(
+    path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    macs: list[bytes] = []
+
+    def counting_mac(data: bytes) -> bytes:
+        macs.append(data)
+        return fake_mac(data)
+
+    log = AuditLog(path, counting_mac, clock)
+    held = HeldWriter(monkeypatch)
+    first = hold_first(log, held)
+    threads, outcomes = start_records(log, [{"n": i} for i in range(20)])
+    wait_queued(log, 20)
+    macs.clear()
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert set(outcomes.values()) == {None}
+    # the held first batch's head anchor, then this batch's last record and head anchor only
+    assert len(macs) == 3 and b'"seq":21' in macs[1] and b'"seq":21' in macs[2]
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert ["mac" in r for r in records] == [True] + [False] * 19 + [True]
+    assert verify(path, fake_mac_verify) == 21
+
+
+def test_an_edit_of_a_record_without_its_own_mac_is_caught(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = hold_first(log, held)
+    threads, _ = start_records(log, [{"n": f"v{i}"} for i in range(5)])
+    wait_queued(log, 5)
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert b'"mac"' not in lines[2]
+    path.write_bytes(b"".join([*lines[:2], lines[2].replace(b'"v', b'"w'), *lines[3:]]))
+    err = bad(path)
+    assert err.line == 4 and "record 3 or this one was changed" in err.message
+
+
+def test_records_appended_without_the_token_are_refused(
+    path: Path, three: list[bytes], clock: FakeClock
+) -> None:
+    """Anyone can extend the hash chain; only the token can MAC it, so an unMACed end is
+    refused by verify and by a writer (which would otherwise cover it with its next MAC)."""
+    prev = hashlib.sha256(three[-1].rstrip(b"\n")).hexdigest()
+    forged = {"event": "release", "prev": prev, "seq": 4, "time": "2026-01-01T00:00:00.000000Z"}
+    path.write_bytes(
+        b"".join(three) + json.dumps(forged, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    )
+    before = path.read_bytes()
+    err = bad(path)
+    assert (err.line, err.seq) == (4, 4) and "no MAC covers" in err.message
+    with pytest.raises(AuditTampered, match="carries no valid MAC"):
+        AuditLog(path, fake_mac, clock).record("release", {"profile": "dev"})
+    assert path.read_bytes() == before
+
+
+def test_a_batch_across_a_rotation_ends_every_file_with_a_mac(
+    path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    log = AuditLog(path, fake_mac, clock, max_bytes=80_000)
+    first = hold_first(log, held)
+    threads, outcomes = start_records(log, [{"n": i, "blob": "x" * 3000} for i in range(60)])
+    wait_queued(log, 60)
+    held.release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert set(outcomes.values()) == {None}
+    files = chain_files(path)
+    assert len(files) >= 3
+    for file in files:
+        records = [json.loads(line) for line in file.read_bytes().splitlines()]
+        assert "mac" in records[-1], file
+    assert (
+        sum("mac" not in json.loads(line) for f in files for line in f.read_bytes().splitlines())
+        >= 5
+    )
+    assert verify(path, fake_mac_verify) == 61
+
+
 async def test_record_async_batches_and_resolves_every_waiter(
     path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
