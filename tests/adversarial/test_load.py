@@ -1,8 +1,8 @@
 """Connection floods against a real `vaultd serve` (THREATS T17, G14; §3 row 5).
 
-Scale: CI runs ``VAULTD_FLOOD_CONNECTS`` (default 20,000) connect/close cycles and
-``VAULTD_FLOOD_HELD`` (default 2,000) connections held open at once, against a cap of 64; the
-THREATS targets (100,000 cycles, 10k simultaneous) run with those variables raised.  A good
+Scale: CI runs the THREATS figures, ``VAULTD_FLOOD_CONNECTS`` (default 100,000) connect/close
+cycles and ``VAULTD_FLOOD_HELD`` (default 10,000) connections held open at once, against a cap
+of 64 (the child raises its own descriptor limit to the hard limit).  A good
 client is served from the cache throughout; its latency p99 is printed, never asserted.
 """
 
@@ -25,17 +25,20 @@ from .test_socket_protocol import daemon_pid, rss_bytes
 
 pytestmark = pytest.mark.hsm
 
-CYCLES = int(os.environ.get("VAULTD_FLOOD_CONNECTS", "20000"))
-HELD = int(os.environ.get("VAULTD_FLOOD_HELD", "2000"))
+CYCLES = int(os.environ.get("VAULTD_FLOOD_CONNECTS", "100000"))
+HELD = int(os.environ.get("VAULTD_FLOOD_HELD", "10000"))
 MIB = 1024 * 1024
 
 # Run in a child process: hold HELD connections open at once and count the BUSY frames, then
-# connect and close CYCLES times.  Prints "busy=N" between the two phases.
+# connect and close CYCLES times.  Prints "held=N busy=M" between the two phases (N is HELD,
+# or less when the hard descriptor limit is lower).
 FLOOD = r"""
 import resource, socket, sys
 path, held, cycles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+if hard != resource.RLIM_INFINITY:
+    held = min(held, hard - 32)
 socks, busy = [], 0
 for _ in range(held):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -49,7 +52,7 @@ for s in socks:
     except TimeoutError:
         pass
     s.close()
-print(f"busy={busy}", flush=True)
+print(f"held={held} busy={busy}", flush=True)
 for _ in range(cycles):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
@@ -76,7 +79,7 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, rss_bytes(self.pid))
 
 
-@pytest.mark.slow(reason="about 10 s: a 20,000-connect flood on 2 cores")
+@pytest.mark.slow(reason="about 10 s: a 100,000-connect flood on 2 cores")
 def test_flood_keeps_fds_and_memory_bounded_and_serves_a_good_client(
     served: Installation,
 ) -> None:
@@ -99,7 +102,8 @@ def test_flood_keeps_fds_and_memory_bounded_and_serves_a_good_client(
         stderr=subprocess.PIPE,
     )
     assert flood.stdout is not None
-    busy = int(flood.stdout.readline().decode().strip().removeprefix("busy="))
+    phase = dict(item.split("=") for item in flood.stdout.readline().decode().split())
+    held, busy = int(phase["held"]), int(phase["busy"])
     latencies: list[float] = []
     retries = 0
     while flood.poll() is None:  # the connect/close cycles
@@ -116,7 +120,8 @@ def test_flood_keeps_fds_and_memory_bounded_and_serves_a_good_client(
     sampler.stop.set()
     sampler.join()
     assert flood.returncode == 0, err
-    assert busy >= HELD - SERVED_CAP  # beyond the cap: refused, not queued
+    assert held > 10 * SERVED_CAP, f"the hard descriptor limit allowed only {held} connections"
+    assert busy >= held - SERVED_CAP  # beyond the cap: refused, not queued
     assert is_alive(pid)
     assert latencies, "the good client was never served during the flood"
     served_from_cache(served)  # recovered without a restart
@@ -127,7 +132,7 @@ def test_flood_keeps_fds_and_memory_bounded_and_serves_a_good_client(
     assert sampler.peak - baseline_rss < 50 * MIB
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
     print(
-        f"\nflood: {HELD} held ({busy} BUSY) + {CYCLES} cycles; good client served "
+        f"\nflood: {held} held ({busy} BUSY) + {CYCLES} cycles; good client served "
         f"{len(latencies)} times ({retries} BUSY retries), p99 {p99 * 1000:.1f} ms; RSS peak "
         f"+{(sampler.peak - baseline_rss) / MIB:.1f} MiB; fds {baseline_fds} -> {fd_count(pid)}"
     )
