@@ -211,9 +211,10 @@ class VaultApp(App[None]):
         """Ask for the token PIN (offered only while the daemon is sealed)."""
         self.push_screen(UnlockDialog(self._unlock), self._unlocked)
 
-    async def _unlock(self, pin: Secret) -> None:
+    async def _unlock(self, pin: Secret, confirm_final_try: bool) -> None:
         try:
-            await self.client.request("unlock", pin=pin.value)
+            # confirm_final_try is True only after the person typed it (THREATS T9)
+            await self.client.request("unlock", pin=pin.value, confirm_final_try=confirm_final_try)
         finally:
             self.activity += 1
 

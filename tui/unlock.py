@@ -3,12 +3,16 @@
 The PIN field is a password field; its value is cleared the moment it is sent and never kept.
 A refused PIN (``HSM_PIN_INCORRECT``, or any other error) is shown and the dialog stays open;
 success dismisses it with ``True``, Escape or Cancel with ``False``.
+
+A token at its final PIN try (``HSM_PIN_FINAL_TRY``, THREATS T9) is never logged into without
+the person's say-so: the dialog shows the warning and a second field, and sends the PIN again
+with the confirmation only once that field holds exactly :data:`FINAL_TRY_PHRASE`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from rich.text import Text
 from textual import on, work
@@ -18,12 +22,21 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from vaultd.errors import VaultError
+from vaultd.errors import HsmPinFinalTry, VaultError
 
 from .data import Secret
 
 PIN_HINT = "enter the token PIN"
 SENDING = "unlocking…"
+FINAL_TRY_PHRASE: Final = "final try"
+FINAL_TRY_WARNING: Final = (
+    "[b]FINAL PIN TRY[/b]: one more wrong PIN locks the token (only its SO PIN can reset it). "
+    f"Re-enter the PIN and type [b]{FINAL_TRY_PHRASE}[/b] below to send it; Esc cancels."
+)
+CONFIRM_HINT: Final = f"type `{FINAL_TRY_PHRASE}` exactly to use the final PIN try"
+
+Send = Callable[[Secret, bool], Awaitable[object]]
+"""Sends ``unlock`` with the PIN and whether the person confirmed the final try."""
 
 
 class UnlockDialog(ModalScreen[bool]):
@@ -31,14 +44,17 @@ class UnlockDialog(ModalScreen[bool]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, send: Callable[[Secret], Awaitable[object]]) -> None:
+    def __init__(self, send: Send) -> None:
         super().__init__()
         self._send = send
+        self._final_try = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("The vault is [b]SEALED[/b]: unlock it with the token PIN", id="title")
             yield Input(placeholder="token PIN", password=True, id="pin")
+            yield Label(FINAL_TRY_WARNING, id="final-warning")
+            yield Input(placeholder=f"type: {FINAL_TRY_PHRASE}", id="confirm")
             yield Label("Enter unlocks · Esc cancels", id="keys")
             yield Label("", id="hint")
             with Horizontal(id="buttons"):
@@ -46,25 +62,47 @@ class UnlockDialog(ModalScreen[bool]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
+        self._show_final_try(False)
         self.query_one("#pin", Input).focus()
 
+    @property
+    def final_try(self) -> bool:
+        """True once the daemon said the token is at its final PIN try."""
+        return self._final_try
+
+    def _show_final_try(self, shown: bool) -> None:
+        self._final_try = shown
+        self.query_one("#final-warning", Label).display = shown
+        self.query_one("#confirm", Input).display = shown
+
     @on(Input.Submitted, "#pin")
+    @on(Input.Submitted, "#confirm")
     @on(Button.Pressed, "#unlock")
     def _submit(self) -> None:
         field = self.query_one("#pin", Input)
+        confirm = self.query_one("#confirm", Input)
         if not field.value:
             self.query_one("#hint", Label).update(PIN_HINT)
             field.focus()
             return
-        pin, field.value = Secret(field.value), ""
+        if self._final_try and confirm.value != FINAL_TRY_PHRASE:
+            self.query_one("#hint", Label).update(CONFIRM_HINT)
+            confirm.focus()
+            return
+        pin, field.value, confirm.value = Secret(field.value), "", ""
         self.query_one("#hint", Label).update(SENDING)
-        self._unlock(pin)
+        self._unlock(pin, self._final_try)
 
     @work(exclusive=True, group="unlock")
-    async def _unlock(self, pin: Secret) -> None:
+    async def _unlock(self, pin: Secret, confirm_final_try: bool) -> None:
         try:
-            await self._send(pin)
+            await self._send(pin, confirm_final_try)
+        except HsmPinFinalTry as exc:
+            self._show_final_try(True)
+            self._refused(f"{exc.code}: {exc.message}")
+            return
         except VaultError as exc:
+            self._show_final_try(False)
             self._refused(f"{exc.code}: {exc.message}")
             return
         except OSError as exc:

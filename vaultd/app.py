@@ -292,8 +292,18 @@ def read_pin(settings: Settings) -> bytearray:
     return _read_pin(settings.pkcs11.pin_source, token_label=settings.pkcs11.token_label)
 
 
-def open_token(settings: Settings, pin: bytearray, *, create_key: bool = False) -> Pkcs11Vault:
-    """Log in to the token and check the key-encryption key."""
+def open_token(
+    settings: Settings,
+    pin: bytearray,
+    *,
+    create_key: bool = False,
+    confirm_final_try: bool = False,
+) -> Pkcs11Vault:
+    """Log in to the token and check the key-encryption key.
+
+    A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
+    person's typed confirmation may set (``HsmPinFinalTry`` otherwise; THREATS T9).
+    """
     from vaultd.hsm.pkcs11 import Pkcs11Vault
 
     return Pkcs11Vault.open(
@@ -302,16 +312,24 @@ def open_token(settings: Settings, pin: bytearray, *, create_key: bool = False) 
         settings.pkcs11.key_label,
         pin,
         create_key=create_key,
+        confirm_final_try=confirm_final_try,
     )
 
 
-def open_key(settings: Settings, pin: bytearray, *, create_key: bool = False) -> VaultKey:
+def open_key(
+    settings: Settings,
+    pin: bytearray,
+    *,
+    create_key: bool = False,
+    confirm_final_try: bool = False,
+) -> VaultKey:
     """The vault key ``keystore`` names: the token (logged in with ``pin``) or a key store.
 
-    A key store ignores ``pin`` and makes its keys on first use, whatever ``create_key``.
+    A key store ignores ``pin`` and ``confirm_final_try`` and makes its keys on first use,
+    whatever ``create_key``.
     """
     if uses_token(settings):
-        return open_token(settings, pin, create_key=create_key)
+        return open_token(settings, pin, create_key=create_key, confirm_final_try=confirm_final_try)
     return open_keystore(settings)
 
 

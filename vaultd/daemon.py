@@ -36,9 +36,12 @@ from vaultd.errors import (
     AuditError,
     BadRequest,
     ConfigError,
+    HsmPinFinalTry,
     HsmPinIncorrect,
+    InternalError,
     RateLimited,
     RecordNotFound,
+    ReplySchemaViolation,
     Sealed,
 )
 from vaultd.ipc.peercred import PeerCred
@@ -62,6 +65,7 @@ from vaultd.ipc.protocol import (
     approval_pending_fields,
     credentials_reply,
 )
+from vaultd.ipc.replies import check_reply
 from vaultd.ipc.server import Connection, IpcServer
 from vaultd.policy_file import load_policy
 from vaultd.registry import load_plugins
@@ -124,10 +128,10 @@ class TokenHolder:
         self.token: VaultKey | None = None
         self.unbind: Callable[[bytes], bytes] | None = None
 
-    def unseal(self, pin: bytearray) -> None:
-        """Log in (closing any previous session first)."""
+    def unseal(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
+        """Log in (closing any previous session first); see ``app.open_key``."""
         self.seal()
-        self.token = app.open_key(self._settings, pin)
+        self.token = app.open_key(self._settings, pin, confirm_final_try=confirm_final_try)
 
     def abandon(self) -> None:
         """Forget a token whose call hangs (closing it would block on the same lock)."""
@@ -353,6 +357,28 @@ class Daemon:
     # --- requests ------------------------------------------------------------------------
 
     async def handle(self, request: Request, conn: Connection) -> Mapping[str, object] | bytes:
+        """Serve one request; a reply that fails its declared schema is never sent (T28).
+
+        A root peer of a daemon running as another user (``ipc.allow_root``) is audited first.
+        """
+        if conn.peer.uid == 0 != os.getuid():
+            await self.service.audit_event(
+                "root_peer_admitted",
+                client={"pid": conn.peer.pid, "uid": 0},
+                op=request.op,
+                outcome="admitted: ipc.allow_root",
+            )
+        reply = await self._dispatch(request, conn)
+        try:
+            check_reply(request.op, reply)
+        except ReplySchemaViolation as exc:
+            log.error("refused to send the %r reply: %s", request.op, exc)
+            raise InternalError(
+                "vaultd refused to send a reply that does not match its schema; see its log"
+            ) from None
+        return reply
+
+    async def _dispatch(self, request: Request, conn: Connection) -> Mapping[str, object] | bytes:
         """Dispatch one decoded request to the service."""
         svc = self.service
         if isinstance(request, CredentialsRequest):
@@ -378,7 +404,9 @@ class Daemon:
             await self.lock(seal=request.seal)
             return {}
         if isinstance(request, UnlockRequest):
-            await self.unlock(bytearray(request.pin.encode()))
+            await self.unlock(
+                bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try
+            )
             return {}
         if isinstance(request, EventsRequest):
             return await self._stream_events(conn)
@@ -528,11 +556,13 @@ class Daemon:
         if seal:
             await self._run_token(self.holder.seal)
 
-    async def unlock(self, pin: bytearray) -> None:
+    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
         """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
 
         Wrong PINs are rate-limited here (THREATS T9/T12): SoftHSM2 never locks a PIN, and a
         hardware token that does should not be locked by a script guessing through vaultd.
+        A token at its final PIN try raises ``HsmPinFinalTry`` without a login unless the
+        client sends ``confirm_final_try`` (the person typed the confirmation).
         """
         now = self.clock.monotonic()
         recent = [t for t in self._unlock_failures if now - t < UNLOCK_WINDOW]
@@ -546,7 +576,9 @@ class Daemon:
                 retry_after=retry,
             )
         try:
-            await self._run_token(lambda: self.holder.unseal(pin))
+            await self._run_token(
+                lambda: self.holder.unseal(pin, confirm_final_try=confirm_final_try)
+            )
         except HsmPinIncorrect:
             self._unlock_failures.append(now)
             log.warning("a wrong token PIN was sent to unlock (%d recent)", len(recent) + 1)
@@ -596,6 +628,16 @@ class Daemon:
         pin = app.read_pin(self.settings)
         try:
             self.holder.unseal(pin)
+        except HsmPinFinalTry:
+            # Never spend the last try unattended (THREATS T9): a person must confirm it.
+            self.service.sealed = True
+            log.warning(
+                "started sealed: token %r is at its final PIN try (one more wrong PIN locks "
+                "it), so the PIN from %s was not tried; check that PIN, then run `vaultd "
+                "unlock` and type `final try` when asked",
+                self.settings.pkcs11.token_label,
+                self.settings.pkcs11.pin_source.partition(":")[0],
+            )
         finally:
             pin[:] = bytes(len(pin))
 

@@ -589,3 +589,37 @@ class BrowserUnavailable(VaultError):
 
     code = "BROWSER_UNAVAILABLE"
     exit_status = 69
+
+
+# --- HSM PIN final try (vaultd/hsm/pkcs11.py, THREATS T9) ----------------------------------
+
+
+class HsmPinFinalTry(HsmError):
+    """The token is at its final PIN try; log in only after the person typed a confirmation."""
+
+    code = "HSM_PIN_FINAL_TRY"
+
+
+# --- AES-GCM usage limit per key (vaultd/hsm/pkcs11.py, THREATS T8) ------------------------
+
+
+class KeyUsageExhausted(HsmError):
+    """The token key may seal nothing more: it reached 2^30 encryptions, or its counter is corrupt.
+
+    Decryption still works. ``key_label`` names the key; ``corrupt`` is true when the token's
+    encryption counter could not be read (it is never reset to 0).
+    """
+
+    code = "HSM_KEY_EXHAUSTED"
+
+    def __init__(self, message: str, *, key_label: str, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.key_label = key_label
+        self.corrupt = corrupt
+
+
+# --- reply schema (vaultd/ipc/replies.py, THREATS T28) -------------------------------------
+
+
+class ReplySchemaViolation(InternalError):
+    """A reply did not match its op's declared schema, so it was not sent."""

@@ -10,6 +10,7 @@ scripted at the session boundary; every other token call reaches SoftHSM2.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import threading
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 import pytest
 from pkcs11 import exceptions as pkerr
 
+from vaultd import cli
 from vaultd.daemon import Daemon
 from vaultd.errors import (
     AuditError,
+    HsmPinFinalTry,
     HsmPinIncorrect,
     HsmPinLocked,
     Sealed,
@@ -229,8 +232,12 @@ async def test_pin_progression_over_the_socket(
             ("HSM_PIN_INCORRECT", True, False),
             ("HSM_PIN_INCORRECT", False, True),
         ]
-        with pytest.raises(HsmPinLocked) as locked:
+        # FINAL_TRY: refused before C_Login until the person confirms; then one login.
+        with pytest.raises(HsmPinFinalTry):
             await run.client.request("unlock", pin="wrong-4")
+        assert faulty.logins == 3
+        with pytest.raises(HsmPinLocked) as locked:
+            await run.client.request("unlock", pin="wrong-4", confirm_final_try=True)
         assert faulty.logins == 4
         assert "SO PIN" in str(locked.value)  # recovery text
         # Locked: even the right PIN is refused without touching the token again.
@@ -244,15 +251,133 @@ async def test_pin_progression_over_the_socket(
 
 
 def test_pin_progression_in_the_adapter(environment: Callable[..., Installation]) -> None:
-    """Row 27 at the adapter: the flags are read after each failure, never a second login."""
+    """Row 27 at the adapter: flags read before and after each login, never a second login."""
     inst = environment()
     faulty = FaultyPkcs11(inst.token.module_path, pin_script=PROGRESSION)
-    results: list[str] = []
+    results: list[tuple[str, int]] = []
     with faulty.installed():
-        for _ in range(5):
+        for confirm in (False, False, False, False, True, True):
             try:
-                Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", "000000").close()
+                Pkcs11Vault.open(
+                    inst.token.module_path,
+                    "vaultd",
+                    "vaultd-kek",
+                    "000000",
+                    confirm_final_try=confirm,
+                ).close()
             except VaultError as exc:
-                results.append(exc.code)
-    assert results == ["HSM_PIN_INCORRECT"] * 3 + ["HSM_PIN_LOCKED"] * 2
-    assert faulty.logins == 4
+                results.append((exc.code, faulty.logins))
+    assert results == [
+        ("HSM_PIN_INCORRECT", 1),
+        ("HSM_PIN_INCORRECT", 2),
+        ("HSM_PIN_INCORRECT", 3),
+        ("HSM_PIN_FINAL_TRY", 3),  # unconfirmed: no C_Login
+        ("HSM_PIN_LOCKED", 4),  # confirmed: exactly one
+        ("HSM_PIN_LOCKED", 4),  # locked: refused before C_Login
+    ]
+
+
+# --- THREATS T9: the final PIN try is spent only after a typed confirmation ----------------
+
+
+def test_final_try_in_the_adapter_needs_confirmation(
+    environment: Callable[..., Installation],
+) -> None:
+    """T9: at FINAL_TRY, no C_Login without confirmation; with it exactly one (then reset).
+
+    FaultyPkcs11 starts the token at FINAL_TRY: SoftHSM2 never gets there (THREATS §6).
+    """
+    inst = environment()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)
+    pin = inst.token.user_pin
+    with faulty.installed():
+        with pytest.raises(HsmPinFinalTry) as refused:
+            Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", pin)
+        assert faulty.logins == 0
+        assert refused.value.code == "HSM_PIN_FINAL_TRY" and pin not in str(refused.value)
+        assert "final try" in str(refused.value)
+        vault = Pkcs11Vault.open(
+            inst.token.module_path, "vaultd", "vaultd-kek", pin, confirm_final_try=True
+        )
+        assert faulty.logins == 1 and not vault.sealed
+        vault.close()
+        # The good PIN reset the counter: no confirmation is needed any more.
+        Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", pin).close()
+        assert faulty.logins == 2
+
+
+async def test_daemon_with_a_pin_file_starts_sealed_at_final_try(
+    environment: Callable[..., Installation], caplog: pytest.LogCaptureFixture
+) -> None:
+    """T9 / row 27: a PIN file never spends the final try; unlock over the socket must confirm."""
+    inst = environment()
+    assert str(inst.config["pkcs11"]["pin_source"]).startswith("file:")
+    faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)
+    pin = inst.token.user_pin
+    async with Serving(inst, faulty) as run:
+        assert (await run.client.request("status"))["sealed"] is True
+        assert faulty.logins == 0
+        assert "final PIN try" in caplog.text and "vaultd unlock" in caplog.text
+        with pytest.raises(HsmPinFinalTry):
+            await run.client.request("unlock", pin=pin)
+        with pytest.raises(HsmPinFinalTry):
+            await run.client.request("unlock", pin=pin, confirm_final_try=False)
+        assert faulty.logins == 0
+        assert (await run.client.request("status"))["sealed"] is True
+        await run.client.request("unlock", pin=pin, confirm_final_try=True)
+        assert faulty.logins == 1
+        assert (await run.client.request("status"))["sealed"] is False
+    assert pin not in caplog.text
+
+
+async def _cli_unlock(
+    environment: Callable[..., Installation],
+    stdin: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, FaultyPkcs11, bool]:
+    """Run `vaultd unlock` (in a thread) against a daemon at FINAL_TRY; status, fake, sealed."""
+    inst = environment()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)
+    monkeypatch.setattr("sys.stdin", stdin)
+    async with Serving(inst, faulty) as run:
+        status = await asyncio.to_thread(cli.main, ["unlock"])
+        sealed = (await run.client.request("status"))["sealed"]
+    assert isinstance(sealed, bool)
+    return status, faulty, sealed
+
+
+async def test_cli_unlock_refuses_the_final_try_without_a_terminal(
+    environment: Callable[..., Installation],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """T9: a script cannot spend the final try, even by piping the confirmation phrase."""
+    piped = io.StringIO("final try\n")
+    status, faulty, sealed = await _cli_unlock(environment, piped, monkeypatch)
+    err = capsys.readouterr().err
+    assert status != 0 and sealed and faulty.logins == 0
+    assert "HSM_PIN_FINAL_TRY" in err and "not a terminal" in err
+
+
+@pytest.mark.parametrize(
+    ("typed", "unsealed"), [("final try", True), ("yes", False), ("final try!", False)]
+)
+async def test_cli_unlock_asks_for_the_typed_confirmation_on_a_terminal(
+    environment: Callable[..., Installation],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    typed: str,
+    unsealed: bool,
+) -> None:
+    """T9: on a real pty, only the exact phrase sends the PIN again, in exactly one C_Login."""
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as tty:
+        os.write(master, f"{typed}\n".encode())
+        try:
+            status, faulty, sealed = await _cli_unlock(environment, tty, monkeypatch)
+        finally:
+            os.close(master)
+    captured = capsys.readouterr()
+    assert "FINAL PIN try" in captured.err
+    assert (status == 0, sealed, faulty.logins) == (unsealed, not unsealed, int(unsealed))
+    assert ("unsealed" in captured.out) is unsealed

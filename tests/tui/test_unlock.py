@@ -47,7 +47,10 @@ async def test_wrong_then_right_pin(app: VaultApp, fake: FakeDaemonClient) -> No
         await pilot.click("#unlock")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "dialog closed")
         await wait_for(pilot, lambda: "unsealed" in daemon_line(app), "unsealed shown")
-        assert fake.requests("unlock") == [{"pin": "0000"}, {"pin": TOKEN_PIN}]
+        assert fake.requests("unlock") == [
+            {"pin": "0000", "confirm_final_try": False},
+            {"pin": TOKEN_PIN, "confirm_final_try": False},
+        ]
         assert not fake.sealed
         await wait_for(pilot, lambda: "u" not in footer_keys(app), "unlock no longer offered")
         assert not any(TOKEN_PIN in str(n.message) for n in app._notifications)

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         ok &= _check("pkcs11 module", lambda: app.module_path(cfg))
     ok &= _check("data dir", lambda: str(app.prepare_data_dir(cfg)))
     software: list[str] = []
+    warnings: list[str] = []
 
     def token() -> str:
         with app.opened_vault(cfg) as vault:
@@ -67,9 +68,18 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(
             f"{k}={attrs.get(k)}" for k in ("KEY_TYPE", "VALUE_LEN", "SENSITIVE", "EXTRACTABLE")
         )
+        used, limit = info.get("encryptions"), info.get("encryption_limit")
+        usage = ""
+        if isinstance(used, int) and isinstance(limit, int):
+            usage = f"{used:,} of {limit:,} encryptions; "
+            if used >= limit * 9 // 10:
+                warnings.append(
+                    f"WARN  the token key has made {used:,} of its {limit:,} encryptions, and "
+                    "sealing stops at the limit: replace the key soon (SECURITY.md, key usage)"
+                )
         return (
             f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), "
-            f"key {shown}; store has {count} record(s)"
+            f"key {shown}; {usage}store has {count} record(s)"
         )
 
     if ok:
@@ -81,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             "the vault key is only as safe as this account and its keyring "
             f"(`vaultd status` shows keystore: {name}, hardware: false)"
         )
+    for line in warnings:
+        print(line)
     _plugin_lines(cfg.plugins.allow)
 
     def daemon() -> str:

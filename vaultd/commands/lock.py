@@ -1,11 +1,24 @@
-"""`vaultd lock [--seal]` and `vaultd unlock`."""
+"""`vaultd lock [--seal]` and `vaultd unlock`.
+
+A token at its final PIN try (``HSM_PIN_FINAL_TRY``) is unlocked only after the person types
+:data:`FINAL_TRY_PHRASE` on the terminal (THREATS T9). There is deliberately no option for it:
+a script must not be able to spend the last try, so a stdin that is not a terminal is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+
+if TYPE_CHECKING:
+    from vaultd.settings import Settings
+
+FINAL_TRY_PHRASE: Final = "final try"
+"""What the person must type, exactly, to spend a token's final PIN try."""
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -23,14 +36,54 @@ def run_lock(args: argparse.Namespace) -> int:
 
 
 def run_unlock(args: argparse.Namespace) -> int:
-    from vaultd import app
     from vaultd.commands._args import settings
+    from vaultd.errors import HsmPinFinalTry
 
     cfg = settings()
-    pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
     try:
-        client().request("unlock", pin=pin.decode())
-    finally:
-        pin[:] = bytes(len(pin))
+        _send_unlock(cfg, confirm_final_try=False)
+    except HsmPinFinalTry:
+        ask_final_try()
+        _send_unlock(cfg, confirm_final_try=True)
     print("unsealed")
     return 0
+
+
+def _send_unlock(cfg: Settings, *, confirm_final_try: bool) -> None:
+    """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it."""
+    from vaultd import app
+
+    pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
+    try:
+        client().request("unlock", pin=pin.decode(), confirm_final_try=confirm_final_try)
+    finally:
+        pin[:] = bytes(len(pin))
+
+
+def ask_final_try() -> None:
+    """Ask the person at the terminal to type :data:`FINAL_TRY_PHRASE`; raise unless they do.
+
+    Raises ``HsmPinFinalTry`` (nothing sent) when stdin is not a terminal or the text differs.
+    """
+    from vaultd.errors import HsmPinFinalTry
+
+    if not sys.stdin.isatty():
+        raise HsmPinFinalTry(
+            "the token is at its final PIN try and stdin is not a terminal, so nothing was "
+            "sent: run `vaultd unlock` in a terminal (or unlock in the TUI) and type "
+            f"`{FINAL_TRY_PHRASE}` when asked"
+        )
+    print(
+        "vaultd: the token is at its FINAL PIN try: one more wrong PIN locks it, and only its\n"
+        "SO PIN (the token's admin tool) can unlock it again. Check the PIN first.\n"
+        f"Type `{FINAL_TRY_PHRASE}` to send the PIN once more (anything else cancels): ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+    answer = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if answer != FINAL_TRY_PHRASE:
+        raise HsmPinFinalTry(
+            "not confirmed, so the final PIN try was not spent and the vault stays sealed; "
+            f"run `vaultd unlock` again and type `{FINAL_TRY_PHRASE}` to use it"
+        )

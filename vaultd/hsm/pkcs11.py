@@ -15,7 +15,7 @@ import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import pkcs11
@@ -38,8 +38,10 @@ from vaultd.errors import (
     HsmError,
     HsmKeyUnsafe,
     HsmModuleRefused,
+    HsmPinFinalTry,
     HsmPinIncorrect,
     HsmPinLocked,
+    KeyUsageExhausted,
     RecordCorrupt,
     Sealed,
     StoreRollback,
@@ -83,11 +85,18 @@ DEFAULT_MODULE_ALLOWLIST: Final[tuple[str, ...]] = (
 """Modules vaultd loads without extra configuration; entries may end in a ``*`` glob."""
 
 GENERATION_LABEL: Final = "vaultd-generation"
+ENCRYPTIONS_LABEL: Final = "vaultd-encryptions"
+"""Label prefix of the per-key encryption counters in the token (:func:`encryptions_label`)."""
+ENCRYPTION_LIMIT: Final = 1 << 30
+"""Encryptions allowed under one key: well under the 2^32 bound for random 96-bit GCM IVs."""
+ENCRYPTION_BLOCK: Final = 4096
+"""Encryptions reserved in the token at a time; a crash skips at most this many counts."""
 IV_LEN: Final = 12
 TAG_LEN: Final = 16
 MAC_LEN: Final = 32
 _KEY_BYTES: Final = 32
 _GENERATION_BYTES: Final = 8
+_COUNTER_BYTES: Final = 8
 _ID_BYTES: Final = 16
 
 _DEVICE_ERRORS: Final = (
@@ -113,6 +122,11 @@ _CAPABILITIES: Final = (
     Attribute.DERIVE,
 )
 _RESEAL_HINT: Final = "re-insert the token and run `vaultd unlock`"
+_REPLACE_KEY_HINT: Final = (
+    "set pkcs11.key_label to a new label, move the store file aside, run `vaultd init`, then "
+    "`vaultd add` each key pair and `vaultd mfa` each seed again (vaultd cannot export them; "
+    "make new IAM keys if needed)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +187,24 @@ class _MacKey(_KeyObject, Protocol):
 
 
 @dataclass(slots=True)
+class _Usage:
+    """Encryptions under the KEK: ``used`` counted so far, ``reserved`` written to the token.
+
+    Both stay 0 until the first reservation reads the token's counter.
+    """
+
+    used: int = 0
+    reserved: int = 0
+
+
+@dataclass(slots=True)
 class _Open:
     """The live handles of an unsealed vault."""
 
     session: Session
     kek: _AeadKey
     mac_key: _MacKey
+    usage: _Usage = field(default_factory=_Usage)
 
 
 def check_module_path(path: str, allowlist: Sequence[str]) -> str:
@@ -252,14 +278,18 @@ class Pkcs11Vault:
         pin: str | bytearray,
         *,
         create_key: bool = False,
+        confirm_final_try: bool = False,
     ) -> Pkcs11Vault:
         """Load the module, find the token by label, log in once and check (or create) the keys.
 
-        ``create_key=True`` (``vaultd init``) generates the keys that are absent. Raises
-        :class:`TokenNotFound`, :class:`TokenAmbiguous`, :class:`HsmPinLocked`,
-        :class:`HsmPinIncorrect` (with the token's PIN flags read after the failure),
-        :class:`HsmKeyUnsafe` or :class:`Sealed`. The login is never retried. python-pkcs11
-        needs the PIN as ``str``, so a ``bytearray`` PIN is decoded into a short-lived copy.
+        ``create_key=True`` (``vaultd init``) generates the keys that are absent. The token's
+        PIN flags are read before ``C_Login``: a token at its final PIN try raises
+        :class:`HsmPinFinalTry` without logging in unless ``confirm_final_try`` says the person
+        typed a confirmation (THREATS T9). Also raises :class:`TokenNotFound`,
+        :class:`TokenAmbiguous`, :class:`HsmPinLocked`, :class:`HsmPinIncorrect` (with the
+        token's PIN flags read after the failure), :class:`HsmKeyUnsafe` or :class:`Sealed`.
+        The login is never retried. python-pkcs11 needs the PIN as ``str``, so a ``bytearray``
+        PIN is decoded into a short-lived copy.
         """
         pin_text = _pin_text(pin)
         with _translated("loading the PKCS#11 module"):
@@ -271,7 +301,7 @@ class Pkcs11Vault:
                     "check hsm.module (and SOFTHSM2_CONF for SoftHSM2)"
                 ) from exc
             token = _find_token(lib, token_label, module_path)
-        session = _login(token, pin_text)
+        session = _login(token, pin_text, confirm_final_try=confirm_final_try)
         try:
             with _translated("checking the keys"):
                 kek = _find_key(session, key_label, _KEK, create_key)
@@ -315,11 +345,17 @@ class Pkcs11Vault:
             return st.session.generate_random(n * 8)
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        """AES-256-GCM under the token key: ciphertext with the 16-byte tag appended."""
+        """AES-256-GCM under the token key: ciphertext with the 16-byte tag appended.
+
+        Each call is counted against :data:`ENCRYPTION_LIMIT` in the token (THREATS T8); past
+        it, or when the token's counter is unreadable, raises :class:`KeyUsageExhausted` and
+        seals nothing. A failure to write the counter refuses the encryption too.
+        """
         if len(iv) != IV_LEN:
             raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
         params = GCMParams(bytes(iv), bytes(aad), TAG_LEN * 8)
         with self._use("encrypting") as st:
+            self._count_encryption(st)
             return st.kek.encrypt(
                 bytes(plaintext), mechanism=Mechanism.AES_GCM, mechanism_param=params
             )
@@ -396,9 +432,18 @@ class Pkcs11Vault:
                 obj.destroy()
 
     def inspect(self) -> dict[str, object]:
-        """Non-secret facts for ``vaultd doctor``: module, token, flags and key attributes."""
+        """Non-secret facts for ``vaultd doctor``: module, token, flags, key attributes and usage.
+
+        ``encryptions`` counts the key's encryptions, including counts skipped by restarts
+        (never fewer than were made); ``encryption_limit`` is where sealing stops.
+        """
         with self._use("inspecting the token") as st:
             flags = self._token.slot.get_token().flags
+            usage = st.usage
+            if usage.reserved:
+                encryptions = usage.used
+            else:
+                encryptions = max((v for v, _ in self._counters(st.session)), default=0)
             return {
                 "module": self._module_path,
                 "library": self._lib.library_description,
@@ -412,6 +457,8 @@ class Pkcs11Vault:
                 "key_id": self._key_id,
                 "key_attributes": _describe(st.kek, _KEK),
                 "audit_key_attributes": _describe(st.mac_key, _MAC),
+                "encryptions": encryptions,
+                "encryption_limit": ENCRYPTION_LIMIT,
             }
 
     def close(self) -> None:
@@ -420,6 +467,58 @@ class Pkcs11Vault:
             state, self._state = self._state, None
         if state is not None:
             _close_quietly(state.session)
+
+    def _count_encryption(self, st: _Open) -> None:
+        """Count one encryption, first reserving a new block in the token when this one is used.
+
+        The block starts at the token's highest counter (never lower than this session's), so
+        a crash only skips counts. The new counter object is created before the old ones are
+        destroyed (SoftHSM2 cannot rewrite CKA_VALUE): a crash in between leaves two.
+        """
+        usage = st.usage
+        if usage.used >= usage.reserved:
+            found = self._counters(st.session)
+            start = max((v for v, _ in found), default=0)
+            start = max(start, usage.reserved)
+            if start >= ENCRYPTION_LIMIT:
+                raise KeyUsageExhausted(
+                    f"key {self._key_label!r} has sealed 2^30 records, vaultd's limit per key "
+                    "for AES-GCM with random IVs; it opens its records but seals no more. "
+                    f"Replace it: {_REPLACE_KEY_HINT}",
+                    key_label=self._key_label,
+                )
+            end = min(start + ENCRYPTION_BLOCK, ENCRYPTION_LIMIT)
+            st.session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.LABEL: encryptions_label(self._key_id),
+                    Attribute.APPLICATION: "vaultd",
+                    Attribute.VALUE: end.to_bytes(_COUNTER_BYTES, "big"),
+                }
+            )
+            for _, obj in found:
+                obj.destroy()
+            usage.used, usage.reserved = start, end
+        usage.used += 1
+
+    def _counters(self, session: Session) -> list[tuple[int, pkcs11.Object]]:
+        """The key's counter objects with their values; a malformed one refuses sealing."""
+        found = []
+        for obj in session.get_objects({Attribute.LABEL: encryptions_label(self._key_id)}):
+            raw = obj[Attribute.VALUE] if obj[Attribute.CLASS] == ObjectClass.DATA else None
+            if not isinstance(raw, bytes) or len(raw) != _COUNTER_BYTES:
+                raise KeyUsageExhausted(
+                    f"the encryption counter of key {self._key_label!r} in the token is corrupt "
+                    f"(not a data object of {_COUNTER_BYTES} bytes): HSM/token corruption. vaultd "
+                    "refuses to seal rather than reset it; records still open. Restore the "
+                    f"token from a backup, or replace the key: {_REPLACE_KEY_HINT}",
+                    key_label=self._key_label,
+                    corrupt=True,
+                )
+            found.append((int.from_bytes(raw, "big"), obj))
+        return found
 
     @contextmanager
     def _use(self, what: str) -> Iterator[_Open]:
@@ -488,12 +587,19 @@ def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
     return tokens[0]
 
 
-def _login(token: Token, pin_text: str) -> Session:
-    """Open the vault's session with exactly one C_Login."""
+def _login(token: Token, pin_text: str, *, confirm_final_try: bool) -> Session:
+    """Open the vault's session with at most one C_Login (none at an unconfirmed final try)."""
     label = token.label
     with _translated("logging in"):
-        if token.flags & TokenFlag.USER_PIN_LOCKED:
+        flags = token.flags
+        if flags & TokenFlag.USER_PIN_LOCKED:
             raise HsmPinLocked(_locked_message(label))
+        if flags & TokenFlag.USER_PIN_FINAL_TRY and not confirm_final_try:
+            raise HsmPinFinalTry(
+                f"token {label!r} is at its final PIN try: one more wrong PIN locks it, so no "
+                "login was tried; check the PIN, then run `vaultd unlock` (or unlock in the "
+                "TUI) and type `final try` when asked"
+            )
         try:
             return token.open(rw=True, user_pin=pin_text)
         except (pkerr.PinIncorrect, pkerr.PinLenRange, pkerr.PinInvalid) as exc:
@@ -609,6 +715,14 @@ def _generations(session: Session) -> list[tuple[int, pkcs11.Object]]:
             )
         found.append((int.from_bytes(raw, "big"), obj))
     return found
+
+
+def encryptions_label(key_id: str) -> str:
+    """The label of the token data object counting encryptions under the key ``key_id``.
+
+    Bound to the key id, so a key regenerated under the same label starts a new count.
+    """
+    return f"{ENCRYPTIONS_LABEL}:{key_id}"
 
 
 def _derive_key_id(serial: bytes, label: str, cka_id: bytes) -> str:

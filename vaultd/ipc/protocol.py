@@ -22,7 +22,8 @@ Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is a
 - ``deny``: ``id``;
 - ``status``: no fields;
 - ``lock``: optional ``seal`` (bool);
-- ``unlock``: ``pin`` (str, 1 to 256 characters);
+- ``unlock``: ``pin`` (str, 1 to 256 characters), optional ``confirm_final_try`` (bool: the
+  person typed the confirmation to spend a token's final PIN try);
 - ``events``: no fields; a subscription on which the server keeps pushing event frames.
 
 Strings never hold NUL or unpaired surrogates.  Requests decode into the frozen dataclasses
@@ -135,10 +136,15 @@ class LockRequest:
 
 @dataclass(frozen=True, slots=True)
 class UnlockRequest:
-    """Unseal the vault with the token PIN."""
+    """Unseal the vault with the token PIN.
+
+    ``confirm_final_try`` is set only after the person typed a confirmation: without it a
+    token at its final PIN try is not logged into (``HSM_PIN_FINAL_TRY``).
+    """
 
     op: ClassVar[str] = "unlock"
     pin: str = field(repr=False)
+    confirm_final_try: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +258,10 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "deny": (DenyRequest, {"id": _ID}),
     "status": (StatusRequest, {}),
     "lock": (LockRequest, {"seal": _Field(bool, required=False)}),
-    "unlock": (UnlockRequest, {"pin": _Field(str, max_len=256)}),
+    "unlock": (
+        UnlockRequest,
+        {"pin": _Field(str, max_len=256), "confirm_final_try": _Field(bool, required=False)},
+    ),
     "events": (EventsRequest, {}),
     "rotate": (RotateRequest, {"name": _PROFILE}),
     "report": (ReportRequest, {}),
@@ -441,7 +450,15 @@ def success_reply(fields: Mapping[str, object]) -> bytes:
 
 
 def credentials_reply(output: bytes) -> bytes:
-    """The body of the ``credentials`` fast-path reply around ready-made credential JSON."""
+    """The body of the ``credentials`` fast-path reply around ready-made credential JSON.
+
+    ``output`` must be a session ``credential_process`` document (a ``SessionToken`` and an
+    ``Expiration``, see :func:`vaultd.ipc.replies.check_credential_output`), else
+    ``ReplySchemaViolation``: a long-term key pair never travels in this reply (THREATS T28).
+    """
+    from vaultd.ipc.replies import check_credential_output
+
+    check_credential_output(output)
     return CREDENTIALS_PREFIX + output + b"}"
 
 

@@ -9,7 +9,8 @@ reaches the real token unless a scripted fault fires first:
   operation, as a token pulled out mid-run would;
 - :meth:`FaultyPkcs11.hang` blocks the next call until an event is set, as a wedged reader;
 - ``pin_script`` makes each ``C_Login`` fail as a real token's PIN counter would
-  (:class:`PinStep`), with the matching token flags.  SoftHSM2 itself never locks a PIN
+  (:class:`PinStep`), with the matching token flags; ``pin_state`` starts the token at a step
+  (e.g. FINAL_TRY) and a good login clears the flags.  SoftHSM2 itself never locks a PIN
   (THREATS §6), so the lockout path can only be reached this way.
 
 :meth:`FaultyPkcs11.installed` points ``pkcs11.lib`` at the wrapper for the duration of a
@@ -34,7 +35,7 @@ from pkcs11 import exceptions as pkerr
 
 log = logging.getLogger(__name__)
 
-Op = Literal["login", "encrypt", "decrypt", "sign", "verify", "random"]
+Op = Literal["login", "encrypt", "decrypt", "sign", "verify", "random", "create"]
 _PIN_FLAGS: Final = (
     TokenFlag.USER_PIN_COUNT_LOW | TokenFlag.USER_PIN_FINAL_TRY | TokenFlag.USER_PIN_LOCKED
 )
@@ -60,12 +61,19 @@ class _Fault:
 class FaultyPkcs11:
     """Wraps the python-pkcs11 ``lib`` of ``module_path``; see the module docstring."""
 
-    def __init__(self, module_path: str, *, pin_script: Sequence[PinStep] = ()) -> None:
+    def __init__(
+        self,
+        module_path: str,
+        *,
+        pin_script: Sequence[PinStep] = (),
+        pin_state: PinStep | None = None,
+    ) -> None:
+        """``pin_state`` sets the token's PIN flags before any login (e.g. already at FINAL_TRY)."""
         log.critical("FaultyPkcs11 wraps %s: a fault-injection fake for tests only", module_path)
         self.module_path = module_path
         self.calls: Counter[str] = Counter()
         self._pin_script = deque(pin_script)
-        self._pin_flags: TokenFlag | None = None
+        self._pin_flags: TokenFlag | None = None if pin_state is None else pin_state.value
         self._faults: dict[str, deque[_Fault]] = {}
         self._lock = threading.Lock()
 
@@ -76,7 +84,7 @@ class FaultyPkcs11:
 
     @property
     def pin_flags(self) -> TokenFlag | None:
-        """The PIN flags the script has set, or None while no scripted login has run."""
+        """The scripted PIN flags, or None (the real token's) before any or after a good login."""
         return self._pin_flags
 
     def fail(self, op: Op, error: type[pkerr.PKCS11Error], *, times: int = 1) -> None:
@@ -124,7 +132,9 @@ class FaultyPkcs11:
             step = self._pin_script.popleft()
             self._pin_flags = step.value
             raise pkerr.PinIncorrect()
-        return token.open(rw=rw, user_pin=user_pin)
+        session = token.open(rw=rw, user_pin=user_pin)
+        self._pin_flags = None  # a good PIN resets the counter, as on a real token
+        return session
 
 
 class _Lib:
@@ -186,6 +196,11 @@ class _Session:
     def generate_random(self, nbits: int) -> bytes:
         self._owner.before("random")
         return bytes(self._real.generate_random(nbits))
+
+    def create_object(self, attrs: Mapping[Attribute, Any]) -> Any:
+        """``C_CreateObject`` (the adapter's token counters), unless a ``create`` fault fires."""
+        self._owner.before("create")
+        return self._real.create_object(attrs)
 
     def get_objects(self, attrs: Mapping[Attribute, Any] | None = None) -> Iterator[Any]:
         for obj in self._real.get_objects(attrs):
