@@ -25,7 +25,7 @@ import math
 import operator
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -70,6 +70,9 @@ CONDITION_KEYS: Mapping[str, KeyType] = {
     "aws:CurrentTime": KeyType.DATE,
 }
 _KEYS_FOLDED = {name.lower(): name for name in CONDITION_KEYS}
+_TIME_KEYS = frozenset(k for k, kind in CONDITION_KEYS.items() if kind is KeyType.DATE)
+MEMO_SIZE = 1024
+"""Decisions a policy remembers before it starts afresh."""
 _ACTIONS_FOLDED = {name.lower(): name for name in ACTIONS}
 
 Scalar: TypeAlias = str | int | bool | datetime
@@ -165,9 +168,21 @@ class Statement:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A parsed, valid policy."""
+    """A parsed, valid policy.
+
+    ``condition_keys`` are the keys its conditions name: only their values can change a
+    decision, so decisions are remembered per action, resource and those values (at most
+    :data:`MEMO_SIZE`), unless a condition names a time key.
+    """
 
     statements: tuple[Statement, ...]
+    condition_keys: tuple[str, ...] = field(init=False)
+    _decisions: dict[Hashable, Decision] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        keys = {c.key for s in self.statements for c in s.conditions}
+        object.__setattr__(self, "condition_keys", tuple(sorted(keys)))
+        object.__setattr__(self, "_decisions", {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +229,49 @@ def evaluate(
         raise PolicyContextInvalid(
             f"resource {resource!r} is not profile/NAME with NAME of [A-Za-z0-9._-]{{1,64}}"
         )
-    ctx = _normalize_context(context)
+    memo = _memo_key(policy, canonical, resource, context)
+    if memo is not None and (known := policy._decisions.get(memo)) is not None:
+        return known
+    decision = _decide(policy, canonical, resource, _normalize_context(context))
+    if memo is not None:
+        if len(policy._decisions) >= MEMO_SIZE:
+            policy._decisions.clear()
+        policy._decisions[memo] = decision
+    return decision
+
+
+def _memo_key(
+    policy: Policy, action: str, resource: str, context: Mapping[str, ContextValue]
+) -> Hashable | None:
+    """What a decision depends on, or None when it must be evaluated afresh.
+
+    Not for policies naming a time key, nor for a context spelling a key in another case (the
+    full check names the problem). Values keep their type, so ``True`` never stands for ``1``.
+    """
+    if (
+        _TIME_KEYS.intersection(policy.condition_keys)
+        or not context.keys() <= CONDITION_KEYS.keys()
+    ):
+        return None
+    values: list[object] = []
+    for key in policy.condition_keys:
+        raw = context.get(key)
+        items = tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+        values.append(tuple((type(v), v) for v in items))
+    memo = (action, resource, tuple(values))
+    try:
+        hash(memo)
+    except TypeError:
+        return None
+    return memo
+
+
+def _decide(
+    policy: Policy, action: str, resource: str, ctx: Mapping[str, tuple[Scalar, ...]]
+) -> Decision:
     allow: StatementRef | None = None
     for statement in policy.statements:
-        if not statement.applies(canonical, resource, ctx):
+        if not statement.applies(action, resource, ctx):
             continue
         if statement.effect == "Deny":
             return Decision(False, "explicit_deny", statement.ref)

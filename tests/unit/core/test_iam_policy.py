@@ -711,3 +711,68 @@ def test_arbitrary_text_raises_only_vault_errors(text: str) -> None:
         parse_policy(text)
     except VaultError:
         return
+
+
+# --- remembered decisions -----------------------------------------------------------------
+
+SHELLS = {"StringLike": {"vaultd:ClientExecutable": ["*/bash", "*/sh"]}}
+MEMO_POLICY = [
+    allow(),
+    deny(Condition=SHELLS),
+    deny(resource="profile/prod", Condition={"NumericNotEquals": {"vaultd:ClientUid": 1000}}),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([GET, "vaultd:Exec"]),
+            st.sampled_from(["profile/prod", "profile/dev"]),
+            st.sampled_from(["/usr/bin/aws", "/bin/bash", "/usr/bin/terraform"]),
+            st.sampled_from([0, 1000, 1001]),
+            st.integers(1, 5),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_remembered_decision_equals_a_fresh_evaluation(
+    requests: list[tuple[str, str, str, int, int]],
+) -> None:
+    remembering = policy(*MEMO_POLICY)
+    for action, resource, exe, uid, pid in requests:
+        context: dict[str, Any] = {
+            "vaultd:ClientExecutable": [exe],
+            "vaultd:ClientUid": uid,
+            "vaultd:ClientPid": pid,
+        }
+        fresh = evaluate(policy(*MEMO_POLICY), action, resource, context)
+        assert evaluate(remembering, action, resource, context) == fresh
+
+
+def test_keys_no_condition_names_do_not_split_the_memo() -> None:
+    p = policy(*MEMO_POLICY)
+    assert p.condition_keys == ("vaultd:ClientExecutable", "vaultd:ClientUid")
+    for pid in range(1, 50):  # a new process each time, as each `aws` run is
+        context: dict[str, Any] = {"vaultd:ClientUid": 1000, "vaultd:ClientPid": pid}
+        assert evaluate(p, GET, PROD, context).allowed
+    assert len(p._decisions) == 1
+
+
+def test_a_policy_naming_the_time_is_evaluated_afresh_each_time() -> None:
+    p = policy(allow(Condition={"DateLessThan": {"aws:CurrentTime": "2026-06-01T00:00:00Z"}}))
+    before = {"aws:CurrentTime": datetime(2026, 5, 31, tzinfo=UTC)}
+    after = {"aws:CurrentTime": datetime(2026, 6, 2, tzinfo=UTC)}
+    assert evaluate(p, GET, PROD, before).allowed
+    assert not evaluate(p, GET, PROD, after).allowed
+    assert p._decisions == {}
+
+
+def test_a_remembered_value_of_another_type_is_still_checked() -> None:
+    p = policy(*MEMO_POLICY)
+    assert evaluate(p, GET, "profile/dev", {"vaultd:ClientUid": 1}).allowed
+    with pytest.raises(PolicyContextInvalid, match="ClientUid"):
+        evaluate(p, GET, "profile/dev", {"vaultd:ClientUid": True})  # True == 1 in Python
+    with pytest.raises(PolicyContextInvalid, match="ClientUid"):
+        evaluate(p, GET, PROD, {"vaultd:ClientUid": 1000, "vaultd:clientuid": 1000})
