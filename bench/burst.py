@@ -3,7 +3,8 @@
 (a) 200 concurrent asyncio clients speak the wire protocol directly for 3 s on a cached
     profile; only complete replies equal to the cached credentials count.  The same clients
     then run against ``_reference_server.py`` (a bare asyncio server that only answers), the
-    ceiling of this machine and client.
+    ceiling of this machine and client.  Five interleaved rounds each; the median round is
+    the figure, and every round's rate is printed.
 (b) 100 parallel ``python3 -I -S credproc.py`` clients on a cold profile; once every one of
     them is waiting (its ``request`` is in the audit log) the approval is sent, and the time
     from the approval to the last client's exit is measured.  FakeSts counts the STS calls.
@@ -18,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from subprocess import Popen
 
 from _common import (
+    BurstResult,
     audit_records,
     check_credentials,
     cpu_seconds,
@@ -41,6 +44,8 @@ from vaultd.ipc.client import DaemonClient
 from vaultd.testing.harness import Installation
 
 TARGET_RATE = 5_000
+ROUNDS = 5
+"""Cached-burst rounds per server; the median is the figure (one 2-core VM is noisy)."""
 TARGET_COLD_SECONDS = 2.0
 COLD_PROFILE = "cold"
 COLD_CODE = "654321"
@@ -82,27 +87,38 @@ def cold_burst(inst: Installation, clients: int) -> tuple[float, set[bytes], lis
 def main() -> int:
     quick = parse_quick(__doc__ or "")
     clients, seconds, cold_clients = (20, 0.5, 5) if quick else (200, 3.0, 100)
+    rounds = 1 if quick else ROUNDS
     with running_vault() as (inst, sts):
         output = prime(inst, "dev", "123456")
         assert inst.daemon is not None  # noqa: S101 - running_vault started it
         pid = inst.daemon.pid
-        cpu0 = cpu_seconds(pid)
-        burst = asyncio.run(
-            socket_burst(inst.socket, "dev", output, clients=clients, seconds=seconds)
-        )
-        daemon_cpu = cpu_seconds(pid) - cpu0
         dummy = b"0" * len(output)  # same size, no credentials in the reference server's file
+        runs: list[tuple[BurstResult, float]] = []
+        refs: list[BurstResult] = []
         with reference_server(inst.root, dummy) as ref_path:
-            ref = asyncio.run(
-                socket_burst(ref_path, "dev", dummy, clients=clients, seconds=seconds)
-            )
+            for _ in range(rounds):  # interleaved, so both see the same machine
+                cpu0 = cpu_seconds(pid)
+                run = asyncio.run(
+                    socket_burst(inst.socket, "dev", output, clients=clients, seconds=seconds)
+                )
+                runs.append((run, cpu_seconds(pid) - cpu0))
+                refs.append(
+                    asyncio.run(
+                        socket_burst(ref_path, "dev", dummy, clients=clients, seconds=seconds)
+                    )
+                )
+        burst, daemon_cpu = sorted(runs, key=lambda r: r[0].rate)[len(runs) // 2]
+        ref = sorted(refs, key=lambda r: r.rate)[len(refs) // 2]
         sts_before = sts.calls()
         cold_seconds, outputs, errors = cold_burst(inst, cold_clients)
         sts_calls = sts.calls() - sts_before
         approvals = audit_records(inst, "approval_opened", COLD_PROFILE)
     for out in outputs:
         check_credentials(out)
-    print(f"(a) cached burst: {clients} concurrent socket clients for {seconds:g} s each\n")
+    print(
+        f"(a) cached burst: {clients} concurrent socket clients for {seconds:g} s, "
+        f"{rounds} round(s) each, interleaved; the median round is shown\n"
+    )
     rows = []
     for name, result, cpu in (("vaultd", burst, daemon_cpu), ("reference", ref, None)):
         lat = result.latencies or [0.0]
@@ -132,9 +148,11 @@ def main() -> int:
         "CPU/req",
     ]
     print(table([*headers, "client CPU"], rows))
-    for name, result in (("vaultd", burst), ("reference", ref)):
-        if result.failures:
-            print(f"{name} failures:", dict(result.failures))
+    for name, results in (("vaultd", [r for r, _ in runs]), ("reference", refs)):
+        print(f"{name} rounds (req/s):", ", ".join(f"{r.rate:,.0f}" for r in results))
+        failures = sum((r.failures for r in results), Counter[str]())
+        if failures:
+            print(f"{name} failures:", dict(failures))
     print(f"\n(b) cold burst: {cold_clients} parallel credproc clients, one approval\n")
     print(
         table(
@@ -152,7 +170,7 @@ def main() -> int:
     )
     for err in errors[:3]:
         print("client error:", err.decode(errors="replace").strip())
-    rate_ok = burst.rate >= TARGET_RATE and not burst.failures
+    rate_ok = burst.rate >= TARGET_RATE and not any(r.failures for r, _ in runs)
     cold_ok = cold_seconds < TARGET_COLD_SECONDS and not errors and len(outputs) == 1
     cold_ok = cold_ok and sts_calls == 1 and approvals == 1
     print(

@@ -334,6 +334,12 @@ def _strict_float(text: str) -> float:
     return value
 
 
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_strict_float
+)
+"""One strict decoder for every frame (``json.loads`` with hooks builds one per call)."""
+
+
 def decode_body(body: bytes) -> dict[str, object]:
     """Decode one frame body into a JSON object, strictly."""
     try:
@@ -341,12 +347,7 @@ def decode_body(body: bytes) -> dict[str, object]:
     except UnicodeDecodeError:
         raise BadRequest("the frame is not valid UTF-8") from None
     try:
-        obj: object = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-            parse_float=_strict_float,
-        )
+        obj: object = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "value out of range"
         raise BadRequest(f"the frame is not valid JSON: {detail}") from None

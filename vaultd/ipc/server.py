@@ -73,6 +73,7 @@ Handler = Callable[[Request, "Connection"], Awaitable[Mapping[str, object] | byt
 _SD_LISTEN_FDS_START = 3
 _MAX_UNIX_PATH = 107
 _ACCEPT_BACKOFF = 0.1
+_ACCEPT_BATCH = 64
 _WATCH_DELAY = 0.25  # a client leaving mid-request is noticed this late at most
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -413,6 +414,21 @@ class IpcServer:
                 log.warning("accept failed (%s); backing off", exc.strerror)
                 await asyncio.sleep(_ACCEPT_BACKOFF)
                 continue
+            self._admit(sock)
+            self._admit_queued(listener)
+
+    def _admit_queued(self, listener: socket.socket) -> None:
+        """Admit up to :data:`_ACCEPT_BATCH` connections already queued, in this loop turn.
+
+        Under a burst this keeps the listen backlog short; an error is left to the awaited
+        accept, which handles it (and backs off).
+        """
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # nothing queued (EAGAIN), or an error the next accept meets
+                return
+            sock.setblocking(False)
             self._admit(sock)
 
     def _admit(self, sock: socket.socket) -> None:

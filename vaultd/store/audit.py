@@ -44,6 +44,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -277,6 +278,47 @@ def _settle(results: list[_Result]) -> None:
             future.set_exception(error)
 
 
+class _Watchdog:
+    """Fails the records awaited on one event loop that outlive their deadline (one timer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: deque[tuple[float, float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, future: asyncio.Future[None], timeout: float) -> None:
+        """Fail ``future`` with ``AuditError`` unless it is done within ``timeout`` seconds."""
+        entry = (self._loop.time() + timeout, timeout, future)
+        if self._waiting and entry[0] < self._waiting[-1][0]:  # a shorter timeout: keep order
+            self._waiting = deque(sorted([*self._waiting, entry], key=lambda e: e[0]))
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        else:
+            self._waiting.append(entry)
+        self._arm()
+
+    def _arm(self) -> None:
+        while self._waiting and self._waiting[0][2].done():
+            self._waiting.popleft()
+        if self._timer is None and self._waiting:
+            self._timer = self._loop.call_at(self._waiting[0][0], self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        while self._waiting and self._waiting[0][0] <= now:
+            _, timeout, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(
+                    AuditError(
+                        f"the audit log did not take the record within {timeout:g} s; nothing "
+                        "was released: check the disk holding the audit log"
+                    )
+                )
+        self._arm()
+
+
 class AuditLog:
     """Writes audit records with group commit: one writer thread, one write and fsync a batch.
 
@@ -298,6 +340,9 @@ class AuditLog:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Entry] = []
         self._writer: threading.Thread | None = None
+        self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def path(self) -> Path:
@@ -316,14 +361,23 @@ class AuditLog:
         if error is not None:
             raise error.with_traceback(None)
 
-    async def record_async(self, event: str, fields: Mapping[str, object]) -> None:
+    async def record_async(
+        self, event: str, fields: Mapping[str, object], *, timeout: float
+    ) -> None:
         """:meth:`record` for the event loop: queue the record and await its batch's fsync.
 
-        No executor thread is held while waiting.  Cancelling the wait does not withdraw the
-        record (it may still be written).
+        Raises ``AuditError`` if the batch is not durable within ``timeout`` seconds (fail
+        closed: nothing may be released).  No executor thread is held while waiting, and one
+        timer per event loop watches every waiting record.  Neither a timeout nor cancelling
+        the wait withdraws the record (it may still be written).
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._enqueue(_Entry(event, fields, future=future))
+        watchdog = self._watchdogs.get(loop)
+        if watchdog is None:
+            watchdog = self._watchdogs[loop] = _Watchdog(loop)
+        watchdog.watch(future, timeout)
         await future
 
     def _enqueue(self, entry: _Entry) -> None:

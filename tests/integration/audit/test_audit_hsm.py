@@ -182,7 +182,9 @@ def test_concurrent_threads_and_coroutines_commit_token_maced_batches(
                 log.record("request", {"profile": f"t{k}", "n": i})
 
         async def coroutine_records() -> None:
-            await asyncio.gather(*(log.record_async("release", {"n": i}) for i in range(20)))
+            await asyncio.gather(
+                *(log.record_async("release", {"n": i}, timeout=10) for i in range(20))
+            )
 
         threads = [threading.Thread(target=thread_records, args=(k,)) for k in range(4)]
         for t in threads:

@@ -769,13 +769,30 @@ def test_a_batch_across_a_rotation_ends_every_file_with_a_mac(
     assert verify(path, fake_mac_verify) == 61
 
 
+async def test_record_async_fails_closed_after_its_timeout(
+    path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldWriter(monkeypatch)
+    first = asyncio.create_task(log.record_async("start", {"outcome": "first"}, timeout=10))
+    assert await asyncio.to_thread(held.entered.wait, 10)
+    patient = asyncio.create_task(log.record_async("request", {"n": 1}, timeout=10))
+    with pytest.raises(AuditError, match=r"within 0\.2 s; nothing was released"):
+        await log.record_async("release", {"n": 2}, timeout=0.2)
+    assert not patient.done()  # a longer deadline is not cut short by a shorter one
+    held.release.set()
+    await asyncio.gather(first, patient)
+    assert verify(path, fake_mac_verify) == 3  # the late record was still written
+
+
 async def test_record_async_batches_and_resolves_every_waiter(
     path: Path, log: AuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = HeldWriter(monkeypatch)
-    first = asyncio.create_task(log.record_async("start", {"outcome": "first"}))
+    first = asyncio.create_task(log.record_async("start", {"outcome": "first"}, timeout=10))
     assert await asyncio.to_thread(held.entered.wait, 10)
-    rest = [asyncio.create_task(log.record_async("request", {"n": i})) for i in range(10)]
+    rest = [
+        asyncio.create_task(log.record_async("request", {"n": i}, timeout=10)) for i in range(10)
+    ]
     await asyncio.sleep(0)  # every task runs up to its wait: all ten are queued now
     assert len(log._queue) == 10
     rest[3].cancel()  # a caller that stops waiting does not withdraw its record
@@ -795,7 +812,8 @@ async def test_record_async_raises_audit_error_when_the_batch_fails(
 
     log = AuditLog(path, sealed, clock)
     results = await asyncio.gather(
-        *(log.record_async("request", {"n": i}) for i in range(3)), return_exceptions=True
+        *(log.record_async("request", {"n": i}, timeout=10) for i in range(3)),
+        return_exceptions=True,
     )
     assert all(isinstance(r, AuditError) and "sealed" in r.message for r in results)
     assert not path.exists()
@@ -818,7 +836,9 @@ def test_many_threads_and_coroutines_at_once_keep_one_unbroken_chain(
     path: Path, log: AuditLog
 ) -> None:
     async def coroutines() -> None:
-        await asyncio.gather(*(log.record_async("release", {"a": i}) for i in range(40)))
+        await asyncio.gather(
+            *(log.record_async("release", {"a": i}, timeout=10) for i in range(40))
+        )
 
     threads = [threading.Thread(target=write_records, args=(log, 10, 100 * k)) for k in range(6)]
     for t in threads:
