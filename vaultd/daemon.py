@@ -226,6 +226,7 @@ class Daemon:
             approval_timeout=settings.approval.timeout_seconds,
             cooldown_seconds=settings.approval.cooldown_seconds,
             serve_floor=settings.cache.serve_floor_seconds,
+            cache_idle_seconds=settings.cache.idle_seconds,
             access_policy=load_policy(settings.policy_file),
         )
         allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())

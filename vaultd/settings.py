@@ -107,6 +107,9 @@ class CacheSettings(_Section):
 
     serve_floor_seconds: int = Field(900, ge=900, le=3000)
     """Serve a session only while at least this many seconds remain (never below 900)."""
+    idle_seconds: int = Field(3600, ge=60, le=43200)
+    """Drop a cached session no request has used for this long; the next request asks again
+    (the STS expiration stays the absolute limit)."""
 
 
 class ApprovalSettings(_Section):

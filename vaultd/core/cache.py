@@ -3,6 +3,8 @@
 Expiry is judged on two clocks (THREATS T15): the wall clock against STS's ``Expiration``,
 and the monotonic clock against the lifetime left when the entry was stored.  Whichever says
 "later" wins, so a wall clock stepped backwards never extends use past the STS expiration.
+A session not served for ``idle_seconds`` (monotonic) is dropped too (THREATS T23: an approval
+does not outlive the intent); the STS expiration stays the absolute limit.
 """
 
 from __future__ import annotations
@@ -25,20 +27,39 @@ class CacheEntry:
     servable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Stored:
     creds: SessionCredentials
     wall_at_put: datetime
     mono_at_put: float
+    mono_last_use: float
+
+
+DEFAULT_IDLE_SECONDS = 3600.0
+"""Drop a cached session after an hour without a request for it."""
 
 
 class SessionCache:
     """Sessions served only while the serving floor is met on both clocks."""
 
-    def __init__(self, clock: Clock, *, floor: int = policy.SERVE_FLOOR_SECONDS) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        floor: int = policy.SERVE_FLOOR_SECONDS,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+    ) -> None:
         self._clock = clock
         self._floor = policy.effective_floor(floor)
+        self._idle = idle_seconds
         self._entries: dict[str, _Stored] = {}
+
+    def _idle_out(self, key: str, stored: _Stored) -> bool:
+        """Drop ``key`` and say so if it has not been served for the idle limit."""
+        if self._clock.monotonic() - stored.mono_last_use < self._idle:
+            return False
+        del self._entries[key]
+        return True
 
     def _now_for(self, stored: _Stored) -> datetime:
         """The later of the wall clock and the wall time implied by monotonic elapsed time."""
@@ -48,29 +69,34 @@ class SessionCache:
     def get(self, key: str) -> SessionCredentials | None:
         """The cached session for ``key`` if it has at least the floor left, else ``None``.
 
-        Entries that have expired outright are dropped.
+        Entries that have expired outright, or were not served for the idle limit, are
+        dropped; serving one restarts its idle time.
         """
         stored = self._entries.get(key)
-        if stored is None:
+        if stored is None or self._idle_out(key, stored):
             return None
         now = self._now_for(stored)
         if stored.creds.seconds_left(now) <= 0:
             del self._entries[key]
             return None
-        return stored.creds if policy.servable(stored.creds, now, self._floor) else None
+        if not policy.servable(stored.creds, now, self._floor):
+            return None
+        stored.mono_last_use = self._clock.monotonic()
+        return stored.creds
 
     def put(self, key: str, creds: SessionCredentials) -> bool:
         """Store ``creds`` under ``key``; refuse (return ``False``) if already below the floor."""
         now = self._clock.now()
         if not policy.servable(creds, now, self._floor):
             return False
-        self._entries[key] = _Stored(creds, now, self._clock.monotonic())
+        mono = self._clock.monotonic()
+        self._entries[key] = _Stored(creds, now, mono, mono)
         return True
 
     def needs_refresh(self, key: str) -> bool:
         """Whether ``key`` should be refreshed now (missing, expiring or within the window)."""
         stored = self._entries.get(key)
-        if stored is None:
+        if stored is None or self._idle_out(key, stored):
             return True
         return policy.needs_refresh(stored.creds, self._now_for(stored), self._floor)
 
@@ -87,6 +113,8 @@ class SessionCache:
         out: list[CacheEntry] = []
         for key in sorted(self._entries):
             stored = self._entries[key]
+            if self._idle_out(key, stored):
+                continue
             now = self._now_for(stored)
             left = stored.creds.seconds_left(now)
             if left > 0:

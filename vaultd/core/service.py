@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 
 from vaultd.core import policy
 from vaultd.core.approvals import Approval, ApprovalBook
-from vaultd.core.cache import SessionCache
+from vaultd.core.cache import DEFAULT_IDLE_SECONDS, SessionCache
 from vaultd.core.iam_policy import ContextValue, Policy, default_policy, enforce
 from vaultd.core.model import (
     ApprovalMethod,
@@ -161,13 +161,14 @@ class VaultService:
         approval_timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
         cooldown_seconds: float = 30.0,
         serve_floor: int = policy.SERVE_FLOOR_SECONDS,
+        cache_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         audit_timeout: float = 2.0,
         access_policy: Policy | None = None,
     ) -> None:
         self._profiles = dict(profiles)
         self._p = ports
         self.ledger = ledger
-        self.cache = SessionCache(ports.clock, floor=serve_floor)
+        self.cache = SessionCache(ports.clock, floor=serve_floor, idle_seconds=cache_idle_seconds)
         self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False

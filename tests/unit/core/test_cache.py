@@ -101,3 +101,42 @@ def test_put_replaces_entry() -> None:
     cache.put("dev", fresh)
     clock.advance(500)
     assert cache.get("dev") is fresh
+
+
+def test_an_unused_session_is_dropped_at_the_idle_limit() -> None:
+    """THREATS T23: expiry at the idle limit without use."""
+    clock = FakeClock()
+    cache = SessionCache(clock, idle_seconds=600)
+    creds = session(clock, 3600)
+    cache.put("dev", creds)
+    clock.advance(599)
+    assert [e.key for e in cache.entries()] == ["dev"]  # looking does not count as use
+    clock.advance(1)
+    assert cache.entries() == []
+    assert cache.get("dev") is None
+    assert cache.needs_refresh("dev")
+
+
+def test_constant_use_lasts_until_the_absolute_limit_only() -> None:
+    """THREATS T23: with constant use, expiry at the absolute limit (the serving floor)."""
+    clock = FakeClock()
+    cache = SessionCache(clock, idle_seconds=600)
+    creds = session(clock, 3600)
+    cache.put("dev", creds)
+    for _ in range(4):
+        clock.advance(599)
+        assert cache.get("dev") is creds  # each use restarts the idle time
+    clock.advance(3600 - 900 - 4 * 599)  # exactly the floor left
+    assert cache.get("dev") is creds
+    clock.advance(1)
+    assert cache.get("dev") is None
+
+
+def test_idle_time_runs_on_the_monotonic_clock() -> None:
+    clock = FakeClock()
+    cache = SessionCache(clock, idle_seconds=600)
+    creds = session(clock, 3600)
+    cache.put("dev", creds)
+    clock.jump_wall(-3600)  # the wall clock going back gives no extra idle time
+    clock.advance(600)
+    assert cache.get("dev") is None
