@@ -228,6 +228,8 @@ class Daemon:
             serve_floor=settings.cache.serve_floor_seconds,
             cache_idle_seconds=settings.cache.idle_seconds,
             access_policy=load_policy(settings.policy_file),
+            out_of_band=settings.approval.out_of_band,
+            approvers=lambda: len(self._subscribers),
         )
         allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())
         self.server = IpcServer(
@@ -389,6 +391,7 @@ class Daemon:
                 action=request.action,
                 on_event=_forward(conn),
                 alive=lambda: not conn.closed,
+                interactive=request.interactive,
             )
             return credentials_reply(render(creds))
         if isinstance(request, ApprovalsRequest):
@@ -427,8 +430,9 @@ class Daemon:
             await self.breakglass.end(request.id)
             return {}
         if isinstance(request, FederationRequest):
+            # `vaultd login` shows the pending approval to the person who ran it (stderr).
             creds = await self.service.federation_session(
-                request.profile, conn.requester, on_event=_forward(conn)
+                request.profile, conn.requester, on_event=_forward(conn), interactive=True
             )
             return credentials_reply(render(creds))
         if isinstance(request, AuditTailRequest):
@@ -455,7 +459,10 @@ class Daemon:
                 f"{name!r} and mfa_serial"
             )
 
-        session = await svc.credentials(profile.name, conn.requester, on_event=_forward(conn))
+        # `vaultd rotate` shows the pending approval to the person who ran it (stderr).
+        session = await svc.credentials(
+            profile.name, conn.requester, on_event=_forward(conn), interactive=True
+        )
         await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=True)
 
         def run(store: SealedStore) -> Mapping[str, object]:
@@ -590,7 +597,11 @@ class Daemon:
         await self.service.audit_event("unlock", outcome="unsealed")
 
     async def _stream_events(self, conn: Connection) -> Mapping[str, object]:
-        """Push approval events to a subscriber (the TUI) until it goes away."""
+        """Push approval events to a subscriber (the TUI) until it goes away.
+
+        Each subscriber counts as an approver for code approvals; when the last one leaves,
+        approvals only it could answer end with ``APPROVAL_UNAVAILABLE`` (THREATS §3 row 14).
+        """
         queue: asyncio.Queue[tuple[str, Approval]] = asyncio.Queue(maxsize=256)
 
         def on_event(event: object) -> None:
@@ -600,6 +611,7 @@ class Daemon:
                 queue.put_nowait((str(getattr(kind, "value", kind)), approval))
 
         unsubscribe = self.service.approvals.subscribe(on_event)
+        self._subscribers.add(conn)
         try:
             await conn.send_event("subscribed", {})
             while not conn.closed:
@@ -614,6 +626,15 @@ class Daemon:
                 await conn.send_event(f"approval_{kind}", {"approval": approval.as_dict()})
         finally:
             unsubscribe()
+            self._subscribers.discard(conn)
+            if not self._subscribers:
+                ended = self.service.approver_detached()
+                if ended:
+                    log.warning(
+                        "the last approver (TUI) left: %d code approval(s) ended with "
+                        "APPROVAL_UNAVAILABLE",
+                        len(ended),
+                    )
         return {}
 
     # --- life cycle ----------------------------------------------------------------------

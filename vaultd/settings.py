@@ -119,6 +119,9 @@ class ApprovalSettings(_Section):
     """How long an approval stays open (under 55 s: the Go SDK kills credential_process at 60)."""
     cooldown_seconds: float = Field(30.0, ge=0, le=600)
     """After a deny or timeout, new requests for the same session fail fast for this long."""
+    out_of_band: bool = False
+    """Let `vaultd approve` (another terminal, a script, a notifier telling the user) answer code
+    approvals that no terminal or TUI shows; off by default: deny when nobody can be asked."""
 
 
 class Fido2Settings(_Section):

@@ -32,6 +32,13 @@ _log = logging.getLogger(__name__)
 
 _SHOWABLE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
+NOBODY_TO_ASK = (
+    "nothing can show the code prompt (no terminal, no `vaultd tui`); run the command in a "
+    "terminal, open `vaultd tui`, or set approval.out_of_band = true to answer with "
+    "`vaultd approve`"
+)
+"""What an ``APPROVAL_UNAVAILABLE`` for a typed-code approval tells the user to do."""
+
 RETAIN_FINISHED_SECONDS = 60.0
 """How long a finished approval still answers ``wait`` (then it is forgotten)."""
 
@@ -56,6 +63,18 @@ class ApprovalState(StrEnum):
     DENIED = "denied"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    UNAVAILABLE = "unavailable"
+
+
+def code_approval_deliverable(*, interactive: bool, approvers: int, out_of_band: bool) -> bool:
+    """Whether someone can be asked for a typed MFA code (THREATS T2, §3 row 14).
+
+    True when the requesting client prompts on its own terminal (``interactive``), when at
+    least one approver (a `vaultd tui` events subscriber) is attached, or when the user chose
+    ``approval.out_of_band`` (`vaultd approve` from elsewhere).  Otherwise a code approval
+    could only time out, so it is refused at once with ``APPROVAL_UNAVAILABLE``.
+    """
+    return interactive or approvers > 0 or out_of_band
 
 
 def _rfc3339(dt: datetime) -> str:
@@ -213,6 +232,14 @@ class ApprovalBook:
         """Deny a pending approval; final for every waiter."""
         return self._finish(self._open_record(approval_id), ApprovalState.DENIED)
 
+    def withdraw(self, approval_id: str) -> Approval:
+        """End a pending approval that nobody can answer any more (its last approver left).
+
+        Every waiter gets ``ApprovalUnavailable``.  Nobody denied it, so no deny cooldown
+        follows (the single-flight cooldown starts on ``Denied``/``ApprovalTimeout`` only).
+        """
+        return self._finish(self._open_record(approval_id), ApprovalState.UNAVAILABLE)
+
     def expire_due(self) -> list[Approval]:
         """Time out every approval past its deadline; returns them.  Call periodically."""
         mono = self._clock.monotonic()
@@ -301,6 +328,8 @@ class ApprovalBook:
             )
         if approval.state is ApprovalState.CANCELLED:
             raise Denied(f"vault locked: {what} was cancelled; unlock the vault and retry")
+        if approval.state is ApprovalState.UNAVAILABLE:
+            raise ApprovalUnavailable(f"{what} ended: {NOBODY_TO_ASK}")
         raise Denied(f"{what} was denied by the user")
 
     def _prune(self) -> None:

@@ -23,7 +23,12 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from vaultd.core import policy
-from vaultd.core.approvals import Approval, ApprovalBook
+from vaultd.core.approvals import (
+    NOBODY_TO_ASK,
+    Approval,
+    ApprovalBook,
+    code_approval_deliverable,
+)
 from vaultd.core.cache import DEFAULT_IDLE_SECONDS, SessionCache
 from vaultd.core.iam_policy import ContextValue, Policy, default_policy, enforce
 from vaultd.core.model import (
@@ -67,6 +72,11 @@ def _consume(task: asyncio.Future[object]) -> None:
 
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
     """The default notifier: nothing to tell."""
+
+
+def _no_approvers() -> int:
+    """The default approver count: no TUI is attached."""
+    return 0
 
 
 class Runner(Protocol):
@@ -164,7 +174,11 @@ class VaultService:
         cache_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         audit_timeout: float = 2.0,
         access_policy: Policy | None = None,
+        out_of_band: bool = False,
+        approvers: Callable[[], int] = _no_approvers,
     ) -> None:
+        """``approvers()`` counts the attached approvers (TUIs) now; ``out_of_band`` lets
+        :meth:`approve` answer code approvals that no terminal or approver shows."""
         self._profiles = dict(profiles)
         self._p = ports
         self.ledger = ledger
@@ -178,6 +192,9 @@ class VaultService:
         self._background: set[asyncio.Future[None]] = set()
         self._audit_timeout = audit_timeout
         self._policy = access_policy or default_policy()
+        self._out_of_band = out_of_band
+        self._approvers = approvers
+        self._approver_only: set[str] = set()
 
     @property
     def profiles(self) -> Mapping[str, Profile]:
@@ -197,17 +214,23 @@ class VaultService:
         action: str = "credential_process",
         on_event: EventSink | None = None,
         alive: Callable[[], bool] | None = None,
+        interactive: bool = False,
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
 
         ``alive`` tells whether the client still waits: a session made for a client that went
         away fills the cache but is not recorded as a release (nothing left the daemon).
+        ``interactive``: the client shows the approval to its user (a terminal prompt), so a
+        typed-code approval can be answered even with no TUI attached (see
+        :meth:`approver_detached`).
 
         Every refusal is audited (best effort: when the audit log itself fails, the request is
         refused all the same).
         """
         try:
-            return await self._credentials(profile_name, requester, action, on_event, alive)
+            return await self._credentials(
+                profile_name, requester, action, on_event, alive, interactive
+            )
         except AuditError:
             raise
         except VaultError as exc:
@@ -228,6 +251,7 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
         alive: Callable[[], bool] | None,
+        interactive: bool,
     ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
@@ -246,7 +270,8 @@ class VaultService:
                 "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
             creds = await self.flight.run(
-                key, lambda: self._fresh_session(profile, requester, action, on_event)
+                key,
+                lambda: self._fresh_session(profile, requester, action, on_event, interactive),
             )
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")
@@ -261,7 +286,12 @@ class VaultService:
         return creds
 
     async def federation_session(
-        self, profile_name: str, requester: Requester, *, on_event: EventSink | None = None
+        self,
+        profile_name: str,
+        requester: Requester,
+        *,
+        on_event: EventSink | None = None,
+        interactive: bool = False,
     ) -> SessionCredentials:
         """A GetFederationToken session for console sign-in of a profile without a role.
 
@@ -275,7 +305,9 @@ class VaultService:
                 f"console sign-in through GetFederationToken needs a session profile with "
                 f"stored credentials; {profile_name!r} is not one"
             )
-        mfa = await self.credentials(profile_name, requester, action="login", on_event=on_event)
+        mfa = await self.credentials(
+            profile_name, requester, action="login", on_event=on_event, interactive=interactive
+        )
         credentials_name = profile.credentials
         keys = await self.run_token(lambda: self._p.secrets.key_pair(credentials_name))
         if keys.root:
@@ -304,6 +336,7 @@ class VaultService:
         requester: Requester,
         action: str,
         on_event: EventSink | None,
+        interactive: bool,
     ) -> SessionCredentials:
         if profile.kind is ProfileKind.ROLE and profile.source_profile is not None:
             duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
@@ -313,10 +346,12 @@ class VaultService:
                 if base is None:
                     base = await self.flight.run(
                         f"profile:{source.name}",
-                        lambda: self._mfa_call(source, requester, action, on_event, profile),
+                        lambda: self._mfa_call(
+                            source, requester, action, on_event, profile, interactive
+                        ),
                     )
                 return await self._assume_role(profile, base, None, None)
-        return await self._mfa_call(profile, requester, action, on_event, profile)
+        return await self._mfa_call(profile, requester, action, on_event, profile, interactive)
 
     async def _mfa_call(
         self,
@@ -325,6 +360,7 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
         asked_for: Profile,
+        interactive: bool,
     ) -> SessionCredentials:
         """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code.
 
@@ -340,7 +376,9 @@ class VaultService:
                     "served to credential_process; use `vaultd break-glass`"
                 )
             self.ledger.check_allowed(serial, self._p.clock.now())
-            code = await self._obtain_code(asked_for, serial, requester, action, on_event)
+            code = await self._obtain_code(
+                asked_for, serial, requester, action, on_event, interactive
+            )
             if profile.kind is ProfileKind.ROLE:
                 session = await self.counting_failures(
                     serial, self._assume_role(profile, keys, serial, code)
@@ -453,17 +491,38 @@ class VaultService:
         requester: Requester,
         action: str,
         on_event: EventSink | None,
+        interactive: bool,
     ) -> str:
         """Open an approval and get a fresh code: typed by the user, or generated from the
-        sealed seed after a verified FIDO2 touch.  Either way the code is marked used."""
+        sealed seed after a verified FIDO2 touch.  Either way the code is marked used.
+
+        A typed-code approval nobody can be asked for is refused before it opens
+        (``ApprovalUnavailable``); a touch approval always opens: the key is the prompter.
+        """
         method = await self._approval_method(profile, serial)
+        if method is ApprovalMethod.CODE and not self._deliverable(interactive):
+            raise ApprovalUnavailable(
+                f"profile {profile.name!r} needs a typed MFA code, but {NOBODY_TO_ASK}"
+            )
         approval = self.approvals.open(profile.name, action, requester, method)
+        if method is ApprovalMethod.CODE and not interactive:
+            self._approver_only.add(approval.id)  # before any await: an approver may leave
+        try:
+            return await self._answer(approval, serial, on_event, interactive)
+        finally:
+            self._approver_only.discard(approval.id)
+
+    async def _answer(
+        self, approval: Approval, serial: str, on_event: EventSink | None, interactive: bool
+    ) -> str:
+        """Announce an opened approval, then wait for its code (typed, or after a touch)."""
+        profile, method = approval.profile, approval.methods
         await self.audit_event(
             "approval_opened",
-            profile=profile.name,
+            profile=profile,
             approval=approval.id,
             methods=method.value,
-            client=requester_fields(requester),
+            client=requester_fields(approval.requester),
         )
         if on_event is not None and method is not ApprovalMethod.TOUCH:
             await on_event(APPROVAL_PENDING, approval)
@@ -471,14 +530,36 @@ class VaultService:
             if method is ApprovalMethod.CODE:
                 code = await self._typed_code(approval, serial)
             else:
-                code = await self._touch_or_typed_code(approval, serial, on_event)
+                code = await self._touch_or_typed_code(approval, serial, on_event, interactive)
         except VaultError as exc:
             await self.audit_event(
-                "approval_failed", profile=profile.name, approval=approval.id, outcome=exc.code
+                "approval_failed", profile=profile, approval=approval.id, outcome=exc.code
             )
             raise
-        await self.audit_event("approval_granted", profile=profile.name, approval=approval.id)
+        await self.audit_event("approval_granted", profile=profile, approval=approval.id)
         return code
+
+    def _deliverable(self, interactive: bool) -> bool:
+        return code_approval_deliverable(
+            interactive=interactive, approvers=self._approvers(), out_of_band=self._out_of_band
+        )
+
+    def approver_detached(self) -> list[Approval]:
+        """Call when an approver (a `vaultd tui` events subscriber) went away.
+
+        With no approver left and ``out_of_band`` off, every pending typed-code approval whose
+        requester has no terminal of its own ends now, and all its waiters get
+        ``ApprovalUnavailable`` (THREATS §3 row 14).  Nobody denied, so no deny cooldown
+        starts: the next request from a terminal, or with a TUI open, is asked afresh.
+        Returns the approvals ended.
+        """
+        if self._deliverable(False):
+            return []
+        ended = []
+        for approval_id in sorted(self._approver_only):
+            with contextlib.suppress(VaultError):
+                ended.append(self.approvals.withdraw(approval_id))
+        return ended
 
     async def _approval_method(self, profile: Profile, serial: str) -> ApprovalMethod:
         """The method this approval can use: touch needs a gate and a stored seed."""
@@ -508,9 +589,13 @@ class VaultService:
         return code
 
     async def _touch_or_typed_code(
-        self, approval: Approval, serial: str, on_event: EventSink | None
+        self, approval: Approval, serial: str, on_event: EventSink | None, interactive: bool
     ) -> str:
-        """Run the touch gate and (for touch-or-code) wait for a typed code; first one wins."""
+        """Run the touch gate and (for touch-or-code) wait for a typed code; first one wins.
+
+        Once the touch has failed, touch-or-code is a typed-code approval: it ends with
+        ``ApprovalUnavailable`` at once when nobody can be asked for the code.
+        """
         gate, codes = self._p.gate, self._p.codes
         assert gate is not None and codes is not None  # noqa: S101 - _approval_method checked
         loop = asyncio.get_running_loop()
@@ -548,6 +633,12 @@ class VaultService:
                     with contextlib.suppress(VaultError):
                         self.approvals.deny(approval.id)
                     raise failure
+                if not self._deliverable(interactive):
+                    with contextlib.suppress(VaultError):
+                        self.approvals.withdraw(approval.id)
+                    continue
+                if not interactive:
+                    self._approver_only.add(approval.id)
                 self._p.notify("touch_failed", approval.profile, "warning", "type the code instead")
         finally:
             cancel.set()

@@ -218,6 +218,9 @@ def create_installation(
             "token_label": token_label,
             "pin_source": f"file:{pin_file}",
         },
+        # Tests answer approvals with `approve_pending` (`vaultd approve`) from clients with no
+        # terminal; pass extra={"approval": {"out_of_band": False}} to test the default.
+        "approval": {"out_of_band": True},
         "profiles": {
             name: dict(p)
             for name, p in (
