@@ -38,6 +38,7 @@ from vaultd.errors import (
     ConfigError,
     HsmPinFinalTry,
     HsmPinIncorrect,
+    HsmPinLocked,
     InternalError,
     RateLimited,
     RecordNotFound,
@@ -650,6 +651,11 @@ class Daemon:
         pin = app.read_pin(self.settings)
         try:
             self.holder.unseal(pin)
+        except (HsmPinIncorrect, HsmPinLocked) as exc:
+            # No automatic retry (THREATS T9): a restart loop (systemd Restart=on-failure)
+            # would spend one PIN try per start until the token locks.
+            self.service.sealed = True
+            log.error("started sealed: %s", exc)
         except HsmPinFinalTry:
             # Never spend the last try unattended (THREATS T9): a person must confirm it.
             self.service.sealed = True

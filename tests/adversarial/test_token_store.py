@@ -330,6 +330,30 @@ async def test_daemon_with_a_pin_file_starts_sealed_at_final_try(
     assert pin not in caplog.text
 
 
+@pytest.mark.parametrize("step", [PinStep.INCORRECT, PinStep.LOCKED])
+async def test_daemon_with_a_refused_pin_file_starts_sealed_after_one_login(
+    environment: Callable[..., Installation], caplog: pytest.LogCaptureFixture, step: PinStep
+) -> None:
+    """T9: a refused or locked PIN at start seals instead of exiting, so a service manager's
+    restart loop cannot spend one PIN try per start; the daemon itself never retries."""
+    inst = environment()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_script=[step])
+    async with Serving(inst, faulty) as run:
+        assert (await run.client.request("status"))["sealed"] is True
+        assert faulty.logins == 1
+        assert "started sealed" in caplog.text
+        if step is PinStep.LOCKED:  # the recovery text, and no login until the SO resets it
+            assert "reset it with the SO PIN" in caplog.text
+            with pytest.raises(HsmPinLocked):
+                await run.client.request("unlock", pin=inst.token.user_pin)
+            assert faulty.logins == 1
+        else:
+            await run.client.request("unlock", pin=inst.token.user_pin)  # the person's retry
+            assert faulty.logins == 2
+            assert (await run.client.request("status"))["sealed"] is False
+    assert inst.token.user_pin not in caplog.text
+
+
 async def _cli_unlock(
     environment: Callable[..., Installation],
     stdin: object,

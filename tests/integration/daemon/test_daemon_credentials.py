@@ -459,6 +459,32 @@ def test_prompt_pin_source_starts_sealed_and_unlocks_over_the_socket(
     assert inst.stop_daemon() == 0  # SIGTERM stops cleanly
 
 
+def test_a_wrong_pin_file_starts_sealed_and_is_never_retried(
+    make_vault: MakeVault, tmp_path: Path
+) -> None:
+    """THREATS T9: no automatic retry, not even across restarts (systemd restarts a daemon
+    that exits on failure, and each start would spend one PIN try)."""
+    from vaultd.ipc.client import DaemonClient
+
+    inst = make_vault(start=False)
+    pin_file = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:"))
+    pin = pin_file.read_text()
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("000000")
+    wrong.chmod(0o600)
+    inst.config["pkcs11"]["pin_source"] = f"file:{wrong}"
+    inst.write_config()
+    inst.start_daemon()
+    client = DaemonClient(inst.socket)
+    assert client.request("status")["sealed"] is True
+    assert "started sealed" in inst.log() and "refused the PIN" in inst.log()
+    code, out, err = finish(credproc(inst, "dev"), timeout=10)
+    assert code != 0 and out == b"" and b"SEALED" in err
+    client.request("unlock", pin=pin)  # the person fixes it
+    assert client.request("status")["sealed"] is False
+    assert inst.stop_daemon() == 0
+
+
 def test_audit_tail_over_the_socket_is_newest_first_and_bounded(make_vault: MakeVault) -> None:
     from vaultd.errors import BadRequest
     from vaultd.ipc.client import DaemonClient
