@@ -29,7 +29,7 @@ import pytest
 
 from vaultd.ipc.client import DaemonClient
 from vaultd.ipc.protocol import decode_body, decode_request, encode_request
-from vaultd.ipc.replies import check_reply
+from vaultd.ipc.replies import check_event, check_reply
 from vaultd.testing.fake_sts import FakeSts, Fault
 from vaultd.testing.frame_recorder import FrameRecorder
 from vaultd.testing.harness import MFA_SERIAL, Installation
@@ -49,6 +49,8 @@ from .conftest import (
 )
 
 pytestmark = [pytest.mark.hsm, pytest.mark.slow(reason="one full session on a real daemon")]
+
+_FRAME = ("v", "ok", "event")  # envelope keys, not part of a reply or event schema
 
 
 def _seed_needles() -> list[bytes]:
@@ -175,11 +177,15 @@ def test_no_frame_carries_a_long_term_secret_and_every_reply_fits_its_schema(
 
     ops: list[str] = []
     errors: list[str] = []
+    pushed: list[str] = []
     for conn in recorder.connections:
         assert conn.sent.tail == b"" and conn.received.tail == b""
         requests = [decode_request(f) for f in conn.sent.frames]
         replies = [decode_body(f) for f in conn.received.frames]
         finals = [r for r in replies if "event" not in r]
+        for event in (r for r in replies if "event" in r):
+            pushed.append(str(event["event"]))
+            check_event(str(event["event"]), {k: v for k, v in event.items() if k not in _FRAME})
         if requests and requests[-1].op == "events" and len(finals) < len(requests):
             ops.append("events")  # the subscriber left first: its final reply is never sent
             requests.pop()
@@ -193,7 +199,8 @@ def test_no_frame_carries_a_long_term_secret_and_every_reply_fits_its_schema(
                 errors.append(str(error["code"]))
                 continue
             assert reply["ok"] is True
-            check_reply(request.op, {k: v for k, v in reply.items() if k not in ("v", "ok")})
+            check_reply(request.op, {k: v for k, v in reply.items() if k not in _FRAME})
+    assert {"subscribed", "approval_opened", "approval_pending", "touch_needed"} <= set(pushed)
     expected = {"credentials", "approvals", "approve", "status", "audit_tail", "report"}
     assert expected | {"events", "lock", "unlock"} <= set(ops)
     assert errors == ["MFA_REJECTED"]

@@ -10,6 +10,9 @@ The one open shape is an audit record (``audit_tail``): the audit log's own line
 HMACs and masked ids by construction (THREATS T5).  Their keys are still checked at any depth
 against :data:`SECRET_FIELD_NAMES`.
 
+Pushed events are declared the same way in :data:`EVENTS` and checked by :func:`check_event`
+before the server writes them.
+
 The ``credentials``, ``grant`` and ``federation`` replies carry the ``credential_process``
 document (:class:`CredentialProcessOutput`); :func:`check_credential_output` insists on a
 ``SessionToken`` and an ``Expiration``, so a long-term key pair cannot pass as one.
@@ -34,7 +37,7 @@ from typing import (
 )
 
 from vaultd.errors import ReplySchemaViolation
-from vaultd.ipc.protocol import CREDENTIALS_PREFIX
+from vaultd.ipc.protocol import APPROVAL_PENDING, CREDENTIALS_PREFIX
 
 SECRET_FIELD_NAMES: Final = frozenset(
     {"secretaccesskey", "awssecretaccesskey", "sessiontoken", "seed", "totpseed", "pin", "secret"}
@@ -196,6 +199,33 @@ REPLIES: Final[Mapping[str, type]] = {
 }
 """Each request op's success reply schema (every op of ``vaultd.ipc.protocol.OPS``)."""
 
+
+
+class PendingEvent(TypedDict):
+    """``approval_pending`` and ``touch_needed``, pushed to the waiting client."""
+
+    id: str
+    profile: str
+    requester: RequesterView
+    expires: str
+    methods: str
+
+
+class ApprovalChange(TypedDict):
+    """``approval_opened`` and ``approval_resolved``, pushed to the TUI."""
+
+    approval: ApprovalView
+
+
+EVENTS: Final[Mapping[str, type]] = {
+    "subscribed": EmptyReply,
+    APPROVAL_PENDING: PendingEvent,
+    "touch_needed": PendingEvent,
+    "approval_opened": ApprovalChange,
+    "approval_resolved": ApprovalChange,
+}
+"""Each pushed event's fields (besides ``v`` and ``event``)."""
+
 _SCALARS: Final = (str, int, float, bool)
 
 
@@ -218,6 +248,14 @@ def check_reply(op: str, reply: Mapping[str, object] | bytes) -> None:
     else:
         fields = reply
     _check(fields, schema, op)
+
+
+def check_event(name: str, fields: Mapping[str, object]) -> None:
+    """Raise ``ReplySchemaViolation`` unless ``fields`` match the declared event ``name``."""
+    schema = EVENTS.get(name)
+    if schema is None:
+        raise ReplySchemaViolation(f"event {name!r} has no declared schema")
+    _check(fields, schema, name)
 
 
 def check_credential_output(output: bytes) -> None:

@@ -46,6 +46,7 @@ from vaultd.errors import (
     ConfigError,
     DaemonAlreadyRunning,
     InternalError,
+    ReplySchemaViolation,
     RequestTimeout,
     UnsafePermissions,
     VaultError,
@@ -65,6 +66,7 @@ from vaultd.ipc.protocol import (
     frame_length,
     success_reply,
 )
+from vaultd.ipc.replies import check_event
 
 log = logging.getLogger("vaultd.ipc")
 
@@ -108,7 +110,13 @@ class Connection:
         return self._requester
 
     async def send_event(self, name: str, fields: Mapping[str, object] | None = None) -> bool:
-        """Push an event frame; False (and nothing written) once the client is gone."""
+        """Push an event frame; False (and nothing written) once the client is gone, or when
+        the event does not match its declared schema (logged; THREATS T28)."""
+        try:
+            check_event(name, fields or {})
+        except ReplySchemaViolation as exc:
+            log.error("refused to push the %r event: %s", name, exc)
+            return False
         return await self.send_body(event_frame(name, fields))
 
     async def send_body(self, body: bytes) -> bool:

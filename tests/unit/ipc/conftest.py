@@ -8,11 +8,13 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vaultd.core.model import Requester
 from vaultd.errors import RateLimited, UnsafePermissions
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import (
@@ -21,6 +23,7 @@ from vaultd.ipc.protocol import (
     LockRequest,
     Request,
     StatusRequest,
+    approval_pending_fields,
     credentials_reply,
 )
 from vaultd.ipc.server import Connection, Handler, IpcServer
@@ -67,8 +70,9 @@ class Recorder:
             case "hang":
                 await asyncio.Event().wait()
             case "pending":
-                fields = {"id": "ap_1", "profile": "pending", "expires": "2025-05-26T12:34:56Z"}
-                await conn.send_event(APPROVAL_PENDING, fields)
+                expires = datetime(2025, 5, 26, 12, 34, 56, tzinfo=UTC)
+                fields = approval_pending_fields("ap_1", "pending", Requester(1, 0), expires)
+                await conn.send_event(APPROVAL_PENDING, {**fields, "methods": "code"})
                 await self.release.wait()
             case "malformed":
                 return b'{"v":1,"ok":true,"output":{"Version":10}}'

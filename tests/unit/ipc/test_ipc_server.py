@@ -418,12 +418,53 @@ async def test_events_subscription_streams_until_the_handler_ends(
 ) -> None:
     async def handler(request: Any, conn: Any) -> dict[str, object]:
         for n in range(3):
-            await conn.send_event("tick", {"n": n})
+            await conn.send_event("approval_opened", {"approval": _approval_view(f"ap_{n}")})
         return {}
 
     async with serve(sock_path, handler, request_timeout=0.01):
         events = [e async for e in AsyncDaemonClient(sock_path).events()]
-    assert [(e.name, e.fields["n"]) for e in events] == [("tick", 0), ("tick", 1), ("tick", 2)]
+    assert [(e.name, e.fields["approval"]["id"]) for e in events] == [
+        ("approval_opened", "ap_0"),
+        ("approval_opened", "ap_1"),
+        ("approval_opened", "ap_2"),
+    ]
+
+
+def _approval_view(approval_id: str) -> dict[str, object]:
+    requester = {"pid": 1, "uid": 0, "executable": "", "cwd": "", "parent_pid": 0}
+    requester |= {"parent_command": "", "parent_executable": ""}
+    return {
+        "id": approval_id,
+        "profile": "dev",
+        "action": "credential_process",
+        "methods": "code",
+        "state": "pending",
+        "created_at": "2026-01-01T00:00:00Z",
+        "expires_at": "2026-01-01T00:00:50Z",
+        "requested_by": requester,
+    }
+
+
+async def test_an_event_off_its_schema_is_never_pushed(
+    sock_path: Path, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """THREATS T28 for pushed frames: an undeclared event, or a field its schema lacks, is
+    logged and dropped; the stream goes on."""
+    sent: list[bool] = []
+
+    async def handler(request: Any, conn: Any) -> dict[str, object]:
+        sent.append(await conn.send_event("tick", {"n": 1}))
+        view = {**_approval_view("ap_1"), "secret_access_key": "x"}
+        sent.append(await conn.send_event("approval_opened", {"approval": view}))
+        sent.append(await conn.send_event("approval_opened", {"approval": _approval_view("ap_2")}))
+        return {}
+
+    async with serve(sock_path, handler, request_timeout=0.01):
+        events = [e async for e in AsyncDaemonClient(sock_path).events()]
+    assert sent == [False, False, True]
+    assert [e.fields["approval"]["id"] for e in events] == ["ap_2"]
+    assert "refused to push the 'tick' event" in caplog.text
+    assert "secret_access_key" in caplog.text and '"x"' not in caplog.text
 
 
 async def test_stop_cancels_running_handlers(sock_path: Path, recorder: Any) -> None:

@@ -37,7 +37,7 @@ from vaultd.core.model import (
 from vaultd.daemon import Daemon
 from vaultd.errors import InternalError, ReplySchemaViolation
 from vaultd.ipc.protocol import OPS, CredentialsRequest, StatusRequest, credentials_reply
-from vaultd.ipc.replies import REPLIES, CredentialProcessOutput, check_reply
+from vaultd.ipc.replies import EVENTS, REPLIES, CredentialProcessOutput, check_reply
 from vaultd.report import build_report, to_csv, to_json
 from vaultd.rotation import RotationResult
 
@@ -106,6 +106,12 @@ def test_every_request_op_has_a_reply_schema() -> None:
 @pytest.mark.parametrize("op", sorted(REPLIES))
 def test_no_reply_type_can_carry_a_long_term_secret(op: str) -> None:
     assert schema_problems(REPLIES[op], op) == []
+
+
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_no_event_type_can_carry_a_long_term_secret(event: str) -> None:
+    assert _is_typeddict(EVENTS[event])
+    assert schema_problems(EVENTS[event], event) == []
 
 
 class _Inner(TypedDict):
