@@ -200,7 +200,6 @@ REPLIES: Final[Mapping[str, type]] = {
 """Each request op's success reply schema (every op of ``vaultd.ipc.protocol.OPS``)."""
 
 
-
 class PendingEvent(TypedDict):
     """``approval_pending`` and ``touch_needed``, pushed to the waiting client."""
 
