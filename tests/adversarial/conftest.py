@@ -23,7 +23,12 @@ import pytest
 import vaultd.credproc
 from vaultd.ipc.protocol import HEADER_SIZE, MAX_FRAME, encode_request
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import MFA_SERIAL, Installation, approve_pending, create_installation
+from vaultd.testing.harness import (
+    MFA_SERIAL,
+    Installation,
+    approve_pending,
+    create_installation,
+)
 from vaultd.testing.softhsm import find_softhsm_module
 
 # Unique to this suite, so a hit can only come from a leak of what these tests stored.
@@ -127,16 +132,6 @@ def patient_credentials(path: Path) -> bytes:
             assert body is not None, "the daemon closed the connection without a reply"
             if not body.startswith(b'{"v":1,"event"'):
                 return body
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes (never a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

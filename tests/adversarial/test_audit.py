@@ -11,9 +11,9 @@ import json
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import Installation, approve_pending, wait_for
 
-from .conftest import MakeVault, credproc, finish, wait_for
+from .conftest import MakeVault, credproc, finish
 from .test_concurrency_approvals import kill, pending
 
 pytestmark = pytest.mark.hsm

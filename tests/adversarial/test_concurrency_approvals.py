@@ -14,9 +14,9 @@ import subprocess
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, wait_for
 
-from .conftest import MakeVault, credproc, finish, raw_connect, read_frame, wait_for
+from .conftest import MakeVault, credproc, finish, raw_connect, read_frame
 
 pytestmark = pytest.mark.hsm
 

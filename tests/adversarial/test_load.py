@@ -20,9 +20,9 @@ import time
 import pytest
 
 from vaultd.ipc.protocol import CREDENTIALS_PREFIX, encode_request
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, wait_for
 
-from .conftest import SERVED_CAP, is_alive, patient_credentials, served_from_cache, wait_for
+from .conftest import SERVED_CAP, is_alive, patient_credentials, served_from_cache
 from .test_socket_protocol import daemon_pid, rss_bytes
 
 pytestmark = pytest.mark.hsm

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import MFA_SERIAL, Installation
+from vaultd.testing.harness import MFA_SERIAL, Installation, wait_for
 
-from .conftest import MakeVault, credproc, finish, wait_for
+from .conftest import MakeVault, credproc, finish
 
 pytestmark = pytest.mark.hsm
 

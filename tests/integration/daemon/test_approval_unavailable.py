@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from vaultd.ipc.protocol import HEADER_SIZE
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import Installation, approve_pending, wait_for
 
 MakeVault = Callable[..., Installation]
 NO_OUT_OF_BAND = {"approval": {"out_of_band": False}}
@@ -65,16 +65,6 @@ def count(inst: Installation, event: str) -> int:
 def pending(inst: Installation) -> list[dict[str, object]]:
     out: list[dict[str, object]] = json.loads(inst.vaultd("approvals", "--json").stdout)
     return out
-
-
-def wait_for(predicate: Callable[[], bool], wait: float = 20.0) -> bool:
-    """Poll ``predicate`` (a guard against hangs, never a timing assertion)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class Subscriber:
@@ -151,7 +141,7 @@ def test_an_attached_tui_gets_the_approval_and_its_leaving_ends_the_next(
         waiters = [credproc(inst)]
         assert tui.next_event() == "approval_opened"
         waiters.append(credproc(inst))
-        assert wait_for(lambda: count(inst, "request") == 3)  # the second waiter is in
+        assert wait_for(lambda: count(inst, "request") == 3, timeout=20)  # the second is in
     finally:
         tui.close()
     for proc in waiters:
