@@ -232,7 +232,8 @@ class Daemon:
             out_of_band=settings.approval.out_of_band,
             approvers=lambda: len(self._subscribers),
         )
-        allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())
+        self._uid = os.getuid()
+        allowed = {self._uid} | ({0} if settings.ipc.allow_root else set())
         self.server = IpcServer(
             self.handle,
             socket_path=settings.socket,
@@ -365,7 +366,7 @@ class Daemon:
 
         A root peer of a daemon running as another user (``ipc.allow_root``) is audited first.
         """
-        if conn.peer.uid == 0 != os.getuid():
+        if conn.peer.uid == 0 != self._uid:
             await self.service.audit_event(
                 "root_peer_admitted",
                 client={"pid": conn.peer.pid, "uid": 0},

@@ -175,19 +175,25 @@ def _last_line(path: Path) -> bytes | None:
 
 def last_record(path: Path) -> Tail:
     """The chain tail of the log ``path`` and its rotated files (seq 0 and genesis if empty)."""
+    return _last_parsed(path)[0]
+
+
+def _last_parsed(path: Path) -> tuple[Tail, dict[str, object] | None]:
+    """The chain tail and its record parsed (``None`` when the chain is empty)."""
     for file in reversed(chain_files(path)):
         line = _last_line(file)
         if line is None:
             continue
         try:
-            seq = parse_line(line)["seq"]
+            record = parse_line(line)
         except AuditTampered as exc:
             raise AuditTampered(
                 f"{file}: the last record is bad ({exc}): run `vaultd audit verify`"
             ) from None
+        seq = record["seq"]
         assert isinstance(seq, int)  # noqa: S101 - parse_line checked it
-        return Tail(seq, _digest(line))
-    return Tail(0, GENESIS)
+        return Tail(seq, _digest(line)), record
+    return Tail(0, GENESIS), None
 
 
 def _append(path: Path, line: bytes) -> None:
@@ -523,10 +529,10 @@ class AuditLog:
 
     def _load_tail(self) -> Tail:
         """The tail on disk; refused when the head anchor shows records missing at the end."""
-        tail = last_record(self._path)
+        tail, record = _last_parsed(self._path)
         anchor = _read_head(self._path)
-        if anchor is None or anchor[0].seq < tail.seq:
-            self._check_last_mac(tail)
+        if record is not None and (anchor is None or anchor[0].seq < tail.seq):
+            self._check_last_mac(tail, record)
         if anchor is None:
             return tail
         head, tag = anchor
@@ -543,14 +549,12 @@ class AuditLog:
             )
         return tail
 
-    def _check_last_mac(self, at: Tail) -> None:
-        """Refuse to chain on from a last line that carries no valid MAC (appended by hand)."""
-        if at.seq == 0:
-            return
-        obj = parse_line(tail(self._path, 1)[0])
-        tag = obj.pop("mac", "")
+    def _check_last_mac(self, at: Tail, record: dict[str, object]) -> None:
+        """Refuse to chain on from a last record (``record``, parsed; its ``mac`` is removed)
+        that carries no valid MAC: it was appended by hand."""
+        tag = record.pop("mac", "")
         if not isinstance(tag, str) or not hmac.compare_digest(
-            self._mac(_canonical(obj)).hex(), tag
+            self._mac(_canonical(record)).hex(), tag
         ):
             raise AuditTampered(
                 f"{self._path}: the last record (seq {at.seq}) carries no valid MAC, so records "
