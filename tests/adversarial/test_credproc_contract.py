@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts, Fault
-from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.harness import Installation, approve_pending, create_installation, wait_for
 
 from .conftest import (
     CANARY_KEY_ID,
@@ -29,7 +29,6 @@ from .conftest import (
     raw_connect,
     record_output,
     require_softhsm,
-    wait_for,
 )
 
 pytestmark = pytest.mark.hsm
@@ -177,6 +176,8 @@ CONFIGS = [
     ("[ipc]\nmax_connections = 0\n", "ipc.max_connections"),
     ("[ipc]\nnot_a_key = 1\n", "ipc.not_a_key"),
     ('[approval]\ntimeout_seconds = "soon"\n', "approval.timeout_seconds"),
+    ('[approval]\nout_of_band = "maybe"\n', "approval.out_of_band"),
+    ("[cache]\nidle_seconds = 10\n", "cache.idle_seconds"),
     (
         '[profiles.dev]\ncredentials = "dev"\nmfa_serial = "arn:aws:iam::123456789012:mfa/a"\n'
         "duration_seconds = 200000\n",

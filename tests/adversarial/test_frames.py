@@ -32,7 +32,7 @@ from vaultd.ipc.protocol import decode_body, decode_request, encode_request
 from vaultd.ipc.replies import check_event, check_reply
 from vaultd.testing.fake_sts import FakeSts, Fault
 from vaultd.testing.frame_recorder import FrameRecorder
-from vaultd.testing.harness import MFA_SERIAL, Installation
+from vaultd.testing.harness import MFA_SERIAL, Installation, wait_for
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
 from .conftest import (
@@ -45,7 +45,6 @@ from .conftest import (
     raw_connect,
     read_frame,
     record_output,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.hsm, pytest.mark.slow(reason="one full session on a real daemon")]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.ipc.protocol import CREDENTIALS_PREFIX
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, wait_for
 
 from .conftest import (
     SERVED_CAP,
@@ -35,7 +35,6 @@ from .conftest import (
     read_frame,
     record_output,
     served_from_cache,
-    wait_for,
 )
 
 pytestmark = pytest.mark.hsm
