@@ -312,7 +312,7 @@ def _stand_in(reply: dict[str, object] | bytes) -> Any:
     async def dispatch(request: object, conn: object) -> dict[str, object] | bytes:
         return reply
 
-    return types.SimpleNamespace(_dispatch=dispatch)
+    return types.SimpleNamespace(_dispatch=dispatch, _uid=os.getuid())
 
 
 def _conn() -> Any:
