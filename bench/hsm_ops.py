@@ -4,9 +4,9 @@ One SoftHSM2 token, one process.  Each variant does an AES-256-GCM encrypt and a
 AAD) of a 200-byte record; the variants run in interleaved batches and the median batch rate
 is reported.  Every decrypt is checked against the plaintext.
 
-- ``envelope`` : ``vaultd.core.envelope.seal``/``unseal`` through ``Pkcs11Vault`` (IV from the
+- ``envelope`` : ``vaultd.core.envelope.seal``/``unseal`` through ``TokenKey`` (IV from the
   token's C_GenerateRandom, header, AAD), the path a stored record takes;
-- ``adapter``  : ``Pkcs11Vault.encrypt``/``decrypt`` with a software IV;
+- ``adapter``  : ``TokenKey.encrypt``/``decrypt`` with a software IV;
 - ``raw``      : python-pkcs11 ``encrypt``/``decrypt`` on a second session of the same token;
 - ``software`` : ``cryptography``'s ``AESGCM`` with a key in memory (the floor).
 
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import GCMParams, KeyType, Mechanism
 
 from vaultd.core import envelope
-from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.testing.softhsm import create_token
 
 KEY_LABEL = "vaultd-kek"
@@ -54,7 +54,7 @@ def _check(opened: bytes) -> None:
         raise RuntimeError("a decrypt did not return the plaintext")
 
 
-def _variants(vault: Pkcs11Vault, raw_key: _GcmKey) -> dict[str, Callable[[], None]]:
+def _variants(vault: TokenKey, raw_key: _GcmKey) -> dict[str, Callable[[], None]]:
     soft = AESGCM(AESGCM.generate_key(256))
 
     def sealed_envelope() -> None:
@@ -90,7 +90,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vaultd-bench-hsm-") as tmp:
         token = create_token(Path(tmp), label="bench")
         os.environ["SOFTHSM2_CONF"] = str(token.conf_path)  # read at C_Initialize, below
-        vault = Pkcs11Vault.open(
+        vault = TokenKey.open(
             token.module_path, token.label, KEY_LABEL, token.user_pin, create_key=True
         )
         lib = pkcs11.lib(token.module_path)
@@ -121,7 +121,7 @@ def main() -> int:
     print(f"seal+open of a 200-byte record: {rounds} interleaved rounds of {batch}\n")
     print(table(["variant", "ops/s", "us/op", "vs raw pkcs11", "vs software"], rows))
     print(
-        f"\nsummary: Pkcs11Vault adapter at {med['adapter'] / med['raw']:.0%} of raw "
+        f"\nsummary: TokenKey adapter at {med['adapter'] / med['raw']:.0%} of raw "
         f"python-pkcs11, full envelope at {med['envelope'] / med['raw']:.0%}; SoftHSM2 is "
         f"{med['software'] / med['raw']:.0f}x slower than software AES-GCM"
     )

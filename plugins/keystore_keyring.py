@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyring.backends import fail
 
-from vaultd.plugin_api import (
+from vaultd.plugin.api import (
     PLUGIN_API_VERSION,
     KeyStoreConfig,
     KeyStoreUnavailable,

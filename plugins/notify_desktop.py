@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 
-from vaultd.plugin_api import PLUGIN_API_VERSION, NotifyEvent, Severity
+from vaultd.plugin.api import PLUGIN_API_VERSION, NotifyEvent, Severity
 
 log = logging.getLogger(__name__)
 

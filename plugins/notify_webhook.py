@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from vaultd.plugin_api import PLUGIN_API_VERSION, ConfigError, NotifyEvent
+from vaultd.plugin.api import PLUGIN_API_VERSION, ConfigError, NotifyEvent
 
 log = logging.getLogger(__name__)
 

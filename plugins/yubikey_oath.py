@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from vaultd.plugin_api import (
+from vaultd.plugin.api import (
     CODE_RE,
     PLUGIN_API_VERSION,
     ApprovalTimeout,

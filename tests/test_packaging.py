@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.completions import SHELLS
+from vaultd.commands.completion import SHELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -68,17 +68,17 @@ from vaultd.ipc.protocol import (
 )
 from vaultd.ipc.replies import check_reply
 from vaultd.ipc.server import Connection, IpcServer
-from vaultd.policy_file import load_policy
-from vaultd.registry import load_plugins
+from vaultd.mfa.plugin_codes import ChainedCodeSource
+from vaultd.plugin.registry import load_plugins
+from vaultd.store.policy_file import load_policy
 
 if TYPE_CHECKING:
-    from vaultd.app import VaultKey
-    from vaultd.core.ports import CodeSource
+    from vaultd.core.ports import CodeSource, SealingKey
     from vaultd.fido2.gate import TouchGate
+    from vaultd.mfa.seed_codes import SeedCodeSource
     from vaultd.settings import Settings
     from vaultd.store.audit import AuditLog
     from vaultd.store.files import SealedStore
-    from vaultd.totp import SeedCodeSource
 
 log = logging.getLogger("vaultd.daemon")
 T = TypeVar("T")
@@ -126,7 +126,7 @@ class TokenHolder:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.token: VaultKey | None = None
+        self.token: SealingKey | None = None
         self.unbind: Callable[[bytes], bytes] | None = None
 
     def unseal(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
@@ -144,7 +144,7 @@ class TokenHolder:
         if token is not None:
             token.close()
 
-    def live(self) -> VaultKey:
+    def live(self) -> SealingKey:
         if self.token is None or self.token.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
         return self.token
@@ -193,9 +193,9 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         from vaultd.aws.sts import Boto3StsClient
-        from vaultd.clock import SystemClock
         from vaultd.store.audit import AuditLog
         from vaultd.store.state import StateFile
+        from vaultd.system.clock import SystemClock
 
         self.settings = settings
         self.clock = SystemClock()
@@ -286,7 +286,7 @@ class Daemon:
         return gate
 
     def _seed_codes(self, ledger: OtpLedger) -> SeedCodeSource:
-        from vaultd.totp import SeedCodeSource, load_seed, seed_exists
+        from vaultd.mfa.seed_codes import SeedCodeSource, load_seed, seed_exists
 
         holder = self.holder
         return SeedCodeSource(
@@ -306,12 +306,12 @@ class Daemon:
             self.clock,
             on_touch=lambda message: self._notify("touch_needed", "", "info", message),
         )
-        return seeds if oath is None else app.ChainedCodeSource(seeds, oath)
+        return seeds if oath is None else ChainedCodeSource(seeds, oath)
 
     def _notify(self, event: str, profile: str, severity: str, message: str) -> None:
         """Hand an event to the allowlisted notifier plugins (never blocks, never raises)."""
-        from vaultd.plugin_api import NotifyEvent, Severity
-        from vaultd.registry import notify_all
+        from vaultd.plugin.api import NotifyEvent, Severity
+        from vaultd.plugin.registry import notify_all
 
         notifiers = self.plugins.notifiers()
         if notifiers:
@@ -448,7 +448,7 @@ class Daemon:
     async def rotate(self, name: str, conn: Connection) -> Mapping[str, object]:
         """Rotate key pair ``name`` inside the daemon, through a fresh MFA session."""
         from vaultd.aws.iam import Boto3IamClient
-        from vaultd.rotation import rotate_key_pair
+        from vaultd.core.rotation import rotate_key_pair
 
         svc = self.service
         profile = next(
@@ -521,7 +521,7 @@ class Daemon:
         """The credential report (blocking: reads the store and the audit log)."""
         import json
 
-        from vaultd.report import (
+        from vaultd.core.report import (
             build_report,
             last_rotated_from_audit,
             last_used_from_audit,
@@ -704,7 +704,7 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """Harden the process, then run the daemon until it is told to stop."""
-    from vaultd.hardening import harden_process
+    from vaultd.system.hardening import harden_process
 
     harden_process()
     os.umask(0o077)

@@ -447,7 +447,7 @@ class AuditTampered(AuditError):
     code = "AUDIT_TAMPERED"
 
 
-# --- access policies (vaultd/core/iam_policy.py) -------------------------------------------
+# --- access policies (vaultd/core/access_policy.py) -------------------------------------------
 
 
 class PolicyInvalid(ConfigError):
@@ -512,7 +512,7 @@ class AuditRecordTampered(AuditTampered):
         self.reason = reason
 
 
-# --- access-key rotation (vaultd/aws/iam.py, vaultd/rotation.py) ---------------------------
+# --- access-key rotation (vaultd/aws/iam.py, vaultd/core/rotation.py) ---------------------------
 
 
 class RotationError(VaultError):
@@ -565,7 +565,7 @@ class RotationAborted(RotationError):
         self.leftover_key_id = leftover_key_id
 
 
-# --- plugins and key stores (vaultd/registry.py, vaultd/plugin_api.py, plugins/) -----------
+# --- plugins and key stores (vaultd/plugin/registry.py, vaultd/plugin/api.py, plugins/) -----------
 
 
 class KeyStoreUnavailable(HsmError):
@@ -574,7 +574,7 @@ class KeyStoreUnavailable(HsmError):
     code = "KEYSTORE_UNAVAILABLE"
 
 
-# --- credential server and console sign-in (vaultd/credential_server.py, aws/federation.py) --
+# --- credential server and console sign-in (vaultd/aws/container_endpoint.py, aws/federation.py) --
 
 
 class FederationFailed(VaultError):
@@ -591,7 +591,7 @@ class BrowserUnavailable(VaultError):
     exit_status = 69
 
 
-# --- HSM PIN final try (vaultd/hsm/pkcs11.py, THREATS T9) ----------------------------------
+# --- HSM PIN final try (vaultd/keys/pkcs11.py, THREATS T9) ----------------------------------
 
 
 class HsmPinFinalTry(HsmError):
@@ -600,7 +600,7 @@ class HsmPinFinalTry(HsmError):
     code = "HSM_PIN_FINAL_TRY"
 
 
-# --- AES-GCM usage limit per key (vaultd/hsm/pkcs11.py, THREATS T8) ------------------------
+# --- AES-GCM usage limit per key (vaultd/keys/pkcs11.py, THREATS T8) ------------------------
 
 
 class KeyUsageExhausted(HsmError):

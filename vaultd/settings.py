@@ -357,6 +357,6 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _check_config_file(path: Path) -> None:
-    from vaultd.hardening import check_owned_not_writable
+    from vaultd.system.hardening import check_owned_not_writable
 
     check_owned_not_writable(path)

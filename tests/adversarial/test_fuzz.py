@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaultd.core import envelope
-from vaultd.core.iam_policy import parse_policy
+from vaultd.core.access_policy import parse_policy
 from vaultd.core.model import RecordKind
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.records import (

@@ -30,9 +30,9 @@ from vaultd.errors import (
     Sealed,
     VaultError,
 )
-from vaultd.hsm.pkcs11 import Pkcs11Vault
 from vaultd.ipc.client import AsyncDaemonClient
 from vaultd.ipc.protocol import Event
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.settings import load_settings
 from vaultd.testing.faulty_pkcs11 import FaultyPkcs11, PinStep
 from vaultd.testing.harness import MFA_SERIAL, Installation
@@ -258,7 +258,7 @@ def test_pin_progression_in_the_adapter(environment: Callable[..., Installation]
     with faulty.installed():
         for confirm in (False, False, False, False, True, True):
             try:
-                Pkcs11Vault.open(
+                TokenKey.open(
                     inst.token.module_path,
                     "vaultd",
                     "vaultd-kek",
@@ -292,17 +292,17 @@ def test_final_try_in_the_adapter_needs_confirmation(
     pin = inst.token.user_pin
     with faulty.installed():
         with pytest.raises(HsmPinFinalTry) as refused:
-            Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", pin)
+            TokenKey.open(inst.token.module_path, "vaultd", "vaultd-kek", pin)
         assert faulty.logins == 0
         assert refused.value.code == "HSM_PIN_FINAL_TRY" and pin not in str(refused.value)
         assert "final try" in str(refused.value)
-        vault = Pkcs11Vault.open(
+        vault = TokenKey.open(
             inst.token.module_path, "vaultd", "vaultd-kek", pin, confirm_final_try=True
         )
         assert faulty.logins == 1 and not vault.sealed
         vault.close()
         # The good PIN reset the counter: no confirmation is needed any more.
-        Pkcs11Vault.open(inst.token.module_path, "vaultd", "vaultd-kek", pin).close()
+        TokenKey.open(inst.token.module_path, "vaultd", "vaultd-kek", pin).close()
         assert faulty.logins == 2
 
 

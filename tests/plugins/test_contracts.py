@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyotp
 
-from vaultd.plugin_api import CodeSource, MfaError
+from vaultd.plugin.api import CodeSource, MfaError
 from vaultd.testing.contracts import CodeSourceContract
 
 
@@ -35,7 +35,7 @@ class TestSeedCodeSourceContract(CodeSourceContract):
 
 BROKEN = '''
 import os
-from vaultd.plugin_api import KeyStoreConfig, NotifyEvent
+from vaultd.plugin.api import KeyStoreConfig, NotifyEvent
 from vaultd.testing.contracts import CodeSourceContract, KeyStoreContract, NotifierContract
 
 

@@ -14,7 +14,7 @@ from keyring.errors import KeyringLocked
 from vaultd.plugins.keystore_keyring import SERVICE, KeyringKeyStore
 
 from vaultd.errors import KeyStoreUnavailable
-from vaultd.plugin_api import KeyStore, KeyStoreConfig
+from vaultd.plugin.api import KeyStore, KeyStoreConfig
 from vaultd.testing.contracts import KeyStoreContract
 
 

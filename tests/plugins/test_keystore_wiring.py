@@ -18,11 +18,12 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 
-from vaultd import app, cli, registry
-from vaultd.clock import SystemClock
+from vaultd import app, cli
 from vaultd.errors import AuditTampered, KeyStoreUnavailable, Sealed
+from vaultd.plugin import registry
 from vaultd.settings import load_settings
 from vaultd.store.audit import AuditLog, verify
+from vaultd.system.clock import SystemClock
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYCANARYKEY1"
 KEY_ID = "AKIACANARY0000000001"

@@ -21,7 +21,7 @@ from vaultd.plugins.notify_desktop import DesktopNotifier
 from vaultd.plugins.notify_webhook import URL_ENV, WebhookNotifier, check_url
 
 from vaultd.errors import ConfigError
-from vaultd.plugin_api import Notifier, NotifyEvent, Severity
+from vaultd.plugin.api import Notifier, NotifyEvent, Severity
 from vaultd.testing.contracts import NotifierContract
 
 EVENT = NotifyEvent("approval.opened", "dev", Severity.WARNING, "approve dev?")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import PluginError
-from vaultd.plugin_api import GateRequest, Notifier, NotifyEvent, Severity
-from vaultd.registry import Kind, State, doctor_lines, load_plugins, notify_all
+from vaultd.plugin.api import GateRequest, Notifier, NotifyEvent, Severity
+from vaultd.plugin.registry import Kind, State, doctor_lines, load_plugins, notify_all
 
 ACME_MODULES = ("acme_always_gate", "acme_notify", "acme_broken", "acme_wrong")
 
@@ -50,7 +50,7 @@ py-modules = ["acme_always_gate", "acme_notify", "acme_broken", "acme_wrong"]
 SOURCES = {
     "acme_always_gate.py": '''
 """An "always approve" gate: exactly what the allowlist must keep out."""
-from vaultd.plugin_api import GateRequest
+from vaultd.plugin.api import GateRequest
 
 
 class AlwaysApprove:
@@ -61,7 +61,7 @@ class AlwaysApprove:
         return None
 ''',
     "acme_notify.py": """
-from vaultd.plugin_api import NotifyEvent
+from vaultd.plugin.api import NotifyEvent
 
 
 class RecordingNotifier:
@@ -272,7 +272,7 @@ def test_notify_all_survives_raising_and_hanging_notifiers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """In-process notifiers written here; no plugin peer is involved."""
-    caplog.set_level(logging.WARNING, logger="vaultd.registry")
+    caplog.set_level(logging.WARNING, logger="vaultd.plugin.registry")
     recorder, exploding, hanging = Recorder(), Exploding(), Hanging()
     notifiers: list[Notifier] = [exploding, hanging, recorder]
     event = NotifyEvent("approval.opened", "dev", Severity.INFO, "approve?")

@@ -24,11 +24,12 @@ from vaultd.plugins.yubikey_oath import TOUCH_PROMPT, YubiKeyOath
 from yubikit.core import TRANSPORT
 from yubikit.core.smartcard import SmartCardConnection
 
-from vaultd.app import ChainedCodeSource, PluginCodeSource, oath_code_source
+from vaultd.app import oath_code_source
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.errors import ApprovalTimeout, CodeReused, ConfigError, MfaError, PluginError
-from vaultd.plugin_api import CodeSource
-from vaultd.registry import Kind, LoadedPlugins, PluginReport, State, load_plugins
+from vaultd.mfa.plugin_codes import ChainedCodeSource, PluginCodeSource
+from vaultd.plugin.api import CodeSource
+from vaultd.plugin.registry import Kind, LoadedPlugins, PluginReport, State, load_plugins
 from vaultd.settings import Settings
 from vaultd.testing.clock import FakeClock
 from vaultd.testing.contracts import CodeSourceContract

@@ -28,7 +28,7 @@ harden = sys.argv[1] == "1"
 child_code = (
     "import sys, time\n"
     "sys.path.insert(0, %r)\n"
-    "from vaultd.hardening import harden_process\n"
+    "from vaultd.system.hardening import harden_process\n"
     "if %r: harden_process()\n"
     "print('ready', flush=True)\n"
     "time.sleep(30)\n"
@@ -66,7 +66,7 @@ def _run(harden: bool, tmp_path: Path) -> tuple[int, int, str, str, str]:
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv is needed to drop to another uid")
         # The venv's interpreter may live under /root (0700); the stdlib-only attacher and
-        # vaultd.hardening run on the system Python, readable by every uid.
+        # vaultd.system.hardening run on the system Python, readable by every uid.
         python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
     cmd = [python, "-I", str(script), "1" if harden else "0", str(ROOT)]
     if os.geteuid() == 0:
@@ -96,7 +96,7 @@ sys.path.insert(0, sys.argv[2])
 resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 secret = bytearray(sys.stdin.buffer.readline().strip())  # a canary held in memory
 if sys.argv[1] == "1":
-    from vaultd.hardening import harden_process
+    from vaultd.system.hardening import harden_process
     harden_process()
 print("ready", flush=True)
 time.sleep(60)

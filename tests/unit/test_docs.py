@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaultd.config_reference import render
+from vaultd.commands.config_reference import render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from vaultd.core.model import (
     mask_key,
 )
 from vaultd.core.records import seed_record_name
-from vaultd.report import (
+from vaultd.core.report import (
     COLUMNS,
     ReportRow,
     build_report,

@@ -22,8 +22,8 @@ from vaultd.core.records import (
     seed_record_name,
 )
 from vaultd.errors import BadRequest, CodeReused, RecordCorrupt
+from vaultd.mfa.seed_codes import SeedCodeSource, totp_code
 from vaultd.testing.clock import FakeClock
-from vaultd.totp import SeedCodeSource, totp_code
 
 SERIAL = "arn:aws:iam::123456789012:mfa/alice"
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 20 bytes

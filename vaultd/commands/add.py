@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from vaultd.commands._args import Subparsers, settings
 
 if TYPE_CHECKING:
-    from vaultd.app import OpenVault
+    from vaultd.app import OpenStore
     from vaultd.core.model import LongTermCredentials
 
 
@@ -39,14 +39,14 @@ def add_parser(sub: Subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _bind(vault: OpenVault, name: str, plaintext: bytes, single_ok: bool) -> bytes:
+def _bind(vault: OpenStore, name: str, plaintext: bytes, single_ok: bool) -> bytes:
     """Encrypt ``plaintext`` to the hmac-secret outputs of the enrolled authenticators."""
     import threading
 
-    from vaultd.clock import SystemClock
     from vaultd.errors import ApprovalUnavailable
     from vaultd.fido2.devices import open_devices
     from vaultd.fido2.gate import TouchGate, bind_plaintext, load_enrolled, save_enrolled
+    from vaultd.system.clock import SystemClock
 
     cfg = settings()
     names = [c.name for c in load_enrolled(vault.store) if c.hmac_secret and not c.suspect]

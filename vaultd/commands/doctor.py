@@ -27,7 +27,7 @@ def _check(label: str, fn: Callable[[], str], *, required: bool = True) -> bool:
 
 def _plugin_lines(allow: tuple[str, ...]) -> None:
     """One line per discovered plugin; a broken one is a WARN line, never a failure."""
-    from vaultd.registry import doctor_lines
+    from vaultd.plugin.registry import doctor_lines
 
     for line in doctor_lines(allow):
         bad = any(word in line for word in (": failed", "WARNING", "not installed"))

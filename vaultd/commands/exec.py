@@ -52,7 +52,7 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from vaultd.credential_server import fetch_from_daemon
+    from vaultd.aws.container_endpoint import fetch_from_daemon
     from vaultd.errors import BadRequest
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -75,7 +75,7 @@ def _run_with_server(profile: str, command: list[str], socket: str) -> int:
     """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
     import os
 
-    from vaultd.credential_server import CredentialServer, fetch_from_daemon
+    from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 
     server = CredentialServer(lambda: fetch_from_daemon(socket, profile))
     try:

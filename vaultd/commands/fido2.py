@@ -92,12 +92,12 @@ def run_enroll(args: argparse.Namespace) -> int:
     import getpass
 
     from vaultd.app import opened_vault
-    from vaultd.clock import SystemClock
     from vaultd.core.model import RECORD_NAME_RE
     from vaultd.errors import BadRequest, RecordExists
     from vaultd.fido2.ceremony import enroll
     from vaultd.fido2.devices import open_devices
     from vaultd.fido2.gate import load_enrolled, save_enrolled
+    from vaultd.system.clock import SystemClock
 
     if not RECORD_NAME_RE.match(args.name):
         raise BadRequest(f"name {args.name[:80]!r} must match [A-Za-z0-9._-]{{1,64}}")

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from vaultd.aws import federation
-    from vaultd.credential_server import fetch_from_daemon, parse_session
+    from vaultd.aws.container_endpoint import fetch_from_daemon, parse_session
     from vaultd.errors import BrowserUnavailable, UnknownProfile
 
     conf = settings()
@@ -103,7 +103,7 @@ def _federation_session(socket: Path, profile: str) -> SessionCredentials:
     import json
     import sys
 
-    from vaultd.credential_server import parse_session
+    from vaultd.aws.container_endpoint import parse_session
     from vaultd.ipc.client import DaemonClient
 
     def hint(event: object) -> None:

@@ -22,7 +22,7 @@ def add_parser(sub: Subparsers) -> None:
 def run_list(args: argparse.Namespace) -> int:
     import json
 
-    from vaultd.registry import Kind, load_plugins
+    from vaultd.plugin.registry import Kind, load_plugins
 
     allow = settings().plugins.allow
     loaded = load_plugins(allow)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vaultd.core.iam_policy import (
+from vaultd.core.access_policy import (
     ContextValue,
     Decision,
     Scalar,
@@ -16,7 +16,7 @@ from vaultd.core.iam_policy import (
     validate,
 )
 from vaultd.errors import PolicyContextInvalid
-from vaultd.policy_file import load_policy, read_policy_text
+from vaultd.store.policy_file import load_policy, read_policy_text
 
 # The names the IAM policy simulator uses for its decisions.
 DECISION_NAMES = {

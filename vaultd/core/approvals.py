@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from vaultd.core import policy
+from vaultd.core import serving
 from vaultd.core.model import CODE_RE, ApprovalMethod, Requester
 from vaultd.core.ports import Clock
 from vaultd.errors import (
@@ -151,13 +151,13 @@ class ApprovalBook:
         self,
         clock: Clock,
         *,
-        timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
+        timeout: float = serving.DEFAULT_APPROVAL_TIMEOUT,
         id_factory: Callable[[], str] = new_approval_id,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``sleep`` is what ``wait`` uses to wake at the deadline; tests may drive it."""
         self._clock = clock
-        self._timeout = policy.validate_approval_timeout(timeout)
+        self._timeout = serving.validate_approval_timeout(timeout)
         self._new_id = id_factory
         self._sleep = sleep
         self._records: dict[str, _Record] = {}

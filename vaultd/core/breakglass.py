@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vaultd.core import policy
+from vaultd.core import serving
 from vaultd.core.approvals import new_approval_id
 from vaultd.core.model import (
     CODE_RE,
@@ -40,7 +40,7 @@ from vaultd.errors import (
 MIN_REASON = 8
 MAX_REASON = 500
 DEFAULT_SECONDS = 900
-MAX_SECONDS = policy.ROOT_MAX_SECONDS
+MAX_SECONDS = serving.ROOT_MAX_SECONDS
 
 
 @dataclass(slots=True)
@@ -145,7 +145,7 @@ class BreakGlassDesk:
                     )
                 ),
             )
-            policy.validate_expiration(session.expiration, svc.ports.clock.now())
+            serving.validate_expiration(session.expiration, svc.ports.clock.now())
         except VaultError as exc:
             await self._audit("breakglass_refused", profile.name, outcome=exc.code, client=client)
             raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from vaultd.core import policy
+from vaultd.core import serving
 from vaultd.core.model import SessionCredentials
 from vaultd.core.ports import Clock
 
@@ -46,11 +46,11 @@ class SessionCache:
         self,
         clock: Clock,
         *,
-        floor: int = policy.SERVE_FLOOR_SECONDS,
+        floor: int = serving.SERVE_FLOOR_SECONDS,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
     ) -> None:
         self._clock = clock
-        self._floor = policy.effective_floor(floor)
+        self._floor = serving.effective_floor(floor)
         self._idle = idle_seconds
         self._entries: dict[str, _Stored] = {}
 
@@ -79,7 +79,7 @@ class SessionCache:
         if stored.creds.seconds_left(now) <= 0:
             del self._entries[key]
             return None
-        if not policy.servable(stored.creds, now, self._floor):
+        if not serving.servable(stored.creds, now, self._floor):
             return None
         stored.mono_last_use = self._clock.monotonic()
         return stored.creds
@@ -87,7 +87,7 @@ class SessionCache:
     def put(self, key: str, creds: SessionCredentials) -> bool:
         """Store ``creds`` under ``key``; refuse (return ``False``) if already below the floor."""
         now = self._clock.now()
-        if not policy.servable(creds, now, self._floor):
+        if not serving.servable(creds, now, self._floor):
             return False
         mono = self._clock.monotonic()
         self._entries[key] = _Stored(creds, now, mono, mono)
@@ -98,7 +98,7 @@ class SessionCache:
         stored = self._entries.get(key)
         if stored is None or self._idle_out(key, stored):
             return True
-        return policy.needs_refresh(stored.creds, self._now_for(stored), self._floor)
+        return serving.needs_refresh(stored.creds, self._now_for(stored), self._floor)
 
     def purge(self, key: str) -> None:
         """Drop the session for ``key`` (for example after STS said ExpiredToken)."""
@@ -118,6 +118,6 @@ class SessionCache:
             now = self._now_for(stored)
             left = stored.creds.seconds_left(now)
             if left > 0:
-                servable = policy.servable(stored.creds, now, self._floor)
+                servable = serving.servable(stored.creds, now, self._floor)
                 out.append(CacheEntry(key, stored.creds.expiration, left, servable))
         return out

@@ -120,3 +120,29 @@ class Notifier(Protocol):
     """Tells the user something happened (desktop notification, webhook); never blocks."""
 
     def __call__(self, event: str, profile: str, severity: str, message: str) -> None: ...
+
+
+class SealingKey(KeyWrapper, GenerationAnchor, Protocol):
+    """What a logged-in vault key offers: :class:`~vaultd.keys.pkcs11.TokenKey` or a
+    :class:`KeyStoreKey`."""
+
+    @property
+    def sealed(self) -> bool:
+        """True once closed."""
+        ...
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` under the audit key."""
+        ...
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Raise ``AuditTampered`` unless ``tag`` is the MAC of ``data``."""
+        ...
+
+    def inspect(self) -> dict[str, object]:
+        """Non-secret facts for ``vaultd doctor``."""
+        ...
+
+    def close(self) -> None:
+        """Drop the key; later calls raise ``Sealed``."""
+        ...

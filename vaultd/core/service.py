@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from vaultd.core import policy
+from vaultd.core import serving
+from vaultd.core.access_policy import ContextValue, Policy, default_policy, enforce
 from vaultd.core.approvals import (
     NOBODY_TO_ASK,
     Approval,
@@ -30,7 +31,6 @@ from vaultd.core.approvals import (
     code_approval_deliverable,
 )
 from vaultd.core.cache import DEFAULT_IDLE_SECONDS, SessionCache
-from vaultd.core.iam_policy import ContextValue, Policy, default_policy, enforce
 from vaultd.core.model import (
     ApprovalMethod,
     LongTermCredentials,
@@ -168,9 +168,9 @@ class VaultService:
         ports: Ports,
         *,
         ledger: OtpLedger,
-        approval_timeout: float = policy.DEFAULT_APPROVAL_TIMEOUT,
+        approval_timeout: float = serving.DEFAULT_APPROVAL_TIMEOUT,
         cooldown_seconds: float = 30.0,
-        serve_floor: int = policy.SERVE_FLOOR_SECONDS,
+        serve_floor: int = serving.SERVE_FLOOR_SECONDS,
         cache_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         audit_timeout: float = 2.0,
         access_policy: Policy | None = None,
@@ -313,7 +313,7 @@ class VaultService:
         if keys.root:
             raise BreakGlassOnly("root credentials are break-glass only: use `vaultd break-glass`")
         left = int(mfa.seconds_left(self._p.clock.now()))
-        duration = max(900, min(policy.ROLE_DEFAULT_SECONDS, left))
+        duration = max(900, min(serving.ROLE_DEFAULT_SECONDS, left))
         session = await self.run_io(
             lambda: self._p.sts.get_federation_token(
                 keys, name=f"vaultd-{profile.name}"[:32], duration_seconds=duration,
@@ -339,8 +339,8 @@ class VaultService:
         interactive: bool,
     ) -> SessionCredentials:
         if profile.kind is ProfileKind.ROLE and profile.source_profile is not None:
-            duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
-            if policy.role_uses_chaining(duration):
+            duration = profile.duration_seconds or serving.ROLE_DEFAULT_SECONDS
+            if serving.role_uses_chaining(duration):
                 source = self._profiles[profile.source_profile]
                 base = self.cache.get(f"profile:{source.name}")
                 if base is None:
@@ -384,7 +384,7 @@ class VaultService:
                     serial, self._assume_role(profile, keys, serial, code)
                 )
             else:
-                duration = profile.duration_seconds or policy.SESSION_DEFAULT_SECONDS
+                duration = profile.duration_seconds or serving.SESSION_DEFAULT_SECONDS
                 session = await self.counting_failures(
                     serial,
                     self.run_io(
@@ -397,7 +397,7 @@ class VaultService:
                         )
                     ),
                 )
-                policy.validate_expiration(session.expiration, self._p.clock.now())
+                serving.validate_expiration(session.expiration, self._p.clock.now())
                 self.cache.put(f"profile:{profile.name}", session)
             return session
 
@@ -424,7 +424,7 @@ class VaultService:
     ) -> SessionCredentials:
         assert profile.role_arn is not None  # noqa: S101 - guaranteed by settings validation
         role_arn = profile.role_arn
-        duration = profile.duration_seconds or policy.ROLE_DEFAULT_SECONDS
+        duration = profile.duration_seconds or serving.ROLE_DEFAULT_SECONDS
         try:
             session = await self.run_io(
                 lambda: self._p.sts.assume_role(
@@ -442,7 +442,7 @@ class VaultService:
             if profile.source_profile is not None:
                 self.cache.purge(f"profile:{profile.source_profile}")
             raise
-        policy.validate_expiration(session.expiration, self._p.clock.now())
+        serving.validate_expiration(session.expiration, self._p.clock.now())
         self.cache.put(f"profile:{profile.name}", session)
         return session
 

@@ -91,7 +91,7 @@ class ProfileStatus(TypedDict):
 
 
 class ReportRowView(TypedDict):
-    """One credential report row (``vaultd.report``); the key id is masked."""
+    """One credential report row (``vaultd.core.report``); the key id is masked."""
 
     name: str
     kind: str

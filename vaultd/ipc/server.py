@@ -53,7 +53,6 @@ from vaultd.errors import (
 )
 from vaultd.ipc import peercred
 from vaultd.ipc.peercred import PeerCred
-from vaultd.ipc.procinfo import describe_process
 from vaultd.ipc.protocol import (
     HEADER_SIZE,
     CredentialsRequest,
@@ -67,6 +66,7 @@ from vaultd.ipc.protocol import (
     success_reply,
 )
 from vaultd.ipc.replies import check_event
+from vaultd.system.procinfo import describe_process
 
 log = logging.getLogger("vaultd.ipc")
 

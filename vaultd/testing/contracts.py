@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from vaultd.plugin_api import (
+from vaultd.plugin.api import (
     CODE_RE,
     CodeSource,
     KeyStore,
@@ -37,7 +37,7 @@ _HOSTILE_TEXT = "--help\n<b>&amp;</b> ' \" $(id) `id` \u202e\U0001f511 " + "x" *
 
 
 class NotifierContract(abc.ABC):
-    """What every :class:`~vaultd.plugin_api.Notifier` does."""
+    """What every :class:`~vaultd.plugin.api.Notifier` does."""
 
     @abc.abstractmethod
     def make_plugin(self) -> Notifier:
@@ -75,7 +75,7 @@ class NotifierContract(abc.ABC):
 
 
 class CodeSourceContract(abc.ABC):
-    """What every :class:`~vaultd.plugin_api.CodeSource` does."""
+    """What every :class:`~vaultd.plugin.api.CodeSource` does."""
 
     serial: str = "arn:aws:iam::123456789012:mfa/contract"
     """A serial ``make_plugin()``'s source can give codes for."""
@@ -99,7 +99,7 @@ class CodeSourceContract(abc.ABC):
 
 
 class KeyStoreContract(abc.ABC):
-    """What every :class:`~vaultd.plugin_api.KeyStore` does: a persistent AES-256-GCM key."""
+    """What every :class:`~vaultd.plugin.api.KeyStore` does: a persistent AES-256-GCM key."""
 
     @abc.abstractmethod
     def make_plugin(self) -> KeyStore:

@@ -1,7 +1,7 @@
 """A scripted PKCS#11 layer for fault tests: token loss, hangs and PIN lockout (tests only).
 
 :class:`FaultyPkcs11` wraps the real python-pkcs11 module of a (SoftHSM2) token and hands
-:class:`~vaultd.hsm.pkcs11.Pkcs11Vault` wrapped tokens, sessions and keys.  Every call still
+:class:`~vaultd.keys.pkcs11.TokenKey` wrapped tokens, sessions and keys.  Every call still
 reaches the real token unless a scripted fault fires first:
 
 - :meth:`FaultyPkcs11.fail` raises a python-pkcs11 error (``DeviceRemoved``,

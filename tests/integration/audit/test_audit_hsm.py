@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import AuditRecordTampered
-from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.store.audit import AuditLog, rotated_files, verify
 from vaultd.testing.clock import FakeClock
 from vaultd.testing.fake_sts import FakeSts
@@ -50,10 +50,8 @@ def vaultd_cli(inst: Installation, *args: str) -> subprocess.CompletedProcess[by
     )
 
 
-def open_vault(token: SoftHsmToken) -> Pkcs11Vault:
-    return Pkcs11Vault.open(
-        token.module_path, token.label, KEY_LABEL, token.user_pin, create_key=True
-    )
+def open_vault(token: SoftHsmToken) -> TokenKey:
+    return TokenKey.open(token.module_path, token.label, KEY_LABEL, token.user_pin, create_key=True)
 
 
 def flip(path: Path, line: int, old: bytes, new: bytes) -> None:

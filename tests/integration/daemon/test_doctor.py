@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from vaultd.hsm.pkcs11 import ENCRYPTION_BLOCK, ENCRYPTION_LIMIT
+from vaultd.keys.pkcs11 import ENCRYPTION_BLOCK, ENCRYPTION_LIMIT
 from vaultd.testing.harness import Installation
 
 MakeVault = Callable[..., Installation]
@@ -18,7 +18,7 @@ PLANT = """
 import sys
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
-from vaultd.hsm.pkcs11 import ENCRYPTIONS_LABEL
+from vaultd.keys.pkcs11 import ENCRYPTIONS_LABEL
 value, pin = int(sys.argv[1]), sys.stdin.read()
 lib = pkcs11.lib(sys.argv[2])
 with lib.get_token(token_label=sys.argv[3]).open(rw=True, user_pin=pin) as session:

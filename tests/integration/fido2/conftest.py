@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from vaultd.app import STORE_FILE
-from vaultd.clock import SystemClock
 from vaultd.fido2.ceremony import enroll
 from vaultd.fido2.gate import TouchGate, load_enrolled, save_enrolled
 from vaultd.fido2.verify import EnrolledCredential
-from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.store.audit import AuditLog
 from vaultd.store.files import SealedStore
+from vaultd.system.clock import SystemClock
 from vaultd.testing.clock import FakeClock
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
@@ -118,7 +118,7 @@ def vault(
     soft = inst.token
     monkeypatch.setenv("SOFTHSM2_CONF", str(soft.conf_path))
     reinitialize(soft.module_path)
-    token = Pkcs11Vault.open(soft.module_path, soft.label, "vaultd-kek", soft.user_pin)
+    token = TokenKey.open(soft.module_path, soft.label, "vaultd-kek", soft.user_pin)
     try:
         store = SealedStore(inst.data_dir / STORE_FILE, token, token, SystemClock())
         yield store, AuditLog(inst.root / "audit.log", token.mac, SystemClock())

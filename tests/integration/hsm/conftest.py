@@ -10,12 +10,12 @@ from pathlib import Path
 import pkcs11
 import pytest
 
-from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.testing.softhsm import SoftHsmToken, create_token, find_softhsm_module, reinitialize
 
 TOKEN_LABEL = "vaultd-test"
 
-OpenVault = Callable[..., Pkcs11Vault]
+OpenStore = Callable[..., TokenKey]
 RawSession = Callable[..., AbstractContextManager[pkcs11.Session]]
 
 
@@ -39,14 +39,14 @@ def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsm
 
 
 @pytest.fixture
-def open_vault(softhsm: SoftHsmToken, key_label: str) -> Iterator[OpenVault]:
+def open_vault(softhsm: SoftHsmToken, key_label: str) -> Iterator[OpenStore]:
     """Open a vault on the test token; every vault opened is closed at teardown."""
-    opened: list[Pkcs11Vault] = []
+    opened: list[TokenKey] = []
 
     def _open(
         *, create_key: bool = False, pin: str | bytearray | None = None, label: str | None = None
-    ) -> Pkcs11Vault:
-        vault = Pkcs11Vault.open(
+    ) -> TokenKey:
+        vault = TokenKey.open(
             softhsm.module_path,
             softhsm.label if label is None else label,
             key_label,

@@ -20,16 +20,16 @@ from pkcs11 import exceptions as pkerr
 
 from vaultd.core import envelope
 from vaultd.errors import HsmError, KeyUsageExhausted
-from vaultd.hsm.pkcs11 import (
+from vaultd.keys.pkcs11 import (
     ENCRYPTION_BLOCK,
     ENCRYPTION_LIMIT,
-    Pkcs11Vault,
+    TokenKey,
     encryptions_label,
 )
 from vaultd.testing.faulty_pkcs11 import FaultyPkcs11
 from vaultd.testing.softhsm import SoftHsmToken
 
-OpenVault = Callable[..., Pkcs11Vault]
+OpenStore = Callable[..., TokenKey]
 RawSession = Callable[..., AbstractContextManager[pkcs11.Session]]
 
 pytestmark = pytest.mark.hsm
@@ -38,12 +38,12 @@ ENCRYPTIONS = int(os.environ.get("VAULTD_IV_ENCRYPTIONS", "100000"))
 OPENS = 5
 
 
-def _seal(vault: Pkcs11Vault, data: bytes) -> bytes:
+def _seal(vault: TokenKey, data: bytes) -> bytes:
     """Seal as the store does: the IV comes from the token through ``random(12)``."""
     return envelope.seal(vault, data, kind="access_key", name="prod", generation=1)
 
 
-def _unseal(vault: Pkcs11Vault, blob: bytes) -> bytes:
+def _unseal(vault: TokenKey, blob: bytes) -> bytes:
     return envelope.unseal(vault, blob, kind="access_key", name="prod", generation=1)
 
 
@@ -68,13 +68,13 @@ def _plant(session: pkcs11.Session, key_id: str, value: bytes) -> None:
     )
 
 
-def _reopen(vault: Pkcs11Vault, open_vault: OpenVault) -> Pkcs11Vault:
+def _reopen(vault: TokenKey, open_vault: OpenStore) -> TokenKey:
     vault.close()
     return open_vault()
 
 
 @pytest.fixture
-def key_id(open_vault: OpenVault) -> str:
+def key_id(open_vault: OpenStore) -> str:
     """Create the vault's keys, then close the vault (tests open their own)."""
     vault = open_vault(create_key=True)
     vault.close()
@@ -82,7 +82,7 @@ def key_id(open_vault: OpenVault) -> str:
 
 
 def test_distinct_ivs_and_monotonic_counter_across_reopens(
-    open_vault: OpenVault, raw_session: RawSession, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_id: str
 ) -> None:
     """G11: no IV repeats across re-opens; the token count covers every encryption."""
     ivs: set[bytes] = set()
@@ -109,7 +109,7 @@ def test_distinct_ivs_and_monotonic_counter_across_reopens(
 
 
 def test_reservation_is_written_before_the_block_is_used(
-    open_vault: OpenVault, raw_session: RawSession, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_id: str
 ) -> None:
     """A crash (no close) after one encryption still leaves a full block counted in the token."""
     vault = open_vault()
@@ -124,7 +124,7 @@ def test_reservation_is_written_before_the_block_is_used(
 
 
 def test_hard_stop_at_the_limit_survives_reopen(
-    open_vault: OpenVault, raw_session: RawSession, key_label: str, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_label: str, key_id: str
 ) -> None:
     vault = open_vault()
     blob = _seal(vault, b"old secret")
@@ -158,7 +158,7 @@ def test_hard_stop_at_the_limit_survives_reopen(
 
 @pytest.mark.parametrize("value", [b"", b"\x00" * 7, b"\x00" * 9])
 def test_malformed_counter_refuses_and_is_kept(
-    open_vault: OpenVault, raw_session: RawSession, key_id: str, value: bytes
+    open_vault: OpenStore, raw_session: RawSession, key_id: str, value: bytes
 ) -> None:
     vault = open_vault()
     blob = _seal(vault, b"old secret")
@@ -179,7 +179,7 @@ def test_malformed_counter_refuses_and_is_kept(
 
 
 def test_counter_object_of_the_wrong_class_refuses(
-    open_vault: OpenVault, raw_session: RawSession, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_id: str
 ) -> None:
     """Something other than a data object under the counter's label is corruption too."""
     with raw_session(login=True) as session:
@@ -190,7 +190,7 @@ def test_counter_object_of_the_wrong_class_refuses(
 
 
 def test_two_counter_objects_take_the_highest(
-    open_vault: OpenVault, raw_session: RawSession, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_id: str
 ) -> None:
     """A crash between creating the new reservation and destroying the old leaves two."""
     with raw_session(login=True) as session:
@@ -211,7 +211,7 @@ def test_two_counter_objects_take_the_highest(
 
 
 def test_regenerated_key_gets_its_own_counter(
-    open_vault: OpenVault, raw_session: RawSession, key_label: str, key_id: str
+    open_vault: OpenStore, raw_session: RawSession, key_label: str, key_id: str
 ) -> None:
     """The counter is bound to the key id: a new key under the old label starts its own count."""
     with raw_session(login=True) as session:
@@ -233,7 +233,7 @@ def test_failed_reservation_write_refuses_and_seals_nothing(
     """Fake: SoftHSM2 cannot be made to refuse C_CreateObject, so FaultyPkcs11 scripts it."""
     faulty = FaultyPkcs11(softhsm.module_path)
     with faulty.installed():
-        vault = Pkcs11Vault.open(softhsm.module_path, softhsm.label, key_label, softhsm.user_pin)
+        vault = TokenKey.open(softhsm.module_path, softhsm.label, key_label, softhsm.user_pin)
     try:
         faulty.fail("create", pkerr.TokenWriteProtected)
         with pytest.raises(HsmError) as caught:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import HsmModuleRefused
-from vaultd.hsm.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
+from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
 from vaultd.testing.softhsm import find_softhsm_module
 
 

@@ -12,8 +12,8 @@ import keyring.backends.fail
 import pytest
 
 from vaultd.errors import ConfigError, UnsafePermissions
-from vaultd.hsm import pin as pin_module
-from vaultd.hsm.pin import read_pin, store_pin_in_keyring
+from vaultd.keys import pin as pin_module
+from vaultd.keys.pin import read_pin, store_pin_in_keyring
 
 LABEL = "vaultd-test"
 

@@ -1,4 +1,4 @@
-"""Pkcs11Vault against a real SoftHSM2 token (THREATS T6, T7, T9, T21)."""
+"""TokenKey against a real SoftHSM2 token (THREATS T6, T7, T9, T21)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from vaultd.errors import (
     TokenAmbiguous,
     TokenNotFound,
 )
-from vaultd.hsm.pkcs11 import GENERATION_LABEL, Pkcs11Vault
+from vaultd.keys.pkcs11 import GENERATION_LABEL, TokenKey
 from vaultd.testing.softhsm import SoftHsmToken, create_token, reinitialize
 
-OpenVault = Callable[..., Pkcs11Vault]
+OpenStore = Callable[..., TokenKey]
 RawSession = Callable[..., AbstractContextManager[pkcs11.Session]]
 
 pytestmark = pytest.mark.hsm
@@ -63,7 +63,7 @@ def _add_generation(session: pkcs11.Session, raw: bytes) -> None:
     )
 
 
-def test_round_trip_and_stable_key_id(open_vault: OpenVault) -> None:
+def test_round_trip_and_stable_key_id(open_vault: OpenStore) -> None:
     vault = open_vault(create_key=True)
     iv = vault.random(12)
     assert len(iv) == 12 and iv != vault.random(12)
@@ -81,13 +81,13 @@ def test_round_trip_and_stable_key_id(open_vault: OpenVault) -> None:
     assert again.decrypt(iv, sealed, AAD) == b"secret access key"
 
 
-def test_bytearray_pin_opens(open_vault: OpenVault, softhsm: SoftHsmToken) -> None:
+def test_bytearray_pin_opens(open_vault: OpenStore, softhsm: SoftHsmToken) -> None:
     vault = open_vault(create_key=True, pin=bytearray(softhsm.user_pin.encode()))
     assert vault.random(4) != b""
 
 
 def test_wrong_pin_raises_and_leaves_vault_closed(
-    open_vault: OpenVault, softhsm: SoftHsmToken
+    open_vault: OpenStore, softhsm: SoftHsmToken
 ) -> None:
     open_vault(create_key=True).close()
     with pytest.raises(HsmPinIncorrect) as info:
@@ -102,7 +102,7 @@ def test_wrong_pin_raises_and_leaves_vault_closed(
 
 
 def test_missing_token_names_label_and_present_ones(
-    open_vault: OpenVault, softhsm: SoftHsmToken
+    open_vault: OpenStore, softhsm: SoftHsmToken
 ) -> None:
     with pytest.raises(TokenNotFound) as info:
         open_vault(label="no-such-token")
@@ -111,7 +111,7 @@ def test_missing_token_names_label_and_present_ones(
 
 
 def test_two_tokens_with_one_label_are_refused(
-    open_vault: OpenVault, softhsm: SoftHsmToken
+    open_vault: OpenStore, softhsm: SoftHsmToken
 ) -> None:
     create_token(softhsm.conf_path.parent, label=softhsm.label)
     reinitialize(softhsm.module_path)
@@ -119,14 +119,14 @@ def test_two_tokens_with_one_label_are_refused(
         open_vault()
 
 
-def test_missing_key_without_create(open_vault: OpenVault) -> None:
+def test_missing_key_without_create(open_vault: OpenStore) -> None:
     with pytest.raises(HsmKeyUnsafe) as info:
         open_vault()
     assert info.value.attribute == "missing"
 
 
 def test_create_then_reopen_finds_one_safe_key(
-    open_vault: OpenVault, raw_session: RawSession, key_label: str
+    open_vault: OpenStore, raw_session: RawSession, key_label: str
 ) -> None:
     open_vault(create_key=True).close()
     open_vault(create_key=True).close()  # idempotent: no second key
@@ -219,7 +219,7 @@ def _duplicate(s: pkcs11.Session, label: str) -> None:
     ],
 )
 def test_unsafe_key_is_refused(
-    open_vault: OpenVault,
+    open_vault: OpenStore,
     raw_session: RawSession,
     make: Callable[[pkcs11.Session, str], None],
     key_label: str,
@@ -235,7 +235,7 @@ def test_unsafe_key_is_refused(
 
 
 def test_unsafe_audit_key_is_refused(
-    open_vault: OpenVault, raw_session: RawSession, key_label: str
+    open_vault: OpenStore, raw_session: RawSession, key_label: str
 ) -> None:
     open_vault(create_key=True).close()
     with raw_session(login=True) as session:
@@ -255,7 +255,7 @@ def test_unsafe_audit_key_is_refused(
 
 
 def test_key_value_is_unreadable_and_unwrappable(
-    open_vault: OpenVault, raw_session: RawSession, key_label: str
+    open_vault: OpenStore, raw_session: RawSession, key_label: str
 ) -> None:
     open_vault(create_key=True)
     with raw_session() as session:  # PIN-less: sees private objects while the vault is open
@@ -272,7 +272,7 @@ def test_key_value_is_unreadable_and_unwrappable(
             wrapper.wrap_key(kek)
 
 
-def test_every_tamper_is_record_corrupt_and_session_survives(open_vault: OpenVault) -> None:
+def test_every_tamper_is_record_corrupt_and_session_survives(open_vault: OpenStore) -> None:
     vault = open_vault(create_key=True)
     iv = vault.random(12)
     sealed = vault.encrypt(iv, b"0123456789abcdef0123", AAD)
@@ -294,7 +294,7 @@ def test_every_tamper_is_record_corrupt_and_session_survives(open_vault: OpenVau
 
 
 def test_generation_advances_and_never_goes_back(
-    open_vault: OpenVault, raw_session: RawSession
+    open_vault: OpenStore, raw_session: RawSession
 ) -> None:
     vault = open_vault(create_key=True)
     assert vault.read_generation() == 0
@@ -316,7 +316,7 @@ def test_generation_advances_and_never_goes_back(
 
 
 def test_malformed_generation_object_is_refused(
-    open_vault: OpenVault, raw_session: RawSession
+    open_vault: OpenStore, raw_session: RawSession
 ) -> None:
     vault = open_vault(create_key=True)
     with raw_session() as session:
@@ -325,7 +325,7 @@ def test_malformed_generation_object_is_refused(
         vault.read_generation()
 
 
-def test_mac_round_trip(open_vault: OpenVault) -> None:
+def test_mac_round_trip(open_vault: OpenStore) -> None:
     vault = open_vault(create_key=True)
     tag = vault.mac(b"audit line 1")
     assert len(tag) == 32
@@ -342,7 +342,7 @@ def test_mac_round_trip(open_vault: OpenVault) -> None:
     open_vault().mac_verify(b"audit line 1", tag)  # the key persists in the token
 
 
-def test_four_threads_share_one_session(open_vault: OpenVault) -> None:
+def test_four_threads_share_one_session(open_vault: OpenStore) -> None:
     vault = open_vault(create_key=True)
 
     def worker(n: int) -> int:
@@ -360,7 +360,7 @@ def test_four_threads_share_one_session(open_vault: OpenVault) -> None:
     assert results == [150, 150, 150, 150]
 
 
-def test_closed_vault_raises_sealed_everywhere(open_vault: OpenVault) -> None:
+def test_closed_vault_raises_sealed_everywhere(open_vault: OpenStore) -> None:
     vault = open_vault(create_key=True)
     iv = vault.random(12)
     sealed = vault.encrypt(iv, b"x", AAD)
@@ -417,7 +417,7 @@ class ScriptedKey:
     ],
 )
 def test_device_failure_seals_for_good(
-    open_vault: OpenVault, monkeypatch: pytest.MonkeyPatch, error: type[pkerr.PKCS11Error]
+    open_vault: OpenStore, monkeypatch: pytest.MonkeyPatch, error: type[pkerr.PKCS11Error]
 ) -> None:
     vault = open_vault(create_key=True)
     iv = vault.random(12)
@@ -437,7 +437,7 @@ def test_device_failure_seals_for_good(
 
 
 def test_device_removed_during_decrypt_is_sealed_not_corrupt(
-    open_vault: OpenVault, monkeypatch: pytest.MonkeyPatch
+    open_vault: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vault = open_vault(create_key=True)
     iv = vault.random(12)
@@ -451,7 +451,7 @@ def test_device_removed_during_decrypt_is_sealed_not_corrupt(
 
 
 def test_inspect_reports_attributes_without_secrets(
-    open_vault: OpenVault, softhsm: SoftHsmToken, key_label: str
+    open_vault: OpenStore, softhsm: SoftHsmToken, key_label: str
 ) -> None:
     vault = open_vault(create_key=True)
     info = vault.inspect()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd.hsm.pkcs11 import Pkcs11Vault
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.store.atomic import ensure_private_dir
 from vaultd.store.audit import AuditLog
 from vaultd.store.files import SealedStore
@@ -47,7 +47,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pkcs11Vault]:
+def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenKey]:
     """A logged-in vault on a new SoftHSM2 token."""
     module = find_softhsm_module()
     if module is None or shutil.which("softhsm2-util") is None:
@@ -55,7 +55,7 @@ def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pkcs11Vau
     soft = create_token(tmp_path / "softhsm", label="vaultd-rotation")
     monkeypatch.setenv("SOFTHSM2_CONF", str(soft.conf_path))
     reinitialize(soft.module_path)
-    vault = Pkcs11Vault.open(
+    vault = TokenKey.open(
         soft.module_path, soft.label, "vaultd-kek", soft.user_pin, create_key=True
     )
     yield vault
@@ -64,7 +64,7 @@ def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pkcs11Vau
 
 
 @pytest.fixture
-def store(tmp_path: Path, token: Pkcs11Vault, clock: FakeClock) -> SealedStore:
+def store(tmp_path: Path, token: TokenKey, clock: FakeClock) -> SealedStore:
     data = tmp_path / "data"
     ensure_private_dir(data)
     sealed = SealedStore(data / "store.vault", token, token, clock)
@@ -73,5 +73,5 @@ def store(tmp_path: Path, token: Pkcs11Vault, clock: FakeClock) -> SealedStore:
 
 
 @pytest.fixture
-def audit(tmp_path: Path, token: Pkcs11Vault, clock: FakeClock) -> AuditLog:
+def audit(tmp_path: Path, token: TokenKey, clock: FakeClock) -> AuditLog:
     return AuditLog(tmp_path / "data" / "audit.log", token.mac, clock)

@@ -19,6 +19,7 @@ from vaultd.aws.iam import AccessKeyInfo, Boto3IamClient, Credentials
 from vaultd.aws.sts import Boto3StsClient
 from vaultd.core.model import LongTermCredentials, RecordKind, SessionCredentials, mask_key
 from vaultd.core.records import decode_key_pair, encode_key_pair
+from vaultd.core.rotation import RotationResult, rotate_key_pair
 from vaultd.errors import (
     AccessKeyLimit,
     AuditError,
@@ -28,8 +29,7 @@ from vaultd.errors import (
     StoreError,
     StsKeyInvalid,
 )
-from vaultd.hsm.pkcs11 import Pkcs11Vault
-from vaultd.rotation import RotationResult, rotate_key_pair
+from vaultd.keys.pkcs11 import TokenKey
 from vaultd.store.audit import AuditLog, verify
 from vaultd.store.files import SealedStore
 from vaultd.testing.clock import FakeClock
@@ -162,7 +162,7 @@ def assert_unchanged(rig: Rig) -> None:
 
 
 def test_rotation_leaves_one_working_key_and_it_is_the_stored_one(
-    rig: Rig, token: Pkcs11Vault, clock: FakeClock
+    rig: Rig, token: TokenKey, clock: FakeClock
 ) -> None:
     clock.advance(3600)
     result = rig.rotate()

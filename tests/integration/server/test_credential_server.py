@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.credentials import ContainerProvider
 
-from vaultd.credential_server import (
+from vaultd.aws.container_endpoint import (
     PATH,
     CredentialServer,
     SessionSource,

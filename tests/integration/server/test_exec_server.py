@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import vaultd.credproc
-from vaultd.credential_server import CredentialServer, fetch_from_daemon
+from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending
 

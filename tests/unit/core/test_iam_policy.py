@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultd.core.iam_policy import (
+from vaultd.core.access_policy import (
     MAX_POLICY_CHARS,
     Decision,
     Policy,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from vaultd.core import policy
+from vaultd.core import serving
 from vaultd.core.model import ProfileKind, SessionCredentials
 from vaultd.errors import ConfigError, StsError
 
@@ -19,22 +19,22 @@ def creds(seconds_left: float) -> SessionCredentials:
 
 @pytest.mark.parametrize(("left", "ok"), [(14 * 60 + 59, False), (15 * 60, True), (-1, False)])
 def test_floor_boundary(left: int, ok: bool) -> None:
-    assert policy.servable(creds(left), NOW) is ok
+    assert serving.servable(creds(left), NOW) is ok
 
 
 def test_configured_floor_may_be_higher_never_lower() -> None:
-    assert policy.effective_floor(None) == 900
-    assert policy.effective_floor(60) == 900
-    assert policy.effective_floor(1800) == 1800
-    assert not policy.servable(creds(1700), NOW, floor=1800)
-    assert not policy.servable(creds(899), NOW, floor=0)
+    assert serving.effective_floor(None) == 900
+    assert serving.effective_floor(60) == 900
+    assert serving.effective_floor(1800) == 1800
+    assert not serving.servable(creds(1700), NOW, floor=1800)
+    assert not serving.servable(creds(899), NOW, floor=0)
 
 
 def test_refresh_ahead_of_the_floor() -> None:
-    assert not policy.needs_refresh(creds(1200), NOW)
-    assert policy.needs_refresh(creds(1199), NOW)
-    assert policy.needs_refresh(creds(100), NOW)
-    assert policy.needs_refresh(creds(2099), NOW, floor=1800)
+    assert not serving.needs_refresh(creds(1200), NOW)
+    assert serving.needs_refresh(creds(1199), NOW)
+    assert serving.needs_refresh(creds(100), NOW)
+    assert serving.needs_refresh(creds(2099), NOW, floor=1800)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_refresh_ahead_of_the_floor() -> None:
 def test_durations_accepted(
     kind: ProfileKind, chained: bool, seconds: int | None, expected: int
 ) -> None:
-    assert policy.validate_duration(kind, seconds, chained=chained) == expected
+    assert serving.validate_duration(kind, seconds, chained=chained) == expected
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_durations_refused_name_field_and_range(
     kind: ProfileKind, chained: bool, seconds: int, limits: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        policy.validate_duration(
+        serving.validate_duration(
             kind, seconds, chained=chained, field="profiles.dev.duration_seconds"
         )
     assert "profiles.dev.duration_seconds" in str(info.value)
@@ -82,16 +82,16 @@ def test_durations_refused_name_field_and_range(
 
 
 def test_role_chaining_switch() -> None:
-    assert policy.role_uses_chaining(3600)
-    assert not policy.role_uses_chaining(3601)
+    assert serving.role_uses_chaining(3600)
+    assert not serving.role_uses_chaining(3601)
 
 
 def test_expiration_accepted_and_normalised_to_utc() -> None:
     plus_two = timezone(timedelta(hours=2))
-    value = policy.validate_expiration(datetime(2026, 1, 1, 15, 0, tzinfo=plus_two), NOW)
+    value = serving.validate_expiration(datetime(2026, 1, 1, 15, 0, tzinfo=plus_two), NOW)
     assert value == NOW + timedelta(hours=1)
     assert value.tzinfo == UTC
-    assert policy.validate_expiration("2026-01-01T13:00:00Z", NOW) == NOW + timedelta(hours=1)
+    assert serving.validate_expiration("2026-01-01T13:00:00Z", NOW) == NOW + timedelta(hours=1)
 
 
 @pytest.mark.parametrize(
@@ -108,16 +108,16 @@ def test_expiration_accepted_and_normalised_to_utc() -> None:
 )
 def test_expiration_refused(bad: datetime | str) -> None:
     with pytest.raises(StsError) as info:
-        policy.validate_expiration(bad, NOW)
+        serving.validate_expiration(bad, NOW)
     assert type(info.value) is StsError
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, 50.0), (55, 55.0), (5, 5.0), (30.5, 30.5)])
 def test_approval_timeout_accepted(given: float | None, expected: float) -> None:
-    assert policy.validate_approval_timeout(given) == expected
+    assert serving.validate_approval_timeout(given) == expected
 
 
 @pytest.mark.parametrize("bad", [55.01, 60, 4.9, 0, -1, float("nan"), float("inf")])
 def test_approval_timeout_refused(bad: float) -> None:
     with pytest.raises(ConfigError, match=r"gates\.approval_timeout"):
-        policy.validate_approval_timeout(bad, field="gates.approval_timeout")
+        serving.validate_approval_timeout(bad, field="gates.approval_timeout")

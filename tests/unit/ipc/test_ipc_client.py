@@ -21,7 +21,7 @@ from vaultd.ipc.client import (
     default_socket_path,
 )
 from vaultd.ipc.peercred import PeerCred, peer_credentials
-from vaultd.ipc.procinfo import describe_process, printable
+from vaultd.system.procinfo import describe_process, printable
 
 
 async def test_sync_client_returns_fields_and_raises_typed_errors(

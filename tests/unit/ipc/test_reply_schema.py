@@ -34,12 +34,12 @@ from vaultd.core.model import (
     Requester,
     SessionCredentials,
 )
+from vaultd.core.report import build_report, to_csv, to_json
+from vaultd.core.rotation import RotationResult
 from vaultd.daemon import Daemon
 from vaultd.errors import InternalError, ReplySchemaViolation
 from vaultd.ipc.protocol import OPS, CredentialsRequest, StatusRequest, credentials_reply
 from vaultd.ipc.replies import EVENTS, REPLIES, CredentialProcessOutput, check_reply
-from vaultd.report import build_report, to_csv, to_json
-from vaultd.rotation import RotationResult
 
 # Independent of vaultd.ipc.replies.SECRET_FIELD_NAMES on purpose: emptying that list must not
 # make this test pass.  Compared lower case with "_" and "-" removed.

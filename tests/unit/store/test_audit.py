@@ -2,7 +2,7 @@
 tail and follow (THREATS T14; faults 33, 34).
 
 The MAC is a fake for the token's HMAC: HMAC-SHA256 under a fixed key in software, with the same
-``mac(data) -> tag`` / ``mac_verify(data, tag)`` shape as ``Pkcs11Vault`` (the SoftHSM2 tier in
+``mac(data) -> tag`` / ``mac_verify(data, tag)`` shape as ``TokenKey`` (the SoftHSM2 tier in
 tests/integration/audit checks the real one).
 """
 
@@ -45,12 +45,12 @@ KEY = b"fake token audit key, tests only"
 
 
 def fake_mac(data: bytes, key: bytes = KEY) -> bytes:
-    """Stands in for ``Pkcs11Vault.mac`` (HMAC-SHA256 inside the token)."""
+    """Stands in for ``TokenKey.mac`` (HMAC-SHA256 inside the token)."""
     return hmac.new(key, data, hashlib.sha256).digest()
 
 
 def fake_mac_verify(data: bytes, tag: bytes, key: bytes = KEY) -> None:
-    """Stands in for ``Pkcs11Vault.mac_verify``: raises ``AuditTampered`` on a mismatch."""
+    """Stands in for ``TokenKey.mac_verify``: raises ``AuditTampered`` on a mismatch."""
     if not hmac.compare_digest(fake_mac(data, key), tag):
         raise AuditTampered("MAC mismatch")
 

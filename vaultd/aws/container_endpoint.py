@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self, cast
 
-from vaultd.clock import SystemClock
-from vaultd.core import policy
+from vaultd.core import serving
 from vaultd.core.model import SessionCredentials, utc
 from vaultd.core.ports import Clock
 from vaultd.errors import ProtocolError, VaultError
+from vaultd.system.clock import SystemClock
 
 PATH = "/vaultd/credentials"
 REQUEST_TIMEOUT = 5.0
@@ -118,7 +118,7 @@ class SessionSource:
         """The cached session while at least 15 minutes remain, else a fresh one."""
         with self._lock:
             creds = self._creds
-            if creds is None or not policy.servable(creds, self._clock.now()):
+            if creds is None or not serving.servable(creds, self._clock.now()):
                 self._creds = None
                 self.fetches += 1
                 creds = self._creds = parse_session(self._fetch())

@@ -18,7 +18,7 @@ from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 
 from vaultd.errors import PluginError
-from vaultd.plugin_api import (
+from vaultd.plugin.api import (
     PLUGIN_API_VERSION,
     CodeSource,
     Gate,

@@ -17,7 +17,7 @@ for another version.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol, runtime_checkable
@@ -190,3 +190,48 @@ class KeyStore(Plugin, Protocol):
     def open(self, config: KeyStoreConfig) -> KeyWrapper:
         """The wrapper over the configured key, created on first use; ``HsmError`` on failure."""
         ...
+
+
+@runtime_checkable
+class KeyStoreBacking(Protocol):
+    """What a key store plugin's opened wrapper must also offer to carry a vault.
+
+    The key store keeps the audit MAC key and the store generation next to the vault key;
+    :class:`KeyStoreKey` adds the checks (constant-time verify, no rollback).
+    """
+
+    @property
+    def key_id(self) -> str: ...
+
+    def random(self, n: int) -> bytes: ...
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes: ...
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 under a key kept by the store, apart from the vault key."""
+        ...
+
+    def read_generation(self) -> int:
+        """The stored generation (0 when none)."""
+        ...
+
+    def write_generation(self, value: int) -> None:
+        """Store ``value`` as the generation (no checks)."""
+        ...
+
+
+@runtime_checkable
+class OathCodeSource(Protocol):
+    """A code source plugin that knows its serials and computes the code of any time."""
+
+    def configured(
+        self, *, names: Mapping[str, str], on_touch: Callable[[str], None]
+    ) -> OathCodeSource:
+        """A copy using ``names`` (serial -> credential id) and telling ``on_touch`` to ask."""
+        ...
+
+    def has_seed(self, serial: str) -> bool: ...
+
+    def code_at(self, serial: str, timestamp: int) -> str: ...

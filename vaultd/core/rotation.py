@@ -41,7 +41,7 @@ from vaultd.errors import (
     VaultError,
 )
 
-log = logging.getLogger("vaultd.rotation")
+log = logging.getLogger("vaultd.core.rotation")
 T = TypeVar("T")
 Credentials = LongTermCredentials | SessionCredentials
 

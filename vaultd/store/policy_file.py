@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaultd.core.iam_policy import MAX_POLICY_TEXT, Policy, default_policy, parse_policy
+from vaultd.core.access_policy import MAX_POLICY_TEXT, Policy, default_policy, parse_policy
 from vaultd.errors import ConfigError, PolicyInvalid
 
 

@@ -1,6 +1,6 @@
 """The PKCS#11 adapter: the only module that calls python-pkcs11.
 
-:class:`Pkcs11Vault` implements the ``KeyWrapper``, ``RandomSource`` and ``GenerationAnchor``
+:class:`TokenKey` implements the ``KeyWrapper``, ``RandomSource`` and ``GenerationAnchor``
 ports over one long-lived, logged-in session. Every token call goes through one
 ``threading.Lock``: SoftHSM2 is not safe with sessions used from several threads at once
 (THREATS §6). Library errors are translated here, as they come in.
@@ -243,7 +243,7 @@ def _expand(entry: str) -> list[str]:
     return glob.glob(entry) if entry.endswith("*") else [entry]
 
 
-class Pkcs11Vault:
+class TokenKey:
     """A logged-in PKCS#11 token holding the vault's AES-256 key and audit HMAC key.
 
     Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
@@ -279,7 +279,7 @@ class Pkcs11Vault:
         *,
         create_key: bool = False,
         confirm_final_try: bool = False,
-    ) -> Pkcs11Vault:
+    ) -> TokenKey:
         """Load the module, find the token by label, log in once and check (or create) the keys.
 
         ``create_key=True`` (``vaultd init``) generates the keys that are absent. The token's

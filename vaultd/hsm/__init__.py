@@ -1,1 +1,0 @@
-"""PKCS#11 adapters: the only place that calls python-pkcs11."""

@@ -1,0 +1,1 @@
+"""Code sources: AWS MFA codes from sealed seeds or code-source plugins."""

@@ -1,0 +1,1 @@
+"""The host: clocks, process hardening, descriptions of peer processes."""
