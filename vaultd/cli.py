@@ -70,7 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"vaultd.commands.{name}").add_parser(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's own ``--help`` its one-line summary where it has no longer text."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                summary = summaries.get(name)
+                if subparser.description is None and summary:
+                    subparser.description = summary[0].upper() + summary[1:] + "."
+                _describe(subparser)
 
 
 def _run(args: list[str]) -> int:

@@ -623,3 +623,9 @@ class KeyUsageExhausted(HsmError):
 
 class ReplySchemaViolation(InternalError):
     """A reply did not match its op's declared schema, so it was not sent."""
+
+
+class NotConfirmed(VaultError):
+    """A destructive command was not confirmed by a person (or ``--yes``)."""
+
+    code = "NOT_CONFIRMED"

@@ -341,6 +341,11 @@ def load_settings(**overrides: Any) -> Settings:
     path = default_config_path()
     if path.exists():
         _check_config_file(path)
+    elif os.environ.get("VAULTD_CONFIG"):
+        raise ConfigError(
+            f"VAULTD_CONFIG names {path}, which does not exist: create it, fix the path, or "
+            "unset VAULTD_CONFIG to use ~/.config/vaultd/config.toml"
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -62,7 +62,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryKeyring) 
     """A software-key-store installation in ``tmp_path``; returns the data dir."""
     data = tmp_path / "data"
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("VAULTD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("VAULTD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("VAULTD_DATA_DIR", str(data))
     monkeypatch.setenv("VAULTD_SOCKET", str(tmp_path / "run" / "vaultd.sock"))
     monkeypatch.setenv("VAULTD_KEYSTORE", "keyring")
@@ -119,7 +120,7 @@ def test_an_older_store_copy_is_refused_by_the_keyring_anchor(
     add_work(capsys)
     old = env.parent / "old.vault"
     shutil.copy(env / app.STORE_FILE, old)
-    status, _, err = vaultd(capsys, "remove", "work")
+    status, _, err = vaultd(capsys, "remove", "--yes", "work")
     assert status == 0, err
     shutil.copy(old, env / app.STORE_FILE)
 

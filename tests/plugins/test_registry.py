@@ -193,7 +193,7 @@ def test_allowlisted_but_missing_name_is_reported(acme: Path) -> None:
 
 def run_cli(site: Path, tmp_path: Path, allow: str | None) -> tuple[dict[str, object], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTD_")}
-    env.update(PYTHONPATH=str(site), HOME=str(tmp_path), VAULTD_CONFIG=str(tmp_path / "none.toml"))
+    env.update(PYTHONPATH=str(site), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     if allow is not None:
         env["VAULTD_PLUGINS__ALLOW"] = allow
     script = (

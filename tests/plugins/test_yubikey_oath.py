@@ -306,7 +306,8 @@ def test_chain_asks_the_first_source_that_has_the_serial() -> None:
 def test_oath_code_source_is_built_from_settings_and_loaded_plugins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VAULTD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("VAULTD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     card = FakeOathCard([Cred("AWS:alice", RFC_SECRET, touch=True)])
     prompts: list[str] = []
     report = PluginReport(Kind.MFA, "yubikey-oath", "x:Y", "vaultd", State.LOADED, "", source(card))

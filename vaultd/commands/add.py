@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
@@ -17,8 +18,10 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "add",
         help="store an access key pair (JSON on stdin, or hidden prompts on a terminal)",
-        description='Reads {"AccessKeyId": "...", "SecretAccessKey": "..."} from stdin when '
-        "stdin is not a terminal; otherwise prompts without echo. Never takes keys from argv.",
+        description='Reads {"AccessKeyId": "...", "SecretAccessKey": "..."}, or the output of '
+        "`aws iam create-access-key`, from stdin when stdin is not a terminal; otherwise asks "
+        "for the AccessKeyId (shown) and the secret (hidden), checking each as it is entered. "
+        "Never takes keys from argv.",
     )
     p.add_argument("name", help="record name, [A-Za-z0-9._-]{1,64}")
     p.add_argument("--root", action="store_true", help="root credentials (break-glass only)")
@@ -82,16 +85,42 @@ def _bind(vault: OpenStore, name: str, plaintext: bytes, single_ok: bool) -> byt
     )
 
 
+PROMPT_TRIES = 3
+
+
+def _ask(read: Callable[[str], str], prompt: str, check: Callable[[str], str]) -> str:
+    """Ask until ``check`` accepts the answer (at most ``PROMPT_TRIES`` times)."""
+    from vaultd.errors import BadRequest
+
+    for attempt in range(1, PROMPT_TRIES + 1):
+        try:
+            return check(read(prompt).strip())
+        except BadRequest as exc:
+            if attempt == PROMPT_TRIES:
+                raise
+            print(f"  {exc}; try again", file=sys.stderr)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _read_key_pair(root: bool) -> LongTermCredentials:
-    from vaultd.core.records import make_key_pair, parse_key_pair_input
+    """The key pair from stdin (JSON) or, on a terminal, prompts checked as each is entered.
+
+    The AccessKeyId is not secret and is shown as typed; the secret is never echoed.
+    """
+    import getpass
+
+    from vaultd.core.model import LongTermCredentials
+    from vaultd.core.records import (
+        check_access_key_id,
+        check_secret_access_key,
+        parse_key_pair_input,
+    )
 
     if not sys.stdin.isatty():
         return parse_key_pair_input(sys.stdin.read(1 << 16), root=root)
-    import getpass
-
-    key_id = getpass.getpass("AccessKeyId (hidden): ").strip()
-    secret = getpass.getpass("SecretAccessKey (hidden): ").strip()
-    return make_key_pair(key_id, secret, root=root)
+    key_id = _ask(input, "AccessKeyId: ", check_access_key_id)
+    secret = _ask(getpass.getpass, "SecretAccessKey (hidden): ", check_secret_access_key)
+    return LongTermCredentials(key_id, secret, root=root)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,34 +18,60 @@ ACCESS_KEY_ID_RE = re.compile(r"^AKIA[A-Z0-9]{12,124}$")
 SECRET_KEY_RE = re.compile(r"^[A-Za-z0-9/+=]{16,128}$")
 
 
-def parse_key_pair_input(text: str, *, root: bool) -> LongTermCredentials:
-    """Parse ``{"AccessKeyId": ..., "SecretAccessKey": ...}`` as typed or piped by a user.
+CREATE_ACCESS_KEY_FIELDS = frozenset(
+    {"UserName", "AccessKeyId", "Status", "SecretAccessKey", "CreateDate"}
+)
+"""The fields of the ``AccessKey`` object that ``aws iam create-access-key`` prints."""
 
-    Errors name the field but never echo the secret.
+
+def parse_key_pair_input(text: str, *, root: bool) -> LongTermCredentials:
+    """Parse a key pair as piped by a user.
+
+    Takes ``{"AccessKeyId": ..., "SecretAccessKey": ...}`` or the output of ``aws iam
+    create-access-key`` (``{"AccessKey": {...}}``).  Errors name the field but never echo the
+    secret.
     """
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):
         raise BadRequest(
-            'stdin is not JSON: pipe {"AccessKeyId": "...", "SecretAccessKey": "..."}'
+            'stdin is not JSON: pipe {"AccessKeyId": "...", "SecretAccessKey": "..."} or the '
+            "output of `aws iam create-access-key`"
         ) from None
     if not isinstance(obj, dict):
         raise BadRequest("stdin must hold one JSON object with AccessKeyId and SecretAccessKey")
-    unknown = set(obj) - {"AccessKeyId", "SecretAccessKey"}
+    allowed = {"AccessKeyId", "SecretAccessKey"}
+    if set(obj) == {"AccessKey"}:
+        obj, allowed = obj["AccessKey"], set(CREATE_ACCESS_KEY_FIELDS)
+        if not isinstance(obj, dict):
+            raise BadRequest("AccessKey must be the object `aws iam create-access-key` prints")
+    unknown = set(obj) - allowed
     if unknown:
-        raise BadRequest(f"unknown field(s) {sorted(unknown)}: only AccessKeyId, SecretAccessKey")
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}: only {', '.join(sorted(allowed))}")
     return make_key_pair(obj.get("AccessKeyId"), obj.get("SecretAccessKey"), root=root)
+
+
+def check_access_key_id(value: object) -> str:
+    """``value`` if it is a long-lived key id (AKIA...; ASIA ids are temporary)."""
+    if not isinstance(value, str) or not ACCESS_KEY_ID_RE.match(value):
+        raise BadRequest(
+            "AccessKeyId must be a long-lived key id (AKIA followed by 12-124 capitals or digits)"
+        )
+    return value
+
+
+def check_secret_access_key(value: object) -> str:
+    """``value`` if it has the shape of a secret access key (never echoed)."""
+    if not isinstance(value, str) or not SECRET_KEY_RE.match(value):
+        raise BadRequest("SecretAccessKey must be 16-128 characters of [A-Za-z0-9/+=]")
+    return value
 
 
 def make_key_pair(access_key_id: object, secret: object, *, root: bool) -> LongTermCredentials:
     """Validate a long-lived key pair (AKIA... ids only: ASIA ids are temporary)."""
-    if not isinstance(access_key_id, str) or not ACCESS_KEY_ID_RE.match(access_key_id):
-        raise BadRequest(
-            "AccessKeyId must be a long-lived key id (AKIA followed by 12-124 capitals or digits)"
-        )
-    if not isinstance(secret, str) or not SECRET_KEY_RE.match(secret):
-        raise BadRequest("SecretAccessKey must be 16-128 characters of [A-Za-z0-9/+=]")
-    return LongTermCredentials(access_key_id, secret, root=root)
+    return LongTermCredentials(
+        check_access_key_id(access_key_id), check_secret_access_key(secret), root=root
+    )
 
 
 def encode_key_pair(creds: LongTermCredentials) -> bytes:

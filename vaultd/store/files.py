@@ -251,7 +251,7 @@ class SealedStore:
             if (kind, name) in state.records and not replace:
                 raise RecordExists(
                     f"a {kind} record named {name!r} already exists in {self.path}; "
-                    "remove it first or ask to replace it"
+                    "remove it first, or replace it (`vaultd add --replace`)"
                 )
             generation = state.generation + 1
             created = _rfc3339(self._clock.now())

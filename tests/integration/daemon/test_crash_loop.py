@@ -87,7 +87,7 @@ def test_random_sigkill_during_writes_leaves_old_or_new(make_vault: MakeVault) -
     assert probe.stdout is not None
     span = float(probe.stdout.readline())
     probe.wait()
-    inst.vaultd("remove", "probe")
+    inst.vaultd("remove", "--yes", "probe")
     rng = random.Random(int(os.environ.get("VAULTD_CRASH_SEED", "20261128")))
     expected = _names(inst)
     outcomes = {"old": 0, "new": 0}

@@ -479,7 +479,8 @@ def test_follow_waits_for_the_log_to_appear(
 
 
 def run_tail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *argv: str) -> None:
-    monkeypatch.setenv("VAULTD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("VAULTD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("VAULTD_DATA_DIR", str(tmp_path))
     parser = argparse.ArgumentParser()
     audit_cmd.add_parser(parser.add_subparsers())
