@@ -17,7 +17,9 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(
 ) -> None:
     missing = tmp_path / "nonexistent.toml"
     monkeypatch.setenv("VAULTD_CONFIG", str(missing))
-    with pytest.raises(ConfigError, match="VAULTD_CONFIG names .*nonexistent.toml.*does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"VAULTD_CONFIG names .*nonexistent\.toml.*does not exist"
+    ):
         load_settings()
 
 
