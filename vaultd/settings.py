@@ -175,7 +175,8 @@ class ProfileSettings(_Section):
     """The STS region (default us-east-1; endpoints follow the usual AWS settings)."""
     approval: ApprovalMethod = ApprovalMethod.CODE
     """`code` (type the MFA code), `touch` (FIDO2 touch; the code comes from a sealed seed)
-    or `touch-or-code`."""
+    or `touch-or-code`. A role with `source_profile` and no `approval` of its own is approved
+    like its source profile."""
 
     @field_validator("credentials", "source_profile")
     @classmethod
@@ -324,6 +325,9 @@ class Settings(BaseSettings):
                     f"profiles.{name}.source_profile={profile.source_profile!r} must name a "
                     "profile with stored credentials (role-of-role chains are not supported)"
                 )
+            if "approval" not in profile.model_fields_set:
+                # A chained role is approved the way its source profile is, unless it says.
+                self.profiles[name] = profile.model_copy(update={"approval": source.approval})
         return self
 
     @property

@@ -39,3 +39,32 @@ def test_a_command_with_a_missing_config_exits_non_zero_with_one_line(tmp_path: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "CONFIG_INVALID" in lines[0] and "nonexistent.toml" in lines[0]
+
+
+def _profiles_config(tmp_path: Path, role_extra: str = "") -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[profiles.work]\n"
+        'credentials = "work"\n'
+        'mfa_serial = "arn:aws:iam::123456789012:mfa/alice"\n'
+        'approval = "touch"\n'
+        "[profiles.work-admin]\n"
+        'source_profile = "work"\n'
+        'role_arn = "arn:aws:iam::123456789012:role/Admin"\n' + role_extra
+    )
+    config.chmod(0o600)
+    return config
+
+
+def test_a_chained_role_is_approved_like_its_source_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULTD_CONFIG", str(_profiles_config(tmp_path)))
+    assert load_settings().profiles["work-admin"].approval.value == "touch"
+
+
+def test_a_chained_role_may_name_its_own_approval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULTD_CONFIG", str(_profiles_config(tmp_path, 'approval = "code"\n')))
+    assert load_settings().profiles["work-admin"].approval.value == "code"
