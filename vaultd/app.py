@@ -24,7 +24,7 @@ from vaultd.plugin.api import KeyStoreBacking, OathCodeSource
 if TYPE_CHECKING:
     from vaultd.core.otp_ledger import OtpLedger
     from vaultd.core.ports import Clock
-    from vaultd.keys.pkcs11 import TokenKey
+    from vaultd.keys.pkcs11 import PinState, TokenKey
     from vaultd.plugin.registry import LoadedPlugins
     from vaultd.settings import Settings
     from vaultd.store.files import SealedStore
@@ -84,6 +84,13 @@ def module_path(settings: Settings) -> str:
 def uses_token(settings: Settings) -> bool:
     """Whether the vault key is in a PKCS#11 token (and so needs a module and a PIN)."""
     return settings.keystore == PKCS11
+
+
+def token_pin_state(settings: Settings) -> PinState:
+    """The token's PIN flags, read before any login (``vaultd doctor`` never guesses)."""
+    from vaultd.keys.pkcs11 import read_pin_state
+
+    return read_pin_state(module_path(settings), settings.pkcs11.token_label)
 
 
 def read_pin(settings: Settings) -> bytearray:

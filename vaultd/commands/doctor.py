@@ -1,43 +1,225 @@
-"""`vaultd doctor`: check config, module, token or key store, permissions, plugins and daemon."""
+"""`vaultd doctor`: check what breaks, each problem with its fix.
+
+Config, module, the token's PIN state (read before any login: doctor never tries a PIN that
+might be the last), token key and store, profiles against stored records, touch profiles
+against seeds and authenticators, the audit chain, FIDO2 devices, `~/.aws/config` lines that
+point at vaultd, plugins, and the daemon's socket.  Exit status 1 when a required check fails.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
+
+if TYPE_CHECKING:
+    from vaultd.app import OpenStore
+    from vaultd.settings import Settings
 
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check the installation and say how to fix problems")
+    p.add_argument(
+        "--try-pin",
+        action="store_true",
+        help="log in even when a wrong PIN was entered since the last good login (never at "
+        "the token's final try)",
+    )
     p.set_defaults(func=run)
 
 
-def _check(label: str, fn: Callable[[], str], *, required: bool = True) -> bool:
+class Report:
+    """Prints one line per finding and remembers whether a required check failed."""
+
+    def __init__(self) -> None:
+        self.ok = True
+
+    def line(self, status: str, label: str, detail: str = "") -> None:
+        """Print ``status  label: detail``; a FAIL marks the run failed."""
+        if status == "FAIL":
+            self.ok = False
+        print(f"{status:<5} {label}{': ' + detail if detail else ''}")
+
+    def check(self, label: str, fn: Callable[[], str], *, required: bool = True) -> bool:
+        """Run ``fn``; its text is the detail, a ``VaultError`` a FAIL (info if not required)."""
+        from vaultd.errors import VaultError
+
+        try:
+            detail = fn()
+        except VaultError as exc:
+            self.line("FAIL" if required else "info", label, f"{exc.code}: {exc}")
+            return False
+        self.line("ok", label, detail)
+        return True
+
+
+def _pin_source(cfg: Settings) -> str:
+    source = cfg.pkcs11.pin_source
+    if source.startswith("file:"):
+        return f"the PIN file {source.removeprefix('file:')}"
+    return "the OS keyring" if source == "keyring" else "a prompt"
+
+
+def _pin_state(report: Report, cfg: Settings, try_pin: bool) -> bool:
+    """Whether doctor may log in: never at a final try or a lock; after a wrong PIN only with
+    ``--try-pin``."""
+    from vaultd import app
+
+    holder: list[bool] = []
+
+    def state() -> str:
+        pin = app.token_pin_state(cfg)
+        holder.append(not pin.unsafe_to_guess or (try_pin and not pin.final_try and not pin.locked))
+        return f"token {cfg.pkcs11.token_label!r}: {pin.describe()}; PIN from {_pin_source(cfg)}"
+
+    if not report.check("token PIN", state) or not holder:
+        return False
+    if not holder[0]:
+        report.line(
+            "FAIL",
+            "token login",
+            f"not tried, so no PIN try is spent: check {_pin_source(cfg)}, then run `vaultd "
+            "unlock` (or `vaultd doctor --try-pin` when it is not the final try)",
+        )
+    return holder[0]
+
+
+def _token_line(vault: OpenStore, warnings: list[str]) -> str:
+    info = vault.token.inspect()
+    count = len(vault.store.list()) if vault.store.exists() else 0
+    if "keystore" in info:
+        if not info.get("hardware"):
+            warnings.append(
+                f"keystore: {info['keystore']!r} is a SOFTWARE key store, weaker than a PKCS#11 "
+                "token: the vault key is only as safe as this account and its keyring "
+                f"(`vaultd status` shows keystore: {info['keystore']}, hardware: false)"
+            )
+        return f"key store {info['keystore']!r}, key {info['key_id']}; {count} record(s)"
+    attrs = info.get("key_attributes", {})
+    shown = ", ".join(
+        f"{k}={attrs.get(k)}"
+        for k in ("KEY_TYPE", "VALUE_LEN", "SENSITIVE", "EXTRACTABLE")
+        if isinstance(attrs, dict)
+    )
+    used, limit = info.get("encryptions"), info.get("encryption_limit")
+    usage = ""
+    if isinstance(used, int) and isinstance(limit, int):
+        usage = f"{used:,} of {limit:,} encryptions; "
+        if used >= limit * 9 // 10:
+            warnings.append(
+                f"the token key has made {used:,} of its {limit:,} encryptions, and sealing "
+                "stops at the limit: replace the key soon (SECURITY.md, key usage)"
+            )
+    return (
+        f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), "
+        f"key {shown}; {usage}store has {count} record(s)"
+    )
+
+
+def _store_checks(report: Report, cfg: Settings, vault: OpenStore) -> None:
+    """Profiles against the records the store holds; the audit chain under the token's MAC."""
+    from vaultd.core.model import ApprovalMethod, RecordKind
+    from vaultd.core.records import seed_record_name
+    from vaultd.fido2.gate import load_enrolled
+    from vaultd.store.audit import verify
+
+    stored = set(vault.store.names(RecordKind.KEY_PAIR)) if vault.store.exists() else set()
+    seeds = set(vault.store.names(RecordKind.TOTP_SEED)) if vault.store.exists() else set()
+    enrolled = [c for c in load_enrolled(vault.store) if not c.suspect] if stored else []
+    for name, profile in sorted(cfg.profiles.items()):
+        if profile.credentials and profile.credentials not in stored:
+            report.line(
+                "FAIL",
+                f"profile {name}",
+                f"credentials {profile.credentials!r} is not stored: `vaultd add "
+                f"{profile.credentials}`",
+            )
+        if profile.approval is ApprovalMethod.CODE:
+            continue
+        source = cfg.profiles.get(profile.source_profile or name, profile)
+        serial = source.mfa_serial
+        if serial and seed_record_name(serial) not in seeds:
+            report.line(
+                "FAIL",
+                f"profile {name}",
+                f"approval {profile.approval.value!r} needs the sealed seed of {serial}: "
+                f"`vaultd mfa add-totp {serial}`",
+            )
+        if not enrolled:
+            report.line(
+                "FAIL",
+                f"profile {name}",
+                f"approval {profile.approval.value!r} needs an enrolled security key: "
+                "`vaultd fido2 enroll --name NAME`",
+            )
+    report.line("ok", "profiles", f"{len(cfg.profiles)} checked against the store")
+    if cfg.audit_path.exists():
+        report.check(
+            "audit log",
+            lambda: f"{verify(cfg.audit_path, vault.token.mac_verify)} records, chain intact",
+        )
+    else:
+        report.line("info", "audit log", f"{cfg.audit_path} absent (no daemon has run yet)")
+
+
+def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
+    """Log in once: the key, the store, the profiles against it and the audit chain."""
+    from vaultd import app
     from vaultd.errors import VaultError
 
+    label = "token, key and store" if app.uses_token(cfg) else "key store, key and store"
     try:
-        detail = fn()
+        with app.opened_vault(cfg) as vault:
+            report.line("ok", label, _token_line(vault, warnings))
+            _store_checks(report, cfg, vault)
     except VaultError as exc:
-        print(f"{'FAIL' if required else 'info'}  {label}: {exc.code}: {exc}")
-        return False
-    print(f"ok    {label}{': ' + detail if detail else ''}")
-    return True
+        report.line("FAIL", label, f"{exc.code}: {exc}")
 
 
-def _plugin_lines(allow: tuple[str, ...]) -> None:
-    """One line per discovered plugin; a broken one is a WARN line, never a failure."""
-    from vaultd.plugin.registry import doctor_lines
+def _fido2_devices(report: Report, cfg: Settings) -> None:
+    from vaultd.core.model import ApprovalMethod
 
-    for line in doctor_lines(allow):
-        bad = any(word in line for word in (": failed", "WARNING", "not installed"))
-        print(f"{'WARN' if bad else 'info'}  plugin {line}")
+    if all(p.approval is ApprovalMethod.CODE for p in cfg.profiles.values()):
+        return
+
+    def count() -> str:
+        from vaultd.fido2.devices import open_devices
+
+        devices = open_devices(cfg.fido2.devices)
+        for device in devices:
+            device.close()
+        if not devices:
+            from vaultd.errors import ApprovalUnavailable
+
+            raise ApprovalUnavailable(
+                f"no security key found ({', '.join(cfg.fido2.devices)}): plug one in; touch "
+                "profiles cannot be approved without it"
+            )
+        return f"{len(devices)} present"
+
+    report.check("FIDO2 devices", count, required=False)
+
+
+def _daemon(report: Report, cfg: Settings) -> None:
+    def running() -> str:
+        from vaultd.ipc.client import DaemonClient
+
+        reply = DaemonClient(cfg.socket).request("status")
+        state = "sealed" if reply.get("sealed") else "unsealed"
+        return f"running on {cfg.socket} ({state})"
+
+    report.check("daemon", running, required=False)  # not running is not a defect
 
 
 def run(args: argparse.Namespace) -> int:
     from vaultd import app
-    from vaultd.settings import Settings, default_config_path, load_settings
+    from vaultd.commands.doctor_aws import check_aws_config
+    from vaultd.plugin.registry import doctor_lines
+    from vaultd.settings import default_config_path, load_settings
 
+    report = Report()
     holder: list[Settings] = []
 
     def config() -> str:
@@ -45,61 +227,25 @@ def run(args: argparse.Namespace) -> int:
         path = default_config_path()
         return str(path) if path.exists() else f"{path} absent, defaults in use"
 
-    if not _check("config", config):
+    if not report.check("config", config):
         return 1
     cfg = holder[0]
-    ok = True
+    ready = True
     if app.uses_token(cfg):
-        ok &= _check("pkcs11 module", lambda: app.module_path(cfg))
-    ok &= _check("data dir", lambda: str(app.prepare_data_dir(cfg)))
-    software: list[str] = []
+        ready = report.check("pkcs11 module", lambda: app.module_path(cfg))
+    ready &= report.check("data dir", lambda: str(app.prepare_data_dir(cfg)))
+    if ready and app.uses_token(cfg):
+        ready = _pin_state(report, cfg, args.try_pin)
     warnings: list[str] = []
-
-    def token() -> str:
-        with app.opened_vault(cfg) as vault:
-            info = vault.token.inspect()
-            count = len(vault.store.list()) if vault.store.exists() else 0
-        if "keystore" in info:
-            if not info.get("hardware"):
-                software.append(str(info["keystore"]))
-            return f"key store {info['keystore']!r}, key {info['key_id']}; {count} record(s)"
-        attrs = info.get("key_attributes", {})
-        assert isinstance(attrs, dict)  # noqa: S101 - inspect() returns a dict here
-        shown = ", ".join(
-            f"{k}={attrs.get(k)}" for k in ("KEY_TYPE", "VALUE_LEN", "SENSITIVE", "EXTRACTABLE")
-        )
-        used, limit = info.get("encryptions"), info.get("encryption_limit")
-        usage = ""
-        if isinstance(used, int) and isinstance(limit, int):
-            usage = f"{used:,} of {limit:,} encryptions; "
-            if used >= limit * 9 // 10:
-                warnings.append(
-                    f"WARN  the token key has made {used:,} of its {limit:,} encryptions, and "
-                    "sealing stops at the limit: replace the key soon (SECURITY.md, key usage)"
-                )
-        return (
-            f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), "
-            f"key {shown}; {usage}store has {count} record(s)"
-        )
-
-    if ok:
-        label = "token, key and store" if app.uses_token(cfg) else "key store, key and store"
-        ok &= _check(label, token)
-    for name in software:
-        print(
-            f"WARN  keystore: {name!r} is a SOFTWARE key store, weaker than a PKCS#11 token: "
-            "the vault key is only as safe as this account and its keyring "
-            f"(`vaultd status` shows keystore: {name}, hardware: false)"
-        )
-    for line in warnings:
-        print(line)
-    _plugin_lines(cfg.plugins.allow)
-
-    def daemon() -> str:
-        from vaultd.ipc.client import DaemonClient
-
-        reply = DaemonClient(cfg.socket).request("status")
-        return f"running on {cfg.socket} ({'sealed' if reply.get('sealed') else 'unsealed'})"
-
-    _check("daemon", daemon, required=False)  # not running is not a defect
-    return 0 if ok else 1
+    if ready:
+        _open_checks(report, cfg, warnings)
+    for warning in warnings:
+        report.line("WARN", warning)
+    _fido2_devices(report, cfg)
+    for status, label, detail in check_aws_config(cfg):
+        report.line(status, label, detail)
+    for line in doctor_lines(cfg.plugins.allow):
+        bad = any(word in line for word in (": failed", "WARNING", "not installed"))
+        report.line("WARN" if bad else "info", f"plugin {line}")
+    _daemon(report, cfg)
+    return 0 if report.ok else 1

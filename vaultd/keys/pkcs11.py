@@ -736,3 +736,39 @@ def _close_quietly(session: Session) -> None:
     # A failing device cannot be logged out; the module drops the login with the session.
     with suppress(pkerr.PKCS11Error):
         session.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PinState:
+    """The token's user-PIN flags, read without logging in."""
+
+    count_low: bool
+    final_try: bool
+    locked: bool
+
+    @property
+    def unsafe_to_guess(self) -> bool:
+        """Whether a wrong PIN was entered since the last good one (or worse): trying a PIN
+        that may be wrong again could be the try that locks the token."""
+        return self.count_low or self.final_try or self.locked
+
+    def describe(self) -> str:
+        """The flags in words."""
+        if self.locked:
+            return "the user PIN is LOCKED"
+        if self.final_try:
+            return "the next wrong PIN LOCKS the token (final try)"
+        if self.count_low:
+            return "a wrong PIN was entered since the last good login (few tries may remain)"
+        return "no wrong PIN since the last good login"
+
+
+def read_pin_state(module_path: str, token_label: str) -> PinState:
+    """Load the module, find the token by label and read its PIN flags; no ``C_Login``."""
+    with _translated("reading the token's PIN state"):
+        flags = _find_token(pkcs11.lib(module_path), token_label, module_path).flags
+    return PinState(
+        count_low=bool(flags & TokenFlag.USER_PIN_COUNT_LOW),
+        final_try=bool(flags & TokenFlag.USER_PIN_FINAL_TRY),
+        locked=bool(flags & TokenFlag.USER_PIN_LOCKED),
+    )
