@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # Subcommand modules, in the order `vaultd --help` lists them.
 COMMAND_MODULES = (
     "init",
+    "pin",
     "add",
     "list",
     "remove",

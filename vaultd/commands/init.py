@@ -1,21 +1,80 @@
-"""`vaultd init`: open the token (or key store), create the key-encryption key and the store."""
+"""`vaultd init`: write a first config when there is none, else create the vault key and store.
+
+With no config file, init finds the PKCS#11 modules and tokens here and writes a commented
+config (``vaultd/commands/init_config.py``); run it again to create the key.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from vaultd.commands._args import Subparsers, settings
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("init", help="create the token key and an empty store")
+    p = sub.add_parser("init", help="write a first config, then create the token key and store")
+    p.add_argument("--module", help="first run: the PKCS#11 module path (else asked or found)")
+    p.add_argument("--token", help="first run: the token label (else asked)")
+    p.add_argument(
+        "--pin-source",
+        help="first run: keyring, file:/absolute/path or prompt (else the keyring when usable)",
+    )
     p.set_defaults(func=run)
+
+
+def _first_run(args: argparse.Namespace) -> int:
+    from vaultd.commands.init_config import choose, next_commands, write_config
+    from vaultd.settings import default_config_path
+
+    path = default_config_path()
+    choices = choose(
+        module=args.module,
+        token=args.token,
+        pin_source=args.pin_source,
+        config_path=path,
+        ask=input if sys.stdin.isatty() else None,
+    )
+    write_config(path, choices)
+    print(
+        f"wrote {path} (module {choices.module}, token {choices.token_label!r}, PIN from "
+        f"{choices.pin_source}); next:"
+    )
+    for command in next_commands(choices, path):
+        print(f"  {command}")
+    return 0
+
+
+def _unconfigured() -> bool:
+    """No config file and nothing in the environment says where the vault key lives."""
+    from vaultd.app import uses_token
+
+    cfg = settings()
+    return uses_token(cfg) and cfg.pkcs11.module is None
 
 
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault, uses_token
+    from vaultd.commands.init_config import default_pin_file, keyring_usable
+    from vaultd.errors import ConfigError
+    from vaultd.settings import default_config_path
 
+    path = default_config_path()
+    if not path.exists() and (os.environ.get("VAULTD_CONFIG") or _unconfigured()):
+        return _first_run(args)
+    if args.module or args.token or args.pin_source:
+        raise ConfigError(
+            "vaultd is configured already: --module, --token and --pin-source are for the "
+            f"first run only; edit {path} instead"
+        )
     cfg = settings()
+    if uses_token(cfg) and cfg.pkcs11.pin_source == "keyring" and not keyring_usable():
+        raise ConfigError(
+            'pin_source = "keyring" but no OS keyring is usable here (headless?): set '
+            f'pin_source = "{default_pin_file(default_config_path())}" in [pkcs11] and run '
+            '`vaultd pin file PATH`, or pin_source = "prompt"'
+        )
     with opened_vault(cfg, create_key=True) as vault:
         created = not vault.store.exists()
         if created:

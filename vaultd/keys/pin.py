@@ -64,12 +64,11 @@ def _from_keyring(token_label: str) -> bytearray:
     except keyring.errors.KeyringError as exc:
         raise ConfigError(
             f"the OS keyring is not usable ({type(exc).__name__}); unlock or install a keyring "
-            "backend, or use pin_source = 'file:PATH'"
+            "backend, or set pin_source = 'file:PATH' and run `vaultd pin file PATH`"
         ) from exc
     if not pin:
         raise ConfigError(
-            f"no PIN for token {token_label!r} in the OS keyring; store it with `vaultd pin "
-            f"store` or `python -m keyring set {KEYRING_SERVICE} {user}`"
+            f"no PIN for token {token_label!r} in the OS keyring; store it with `vaultd pin store`"
         )
     return bytearray(pin.encode("utf-8"))
 
