@@ -3,14 +3,15 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
+        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock exec login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
-        init) words="--help" ;;
+        init) words="--help --module --pin-source --token" ;;
+        pin) words="--help file store" ;;
         add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;
-        remove) words="--help" ;;
+        remove) words="--help --yes" ;;
         serve) words="--help" ;;
         credential-process) words="--help --socket" ;;
         approvals) words="--help --json" ;;
@@ -33,7 +34,7 @@ _vaultd() {
         plugins) words="--help list" ;;
         config-reference) words="--help" ;;
         completion) words="--help" ;;
-        doctor) words="--help" ;;
+        doctor) words="--help --try-pin" ;;
         demo) words="--help --keep" ;;
         *) words="" ;;
     esac

@@ -25,3 +25,5 @@ def test_demo_runs_end_to_end() -> None:
     assert "'TokenCode': '" in out
     assert "OK: " in out and "chain intact" in out
     assert "/tmp/vaultd-demo-" not in out.split("==> Done")[-1]  # cleaned up, not kept
+    assert "CRITICAL" not in out + done.stderr.decode()
+    assert "note: SoftHSM2 token" in out  # the software token is still named as such
