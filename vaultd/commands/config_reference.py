@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vaultd.commands._args import Subparsers
-from vaultd.settings import ProfileSettings, Settings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
 
 HEADER = """# Configuration reference
 
@@ -23,6 +27,8 @@ no PIN setting: see `pkcs11.pin_source`.
 
 
 def _default(info: FieldInfo) -> str:
+    from pydantic import BaseModel
+
     if info.default_factory is not None:
         return "see meaning"
     value: Any = info.default
@@ -37,25 +43,53 @@ def _default(info: FieldInfo) -> str:
     return f"`{value!r}`".replace("'", '"')
 
 
-def _type(info: FieldInfo) -> str:
-    text = str(info.annotation).replace("typing.", "").replace("pathlib.", "")
-    for noise in ("<class '", "'>", "vaultd.core.model.", "vaultd.settings."):
-        text = text.replace(noise, "")
-    return text.replace("|", "or")
+_SCALARS: dict[object, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "true or false",
+    Path: "path",
+}
+
+
+def user_type(annotation: object) -> str:
+    """A setting's type as a user writes it in TOML (``"code"``, ``list of strings``...)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        shown = [user_type(a) for a in args if a is not type(None)]
+        optional = len(shown) < len(args)
+        return " or ".join(shown) + (" (optional)" if optional else "")
+    if origin is typing.Literal:
+        return " or ".join(f'`"{a}"`' if isinstance(a, str) else f"`{a}`" for a in args)
+    if origin in (tuple, list):
+        return f"list of {user_type(args[0])}s" if args else "list"
+    if origin is dict:
+        return f"table of {user_type(args[1])}s" if len(args) == 2 else "table"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " or ".join(f'`"{member.value}"`' for member in annotation)
+    if isinstance(annotation, type) and annotation.__name__.endswith("Settings"):
+        return "table"
+    return _SCALARS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _table(title: str, model: type[BaseModel]) -> list[str]:
+    from pydantic import BaseModel
+
     lines = [f"\n## `{title}`\n", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, info in model.model_fields.items():
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             continue
         doc = " ".join((info.description or "").split()).replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type(info)} | {_default(info)} | {doc} |")
+        lines.append(f"| `{name}` | {user_type(info.annotation)} | {_default(info)} | {doc} |")
     return lines
 
 
 def render() -> str:
     """The whole reference as Markdown."""
+    from pydantic import BaseModel
+
+    from vaultd.settings import ProfileSettings, Settings
+
     lines = [HEADER.rstrip("\n"), *_table("top level", Settings)]
     for name, info in Settings.model_fields.items():
         ann = info.annotation
