@@ -18,4 +18,6 @@ def run(args: argparse.Namespace) -> int:
     from vaultd.daemon import serve
 
     logging.basicConfig(level=logging.INFO, format="vaultd[%(process)d] %(levelname)s %(message)s")
+    for chatty in ("botocore", "boto3", "urllib3"):  # one line per STS call, nothing of ours
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return serve(settings())

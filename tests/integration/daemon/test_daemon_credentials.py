@@ -76,6 +76,7 @@ def test_first_call_needs_approval_second_is_cached(
     assert out2 == out
     assert fake_sts.calls("GetSessionToken") == 1
     assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
+    assert "Found endpoint" not in inst.log()  # botocore's per-call chatter stays out
 
 
 BURST = 200
