@@ -85,6 +85,7 @@ class CredentialStore(Protocol):
         masked_id: str = "",
         root: bool = False,
         replace: bool = False,
+        keep_created: bool = False,
     ) -> None: ...
 
 
@@ -100,12 +101,16 @@ def load_enrolled(store: CredentialStore) -> list[EnrolledCredential]:
 
 
 def save_enrolled(store: CredentialStore, cred: EnrolledCredential, *, new: bool = False) -> None:
-    """Store ``cred`` under its name; with ``new``, refuse (``RecordExists``) if present."""
+    """Store ``cred`` under its name; with ``new``, refuse (``RecordExists``) if present.
+
+    An update (signCount, last use, suspect) keeps the record's enrolment time.
+    """
     store.put(
         RecordKind.FIDO2_CREDENTIAL,
         cred.name,
         encode_fido2_credential(cred),
         replace=not new,
+        keep_created=not new,
     )
 
 

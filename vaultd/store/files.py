@@ -243,8 +243,13 @@ class SealedStore:
         masked_id: str = "",
         root: bool = False,
         replace: bool = False,
+        keep_created: bool = False,
     ) -> None:
-        """Seal and store a record; ``RecordExists`` if present and ``replace`` is false."""
+        """Seal and store a record; ``RecordExists`` if present and ``replace`` is false.
+
+        ``keep_created`` keeps a replaced record's creation time (an update of the same thing,
+        such as a FIDO2 credential's signCount); otherwise the record is new as of now.
+        """
         _check_name(name)
         with self._lock:
             state = self._load()
@@ -254,7 +259,8 @@ class SealedStore:
                     "remove it first, or replace it (`vaultd add --replace`)"
                 )
             generation = state.generation + 1
-            created = _rfc3339(self._clock.now())
+            old = state.records.get((kind, name))
+            created = old.created if keep_created and old else _rfc3339(self._clock.now())
             blob = seal(
                 self._wrapper,
                 plaintext,

@@ -130,6 +130,21 @@ def test_put_replace_remove(store: SealedStore) -> None:
     assert store.names(KP) == ["prod"]
 
 
+def test_an_update_keeps_the_creation_time_a_replacement_does_not(path: Path) -> None:
+    clock = FakeClock()
+    store = SealedStore(path, FakeKeyWrapper(KEY, key_id="kek-1"), FlakyAnchor(10), clock)
+    store.initialize()
+    store.put(KP, "key", b"v1")
+    enrolled = store.list()[0].created
+    clock.advance(86_400)
+    store.put(KP, "key", b"v2", replace=True, keep_created=True)
+    assert store.list()[0].created == enrolled
+    assert store.get(KP, "key") == b"v2"
+    clock.advance(86_400)
+    store.put(KP, "key", b"v3", replace=True)
+    assert store.list()[0].created > enrolled
+
+
 @pytest.mark.parametrize("name", ["", "../escape", "a/b", "x" * 65, "sp ace", "é"])
 def test_invalid_names_refused(store: SealedStore, name: str) -> None:
     before = store.path.read_bytes()
@@ -392,3 +407,21 @@ def test_leftover_temp_files_cleaned_on_open(store: SealedStore, anchor: FlakyAn
     assert s.names(KP) == ["dev", "prod"]
     assert not leftover.exists()
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["store.json", "store.json.prev"]
+
+
+def test_a_touch_keeps_the_enrolment_date_of_a_fido2_credential(path: Path) -> None:
+    from dataclasses import replace
+
+    from vaultd.core.records import Fido2CredentialRecord
+    from vaultd.fido2.gate import load_enrolled, save_enrolled
+
+    clock = FakeClock()
+    store = SealedStore(path, FakeKeyWrapper(KEY, key_id="kek-1"), FlakyAnchor(10), clock)
+    store.initialize()
+    cred = Fido2CredentialRecord("desk", b"id", b"pk", sign_count=1, created=clock.now())
+    save_enrolled(store, cred, new=True)
+    enrolled = store.list()[0].created
+    clock.advance(7 * 86_400)
+    save_enrolled(store, replace(cred, sign_count=9, last_used=clock.now()))
+    assert store.list()[0].created == enrolled
+    assert load_enrolled(store)[0].sign_count == 9
