@@ -101,6 +101,17 @@ def _write(path: Path, text: str) -> None:
     atomic_write(path, text.encode(), mode=0o600)
 
 
+def _remove_leftovers(paths: tuple[Path, ...]) -> None:
+    """Remove temp files (they may hold keys) that a killed earlier run left beside ``paths``."""
+    from vaultd.store.atomic import TEMP_SUFFIX, cleanup_temp_files
+
+    for path in paths:
+        if path.parent.is_dir():
+            cleanup_temp_files(path)
+            for temp in path.parent.glob(f".{path.name}{BACKUP_INFIX}*{TEMP_SUFFIX}"):
+                temp.unlink()
+
+
 def _plan(
     cfg: Settings, config_path: Path, creds_path: Path, args: argparse.Namespace, records: set[str]
 ) -> list[ProfilePlan]:
@@ -144,6 +155,7 @@ def _show(plans: list[ProfilePlan]) -> None:
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault
     from vaultd.core.model import RecordKind
+    from vaultd.settings import default_config_path
 
     cfg = settings()
     config_path, creds_path = aws_paths()
@@ -151,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         _show(_plan(cfg, config_path, creds_path, args, set()))
         print("dry run: nothing was written; run again with --apply to import")
         return 0
+    _remove_leftovers((config_path, creds_path, default_config_path()))
     with opened_vault(cfg) as vault:
         stored = set(vault.store.names(RecordKind.KEY_PAIR))
         plans = _plan(cfg, config_path, creds_path, args, stored)
