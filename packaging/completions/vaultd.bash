@@ -19,7 +19,7 @@ _vaultd() {
         status) words="--help --json" ;;
         lock) words="--help --seal" ;;
         unlock) words="--help" ;;
-        exec) words="--help --server" ;;
+        exec) words="--help --region --server" ;;
         import) words="--help aws-config" ;;
         login) words="--duration --help --print" ;;
         fido2) words="--help enroll list remove" ;;

@@ -24,6 +24,7 @@ complete -c vaultd -n '__fish_seen_subcommand_from lock' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from lock' -l seal
 complete -c vaultd -n '__fish_seen_subcommand_from unlock' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from exec' -l help
+complete -c vaultd -n '__fish_seen_subcommand_from exec' -l region
 complete -c vaultd -n '__fish_seen_subcommand_from exec' -l server
 complete -c vaultd -n '__fish_seen_subcommand_from import' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from import' -a aws-config

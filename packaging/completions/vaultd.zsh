@@ -17,7 +17,7 @@ case $words[2] in
     status) compadd -- --help --json ;;
     lock) compadd -- --help --seal ;;
     unlock) compadd -- --help ;;
-    exec) compadd -- --help --server ;;
+    exec) compadd -- --help --region --server ;;
     import) compadd -- --help aws-config ;;
     login) compadd -- --duration --help --print ;;
     fido2) compadd -- --help enroll list remove ;;
