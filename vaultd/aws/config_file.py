@@ -25,13 +25,15 @@ def section_name(profile: str) -> str:
 def parse_sections(text: str, source: str) -> dict[str, dict[str, str]]:
     """Every section of an AWS INI file with its keys (lower-cased) and values.
 
-    Raises ``ValueError`` naming ``source`` and the line when the text is not INI.
+    Raises a one-line ``ValueError`` naming the line when the text is not INI.
     """
     parser = configparser.RawConfigParser(default_section="\0", strict=False)
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise ValueError(str(exc).splitlines()[0].rstrip(".") + where) from None
     return {name: dict(parser.items(name)) for name in parser.sections()}
 
 
