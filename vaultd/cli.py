@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "status",
     "lock",
     "exec",
+    "import_aws",
     "login",
     "fido2",
     "mfa",

@@ -123,9 +123,31 @@ def _read_key_pair(root: bool) -> LongTermCredentials:
     return LongTermCredentials(key_id, secret, root=root)
 
 
+def store_key_pair(
+    vault: OpenStore,
+    name: str,
+    creds: LongTermCredentials,
+    plaintext: bytes | None = None,
+    *,
+    replace: bool = False,
+) -> None:
+    """Seal ``creds`` as key pair record ``name`` (``plaintext``: its FIDO2-bound encoding)."""
+    from vaultd.core.model import RecordKind, mask_key
+    from vaultd.core.records import encode_key_pair
+
+    vault.store.put(
+        RecordKind.KEY_PAIR,
+        name,
+        encode_key_pair(creds) if plaintext is None else plaintext,
+        masked_id=mask_key(creds.access_key_id),
+        root=creds.root,
+        replace=replace,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault
-    from vaultd.core.model import RECORD_NAME_RE, RecordKind, mask_key
+    from vaultd.core.model import RECORD_NAME_RE, mask_key
     from vaultd.core.records import encode_key_pair
     from vaultd.errors import BadRequest
 
@@ -137,14 +159,7 @@ def run(args: argparse.Namespace) -> int:
         plaintext = encode_key_pair(creds)
         if bind:
             plaintext = _bind(vault, args.name, plaintext, args.allow_single_authenticator)
-        vault.store.put(
-            RecordKind.KEY_PAIR,
-            args.name,
-            plaintext,
-            masked_id=mask_key(creds.access_key_id),
-            root=creds.root,
-            replace=args.replace,
-        )
+        store_key_pair(vault, args.name, creds, plaintext, replace=args.replace)
     kind = "root key pair" if creds.root else "key pair"
     bound = ", bound to FIDO2" if bind else ""
     print(f"stored {kind} {args.name!r} ({mask_key(creds.access_key_id)}{bound})")

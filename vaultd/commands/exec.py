@@ -1,10 +1,18 @@
-"""`vaultd exec [--server] PROFILE -- CMD ARGS`: run CMD with the profile's session."""
+"""`vaultd exec [--server] [--region R] PROFILE [-- CMD ARGS]`: run CMD (default: ``$SHELL``)
+with the profile's session."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
+
+if TYPE_CHECKING:
+    from vaultd.settings import Settings
+
+MARKER: Final = "VAULTD_PROFILE"
+"""Set in the environment of every `vaultd exec` command; exec refuses to nest inside one."""
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -20,13 +28,19 @@ def add_parser(sub: Subparsers) -> None:
         "provider and fetches a new one from the daemon (which may ask for approval) once "
         "fewer than 15 minutes remain. The command runs as a child; SIGINT and SIGTERM are "
         "forwarded and its exit status is returned. Credentials in ~/.aws (a [default] "
-        "profile) still take precedence over the endpoint in the SDKs.",
+        "profile) still take precedence over the endpoint in the SDKs. With no command it "
+        "opens $SHELL (as aws-vault does); VAULTD_PROFILE marks the session, and exec refuses "
+        "to run inside one.",
     )
     p.add_argument(
         "--server",
         action="store_true",
         help="serve the session on a local container-credentials endpoint instead of "
         "putting it in the command's environment",
+    )
+    p.add_argument(
+        "--region",
+        help="export AWS_REGION and AWS_DEFAULT_REGION (default: the profile's region, if set)",
     )
     p.add_argument("profile")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
@@ -44,9 +58,25 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
         AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"],
         AWS_SESSION_TOKEN=creds["SessionToken"],
         AWS_CREDENTIAL_EXPIRATION=creds["Expiration"],
-        VAULTD_PROFILE=profile,
     )
+    env[MARKER] = profile
     return env
+
+
+def region_environment(
+    cfg: Settings, profile: str, region: str | None, base: dict[str, str]
+) -> dict[str, str]:
+    """``base`` with ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` from ``region`` or the profile."""
+    from vaultd.errors import BadRequest
+    from vaultd.settings import REGION_RE
+
+    configured = cfg.profiles.get(profile)
+    chosen = region or (configured.region if configured else None)
+    if chosen is None:
+        return base
+    if not REGION_RE.match(chosen):
+        raise BadRequest(f"--region {chosen!r} is not an AWS region name such as eu-west-1")
+    return {**base, "AWS_REGION": chosen, "AWS_DEFAULT_REGION": chosen}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,15 +85,19 @@ def run(args: argparse.Namespace) -> int:
     from vaultd.aws.container_endpoint import fetch_from_daemon
     from vaultd.errors import BadRequest
 
+    nested = os.environ.get(MARKER)
+    if nested:
+        raise BadRequest(
+            f"already in a vaultd exec session ({MARKER}={nested}): exit that shell first"
+        )
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        raise BadRequest("nothing to run: vaultd exec [--server] PROFILE -- CMD [ARGS...]")
-    socket = str(settings().socket)
+    command = command or [os.environ.get("SHELL") or "/bin/sh"]
+    cfg = settings()
+    base = region_environment(cfg, args.profile, args.region, dict(os.environ))
+    socket = str(cfg.socket)
     if args.server:
-        return _run_with_server(args.profile, command, socket)
-    env = session_environment(
-        fetch_from_daemon(socket, args.profile), args.profile, dict(os.environ)
-    )
+        return _run_with_server(args.profile, command, socket, base)
+    env = session_environment(fetch_from_daemon(socket, args.profile), args.profile, base)
     try:
         os.execvpe(command[0], command, env)  # noqa: S606 - the user's own command
     except OSError as exc:
@@ -71,9 +105,8 @@ def run(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execvpe does not return
 
 
-def _run_with_server(profile: str, command: list[str], socket: str) -> int:
+def _run_with_server(profile: str, command: list[str], socket: str, base: dict[str, str]) -> int:
     """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
-    import os
 
     from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 
@@ -81,7 +114,7 @@ def _run_with_server(profile: str, command: list[str], socket: str) -> int:
     try:
         server.source.current()  # the first approval happens before the command starts
         server.start()
-        return supervise(command, server.environment(os.environ, profile))
+        return supervise(command, server.environment(base, profile))
     finally:
         server.stop()
 

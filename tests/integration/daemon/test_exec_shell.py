@@ -1,0 +1,86 @@
+"""`vaultd exec PROFILE` with no command: a shell with the session, driven through a pty."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from vaultd.testing.fake_sts import FakeSts
+from vaultd.testing.harness import Installation, approve_pending
+
+MakeVault = Callable[..., Installation]
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 30) -> bytes:
+    """Read the pty until ``marker`` shows (a guard against hangs, not a timing assertion)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the shell is gone
+            break
+        seen += chunk
+    return seen
+
+
+def test_no_command_opens_the_shell_with_the_session_and_region(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaultd", "exec", "--region", "eu-west-2", "dev"],
+        env={**inst.env, "SHELL": "/bin/sh", "PS1": "$ "},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,  # no controlling terminal: approved with `vaultd approve`
+    )
+    os.close(slave)
+    approve_pending(inst, "123456", profile="dev")
+    os.write(
+        master,
+        b'echo "got:$VAULTD_PROFILE:$AWS_REGION:$AWS_DEFAULT_REGION:${AWS_SESSION_TOKEN:+token}"\n',
+    )
+    out = read_until(master, b"got:dev:eu-west-2:eu-west-2:token")
+    assert b"got:dev:eu-west-2:eu-west-2:token" in out, out
+    # Inside the session, exec refuses to nest (as aws-vault does).
+    os.write(master, f"{sys.executable} -m vaultd exec dev; echo nest''ed:$?\n".encode())
+    out = read_until(master, b"nested:1")
+    assert b"already in a vaultd exec session (VAULTD_PROFILE=dev)" in out, out
+    os.write(master, b"exit 7\n")
+    assert proc.wait(timeout=30) == 7
+    os.close(master)
+    assert fake_sts.calls("GetSessionToken") == 1
+
+
+def test_a_bad_region_is_one_line_and_nothing_runs(make_vault: MakeVault) -> None:
+    inst = make_vault()
+    done = inst.vaultd("exec", "--region", "mars\nx", "dev", "--", "true", check=False)
+    assert done.returncode != 0
+    assert done.stderr.decode().splitlines() == [
+        "vaultd: BAD_REQUEST: --region 'mars\\nx' is not an AWS region name such as eu-west-1"
+    ]
+    assert inst.vaultd("approvals", "--json").stdout.strip() == b"[]"
+
+
+@pytest.mark.parametrize("marker", ["dev", "x"])
+def test_exec_refuses_to_nest(make_vault: MakeVault, marker: str) -> None:
+    inst = make_vault(start=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "vaultd", "exec", "dev", "--", "true"],
+        env={**inst.env, "VAULTD_PROFILE": marker},
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode != 0 and b"already in a vaultd exec session" in done.stderr
