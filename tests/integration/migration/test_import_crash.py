@@ -90,7 +90,7 @@ def test_killed_at_every_step_a_rerun_completes_and_no_key_is_lost(vault: Instal
         assert (aws / "config").read_text().count("credential_process = ") == 4
         (aws / "config").write_text(AWS_CONFIG)
         vault.config_path.write_text(baseline)
-        vault.vaultd("remove", "jon")
+        vault.vaultd("remove", "--yes", "jon")
         point += 1
     assert point > 6  # sealed, vaultd-config and aws-config, each with its atomic writes
     # With the daemon (it reads the profiles at start): test call, backup, removal.
