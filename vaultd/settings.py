@@ -21,7 +21,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod
+from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod, ProfileKind
+from vaultd.core.serving import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    MAX_APPROVAL_TIMEOUT,
+    MIN_APPROVAL_TIMEOUT,
+    SERVE_FLOOR_SECONDS,
+    validate_duration,
+)
 from vaultd.errors import ConfigError
 
 SERIAL_RE = re.compile(r"^[\w+=/:,.@-]{9,256}$")
@@ -30,10 +37,6 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 KEYSTORE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-GET_SESSION_TOKEN_RANGE = (900, 129_600)
-ASSUME_ROLE_RANGE = (900, 43_200)
-CHAINED_MAX = 3_600
 
 
 def default_config_path() -> Path:
@@ -105,7 +108,7 @@ class IpcSettings(_Section):
 class CacheSettings(_Section):
     """The in-memory session cache."""
 
-    serve_floor_seconds: int = Field(900, ge=900, le=3000)
+    serve_floor_seconds: int = Field(SERVE_FLOOR_SECONDS, ge=SERVE_FLOOR_SECONDS, le=3000)
     """Serve a session only while at least this many seconds remain (never below 900)."""
     idle_seconds: int = Field(3600, ge=60, le=43200)
     """Drop a cached session no request has used for this long; the next request asks again
@@ -115,7 +118,9 @@ class CacheSettings(_Section):
 class ApprovalSettings(_Section):
     """Pending approvals."""
 
-    timeout_seconds: float = Field(50.0, ge=5, le=55)
+    timeout_seconds: float = Field(
+        DEFAULT_APPROVAL_TIMEOUT, ge=MIN_APPROVAL_TIMEOUT, le=MAX_APPROVAL_TIMEOUT
+    )
     """How long an approval stays open (under 55 s: the Go SDK kills credential_process at 60)."""
     cooldown_seconds: float = Field(30.0, ge=0, le=600)
     """After a deny or timeout, new requests for the same session fail fast for this long."""
@@ -232,13 +237,11 @@ class ProfileSettings(_Section):
             )
         if self.source_profile and not self.role_arn:
             raise ValueError("source_profile needs role_arn")
-        if self.duration_seconds is not None:
-            lo, hi = ASSUME_ROLE_RANGE if self.role_arn else GET_SESSION_TOKEN_RANGE
-            call = "AssumeRole" if self.role_arn else "GetSessionToken"
-            if not lo <= self.duration_seconds <= hi:
-                raise ValueError(
-                    f"duration_seconds={self.duration_seconds} is outside {call}'s {lo}-{hi}"
-                )
+        kind = ProfileKind.ROLE if self.role_arn else ProfileKind.SESSION
+        try:  # the core's ranges; chaining is decided by the duration itself
+            validate_duration(kind, self.duration_seconds, chained=False)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
         return self
 
 

@@ -51,6 +51,7 @@ from vaultd.core.records import decode_fido2_credential, encode_fido2_credential
 from vaultd.errors import (
     ApprovalUnavailable,
     AuditError,
+    ConfigError,
     Fido2Rejected,
     Fido2Suspect,
     RecordCorrupt,
@@ -384,8 +385,13 @@ def bind_plaintext(
     """
     salt = secrets.token_bytes(_SALT)
     outputs = dict(gate_outputs(salt))
-    if not 0 < len(outputs) <= _MAX_BOUND:
-        raise ValueError(f"bind to 1-{_MAX_BOUND} authenticators")
+    if not outputs:
+        raise ApprovalUnavailable("no authenticator answered, so the record cannot be bound")
+    if len(outputs) > _MAX_BOUND:
+        raise ConfigError(
+            f"a record can be bound to at most {_MAX_BOUND} authenticators, not "
+            f"{len(outputs)}: remove spare ones with `vaultd fido2 remove NAME`"
+        )
     data_key = bytearray(secrets.token_bytes(_KEY))
     try:
         header = bytearray(BIND_MAGIC + salt + bytes([len(outputs)]))

@@ -219,7 +219,7 @@ def check_module_path(path: str, allowlist: Sequence[str]) -> str:
     if real not in allowed:
         raise HsmModuleRefused(
             f"PKCS#11 module {path} (resolves to {real}) is not on the module allowlist; "
-            "use an allowlisted module or add its path to hsm.module_allowlist"
+            "use an allowlisted module or add its path to pkcs11.module_allowlist"
         )
     for target in (real, os.path.dirname(real)):
         try:
@@ -298,7 +298,7 @@ class TokenKey:
             except pkerr.PKCS11Error as exc:
                 raise Sealed(
                     f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
-                    "check hsm.module (and SOFTHSM2_CONF for SoftHSM2)"
+                    "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
                 ) from exc
             token = _find_token(lib, token_label, module_path)
         session = _login(token, pin_text, confirm_final_try=confirm_final_try)
@@ -577,7 +577,7 @@ def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
         present = sorted(t.label for t in lib.get_tokens())
         raise TokenNotFound(
             f"no token labelled {label!r} in {module_path} (present: "
-            f"{', '.join(map(repr, present)) or 'none'}); insert it or fix hsm.token_label"
+            f"{', '.join(map(repr, present)) or 'none'}); insert it or fix pkcs11.token_label"
         )
     if len(tokens) > 1:
         raise TokenAmbiguous(

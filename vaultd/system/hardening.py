@@ -9,16 +9,10 @@ import stat
 import sys
 from pathlib import Path
 
-from vaultd.errors import UnsafePermissions, VaultError
+from vaultd.errors import HardeningFailed, UnsafePermissions
 
 _PR_SET_DUMPABLE = 4
 _PR_GET_DUMPABLE = 3
-
-
-class HardeningFailed(VaultError):
-    """The process could not be made non-dumpable or core dumps could not be disabled."""
-
-    code = "HARDENING_FAILED"
 
 
 def harden_process() -> None:
