@@ -54,9 +54,9 @@ def oath_code_source(
 
     ``PluginError`` (PLUGIN_UNAVAILABLE) when it is allowlisted but did not load.
     """
-    from vaultd.plugin.registry import Kind
+    from vaultd.plugin.registry import Kind, allows
 
-    if OATH_PLUGIN not in settings.plugins.allow:
+    if not allows(settings.plugins.allow, Kind.MFA, OATH_PLUGIN):
         return None
     plugin = plugins.require(Kind.MFA, OATH_PLUGIN)
     if not isinstance(plugin, OathCodeSource):

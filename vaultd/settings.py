@@ -30,6 +30,7 @@ from vaultd.core.serving import (
     validate_duration,
 )
 from vaultd.errors import ConfigError
+from vaultd.plugin.registry import Kind, allows, parse_allow
 
 SERIAL_RE = re.compile(r"^[\w+=/:,.@-]{9,256}$")
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -139,13 +140,20 @@ class Fido2Settings(_Section):
 
 
 class PluginSettings(_Section):
-    """Plugins are loaded only when allowlisted here by entry-point name."""
+    """Plugins are loaded only when allowlisted here by group and entry-point name."""
 
     allow: tuple[str, ...] = ()
-    """Entry-point names of plugins that may load."""
+    """Plugins that may load, as `GROUP/NAME` (`notify/desktop`, `mfa/yubikey-oath`,
+    `keystore/keyring`), or `GROUP/NAME@DISTRIBUTION` where two distributions offer one name."""
     yubikey_oath_names: dict[str, str] = Field(default_factory=dict)
     """For the `yubikey-oath` code source: MFA serial -> YubiKey OATH credential id
     (`issuer:name`); empty by default: a serial not listed is looked up under its own name."""
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allow(value)
+        return value
 
 
 class AuditSettings(_Section):
@@ -265,9 +273,9 @@ class Settings(BaseSettings):
     """A JSON IAM-style policy document; the shipped default applies without it."""
     keystore: str = Field("pkcs11", pattern=KEYSTORE_RE.pattern)
     """Where the vault key lives: `pkcs11` (a token, the default) or the entry-point name of
-    a `vaultd.keystore` plugin, also listed in `plugins.allow`, such as `keyring`: a SOFTWARE
-    key store, weaker than a token (the key is as safe as this account) and refused when
-    `pkcs11.module` is set."""
+    a `vaultd.keystore` plugin, also listed in `plugins.allow` as `keystore/NAME`, such as
+    `keyring`: a SOFTWARE key store, weaker than a token (the key is as safe as this account)
+    and refused when `pkcs11.module` is set."""
     keystore_key_label: str = Field("vaultd-kek", min_length=1, max_length=64)
     """The key's name in a key store plugin (its audit key and store generation are kept
     beside it)."""
@@ -303,10 +311,10 @@ class Settings(BaseSettings):
                 "set: vaultd never falls back from a token; remove keystore to use the token "
                 "or remove pkcs11.module"
             )
-        if self.keystore not in self.plugins.allow:
+        if not allows(self.plugins.allow, Kind.KEYSTORE, self.keystore):
             raise ValueError(
-                f"keystore = {self.keystore!r} must also be listed in plugins.allow (plugins "
-                "load only when allowlisted)"
+                f"keystore = {self.keystore!r} must also be listed in plugins.allow as "
+                f'"keystore/{self.keystore}" (plugins load only when allowlisted)'
             )
         return self
 

@@ -8,8 +8,9 @@ lives in one of three entry-point groups:
 - ``vaultd.notify``: a :class:`Notifier`;
 - ``vaultd.keystore``: a :class:`KeyStore` (where the key-encryption key lives).
 
-vaultd loads a plugin only when its entry-point name is listed in ``plugins.allow``, and then
-calls ``is_available()``; a plugin that fails either way is skipped and reported, never fatal.
+vaultd loads a plugin only when ``plugins.allow`` lists it as ``GROUP/NAME`` (``notify/desktop``;
+``GROUP/NAME@DISTRIBUTION`` where two distributions offer one name), and then calls
+``is_available()``; a plugin that fails either way is skipped and reported, never fatal.
 A plugin may set ``PLUGIN_API_VERSION`` on the object it returns: vaultd refuses a plugin built
 for another version.
 """
