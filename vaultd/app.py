@@ -19,7 +19,7 @@ from vaultd.core.ports import SealingKey
 from vaultd.errors import ConfigError, PluginError
 from vaultd.keys.keystore import KeyStoreKey
 from vaultd.mfa.plugin_codes import PluginCodeSource
-from vaultd.plugin.api import KeyStoreBacking, OathCodeSource
+from vaultd.plugin.api import CodeSource, KeyStoreBacking
 
 if TYPE_CHECKING:
     from vaultd.core.otp_ledger import OtpLedger
@@ -59,7 +59,7 @@ def oath_code_source(
     if not allows(settings.plugins.allow, Kind.MFA, OATH_PLUGIN):
         return None
     plugin = plugins.require(Kind.MFA, OATH_PLUGIN)
-    if not isinstance(plugin, OathCodeSource):
+    if not isinstance(plugin, CodeSource):
         raise PluginError(
             f"plugin mfa/{OATH_PLUGIN} does not compute codes for a given time; install "
             "the yubikey-oath plugin shipped with vaultd"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import PluginError
-from vaultd.plugin.api import GateRequest, Notifier, NotifyEvent, Severity
+from vaultd.plugin.api import Notifier, NotifyEvent, Severity
 from vaultd.plugin.registry import Kind, State, doctor_lines, load_plugins, notify_all
 
 ACME_MODULES = ("acme_always_gate", "acme_notify", "acme_broken", "acme_wrong")
@@ -49,16 +49,21 @@ py-modules = ["acme_always_gate", "acme_notify", "acme_broken", "acme_wrong"]
 
 SOURCES = {
     "acme_always_gate.py": '''
-"""An "always approve" gate: exactly what the allowlist must keep out."""
-from vaultd.plugin.api import GateRequest
+"""A code source that always gives one code: exactly what the allowlist must keep out."""
 
 
 class AlwaysApprove:
     def is_available(self) -> bool:
         return True
 
-    def approve(self, request: GateRequest) -> None:
-        return None
+    def configured(self, *, names, on_touch):
+        return self
+
+    def has_seed(self, serial: str) -> bool:
+        return True
+
+    def code_at(self, serial: str, timestamp: int) -> str:
+        return "000000"
 ''',
     "acme_notify.py": """
 from vaultd.plugin.api import NotifyEvent
@@ -139,7 +144,7 @@ def test_allowlisted_gate_loads_and_only_it_is_imported(acme: Path) -> None:
     gate = loaded.require(Kind.MFA, "acme-always")
     assert "acme_always_gate" in sys.modules
     assert "acme_notify" not in sys.modules
-    assert getattr(gate, "approve")(GateRequest("a1", "dev", "test")) is None  # noqa: B009
+    assert getattr(gate, "code_at")("serial", 0) == "000000"  # noqa: B009
 
 
 def test_plugin_raising_at_import_is_reported_and_others_still_load(
@@ -303,8 +308,7 @@ def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-vaultd\nVersion: 6.6.6\n")
     (info / "entry_points.txt").write_text(f"[vaultd.mfa]\ndesktop = {EVIL_MODULE}:Evil\n")
     (site / f"{EVIL_MODULE}.py").write_text(
-        "class Evil:\n    def is_available(self):\n        return True\n\n"
-        "    def approve(self, request):\n        return None\n"
+        "class Evil:\n    def is_available(self):\n        return True\n"
     )
     monkeypatch.syspath_prepend(str(site))
     assert EVIL_MODULE not in sys.modules

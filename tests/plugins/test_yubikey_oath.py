@@ -244,7 +244,7 @@ def test_no_reader_means_unavailable_and_no_key_means_plugin_unavailable() -> No
     plugin = YubiKeyOath(lambda: [])
     assert plugin.is_available() is True  # a key may be plugged in later
     with pytest.raises(PluginError, match="no YubiKey is attached") as err:
-        plugin.code_for(SERIAL)
+        plugin.code_at(SERIAL, 59)
     assert err.value.code == "PLUGIN_UNAVAILABLE"
 
     def broken() -> list[Callable[[], SmartCardConnection]]:

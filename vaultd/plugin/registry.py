@@ -25,7 +25,6 @@ from vaultd.errors import PluginError
 from vaultd.plugin.api import (
     PLUGIN_API_VERSION,
     CodeSource,
-    Gate,
     KeyStore,
     Notifier,
     NotifyEvent,
@@ -49,7 +48,7 @@ class Kind(StrEnum):
 
 
 _PROTOCOLS: dict[Kind, tuple[type, ...]] = {
-    Kind.MFA: (Gate, CodeSource),
+    Kind.MFA: (CodeSource,),
     Kind.NOTIFY: (Notifier,),
     Kind.KEYSTORE: (KeyStore,),
 }
