@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from vaultd import errors
@@ -25,3 +26,16 @@ def test_error_code_reference_is_current() -> None:
         "run `python -c 'import vaultd.errors as e; print(e.reference(), end=\"\")' "
         "> docs/errors.md`"
     )
+
+
+def test_threat_model_defines_every_id_the_code_cites() -> None:
+    model = (ROOT / "docs" / "threat-model.md").read_text()
+    defined = set(re.findall(r"^\| ([TFG]\d+) \|", model, flags=re.M))
+    expected = {f"T{n}" for n in range(1, 36)} | {f"F{n}" for n in range(1, 41)}
+    assert expected | {f"G{n}" for n in range(1, 22)} == defined
+    cited: set[str] = set()
+    for folder in ("vaultd", "tui", "plugins", "tests", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for span in re.findall(r"docs/threat-model\.md,? ([^)\"\n]*)", path.read_text()):
+                cited.update(re.findall(r"\b[TFG]\d+\b", span))
+    assert cited <= defined, sorted(cited - defined)
