@@ -69,7 +69,7 @@ def oath_code_source(
 
 
 def module_path(settings: Settings) -> str:
-    """The allowlisted, safely installed PKCS#11 module (THREATS T25)."""
+    """The allowlisted, safely installed PKCS#11 module (docs/threat-model.md T25)."""
     from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
 
     if not settings.pkcs11.module:
@@ -103,7 +103,7 @@ def open_token(
     """Log in to the token and check the key-encryption key.
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
-    person's typed confirmation may set (``HsmPinFinalTry`` otherwise; THREATS T9).
+    person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
     from vaultd.keys.pkcs11 import TokenKey
 

@@ -1,4 +1,5 @@
-"""Entry-point discovery and the allowlist (THREATS T26), against a real installed distribution.
+"""Entry-point discovery and the allowlist (docs/threat-model.md T26), against a real installed
+distribution.
 
 The third-party distribution ``acme-vaultd-plugins`` is built from source written here and
 installed with ``pip install --target`` (offline: no build isolation, no dependencies); the

@@ -1,8 +1,8 @@
 """The FIDO2 touch gate, the store records behind it, and hmac-secret record binding.
 
 :class:`TouchGate` runs one approval: a challenge bound to the approval id, a touch on any
-present authenticator holding an enrolled credential, the checks of THREATS T13, and the new
-signCount saved before it returns. It blocks; the daemon runs it in a thread.
+present authenticator holding an enrolled credential, the checks of docs/threat-model.md T13, and
+the new signCount saved before it returns. It blocks; the daemon runs it in a thread.
 
 **hmac-secret binding** (``bind_plaintext``/``unbind_plaintext``). A bound record's plaintext is
 first encrypted in software with a random 256-bit data key (AES-256-GCM), and the result is then
@@ -118,7 +118,7 @@ def _fingerprint(cred: EnrolledCredential) -> str:
 
 
 class TouchGate:
-    """Touch-to-approve with the enrolled FIDO2 credentials (THREATS T13).
+    """Touch-to-approve with the enrolled FIDO2 credentials (docs/threat-model.md T13).
 
     ``devices_factory()`` opens the authenticators present now; ``load_credentials()`` and
     ``save_credential(cred)`` read and persist enrolled credentials (blocking, token access).

@@ -1,4 +1,4 @@
-"""Where the token's user PIN comes from (``pkcs11.pin_source``, THREATS T9).
+"""Where the token's user PIN comes from (``pkcs11.pin_source``, docs/threat-model.md T9).
 
 Allowed sources: ``keyring`` (the OS keyring), ``file:PATH`` (a 0600/0400 file owned by the
 user, which is how systemd credentials arrive) and ``prompt`` (the terminal). Never argv, the

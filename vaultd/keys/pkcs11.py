@@ -3,7 +3,7 @@
 :class:`TokenKey` implements the ``KeyWrapper``, ``RandomSource`` and ``GenerationAnchor``
 ports over one long-lived, logged-in session. Every token call goes through one
 ``threading.Lock``: SoftHSM2 is not safe with sessions used from several threads at once
-(THREATS §6). Library errors are translated here, as they come in.
+(docs/threat-model.md component facts). Library errors are translated here, as they come in.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ class _Open:
 
 
 def check_module_path(path: str, allowlist: Sequence[str]) -> str:
-    """Return the real path of ``path`` if it is a safe, allowlisted PKCS#11 module (THREATS T25).
+    """Return the real path of ``path`` if it is a safe, allowlisted PKCS#11 module
+    (docs/threat-model.md T25).
 
     The real path must equal the real path of an allowlist entry (entries may end in ``*``), and
     neither the file nor its directory may be writable by group or others or owned by another
@@ -285,7 +286,7 @@ class TokenKey:
         ``create_key=True`` (``vaultd init``) generates the keys that are absent. The token's
         PIN flags are read before ``C_Login``: a token at its final PIN try raises
         :class:`HsmPinFinalTry` without logging in unless ``confirm_final_try`` says the person
-        typed a confirmation (THREATS T9). Also raises :class:`TokenNotFound`,
+        typed a confirmation (docs/threat-model.md T9). Also raises :class:`TokenNotFound`,
         :class:`TokenAmbiguous`, :class:`HsmPinLocked`, :class:`HsmPinIncorrect` (with the
         token's PIN flags read after the failure), :class:`HsmKeyUnsafe` or :class:`Sealed`.
         The login is never retried. python-pkcs11 needs the PIN as ``str``, so a ``bytearray``
@@ -347,9 +348,9 @@ class TokenKey:
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM under the token key: ciphertext with the 16-byte tag appended.
 
-        Each call is counted against :data:`ENCRYPTION_LIMIT` in the token (THREATS T8); past
-        it, or when the token's counter is unreadable, raises :class:`KeyUsageExhausted` and
-        seals nothing. A failure to write the counter refuses the encryption too.
+        Each call is counted against :data:`ENCRYPTION_LIMIT` in the token (docs/threat-model.md
+        T8); past it, or when the token's counter is unreadable, raises :class:`KeyUsageExhausted`
+        and seals nothing. A failure to write the counter refuses the encryption too.
         """
         if len(iv) != IV_LEN:
             raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")

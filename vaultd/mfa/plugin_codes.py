@@ -12,7 +12,8 @@ from vaultd.plugin import api as plugin_api
 
 class PluginCodeSource:
     """The ``CodeSource`` port over a code source plugin: each (serial, step) is given
-    once, the next step when the current one is spent, as the OTP ledger says (THREATS T11)."""
+    once, the next step when the current one is spent, as the OTP ledger says (docs/threat-model.md
+    T11)."""
 
     def __init__(self, plugin: plugin_api.CodeSource, ledger: OtpLedger, clock: Clock) -> None:
         self._plugin = plugin

@@ -1,4 +1,4 @@
-"""Plugin discovery through entry points, loading only allowlisted ones (THREATS T26).
+"""Plugin discovery through entry points, loading only allowlisted ones (docs/threat-model.md T26).
 
 The allowlist names a plugin by group and name, ``notify/desktop``, and by distribution too,
 ``notify/desktop@vaultd``, where two distributions offer the same group and name: an entry

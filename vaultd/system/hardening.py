@@ -1,4 +1,4 @@
-"""Process hardening and path checks done at start-up (THREATS T4, T22)."""
+"""Process hardening and path checks done at start-up (docs/threat-model.md T4, T22)."""
 
 from __future__ import annotations
 
