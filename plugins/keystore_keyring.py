@@ -25,15 +25,14 @@ from typing import ClassVar
 
 import keyring
 import keyring.errors
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyring.backends import fail
 
 from vaultd.plugin.api import (
     PLUGIN_API_VERSION,
+    AesGcmKey,
     KeyStoreConfig,
     KeyStoreUnavailable,
-    RecordCorrupt,
 )
 
 log = logging.getLogger(__name__)
@@ -43,35 +42,7 @@ _ENTRY_RE = re.compile(r"^v1:(keyring-[0-9a-f]{16}):([A-Za-z0-9+/=]{44})$")
 _GENERATION_RE = re.compile(r"^v1:(0|[1-9][0-9]{0,19})$")
 
 
-class SoftwareKeyWrapper:
-    """AES-256-GCM with a key held in process memory (the ``KeyWrapper`` port)."""
-
-    def __init__(self, key: bytes, key_id: str) -> None:
-        self._aead = AESGCM(key)
-        self._key_id = key_id
-
-    @property
-    def key_id(self) -> str:
-        """The random, non-secret id stored with the key."""
-        return self._key_id
-
-    def random(self, n: int) -> bytes:
-        """``n`` bytes from the OS generator."""
-        return os.urandom(n)
-
-    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        """Ciphertext with the 16-byte tag appended."""
-        return self._aead.encrypt(iv, plaintext, aad)
-
-    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        """Inverse of :meth:`encrypt`; ``RecordCorrupt`` on a wrong tag, IV or AAD."""
-        try:
-            return self._aead.decrypt(iv, ciphertext, aad)
-        except (InvalidTag, ValueError):
-            raise RecordCorrupt("sealed record failed authentication (AES-GCM tag)") from None
-
-
-class KeyringVaultKey(SoftwareKeyWrapper):
+class KeyringVaultKey(AesGcmKey):
     """The vault key plus what a vault needs beside it: an audit MAC and the store generation.
 
     The generation anchor in the keyring is only as safe as the keyring itself.

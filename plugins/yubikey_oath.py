@@ -60,7 +60,7 @@ def _log_touch(message: str) -> None:
 
 
 class YubiKeyOath:
-    """TOTP codes computed by the YubiKey OATH applet (the ``CodeSource`` plugin)."""
+    """TOTP codes computed by the YubiKey OATH applet (a ``CodeSource`` plugin)."""
 
     PLUGIN_API_VERSION = PLUGIN_API_VERSION
 
@@ -108,10 +108,6 @@ class YubiKeyOath:
                 return True
         except MfaError:
             return False
-
-    def code_for(self, serial: str) -> str:
-        """The code of the current 30 s step."""
-        return self.code_at(serial, int(time.time()))
 
     def code_at(self, serial: str, timestamp: int) -> str:
         """The code of the 30 s step holding ``timestamp`` (Unix seconds).

@@ -213,7 +213,7 @@ class VaultApp(App[None]):
 
     async def _unlock(self, pin: Secret, confirm_final_try: bool) -> None:
         try:
-            # confirm_final_try is True only after the person typed it (THREATS T9)
+            # confirm_final_try is True only after the person typed it (docs/threat-model.md T9)
             await self.client.request("unlock", pin=pin.value, confirm_final_try=confirm_final_try)
         finally:
             self.activity += 1

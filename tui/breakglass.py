@@ -1,4 +1,5 @@
-"""The break-glass screen: a short root session after a reason and two factors (THREATS T18).
+"""The break-glass screen: a short root session after a reason and two factors (docs/threat-model.md
+T18).
 
 Pick a root profile, type a reason (8-500 characters), then the security key PIN (optional;
 the daemon asks the key for user verification) and the root account's 6-digit TOTP code.

@@ -4,9 +4,9 @@ The PIN field is a password field; its value is cleared the moment it is sent an
 A refused PIN (``HSM_PIN_INCORRECT``, or any other error) is shown and the dialog stays open;
 success dismisses it with ``True``, Escape or Cancel with ``False``.
 
-A token at its final PIN try (``HSM_PIN_FINAL_TRY``, THREATS T9) is never logged into without
-the person's say-so: the dialog shows the warning and a second field, and sends the PIN again
-with the confirmation only once that field holds exactly :data:`FINAL_TRY_PHRASE`.
+A token at its final PIN try (``HSM_PIN_FINAL_TRY``, docs/threat-model.md T9) is never logged into
+without the person's say-so: the dialog shows the warning and a second field, and sends the PIN
+again with the confirmation only once that field holds exactly :data:`FINAL_TRY_PHRASE`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from vaultd.core.ports import SealingKey
 from vaultd.errors import ConfigError, PluginError
 from vaultd.keys.keystore import KeyStoreKey
 from vaultd.mfa.plugin_codes import PluginCodeSource
-from vaultd.plugin.api import KeyStoreBacking, OathCodeSource
+from vaultd.plugin.api import CodeSource, KeyStoreBacking
 
 if TYPE_CHECKING:
     from vaultd.core.otp_ledger import OtpLedger
@@ -54,12 +54,12 @@ def oath_code_source(
 
     ``PluginError`` (PLUGIN_UNAVAILABLE) when it is allowlisted but did not load.
     """
-    from vaultd.plugin.registry import Kind
+    from vaultd.plugin.registry import Kind, allows
 
-    if OATH_PLUGIN not in settings.plugins.allow:
+    if not allows(settings.plugins.allow, Kind.MFA, OATH_PLUGIN):
         return None
     plugin = plugins.require(Kind.MFA, OATH_PLUGIN)
-    if not isinstance(plugin, OathCodeSource):
+    if not isinstance(plugin, CodeSource):
         raise PluginError(
             f"plugin mfa/{OATH_PLUGIN} does not compute codes for a given time; install "
             "the yubikey-oath plugin shipped with vaultd"
@@ -69,7 +69,7 @@ def oath_code_source(
 
 
 def module_path(settings: Settings) -> str:
-    """The allowlisted, safely installed PKCS#11 module (THREATS T25)."""
+    """The allowlisted, safely installed PKCS#11 module (docs/threat-model.md T25)."""
     from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
 
     if not settings.pkcs11.module:
@@ -110,7 +110,7 @@ def open_token(
     """Log in to the token and check the key-encryption key.
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
-    person's typed confirmation may set (``HsmPinFinalTry`` otherwise; THREATS T9).
+    person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
     from vaultd.keys.pkcs11 import TokenKey
 

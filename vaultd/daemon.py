@@ -569,8 +569,8 @@ class Daemon:
     async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
         """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
 
-        Wrong PINs are rate-limited here (THREATS T9/T12): SoftHSM2 never locks a PIN, and a
-        hardware token that does should not be locked by a script guessing through vaultd.
+        Wrong PINs are rate-limited here (docs/threat-model.md T9/T12): SoftHSM2 never locks a PIN,
+        and a hardware token that does should not be locked by a script guessing through vaultd.
         A token at its final PIN try raises ``HsmPinFinalTry`` without a login unless the
         client sends ``confirm_final_try`` (the person typed the confirmation).
         """
@@ -602,7 +602,7 @@ class Daemon:
         """Push approval events to a subscriber (the TUI) until it goes away.
 
         Each subscriber counts as an approver for code approvals; when the last one leaves,
-        approvals only it could answer end with ``APPROVAL_UNAVAILABLE`` (THREATS §3 row 14).
+        approvals only it could answer end with ``APPROVAL_UNAVAILABLE`` (docs/threat-model.md F14).
         """
         queue: asyncio.Queue[tuple[str, Approval]] = asyncio.Queue(maxsize=256)
 
@@ -653,12 +653,13 @@ class Daemon:
         try:
             self.holder.unseal(pin)
         except (HsmPinIncorrect, HsmPinLocked) as exc:
-            # No automatic retry (THREATS T9): a restart loop (systemd Restart=on-failure)
-            # would spend one PIN try per start until the token locks.
+            # No automatic retry (docs/threat-model.md T9): a restart loop (systemd
+            # Restart=on-failure) would spend one PIN try per start until the token locks.
             self.service.sealed = True
             log.error("started sealed: %s", exc)
         except HsmPinFinalTry:
-            # Never spend the last try unattended (THREATS T9): a person must confirm it.
+            # Never spend the last try unattended (docs/threat-model.md T9): a person must confirm
+            # it.
             self.service.sealed = True
             log.warning(
                 "started sealed: token %r is at its final PIN try (one more wrong PIN locks "

@@ -21,8 +21,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod
+from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod, ProfileKind
+from vaultd.core.serving import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    MAX_APPROVAL_TIMEOUT,
+    MIN_APPROVAL_TIMEOUT,
+    SERVE_FLOOR_SECONDS,
+    validate_duration,
+)
 from vaultd.errors import ConfigError
+from vaultd.plugin.registry import Kind, allows, parse_allow
 
 SERIAL_RE = re.compile(r"^[\w+=/:,.@-]{9,256}$")
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -30,10 +38,6 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 KEYSTORE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-GET_SESSION_TOKEN_RANGE = (900, 129_600)
-ASSUME_ROLE_RANGE = (900, 43_200)
-CHAINED_MAX = 3_600
 
 
 def default_config_path() -> Path:
@@ -105,7 +109,7 @@ class IpcSettings(_Section):
 class CacheSettings(_Section):
     """The in-memory session cache."""
 
-    serve_floor_seconds: int = Field(900, ge=900, le=3000)
+    serve_floor_seconds: int = Field(SERVE_FLOOR_SECONDS, ge=SERVE_FLOOR_SECONDS, le=3000)
     """Serve a session only while at least this many seconds remain (never below 900)."""
     idle_seconds: int = Field(3600, ge=60, le=43200)
     """Drop a cached session no request has used for this long; the next request asks again
@@ -115,7 +119,9 @@ class CacheSettings(_Section):
 class ApprovalSettings(_Section):
     """Pending approvals."""
 
-    timeout_seconds: float = Field(50.0, ge=5, le=55)
+    timeout_seconds: float = Field(
+        DEFAULT_APPROVAL_TIMEOUT, ge=MIN_APPROVAL_TIMEOUT, le=MAX_APPROVAL_TIMEOUT
+    )
     """How long an approval stays open (under 55 s: the Go SDK kills credential_process at 60)."""
     cooldown_seconds: float = Field(30.0, ge=0, le=600)
     """After a deny or timeout, new requests for the same session fail fast for this long."""
@@ -134,13 +140,20 @@ class Fido2Settings(_Section):
 
 
 class PluginSettings(_Section):
-    """Plugins are loaded only when allowlisted here by entry-point name."""
+    """Plugins are loaded only when allowlisted here by group and entry-point name."""
 
     allow: tuple[str, ...] = ()
-    """Entry-point names of plugins that may load."""
+    """Plugins that may load, as `GROUP/NAME` (`notify/desktop`, `mfa/yubikey-oath`,
+    `keystore/keyring`), or `GROUP/NAME@DISTRIBUTION` where two distributions offer one name."""
     yubikey_oath_names: dict[str, str] = Field(default_factory=dict)
     """For the `yubikey-oath` code source: MFA serial -> YubiKey OATH credential id
     (`issuer:name`); empty by default: a serial not listed is looked up under its own name."""
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allow(value)
+        return value
 
 
 class AuditSettings(_Section):
@@ -233,13 +246,11 @@ class ProfileSettings(_Section):
             )
         if self.source_profile and not self.role_arn:
             raise ValueError("source_profile needs role_arn")
-        if self.duration_seconds is not None:
-            lo, hi = ASSUME_ROLE_RANGE if self.role_arn else GET_SESSION_TOKEN_RANGE
-            call = "AssumeRole" if self.role_arn else "GetSessionToken"
-            if not lo <= self.duration_seconds <= hi:
-                raise ValueError(
-                    f"duration_seconds={self.duration_seconds} is outside {call}'s {lo}-{hi}"
-                )
+        kind = ProfileKind.ROLE if self.role_arn else ProfileKind.SESSION
+        try:  # the core's ranges; chaining is decided by the duration itself
+            validate_duration(kind, self.duration_seconds, chained=False)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
         return self
 
 
@@ -263,9 +274,9 @@ class Settings(BaseSettings):
     """A JSON IAM-style policy document; the shipped default applies without it."""
     keystore: str = Field("pkcs11", pattern=KEYSTORE_RE.pattern)
     """Where the vault key lives: `pkcs11` (a token, the default) or the entry-point name of
-    a `vaultd.keystore` plugin, also listed in `plugins.allow`, such as `keyring`: a SOFTWARE
-    key store, weaker than a token (the key is as safe as this account) and refused when
-    `pkcs11.module` is set."""
+    a `vaultd.keystore` plugin, also listed in `plugins.allow` as `keystore/NAME`, such as
+    `keyring`: a SOFTWARE key store, weaker than a token (the key is as safe as this account)
+    and refused when `pkcs11.module` is set."""
     keystore_key_label: str = Field("vaultd-kek", min_length=1, max_length=64)
     """The key's name in a key store plugin (its audit key and store generation are kept
     beside it)."""
@@ -301,10 +312,10 @@ class Settings(BaseSettings):
                 "set: vaultd never falls back from a token; remove keystore to use the token "
                 "or remove pkcs11.module"
             )
-        if self.keystore not in self.plugins.allow:
+        if not allows(self.plugins.allow, Kind.KEYSTORE, self.keystore):
             raise ValueError(
-                f"keystore = {self.keystore!r} must also be listed in plugins.allow (plugins "
-                "load only when allowlisted)"
+                f"keystore = {self.keystore!r} must also be listed in plugins.allow as "
+                f'"keystore/{self.keystore}" (plugins load only when allowlisted)'
             )
         return self
 

@@ -4,7 +4,7 @@ Every installation made here seals the canary key pair (and, where a test adds i
 TOTP seed) through the real CLI.  At the end of the session the canary scan searches every
 temp dir of the run, every stdout/stderr captured through :func:`record_output`, the audit
 logs and each test HOME (with its ``~/.aws/cli/cache``), all under the run's temp
-dirs: zero hits (THREATS T5, G1).
+dirs: zero hits (docs/threat-model.md T5, G1).
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ def _scan_targets(base: Path) -> Iterator[tuple[str, bytes]]:
 
 @pytest.fixture(scope="session", autouse=True)
 def canary_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """THREATS T5/G1: no canary in temp dirs, captured output, audit logs or the CLI cache.
+    """docs/threat-model.md T5/G1: no canary in temp dirs, captured output, audit logs or the CLI
+    cache.
 
     The key, secret and seed are searched everywhere; each token PIN everywhere except the
     0600 PIN file it was deliberately written to (the ``file:`` PIN source of the harness).

@@ -1,4 +1,4 @@
-"""Audit reconciliation on a real daemon (THREATS T14, G4): releases = release records.
+"""Audit reconciliation on a real daemon (docs/threat-model.md T14, G4): releases = release records.
 
 Every credential_process output that left the daemon has exactly one fsynced ``release``
 record, and the chain verifies with the token's MAC afterwards.

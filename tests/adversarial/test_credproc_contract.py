@@ -1,4 +1,4 @@
-"""The credential_process contract on every error path (THREATS T16, G16; §3 rows 12-40).
+"""The credential_process contract on every error path (docs/threat-model.md T16, G16; F12-F40).
 
 For each error a real client meets — the stdlib client (`python -I -S credproc.py`) and the
 `vaultd credential-process` console path — stdout is empty, the exit status is not 0, stderr

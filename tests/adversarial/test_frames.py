@@ -1,4 +1,5 @@
-"""THREATS T27/T28: frame by frame, no IPC message carries the key pair or the MFA seed.
+"""docs/threat-model.md T27/T28: frame by frame, no IPC message carries the key pair or the MFA
+seed.
 
 A full session runs against a real daemon (SoftHSM2 token, the canary key pair and the canary
 TOTP seed, FakeSts, a software CTAP2 authenticator as no USB key exists in CI), with every

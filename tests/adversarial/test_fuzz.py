@@ -1,4 +1,5 @@
-"""Parser robustness (THREATS T17, G15): only the documented errors escape, never a hang.
+"""Parser robustness (docs/threat-model.md T17, G15): only the documented errors escape, never a
+hang.
 
 Each target takes untrusted bytes.  Hypothesis runs are deterministic (``derandomize``) and
 bounded by ``VAULTD_FUZZ_EXAMPLES`` (default 150 per target; raise it for long runs).  The

@@ -1,8 +1,8 @@
-"""Connection floods against a real `vaultd serve` (THREATS T17, G14; §3 row 5).
+"""Connection floods against a real `vaultd serve` (docs/threat-model.md T17, G14; F5).
 
-Scale: CI runs the THREATS figures, ``VAULTD_FLOOD_CONNECTS`` (default 100,000) connect/close
-cycles and ``VAULTD_FLOOD_HELD`` (default 10,000) connections held open at once, against a cap
-of 64 (the child raises its own descriptor limit to the hard limit).  A good
+Scale: CI runs the docs/threat-model.md figures, ``VAULTD_FLOOD_CONNECTS`` (default 100,000)
+connect/close cycles and ``VAULTD_FLOOD_HELD`` (default 10,000) connections held open at once,
+against a cap of 64 (the child raises its own descriptor limit to the hard limit).  A good
 client is served from the cache throughout; its latency p99 is printed, never asserted.
 """
 

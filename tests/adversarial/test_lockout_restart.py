@@ -1,4 +1,4 @@
-"""Code guessing stays bounded across a real daemon restart (THREATS T12, §3 row 17, G7).
+"""Code guessing stays bounded across a real daemon restart (docs/threat-model.md T12, F17, G7).
 
 Real `vaultd serve` (SoftHSM2 token, real socket, persisted state file) and the stdlib
 credential_process client.  STS is FakeSts: no real peer answers AccessDenied for a wrong MFA

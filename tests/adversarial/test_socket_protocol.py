@@ -1,4 +1,4 @@
-"""Hostile socket clients against a real `vaultd serve` (THREATS T3, T17; §3 rows 1-5).
+"""Hostile socket clients against a real `vaultd serve` (docs/threat-model.md T3, T17; F1-F5).
 
 Each attack runs while a good client keeps being served from the cache.  The daemon of the
 module has a 3 s read deadline, a 5 s request deadline and a cap of 64 connections.

@@ -1,4 +1,4 @@
-"""Token loss, hangs and PIN lockout on a running daemon (THREATS T9, T21; §3 rows 26, 27).
+"""Token loss, hangs and PIN lockout on a running daemon (docs/threat-model.md T9, T21; F26, F27).
 
 The daemon runs in this process (``Daemon.run`` in the test's event loop, real socket, real
 SoftHSM2 token made and filled through the real CLI) with ``pkcs11.lib`` replaced by
@@ -213,7 +213,8 @@ async def test_pin_progression_over_the_socket(
 ) -> None:
     """Row 27 / T9 / G18: one C_Login per entry; flags reach the client; LOCKED stays sealed.
 
-    SoftHSM2 never locks a PIN (THREATS §6), so FaultyPkcs11 scripts the token's counter.
+    SoftHSM2 never locks a PIN (docs/threat-model.md component facts), so FaultyPkcs11 scripts the
+    token's counter.
     """
     inst = environment()
     inst.config["pkcs11"]["pin_source"] = "prompt"
@@ -277,7 +278,8 @@ def test_pin_progression_in_the_adapter(environment: Callable[..., Installation]
     ]
 
 
-# --- THREATS T9: the final PIN try is spent only after a typed confirmation ----------------
+# --- docs/threat-model.md T9: the final PIN try is spent only after a typed confirmation
+# ----------------
 
 
 def test_final_try_in_the_adapter_needs_confirmation(
@@ -285,7 +287,8 @@ def test_final_try_in_the_adapter_needs_confirmation(
 ) -> None:
     """T9: at FINAL_TRY, no C_Login without confirmation; with it exactly one (then reset).
 
-    FaultyPkcs11 starts the token at FINAL_TRY: SoftHSM2 never gets there (THREATS §6).
+    FaultyPkcs11 starts the token at FINAL_TRY: SoftHSM2 never gets there (docs/threat-model.md
+    component facts).
     """
     inst = environment()
     faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)

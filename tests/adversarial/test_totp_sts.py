@@ -1,4 +1,4 @@
-"""Several profiles behind one MFA device (THREATS T10, T11; §3 row 11).
+"""Several profiles behind one MFA device (docs/threat-model.md T10, T11; F11).
 
 Real `vaultd serve` and credential_process clients; FakeSts counts calls and records codes.
 """

@@ -67,7 +67,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: MemoryKeyring) 
     monkeypatch.setenv("VAULTD_DATA_DIR", str(data))
     monkeypatch.setenv("VAULTD_SOCKET", str(tmp_path / "run" / "vaultd.sock"))
     monkeypatch.setenv("VAULTD_KEYSTORE", "keyring")
-    monkeypatch.setenv("VAULTD_PLUGINS__ALLOW", '["keyring"]')
+    monkeypatch.setenv("VAULTD_PLUGINS__ALLOW", '["keystore/keyring"]')
     monkeypatch.delenv("VAULTD_PKCS11__MODULE", raising=False)
     return data
 
@@ -172,7 +172,7 @@ def test_keystore_must_be_allowlisted(
 def test_doctor_warns_and_reports_every_plugin_even_a_broken_one(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("VAULTD_PLUGINS__ALLOW", '["keyring", "broken"]')
+    monkeypatch.setenv("VAULTD_PLUGINS__ALLOW", '["keystore/keyring", "mfa/broken"]')
     real = registry.entry_points
 
     def with_broken(*, group: str) -> list[EntryPoint]:

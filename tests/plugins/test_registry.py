@@ -1,4 +1,5 @@
-"""Entry-point discovery and the allowlist (THREATS T26), against a real installed distribution.
+"""Entry-point discovery and the allowlist (docs/threat-model.md T26), against a real installed
+distribution.
 
 The third-party distribution ``acme-vaultd-plugins`` is built from source written here and
 installed with ``pip install --target`` (offline: no build isolation, no dependencies); the
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.errors import PluginError
-from vaultd.plugin.api import GateRequest, Notifier, NotifyEvent, Severity
+from vaultd.plugin.api import Notifier, NotifyEvent, Severity
 from vaultd.plugin.registry import Kind, State, doctor_lines, load_plugins, notify_all
 
 ACME_MODULES = ("acme_always_gate", "acme_notify", "acme_broken", "acme_wrong")
@@ -49,16 +50,21 @@ py-modules = ["acme_always_gate", "acme_notify", "acme_broken", "acme_wrong"]
 
 SOURCES = {
     "acme_always_gate.py": '''
-"""An "always approve" gate: exactly what the allowlist must keep out."""
-from vaultd.plugin.api import GateRequest
+"""A code source that always gives one code: exactly what the allowlist must keep out."""
 
 
 class AlwaysApprove:
     def is_available(self) -> bool:
         return True
 
-    def approve(self, request: GateRequest) -> None:
-        return None
+    def configured(self, *, names, on_touch):
+        return self
+
+    def has_seed(self, serial: str) -> bool:
+        return True
+
+    def code_at(self, serial: str, timestamp: int) -> str:
+        return "000000"
 ''',
     "acme_notify.py": """
 from vaultd.plugin.api import NotifyEvent
@@ -135,17 +141,17 @@ def test_not_allowlisted_gate_is_listed_but_never_imported(acme: Path) -> None:
 
 
 def test_allowlisted_gate_loads_and_only_it_is_imported(acme: Path) -> None:
-    loaded = load_plugins(("acme-always",))
+    loaded = load_plugins(("mfa/acme-always",))
     gate = loaded.require(Kind.MFA, "acme-always")
     assert "acme_always_gate" in sys.modules
     assert "acme_notify" not in sys.modules
-    assert getattr(gate, "approve")(GateRequest("a1", "dev", "test")) is None  # noqa: B009
+    assert getattr(gate, "code_at")("serial", 0) == "000000"  # noqa: B009
 
 
 def test_plugin_raising_at_import_is_reported_and_others_still_load(
     acme: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loaded = load_plugins(("acme-broken", "acme-notify"))
+    loaded = load_plugins(("notify/acme-broken", "notify/acme-notify"))
     (failed,) = loaded.failed
     assert failed.name == "acme-broken"
     assert "RuntimeError: acme_broken exploded at import" in failed.reason
@@ -157,18 +163,18 @@ def test_plugin_raising_at_import_is_reported_and_others_still_load(
 
 
 def test_plugin_for_another_api_version_is_refused(acme: Path) -> None:
-    loaded = load_plugins(("acme-old-api",))
+    loaded = load_plugins(("notify/acme-old-api",))
     (failed,) = loaded.failed
     assert "built for plugin API 0" in failed.reason
 
 
 def test_object_not_implementing_its_groups_protocol_is_refused(acme: Path) -> None:
-    (failed,) = load_plugins(("acme-wrong-kind",)).failed
+    (failed,) = load_plugins(("notify/acme-wrong-kind",)).failed
     assert "NotANotifier does not implement Notifier" in failed.reason
 
 
 def test_name_shadowing_a_first_party_plugin_fails_closed(acme: Path) -> None:
-    loaded = load_plugins(("desktop",))
+    loaded = load_plugins(("notify/desktop",))
     sources = sorted(r.distribution.split()[0] for r in loaded.failed)
     assert sources == ["acme-vaultd-plugins", "vaultd"]
     for failed in loaded.failed:
@@ -180,12 +186,12 @@ def test_name_shadowing_a_first_party_plugin_fails_closed(acme: Path) -> None:
 
 
 def test_allowlisted_but_missing_name_is_reported(acme: Path) -> None:
-    loaded = load_plugins(("no-such-plugin",))
-    assert loaded.missing == ("no-such-plugin",)
+    loaded = load_plugins(("mfa/no-such-plugin",))
+    assert loaded.missing == ("mfa/no-such-plugin",)
     with pytest.raises(PluginError, match="not installed"):
         loaded.require(Kind.MFA, "no-such-plugin")
-    lines = doctor_lines(("no-such-plugin", "acme-broken"))
-    assert "no-such-plugin: allowlisted but not installed" in lines
+    lines = doctor_lines(("mfa/no-such-plugin", "notify/acme-broken"))
+    assert "mfa/no-such-plugin: allowlisted but not installed" in lines
     assert any(
         line.startswith("notify/acme-broken (acme-vaultd-plugins 1.0): failed") for line in lines
     )
@@ -234,8 +240,8 @@ def test_cli_lists_without_importing_until_allowlisted_through_env(
     assert states(doc)["mfa/acme-always"] == "not-allowlisted"
     assert modules == []
 
-    doc, modules = run_cli(acme_site, tmp_path, '["acme-always", "acme-broken"]')
-    assert doc["allow"] == ["acme-always", "acme-broken"]
+    doc, modules = run_cli(acme_site, tmp_path, '["mfa/acme-always", "notify/acme-broken"]')
+    assert doc["allow"] == ["mfa/acme-always", "notify/acme-broken"]
     found = states(doc)
     assert found["mfa/acme-always"] == "loaded"
     assert found["notify/acme-broken"] == "failed"
@@ -283,3 +289,87 @@ def test_notify_all_survives_raising_and_hanging_notifiers(
     assert recorder.events == [event]
     assert "notifier Exploding failed: OSError: boom" in caplog.text
     assert "notifier Hanging overran" in caplog.text
+
+
+# --- allowlisted by group and name (docs/threat-model.md T26) ------------------------------
+
+EVIL_MODULE = "evil_mfa_desktop"
+
+
+@pytest.fixture
+def evil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A distribution whose ``vaultd.mfa`` entry point borrows the name ``desktop``.
+
+    Written as an installed distribution (``.dist-info`` with ``entry_points.txt``) straight
+    into a directory put on ``sys.path``: importing its module records the import.
+    """
+    site = tmp_path / "evil-site"
+    info = site / "evil_vaultd-6.6.6.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-vaultd\nVersion: 6.6.6\n")
+    (info / "entry_points.txt").write_text(f"[vaultd.mfa]\ndesktop = {EVIL_MODULE}:Evil\n")
+    (site / f"{EVIL_MODULE}.py").write_text(
+        "class Evil:\n    def is_available(self):\n        return True\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    assert EVIL_MODULE not in sys.modules
+    yield site
+    sys.modules.pop(EVIL_MODULE, None)
+
+
+def test_notify_desktop_never_imports_an_mfa_plugin_called_desktop(evil: Path) -> None:
+    loaded = load_plugins(("notify/desktop",))
+    reports = {
+        (r.kind, r.distribution.split()[0]): r for r in loaded.reports if r.name == "desktop"
+    }
+    assert reports[(Kind.MFA, "evil-vaultd")].state is State.NOT_ALLOWLISTED
+    assert reports[(Kind.NOTIFY, "vaultd")].state in (State.LOADED, State.UNAVAILABLE)
+    assert EVIL_MODULE not in sys.modules
+    with pytest.raises(PluginError):
+        loaded.require(Kind.MFA, "desktop")
+
+
+def test_distribution_picks_one_of_two_plugins_sharing_a_name(acme: Path) -> None:
+    loaded = load_plugins(("notify/desktop@vaultd",))
+    by_dist = {r.distribution.split()[0]: r for r in loaded.reports if r.name == "desktop"}
+    assert by_dist["acme-vaultd-plugins"].state is State.NOT_ALLOWLISTED
+    assert by_dist["vaultd"].state in (State.LOADED, State.UNAVAILABLE)
+    assert "acme_notify" not in sys.modules
+
+
+def test_allowing_both_distributions_of_one_name_is_ambiguous_and_imports_neither(
+    acme: Path,
+) -> None:
+    loaded = load_plugins(("notify/desktop@vaultd", "notify/desktop@acme_vaultd.plugins"))
+    failed = {r.distribution.split()[0]: r.reason for r in loaded.failed}
+    assert set(failed) == {"acme-vaultd-plugins", "vaultd"}
+    assert all(reason.startswith("ambiguous") for reason in failed.values())
+    assert "acme_notify" not in sys.modules
+    assert loaded.missing == ()
+
+
+@pytest.mark.parametrize(
+    "allow", ['["desktop"]', '["gate/desktop"]', '["notify/"]', '["notify/desktop@"]']
+)
+def test_an_allow_entry_without_its_group_is_refused_at_config_load(
+    tmp_path: Path, allow: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTD_")}
+    env.update(
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        VAULTD_PLUGINS__ALLOW=allow,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "vaultd", "plugins", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("vaultd: CONFIG_INVALID: invalid config")
+    assert "is not GROUP/NAME" in line
+    assert "notify/" in line

@@ -244,7 +244,7 @@ def test_no_reader_means_unavailable_and_no_key_means_plugin_unavailable() -> No
     plugin = YubiKeyOath(lambda: [])
     assert plugin.is_available() is True  # a key may be plugged in later
     with pytest.raises(PluginError, match="no YubiKey is attached") as err:
-        plugin.code_for(SERIAL)
+        plugin.code_at(SERIAL, 59)
     assert err.value.code == "PLUGIN_UNAVAILABLE"
 
     def broken() -> list[Callable[[], SmartCardConnection]]:
@@ -261,7 +261,7 @@ def test_unknown_serial_is_an_mfa_error_naming_the_fix() -> None:
 def test_registry_loads_it_by_entry_point_and_finds_no_key_here() -> None:
     (report,) = [
         r
-        for r in load_plugins(["yubikey-oath"], kinds=(Kind.MFA,)).reports
+        for r in load_plugins(["mfa/yubikey-oath"], kinds=(Kind.MFA,)).reports
         if r.name == "yubikey-oath"
     ]
     assert report.state is State.UNAVAILABLE  # built and checked: no pcscd here
@@ -313,7 +313,9 @@ def test_oath_code_source_is_built_from_settings_and_loaded_plugins(
     report = PluginReport(Kind.MFA, "yubikey-oath", "x:Y", "vaultd", State.LOADED, "", source(card))
     loaded = LoadedPlugins((report,))
     clock = FakeClock(datetime.fromtimestamp(59, UTC))
-    names = {"plugins": {"allow": ["yubikey-oath"], "yubikey_oath_names": {SERIAL: "AWS:alice"}}}
+    names = {
+        "plugins": {"allow": ["mfa/yubikey-oath"], "yubikey_oath_names": {SERIAL: "AWS:alice"}}
+    }
 
     codes = oath_code_source(Settings(**names), loaded, OtpLedger(), clock, on_touch=prompts.append)
     assert codes is not None

@@ -1,5 +1,5 @@
-"""THREATS §3 row 8: a root peer is refused by default and, with ``ipc.allow_root``, served and
-audited.
+"""docs/threat-model.md F8: a root peer is refused by default and, with ``ipc.allow_root``, served
+and audited.
 
 The suite runs as root, so the real daemon (`vaultd serve`: SoftHSM2 token, real socket) runs
 here as uid 65534 through setpriv, and the test process is the root peer.  The daemon gets the

@@ -1,4 +1,5 @@
-"""THREATS T14 and §3 row 33: a full disk under a real daemon refuses releases and keeps the store.
+"""docs/threat-model.md T14 and F33: a full disk under a real daemon refuses releases and keeps the
+store.
 
 The data dir (store, state file, audit log and its head) is a real tmpfs of ``DISK_SIZE``
 mounted for the test (root only), filled with a filler file until no block is free: only the

@@ -1,4 +1,5 @@
-"""THREATS T4: the daemon's memory is not readable by same-uid processes; no core dumps.
+"""docs/threat-model.md T4: the daemon's memory is not readable by same-uid processes; no core
+dumps.
 
 Core dumps are tried for real: with a temporary absolute ``core_pattern`` (root only, restored
 afterwards), ``kill -SEGV`` of a control child dumps a core; of a hardened child, none.
@@ -129,8 +130,9 @@ def _canary_hits(directory: Path) -> list[str]:
 
 @pytest.mark.priv
 def test_segv_of_the_hardened_process_leaves_no_core_file() -> None:
-    """THREATS T4 and T5 (core dirs): a control child dumps a core holding its canary into a
-    temporary ``core_pattern`` directory; the hardened child, killed the same way, leaves none."""
+    """docs/threat-model.md T4 and T5 (core dirs): a control child dumps a core holding its canary
+    into a temporary ``core_pattern`` directory; the hardened child, killed the same way, leaves
+    none."""
     cores = Path(tempfile.mkdtemp(prefix="vaultd-core-"))
     try:
         old = CORE_PATTERN.read_bytes()

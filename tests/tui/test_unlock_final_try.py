@@ -1,4 +1,4 @@
-"""The unlock dialog at a token's final PIN try (THREATS T9, §3 row 27).
+"""The unlock dialog at a token's final PIN try (docs/threat-model.md T9, F27).
 
 The daemon is the TUI tests' FakeDaemonClient (the TUI needs a daemon whose token state the
 test controls; requests, errors and replies still go through the real codec), extended here

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from vaultd import errors
 from vaultd.commands.config_reference import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +26,24 @@ def test_setting_types_read_as_a_user_writes_them() -> None:
         assert noise not in text, noise
     assert '`"code"` or `"touch"` or `"touch-or-code"`' in text
     assert "list of strings" in text and "string (optional)" in text
+
+
+def test_error_code_reference_is_current() -> None:
+    committed = (ROOT / "docs" / "errors.md").read_text()
+    assert committed == errors.reference(), (
+        "run `python -c 'import vaultd.errors as e; print(e.reference(), end=\"\")' "
+        "> docs/errors.md`"
+    )
+
+
+def test_threat_model_defines_every_id_the_code_cites() -> None:
+    model = (ROOT / "docs" / "threat-model.md").read_text()
+    defined = set(re.findall(r"^\| ([TFG]\d+) \|", model, flags=re.M))
+    expected = {f"T{n}" for n in range(1, 36)} | {f"F{n}" for n in range(1, 41)}
+    assert expected | {f"G{n}" for n in range(1, 22)} == defined
+    cited: set[str] = set()
+    for folder in ("vaultd", "tui", "plugins", "tests", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for span in re.findall(r"docs/threat-model\.md,? ([^)\"\n]*)", path.read_text()):
+                cited.update(re.findall(r"\b[TFG]\d+\b", span))
+    assert cited <= defined, sorted(cited - defined)

@@ -1,9 +1,9 @@
 """The ``credential_process`` output: one Version 1 JSON object, built in the daemon.
 
-See THREATS §5: ``Version`` is the integer 1 and ``Expiration`` is always RFC 3339 UTC with ``Z``
-and no fractional seconds, so every SDK refreshes the credentials in time.  Only session
-credentials are rendered (THREATS T28): anything without a session token and an expiration is
-refused, so a long-term key pair can never be served through this document.
+See docs/threat-model.md AWS contract: ``Version`` is the integer 1 and ``Expiration`` is always RFC
+3339 UTC with ``Z`` and no fractional seconds, so every SDK refreshes the credentials in time.  Only
+session credentials are rendered (docs/threat-model.md T28): anything without a session token and an
+expiration is refused, so a long-term key pair can never be served through this document.
 """
 
 from __future__ import annotations

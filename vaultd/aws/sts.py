@@ -4,8 +4,8 @@ The only module that makes raw STS calls.  Every call signs with the stored keys
 through a botocore session that reads no config or credentials file and ignores
 ``AWS_PROFILE``; the endpoint still follows ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL`` or
 the explicit ``endpoint_url``.  MFA-bearing calls are sent once and never retried, because a
-retry would resend a code that may already be spent (THREATS T11, T19).  botocore is imported
-inside the methods so that importing this module stays cheap.
+retry would resend a code that may already be spent (docs/threat-model.md T11, T19).  botocore is
+imported inside the methods so that importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -287,7 +287,8 @@ def _scrub(text: str, token_code: str | None) -> str:
 
 
 def _translate(exc: ClientError, action: str, region: str, token_code: str | None) -> VaultError:
-    """Map an AWS error response to the matching vaultd error (THREATS §5)."""
+    """Map an AWS error response to the matching vaultd error (docs/threat-model.md AWS
+    contract)."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     aws_message = _scrub(str(error.get("Message", "")), token_code)

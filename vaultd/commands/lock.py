@@ -1,8 +1,9 @@
 """`vaultd lock [--seal]` and `vaultd unlock`.
 
 A token at its final PIN try (``HSM_PIN_FINAL_TRY``) is unlocked only after the person types
-:data:`FINAL_TRY_PHRASE` on the terminal (THREATS T9). There is deliberately no option for it:
-a script must not be able to spend the last try, so a stdin that is not a terminal is refused.
+:data:`FINAL_TRY_PHRASE` on the terminal (docs/threat-model.md T9). There is deliberately no option
+for it: a script must not be able to spend the last try, so a stdin that is not a terminal is
+refused.
 """
 
 from __future__ import annotations

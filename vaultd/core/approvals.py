@@ -2,7 +2,7 @@
 
 An approval is opened for one request burst, shown to the user (TUI, ``vaultd approvals``),
 and answered with :meth:`ApprovalBook.approve` or :meth:`ApprovalBook.deny`.  With no answer it
-times out; nothing is ever approved by default (THREATS T2, §3 rows 12-15).
+times out; nothing is ever approved by default (docs/threat-model.md T2, F12-F15).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ApprovalState(StrEnum):
 
 
 def code_approval_deliverable(*, interactive: bool, approvers: int, out_of_band: bool) -> bool:
-    """Whether someone can be asked for a typed MFA code (THREATS T2, §3 row 14).
+    """Whether someone can be asked for a typed MFA code (docs/threat-model.md T2, F14).
 
     True when the requesting client prompts on its own terminal (``interactive``), when at
     least one approver (a `vaultd tui` events subscriber) is attached, or when the user chose

@@ -1,4 +1,5 @@
-"""Break-glass root access (THREATS T18): a reason, two factors, a short session, read once.
+"""Break-glass root access (docs/threat-model.md T18): a reason, two factors, a short session, read
+once.
 
 The flow: a root key pair's profile, a typed reason, a FIDO2 touch **with user
 verification**, the root account's TOTP code, then GetSessionToken with the root keys for at

@@ -1,10 +1,11 @@
 """The in-memory session cache, keyed by profile.
 
-Expiry is judged on two clocks (THREATS T15): the wall clock against STS's ``Expiration``,
-and the monotonic clock against the lifetime left when the entry was stored.  Whichever says
-"later" wins, so a wall clock stepped backwards never extends use past the STS expiration.
-A session not served for ``idle_seconds`` (monotonic) is dropped too (THREATS T23: an approval
-does not outlive the intent); the STS expiration stays the absolute limit.
+Expiry is judged on two clocks (docs/threat-model.md T15): the wall clock against STS's
+``Expiration``, and the monotonic clock against the lifetime left when the entry was stored.
+Whichever says "later" wins, so a wall clock stepped backwards never extends use past the STS
+expiration. A session not served for ``idle_seconds`` (monotonic) is dropped too
+(docs/threat-model.md T23: an approval does not outlive the intent); the STS expiration stays the
+absolute limit.
 """
 
 from __future__ import annotations

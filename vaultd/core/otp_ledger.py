@@ -1,10 +1,10 @@
 """Used TOTP time steps and failure counters per MFA serial, as pure, persistable state.
 
-Each (serial, time step) goes to STS at most once, across restarts (THREATS T11).  Typed codes
-cannot be mapped to a step without the seed, so they are also remembered by a digest of the
-code for the retention window.  Failures are limited per serial: at most 5 per 5 minutes, then
-growing delays, and a lock after 20 in a row until the user unlocks it (THREATS T12).  Failure
-times are wall-clock seconds so that persisted lockouts survive restarts.
+Each (serial, time step) goes to STS at most once, across restarts (docs/threat-model.md T11).
+Typed codes cannot be mapped to a step without the seed, so they are also remembered by a digest of
+the code for the retention window.  Failures are limited per serial: at most 5 per 5 minutes, then
+growing delays, and a lock after 20 in a row until the user unlocks it (docs/threat-model.md T12).
+Failure times are wall-clock seconds so that persisted lockouts survive restarts.
 
 Spent codes are not secrets (AWS refuses a second use), and only their digests are kept.
 """

@@ -142,7 +142,8 @@ def requester_fields(r: Requester) -> dict[str, object]:
 
 
 def policy_context(profile: str, requester: Requester, now: datetime) -> dict[str, ContextValue]:
-    """The condition keys vaultd supplies for a request (THREATS: explicit deny wins).
+    """The condition keys vaultd supplies for a request (docs/threat-model.md T33: explicit deny
+    wins).
 
     ``vaultd:ClientExecutable`` holds both the connecting client and its parent (the program
     a user recognises, such as ``aws`` or ``terraform``), so a statement can name either.
@@ -364,8 +365,8 @@ class VaultService:
     ) -> SessionCredentials:
         """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code.
 
-        One MFA ceremony at a time per MFA serial (THREATS T10): profiles sharing a device
-        queue behind each other instead of prompting at once.
+        One MFA ceremony at a time per MFA serial (docs/threat-model.md T10): profiles sharing a
+        device queue behind each other instead of prompting at once.
         """
         creds_name, serial = self._source_of(profile)
         async with self._serial_locks.setdefault(serial, asyncio.Lock()):
@@ -549,7 +550,7 @@ class VaultService:
 
         With no approver left and ``out_of_band`` off, every pending typed-code approval whose
         requester has no terminal of its own ends now, and all its waiters get
-        ``ApprovalUnavailable`` (THREATS §3 row 14).  Nobody denied, so no deny cooldown
+        ``ApprovalUnavailable`` (docs/threat-model.md F14).  Nobody denied, so no deny cooldown
         starts: the next request from a terminal, or with a TUI open, is asked afresh.
         Returns the approvals ended.
         """

@@ -1,7 +1,7 @@
 """Serving policy: the expiry floor, refresh timing, STS duration ranges and approval timeouts.
 
-Pure constants and functions (THREATS T15, §5).  Callers pass the time in; nothing here reads
-a clock.
+Pure constants and functions (docs/threat-model.md T15, AWS contract).  Callers pass the time in;
+nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def role_uses_chaining(duration_seconds: int) -> bool:
     """Whether a role session of this length is chained from the source's MFA session.
 
     Up to 3600 s the role is assumed with the source profile's session; longer sessions must
-    be assumed directly with the long-lived keys plus MFA (THREATS §5).
+    be assumed directly with the long-lived keys plus MFA (docs/threat-model.md AWS contract).
     """
     return duration_seconds <= CHAINED_MAX_SECONDS
 

@@ -1,8 +1,8 @@
 """One execution per key for concurrent callers, with bounded waiters and a cooldown after a deny.
 
 Keyed by (profile, MFA serial) in the daemon, so a burst of 200 clients makes one prompt and
-one STS call (THREATS T10).  The shared execution runs in its own task: a waiter that goes away
-never cancels it, and its result may still fill the cache.
+one STS call (docs/threat-model.md T10).  The shared execution runs in its own task: a waiter that
+goes away never cancels it, and its result may still fill the cache.
 """
 
 from __future__ import annotations

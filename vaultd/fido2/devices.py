@@ -33,6 +33,6 @@ def open_devices(specs: Sequence[str]) -> list[CtapDevice]:
             devices.append(SoftCtap2Device(spec[len(_SOFT_PREFIX) :]))
         else:
             raise ConfigError(
-                f"unknown FIDO2 device {spec!r}: use 'hid' or 'soft:PATH' in settings.gates"
+                f"unknown FIDO2 device {spec!r}: use 'hid' or 'soft:PATH' in fido2.devices"
             )
     return devices

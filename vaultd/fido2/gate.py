@@ -1,8 +1,8 @@
 """The FIDO2 touch gate, the store records behind it, and hmac-secret record binding.
 
 :class:`TouchGate` runs one approval: a challenge bound to the approval id, a touch on any
-present authenticator holding an enrolled credential, the checks of THREATS T13, and the new
-signCount saved before it returns. It blocks; the daemon runs it in a thread.
+present authenticator holding an enrolled credential, the checks of docs/threat-model.md T13, and
+the new signCount saved before it returns. It blocks; the daemon runs it in a thread.
 
 **hmac-secret binding** (``bind_plaintext``/``unbind_plaintext``). A bound record's plaintext is
 first encrypted in software with a random 256-bit data key (AES-256-GCM), and the result is then
@@ -51,6 +51,7 @@ from vaultd.core.records import decode_fido2_credential, encode_fido2_credential
 from vaultd.errors import (
     ApprovalUnavailable,
     AuditError,
+    ConfigError,
     Fido2Rejected,
     Fido2Suspect,
     RecordCorrupt,
@@ -122,7 +123,7 @@ def _fingerprint(cred: EnrolledCredential) -> str:
 
 
 class TouchGate:
-    """Touch-to-approve with the enrolled FIDO2 credentials (THREATS T13).
+    """Touch-to-approve with the enrolled FIDO2 credentials (docs/threat-model.md T13).
 
     ``devices_factory()`` opens the authenticators present now; ``load_credentials()`` and
     ``save_credential(cred)`` read and persist enrolled credentials (blocking, token access).
@@ -389,8 +390,13 @@ def bind_plaintext(
     """
     salt = secrets.token_bytes(_SALT)
     outputs = dict(gate_outputs(salt))
-    if not 0 < len(outputs) <= _MAX_BOUND:
-        raise ValueError(f"bind to 1-{_MAX_BOUND} authenticators")
+    if not outputs:
+        raise ApprovalUnavailable("no authenticator answered, so the record cannot be bound")
+    if len(outputs) > _MAX_BOUND:
+        raise ConfigError(
+            f"a record can be bound to at most {_MAX_BOUND} authenticators, not "
+            f"{len(outputs)}: remove spare ones with `vaultd fido2 remove NAME`"
+        )
     data_key = bytearray(secrets.token_bytes(_KEY))
     try:
         header = bytearray(BIND_MAGIC + salt + bytes([len(outputs)]))

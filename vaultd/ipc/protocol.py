@@ -455,7 +455,8 @@ def credentials_reply(output: bytes) -> bytes:
 
     ``output`` must be a session ``credential_process`` document (a ``SessionToken`` and an
     ``Expiration``, see :func:`vaultd.ipc.replies.check_credential_output`), else
-    ``ReplySchemaViolation``: a long-term key pair never travels in this reply (THREATS T28).
+    ``ReplySchemaViolation``: a long-term key pair never travels in this reply (docs/threat-model.md
+    T28).
     """
     from vaultd.ipc.replies import check_credential_output
 

@@ -3,12 +3,12 @@
 Pure code, like :mod:`vaultd.ipc.protocol`.  Each op's reply is a ``TypedDict`` in
 :data:`REPLIES`: its fields and their types, nested views included.  :func:`check_reply` refuses
 a reply with an undeclared, missing or mistyped field; the daemon runs it on every reply and
-sends ``INTERNAL_ERROR`` instead of a reply that fails (THREATS T28: no reply type can carry
-a long-lived key pair, a TOTP seed or a PIN, and nothing undeclared slips out).
+sends ``INTERNAL_ERROR`` instead of a reply that fails (docs/threat-model.md T28: no reply type can
+carry a long-lived key pair, a TOTP seed or a PIN, and nothing undeclared slips out).
 
 The one open shape is an audit record (``audit_tail``): the audit log's own lines, which hold
-HMACs and masked ids by construction (THREATS T5).  Their keys are still checked at any depth
-against :data:`SECRET_FIELD_NAMES`.
+HMACs and masked ids by construction (docs/threat-model.md T5).  Their keys are still checked at any
+depth against :data:`SECRET_FIELD_NAMES`.
 
 Pushed events are declared the same way in :data:`EVENTS` and checked by :func:`check_event`
 before the server writes them.
@@ -108,7 +108,8 @@ class ReportRowView(TypedDict):
 
 
 class CredentialProcessOutput(TypedDict):
-    """The ``credential_process`` Version 1 document: session credentials only (THREATS §5)."""
+    """The ``credential_process`` Version 1 document: session credentials only (docs/threat-model.md
+    AWS contract)."""
 
     Version: Literal[1]
     AccessKeyId: str

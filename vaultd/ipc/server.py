@@ -111,7 +111,7 @@ class Connection:
 
     async def send_event(self, name: str, fields: Mapping[str, object] | None = None) -> bool:
         """Push an event frame; False (and nothing written) once the client is gone, or when
-        the event does not match its declared schema (logged; THREATS T28)."""
+        the event does not match its declared schema (logged; docs/threat-model.md T28)."""
         try:
             check_event(name, fields or {})
         except ReplySchemaViolation as exc:

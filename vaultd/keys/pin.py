@@ -1,4 +1,4 @@
-"""Where the token's user PIN comes from (``hsm.pin_source``, THREATS T9).
+"""Where the token's user PIN comes from (``pkcs11.pin_source``, docs/threat-model.md T9).
 
 Allowed sources: ``keyring`` (the OS keyring), ``file:PATH`` (a 0600/0400 file owned by the
 user, which is how systemd credentials arrive) and ``prompt`` (the terminal). Never argv, the
@@ -36,7 +36,7 @@ def read_pin(source: str, *, token_label: str) -> bytearray:
         return _from_file(source.removeprefix("file:"))
     if source == "prompt":
         return _from_prompt(token_label)
-    raise ConfigError(f"hsm.pin_source {source!r} is not supported; use {_ALLOWED}")
+    raise ConfigError(f"pkcs11.pin_source {source!r} is not supported; use {_ALLOWED}")
 
 
 def store_pin_in_keyring(token_label: str, pin: str | bytearray) -> None:

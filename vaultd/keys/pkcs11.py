@@ -3,7 +3,7 @@
 :class:`TokenKey` implements the ``KeyWrapper``, ``RandomSource`` and ``GenerationAnchor``
 ports over one long-lived, logged-in session. Every token call goes through one
 ``threading.Lock``: SoftHSM2 is not safe with sessions used from several threads at once
-(THREATS §6). Library errors are translated here, as they come in.
+(docs/threat-model.md component facts). Library errors are translated here, as they come in.
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ class _Open:
 
 
 def check_module_path(path: str, allowlist: Sequence[str]) -> str:
-    """Return the real path of ``path`` if it is a safe, allowlisted PKCS#11 module (THREATS T25).
+    """Return the real path of ``path`` if it is a safe, allowlisted PKCS#11 module
+    (docs/threat-model.md T25).
 
     The real path must equal the real path of an allowlist entry (entries may end in ``*``), and
     neither the file nor its directory may be writable by group or others or owned by another
@@ -219,7 +220,7 @@ def check_module_path(path: str, allowlist: Sequence[str]) -> str:
     if real not in allowed:
         raise HsmModuleRefused(
             f"PKCS#11 module {path} (resolves to {real}) is not on the module allowlist; "
-            "use an allowlisted module or add its path to hsm.module_allowlist"
+            "use an allowlisted module or add its path to pkcs11.module_allowlist"
         )
     for target in (real, os.path.dirname(real)):
         try:
@@ -285,7 +286,7 @@ class TokenKey:
         ``create_key=True`` (``vaultd init``) generates the keys that are absent. The token's
         PIN flags are read before ``C_Login``: a token at its final PIN try raises
         :class:`HsmPinFinalTry` without logging in unless ``confirm_final_try`` says the person
-        typed a confirmation (THREATS T9). Also raises :class:`TokenNotFound`,
+        typed a confirmation (docs/threat-model.md T9). Also raises :class:`TokenNotFound`,
         :class:`TokenAmbiguous`, :class:`HsmPinLocked`, :class:`HsmPinIncorrect` (with the
         token's PIN flags read after the failure), :class:`HsmKeyUnsafe` or :class:`Sealed`.
         The login is never retried. python-pkcs11 needs the PIN as ``str``, so a ``bytearray``
@@ -298,7 +299,7 @@ class TokenKey:
             except pkerr.PKCS11Error as exc:
                 raise Sealed(
                     f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
-                    "check hsm.module (and SOFTHSM2_CONF for SoftHSM2)"
+                    "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
                 ) from exc
             token = _find_token(lib, token_label, module_path)
         session = _login(token, pin_text, confirm_final_try=confirm_final_try)
@@ -347,9 +348,9 @@ class TokenKey:
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """AES-256-GCM under the token key: ciphertext with the 16-byte tag appended.
 
-        Each call is counted against :data:`ENCRYPTION_LIMIT` in the token (THREATS T8); past
-        it, or when the token's counter is unreadable, raises :class:`KeyUsageExhausted` and
-        seals nothing. A failure to write the counter refuses the encryption too.
+        Each call is counted against :data:`ENCRYPTION_LIMIT` in the token (docs/threat-model.md
+        T8); past it, or when the token's counter is unreadable, raises :class:`KeyUsageExhausted`
+        and seals nothing. A failure to write the counter refuses the encryption too.
         """
         if len(iv) != IV_LEN:
             raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
@@ -577,7 +578,7 @@ def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
         present = sorted(t.label for t in lib.get_tokens())
         raise TokenNotFound(
             f"no token labelled {label!r} in {module_path} (present: "
-            f"{', '.join(map(repr, present)) or 'none'}); insert it or fix hsm.token_label"
+            f"{', '.join(map(repr, present)) or 'none'}); insert it or fix pkcs11.token_label"
         )
     if len(tokens) > 1:
         raise TokenAmbiguous(

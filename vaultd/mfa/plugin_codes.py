@@ -7,14 +7,15 @@ import math
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.ports import Clock, CodeSource
 from vaultd.errors import CodeReused, MfaError
-from vaultd.plugin.api import OathCodeSource
+from vaultd.plugin import api as plugin_api
 
 
 class PluginCodeSource:
-    """The ``CodeSource`` port over an :class:`OathCodeSource`: each (serial, step) is given
-    once, the next step when the current one is spent, as the OTP ledger says (THREATS T11)."""
+    """The ``CodeSource`` port over a code source plugin: each (serial, step) is given
+    once, the next step when the current one is spent, as the OTP ledger says (docs/threat-model.md
+    T11)."""
 
-    def __init__(self, plugin: OathCodeSource, ledger: OtpLedger, clock: Clock) -> None:
+    def __init__(self, plugin: plugin_api.CodeSource, ledger: OtpLedger, clock: Clock) -> None:
         self._plugin = plugin
         self._ledger = ledger
         self._clock = clock

@@ -1,4 +1,4 @@
-"""AWS MFA TokenCodes generated from sealed virtual-MFA seeds (THREATS T11, T27).
+"""AWS MFA TokenCodes generated from sealed virtual-MFA seeds (docs/threat-model.md T11, T27).
 
 The daemon opens a seed only after a gate (a FIDO2 touch) passed for the request, computes one
 code in memory and wipes the key. Every generated (serial, time step) is marked in the OTP

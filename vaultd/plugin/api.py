@@ -1,26 +1,31 @@
 """The only vaultd module plugins import: plugin Protocols, the event type, ports and errors.
 
-A plugin is an object returned by calling (with no arguments) what its entry point names. It
-lives in one of three entry-point groups:
+The Protocols here are exactly what the daemon calls. A plugin is an object returned by calling
+(with no arguments) what its entry point names. It lives in one of three entry-point groups:
 
-- ``vaultd.mfa``: a :class:`Gate` (a local release check) or a :class:`CodeSource` (the AWS
-  TokenCode);
+- ``vaultd.mfa``: a :class:`CodeSource` (the AWS TokenCode of an MFA device at a given time);
 - ``vaultd.notify``: a :class:`Notifier`;
-- ``vaultd.keystore``: a :class:`KeyStore` (where the key-encryption key lives).
+- ``vaultd.keystore``: a :class:`KeyStore` (where the vault key lives), whose ``open`` gives a
+  :class:`KeyStoreBacking` (seal and open, an audit MAC, the store generation).
 
-vaultd loads a plugin only when its entry-point name is listed in ``plugins.allow``, and then
-calls ``is_available()``; a plugin that fails either way is skipped and reported, never fatal.
+vaultd loads a plugin only when ``plugins.allow`` lists it as ``GROUP/NAME`` (``notify/desktop``;
+``GROUP/NAME@DISTRIBUTION`` where two distributions offer one name), and then calls
+``is_available()``; a plugin that fails either way is skipped and reported, never fatal.
 A plugin may set ``PLUGIN_API_VERSION`` on the object it returns: vaultd refuses a plugin built
-for another version.
+for another version. ``vaultd.testing.contracts`` has a pytest suite per Protocol.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vaultd.core.model import CODE_RE, PROFILE_NAME_RE
 from vaultd.core.ports import KeyWrapper, RandomSource
@@ -46,6 +51,7 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "PLUGIN_API_VERSION",
     "PROFILE_NAME_RE",
+    "AesGcmKey",
     "ApprovalTimeout",
     "ApprovalUnavailable",
     "CodeMalformed",
@@ -53,11 +59,10 @@ __all__ = [
     "CodeSource",
     "ConfigError",
     "Denied",
-    "Gate",
     "GateError",
-    "GateRequest",
     "HsmError",
     "KeyStore",
+    "KeyStoreBacking",
     "KeyStoreConfig",
     "KeyStoreUnavailable",
     "KeyWrapper",
@@ -141,31 +146,29 @@ class Notifier(Plugin, Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class GateRequest:
-    """One release to approve: the approval id, the profile and why it is asked."""
-
-    approval_id: str
-    profile: str
-    reason: str
-
-
-@runtime_checkable
-class Gate(Plugin, Protocol):
-    """A local release check (a touch, a local TOTP). It blocks; vaultd runs it in a thread."""
-
-    def approve(self, request: GateRequest) -> None:
-        """Return when the person approved; raise ``Denied``, ``ApprovalTimeout`` or a
-        ``GateError`` subclass otherwise. Never return to mean "no"."""
-        ...
-
-
 @runtime_checkable
 class CodeSource(Plugin, Protocol):
-    """Gives the six-digit AWS MFA TokenCode for an MFA device serial."""
+    """Computes the six-digit AWS MFA TokenCode of an MFA device for any 30 s time step.
 
-    def code_for(self, serial: str) -> str:
-        """A code matching ``^[0-9]{6}$``; raise an ``MfaError`` subclass when none can be had."""
+    The daemon asks ``has_seed`` to pick a source, then ``code_at`` for the first step its
+    replay ledger has not used (a code is never sent twice, docs/threat-model.md T11).
+    """
+
+    def configured(
+        self, *, names: Mapping[str, str], on_touch: Callable[[str], None]
+    ) -> CodeSource:
+        """A copy using ``names`` (serial -> the source's own id for it; from the settings) and
+        calling ``on_touch(message)`` just before it waits for a person (a touch)."""
+        ...
+
+    def has_seed(self, serial: str) -> bool:
+        """Whether this source can give codes for ``serial``; ``False``, not an error, when
+        it simply does not know it (an ``MfaError`` subclass when it cannot tell)."""
+        ...
+
+    def code_at(self, serial: str, timestamp: int) -> str:
+        """The code (``^[0-9]{6}$``) of the step holding ``timestamp`` (Unix seconds); an
+        ``MfaError`` subclass when none can be had."""
         ...
 
 
@@ -178,8 +181,30 @@ class KeyStoreConfig:
 
 
 @runtime_checkable
+class KeyStoreBacking(KeyWrapper, Protocol):
+    """What a key store's ``open`` gives: a vault key plus what a vault keeps beside it.
+
+    AES-256-GCM seal and open (the :class:`KeyWrapper` port), an HMAC-SHA256 key for the audit
+    log apart from the vault key, and the store generation. vaultd adds the checks (constant
+    time MAC verify; the generation only moves forward).
+    """
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` (32 bytes) under the store's audit key."""
+        ...
+
+    def read_generation(self) -> int:
+        """The stored generation (0 when none was written)."""
+        ...
+
+    def write_generation(self, value: int) -> None:
+        """Keep ``value`` as the generation (vaultd checks that it moves forward)."""
+        ...
+
+
+@runtime_checkable
 class KeyStore(Plugin, Protocol):
-    """Holds the key-encryption key and opens a :class:`KeyWrapper` over it.
+    """Holds the vault key and opens it.
 
     ``is_hardware`` is ``False`` for software stores: the key is then only as safe as the
     account that runs vaultd, and vaultd says so wherever the store is shown.
@@ -187,51 +212,41 @@ class KeyStore(Plugin, Protocol):
 
     is_hardware: ClassVar[bool]
 
-    def open(self, config: KeyStoreConfig) -> KeyWrapper:
-        """The wrapper over the configured key, created on first use; ``HsmError`` on failure."""
+    def open(self, config: KeyStoreConfig) -> KeyStoreBacking:
+        """The configured key, created on first use; an ``HsmError`` subclass on failure."""
         ...
 
 
-@runtime_checkable
-class KeyStoreBacking(Protocol):
-    """What a key store plugin's opened wrapper must also offer to carry a vault.
+class AesGcmKey:
+    """AES-256-GCM over a key held in process memory: the :class:`KeyWrapper` of software
+    key stores (and of vaultd's test fakes). It protects only as well as the process does.
 
-    The key store keeps the audit MAC key and the store generation next to the vault key;
-    :class:`KeyStoreKey` adds the checks (constant-time verify, no rollback).
+    ``random`` supplies IVs; pin it only to reproduce test vectors.
     """
 
+    def __init__(
+        self, key: bytes, key_id: str, *, random: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self._aead = AESGCM(key)
+        self._key_id = key_id
+        self._random = random
+
     @property
-    def key_id(self) -> str: ...
+    def key_id(self) -> str:
+        """The non-secret id given at construction."""
+        return self._key_id
 
-    def random(self, n: int) -> bytes: ...
+    def random(self, n: int) -> bytes:
+        """``n`` bytes from the configured source."""
+        return self._random(n)
 
-    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes: ...
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Ciphertext with the 16-byte tag appended."""
+        return self._aead.encrypt(iv, plaintext, aad)
 
-    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes: ...
-
-    def mac(self, data: bytes) -> bytes:
-        """HMAC-SHA256 under a key kept by the store, apart from the vault key."""
-        ...
-
-    def read_generation(self) -> int:
-        """The stored generation (0 when none)."""
-        ...
-
-    def write_generation(self, value: int) -> None:
-        """Store ``value`` as the generation (no checks)."""
-        ...
-
-
-@runtime_checkable
-class OathCodeSource(Protocol):
-    """A code source plugin that knows its serials and computes the code of any time."""
-
-    def configured(
-        self, *, names: Mapping[str, str], on_touch: Callable[[str], None]
-    ) -> OathCodeSource:
-        """A copy using ``names`` (serial -> credential id) and telling ``on_touch`` to ask."""
-        ...
-
-    def has_seed(self, serial: str) -> bool: ...
-
-    def code_at(self, serial: str, timestamp: int) -> str: ...
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Inverse of :meth:`encrypt`; ``RecordCorrupt`` on a wrong tag, IV or AAD."""
+        try:
+            return self._aead.decrypt(iv, ciphertext, aad)
+        except (InvalidTag, ValueError):
+            raise RecordCorrupt("sealed record failed authentication (AES-GCM tag)") from None

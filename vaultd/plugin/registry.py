@@ -1,15 +1,19 @@
-"""Plugin discovery through entry points, loading only allowlisted names (THREATS T26).
+"""Plugin discovery through entry points, loading only allowlisted ones (docs/threat-model.md T26).
 
-An entry point whose name is not in the allowlist is listed but never imported. An
-allowlisted one is imported, called with no arguments to build the plugin, checked against
-its group's Protocol and asked ``is_available()``; any failure along the way is logged and
-reported, never raised. :meth:`LoadedPlugins.require` then fails closed with
-``PLUGIN_UNAVAILABLE`` for a profile that needs a plugin that did not load.
+The allowlist names a plugin by group and name, ``notify/desktop``, and by distribution too,
+``notify/desktop@vaultd``, where two distributions offer the same group and name: an entry
+point that no entry selects is listed but never imported, and one that an entry selects along
+with a twin (ambiguous) is refused before import. A selected one is imported, called with no
+arguments to build the plugin, checked against its group's Protocol and asked
+``is_available()``; any failure along the way is logged and reported, never raised.
+:meth:`LoadedPlugins.require` then fails closed with ``PLUGIN_UNAVAILABLE`` for a profile that
+needs a plugin that did not load.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +25,6 @@ from vaultd.errors import PluginError
 from vaultd.plugin.api import (
     PLUGIN_API_VERSION,
     CodeSource,
-    Gate,
     KeyStore,
     Notifier,
     NotifyEvent,
@@ -45,10 +48,68 @@ class Kind(StrEnum):
 
 
 _PROTOCOLS: dict[Kind, tuple[type, ...]] = {
-    Kind.MFA: (Gate, CodeSource),
+    Kind.MFA: (CodeSource,),
     Kind.NOTIFY: (Notifier,),
     Kind.KEYSTORE: (KeyStore,),
 }
+
+
+ALLOW_ENTRY_RE = re.compile(
+    r"^(?P<kind>mfa|notify|keystore)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})"
+    r"(?:@(?P<dist>[A-Za-z0-9][A-Za-z0-9._-]{0,99}))?$"
+)
+"""One ``plugins.allow`` entry: ``GROUP/NAME`` or ``GROUP/NAME@DISTRIBUTION``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowEntry:
+    """One parsed ``plugins.allow`` entry; ``distribution`` is normalised, or ``None``."""
+
+    kind: Kind
+    name: str
+    distribution: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AllowEntry:
+        """Parse ``GROUP/NAME[@DISTRIBUTION]``; ``ValueError`` saying the form otherwise."""
+        match = ALLOW_ENTRY_RE.match(text)
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not GROUP/NAME: write e.g. "
+                f'"notify/{text}" or "mfa/{text}" (groups: mfa, notify, keystore; add '
+                '"@DISTRIBUTION" where two distributions offer one name)'
+            )
+        dist = match["dist"]
+        return cls(Kind(match["kind"]), match["name"], None if dist is None else _norm(dist))
+
+    def selects(self, kind: Kind, ep: EntryPoint) -> bool:
+        """Whether this entry names entry point ``ep`` of ``kind``."""
+        if self.kind is not kind or self.name != ep.name:
+            return False
+        return self.distribution is None or self.distribution == _dist_name(ep)
+
+    def __str__(self) -> str:
+        tail = "" if self.distribution is None else f"@{self.distribution}"
+        return f"{self.kind.value}/{self.name}{tail}"
+
+
+def parse_allow(allow: Iterable[str]) -> tuple[AllowEntry, ...]:
+    """Every entry of ``plugins.allow`` parsed; ``ValueError`` on the first bad one."""
+    return tuple(AllowEntry.parse(text) for text in allow)
+
+
+def allows(allow: Iterable[str], kind: Kind, name: str) -> bool:
+    """Whether ``plugins.allow`` lists ``kind/name`` (from any distribution)."""
+    return any(e.kind is kind and e.name == name for e in parse_allow(allow))
+
+
+def _norm(name: str) -> str:
+    """A distribution name as PyPA normalises it (``Acme_Plugins`` -> ``acme-plugins``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_name(ep: EntryPoint) -> str | None:
+    return None if ep.dist is None else _norm(ep.dist.name)
 
 
 class State(StrEnum):
@@ -123,18 +184,19 @@ class LoadedPlugins:
 
     def require(self, kind: Kind, name: str) -> object:
         """The loaded plugin ``kind/name``; ``PluginError`` (PLUGIN_UNAVAILABLE) otherwise."""
-        for report in self.reports:
-            if report.kind is kind and report.name == name:
-                if report.state is State.LOADED and report.plugin is not None:
-                    return report.plugin
-                why = report.reason or report.state.value
-                raise PluginError(
-                    f"plugin {kind.value}/{name} is {report.state.value} ({why}); requests "
-                    "that need it fail until it loads: see `vaultd plugins list`"
-                )
+        found = [r for r in self.reports if r.kind is kind and r.name == name]
+        for report in found:
+            if report.state is State.LOADED and report.plugin is not None:
+                return report.plugin
+        for report in found:
+            why = report.reason or report.state.value
+            raise PluginError(
+                f"plugin {kind.value}/{name} is {report.state.value} ({why}); requests "
+                "that need it fail until it loads: see `vaultd plugins list`"
+            )
         raise PluginError(
             f"plugin {kind.value}/{name} is not installed (no {kind.group} entry point of "
-            "that name); install it and add its name to plugins.allow"
+            f'that name); install it and add "{kind.value}/{name}" to plugins.allow'
         )
 
     def notifiers(self) -> tuple[Notifier, ...]:
@@ -152,18 +214,24 @@ def discover(kinds: Iterable[Kind] = tuple(Kind)) -> dict[Kind, tuple[EntryPoint
 
 
 def load_plugins(allow: Sequence[str], kinds: Iterable[Kind] = tuple(Kind)) -> LoadedPlugins:
-    """Load the allowlisted plugins of ``kinds``; report every discovered one. Never raises."""
-    allowed = set(allow)
+    """Load the allowlisted plugins of ``kinds``; report every discovered one.
+
+    Never raises for a plugin; ``ValueError`` for an ``allow`` entry that is not
+    ``GROUP/NAME[@DISTRIBUTION]`` (the settings refuse those at load).
+    """
+    kinds = tuple(kinds)
+    entries = parse_allow(allow)
     reports: list[PluginReport] = []
-    offered: set[str] = set()
+    used: set[AllowEntry] = set()
     for kind, found in discover(kinds).items():
-        for ep in found:
-            offered.add(ep.name)
-            twins = [other for other in found if other.name == ep.name]
-            reports.append(_load_one(kind, ep, allowed, twins))
-    missing = tuple(name for name in allow if name not in offered)
+        selected = [(ep, [e for e in entries if e.selects(kind, ep)]) for ep in found]
+        for ep, chosen in selected:
+            used.update(chosen)
+            twins = [other for other, by in selected if by and other.name == ep.name]
+            reports.append(_load_one(kind, ep, bool(chosen), twins))
+    missing = tuple(str(e) for e in entries if e not in used and e.kind in kinds)
     for name in missing:
-        log.warning("plugin %r is allowlisted but no installed entry point has that name", name)
+        log.warning("plugin %r is allowlisted but no installed entry point matches it", name)
     return LoadedPlugins(tuple(reports), missing)
 
 
@@ -173,7 +241,7 @@ def _distribution(ep: EntryPoint) -> str:
 
 
 def _load_one(
-    kind: Kind, ep: EntryPoint, allowed: set[str], twins: Sequence[EntryPoint]
+    kind: Kind, ep: EntryPoint, allowed: bool, twins: Sequence[EntryPoint]
 ) -> PluginReport:
     def report(state: State, reason: str = "", plugin: object | None = None) -> PluginReport:
         made = PluginReport(kind, ep.name, ep.value, _distribution(ep), state, reason, plugin)
@@ -183,11 +251,15 @@ def _load_one(
             log.info("plugin %s", made.describe())
         return made
 
-    if ep.name not in allowed:
+    if not allowed:
         return report(State.NOT_ALLOWLISTED)
     if len(twins) > 1:
         sources = ", ".join(sorted(f"{_distribution(t)} ({t.value})" for t in twins))
-        return report(State.FAILED, f"ambiguous: {len(twins)} entry points share it: {sources}")
+        return report(
+            State.FAILED,
+            f"ambiguous: {len(twins)} entry points share it: {sources}; name one as "
+            f"{kind.value}/{ep.name}@DISTRIBUTION in plugins.allow",
+        )
     try:
         factory = ep.load()
         plugin = factory()

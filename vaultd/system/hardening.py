@@ -1,4 +1,4 @@
-"""Process hardening and path checks done at start-up (THREATS T4, T22)."""
+"""Process hardening and path checks done at start-up (docs/threat-model.md T4, T22)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import stat
 import sys
 from pathlib import Path
 
-from vaultd.errors import UnsafePermissions, VaultError
+from vaultd.errors import HardeningFailed, UnsafePermissions
 
 _PR_SET_DUMPABLE = 4
 _PR_GET_DUMPABLE = 3
-
-
-class HardeningFailed(VaultError):
-    """The process could not be made non-dumpable or core dumps could not be disabled."""
-
-    code = "HARDENING_FAILED"
 
 
 def harden_process() -> None:

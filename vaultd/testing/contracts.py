@@ -24,6 +24,7 @@ from vaultd.plugin.api import (
     CODE_RE,
     CodeSource,
     KeyStore,
+    KeyStoreBacking,
     KeyStoreConfig,
     KeyWrapper,
     MfaError,
@@ -75,10 +76,14 @@ class NotifierContract(abc.ABC):
 
 
 class CodeSourceContract(abc.ABC):
-    """What every :class:`~vaultd.plugin.api.CodeSource` does."""
+    """What every :class:`~vaultd.plugin.api.CodeSource` does: what the daemon calls."""
 
     serial: str = "arn:aws:iam::123456789012:mfa/contract"
     """A serial ``make_plugin()``'s source can give codes for."""
+
+    unknown: str = "arn:aws:iam::123456789012:mfa/not-enrolled-here"
+    step_start: int = 1_234_567_890
+    """A Unix time at the start of a 30 s step."""
 
     @abc.abstractmethod
     def make_plugin(self) -> CodeSource:
@@ -90,16 +95,40 @@ class CodeSourceContract(abc.ABC):
         assert plugin.is_available() is True
 
     def test_code_is_six_digits(self) -> None:
-        code = self.make_plugin().code_for(self.serial)
+        code = self.make_plugin().code_at(self.serial, self.step_start)
         assert CODE_RE.match(code), "codes must match ^[0-9]{6}$"
 
     def test_unknown_serial_raises_an_mfa_error(self) -> None:
+        plugin = self.make_plugin()
+        assert plugin.has_seed(self.unknown) is False
         with pytest.raises(MfaError):
-            self.make_plugin().code_for("arn:aws:iam::123456789012:mfa/not-enrolled-here")
+            plugin.code_at(self.unknown, self.step_start)
+
+    def test_has_seed_for_its_serial(self) -> None:
+        assert self.make_plugin().has_seed(self.serial) is True
+
+    def test_a_code_belongs_to_its_30_s_step(self) -> None:
+        plugin = self.make_plugin()
+        first = plugin.code_at(self.serial, self.step_start)
+        assert plugin.code_at(self.serial, self.step_start + 29) == first
+        steps = {plugin.code_at(self.serial, self.step_start + 30 * n) for n in range(4)}
+        assert len(steps) > 1, "four steps in a row gave one code"
+
+    def test_configured_copy_gives_the_same_codes(self) -> None:
+        plugin = self.make_plugin()
+        touched: list[str] = []
+        copy = plugin.configured(names={}, on_touch=touched.append)
+        assert isinstance(copy, CodeSource)
+        assert copy.has_seed(self.serial) is True
+        assert copy.code_at(self.serial, self.step_start) == plugin.code_at(
+            self.serial, self.step_start
+        )
+        assert all(isinstance(message, str) for message in touched)
 
 
 class KeyStoreContract(abc.ABC):
-    """What every :class:`~vaultd.plugin.api.KeyStore` does: a persistent AES-256-GCM key."""
+    """What every :class:`~vaultd.plugin.api.KeyStore` does: a persistent AES-256-GCM key, an
+    audit MAC key and a store generation, as the daemon uses them."""
 
     @abc.abstractmethod
     def make_plugin(self) -> KeyStore:
@@ -157,6 +186,23 @@ class KeyStoreContract(abc.ABC):
         iv, sealed = self._sealed(one)
         with pytest.raises(RecordCorrupt):
             two.decrypt(iv, sealed, b"aad:v1")
+
+    def test_opened_key_carries_a_vault(self) -> None:
+        assert isinstance(self.make_plugin().open(self.config()), KeyStoreBacking)
+
+    def test_audit_mac_is_keyed_persistent_and_per_label(self) -> None:
+        first = self.make_plugin().open(self.config())
+        tag = first.mac(b"audit record")
+        assert len(tag) == 32
+        assert first.mac(b"audit record!") != tag
+        assert self.make_plugin().open(self.config()).mac(b"audit record") == tag
+        assert self.make_plugin().open(self.config("contract-other")).mac(b"audit record") != tag
+
+    def test_generation_starts_at_zero_and_persists(self) -> None:
+        fresh = self.make_plugin().open(self.config("contract-generation"))
+        assert fresh.read_generation() == 0
+        fresh.write_generation(7)
+        assert self.make_plugin().open(self.config("contract-generation")).read_generation() == 7
 
     def test_random_gives_fresh_bytes_of_the_asked_length(self) -> None:
         wrapper = self.make_plugin().open(self.config())

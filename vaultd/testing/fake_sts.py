@@ -3,8 +3,8 @@
 ``FakeSts`` speaks the STS Query protocol (form-encoded POST, XML replies) for GetSessionToken,
 AssumeRole, GetFederationToken and GetCallerIdentity on 127.0.0.1 with a random port.  It
 checks no signature and no MFA code: it exists to count attempts and to script errors,
-timeouts, resets and bad ``Expiration`` values that moto cannot produce (THREATS §6).
-Never point real keys at it.
+timeouts, resets and bad ``Expiration`` values that moto cannot produce (docs/threat-model.md
+component facts). Never point real keys at it.
 """
 
 from __future__ import annotations

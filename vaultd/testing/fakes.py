@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vaultd.errors import RecordCorrupt, StoreRollback
+from vaultd.errors import StoreRollback
+from vaultd.plugin.api import AesGcmKey
 
 
-class FakeKeyWrapper:
+class FakeKeyWrapper(AesGcmKey):
     """A ``KeyWrapper`` fake: real AES-256-GCM with a key held in memory (tests and demo only).
 
     ``key`` is 32 bytes (random when omitted); ``random`` supplies IVs and may be pinned so
@@ -33,29 +33,7 @@ class FakeKeyWrapper:
             key = AESGCM.generate_key(bit_length=256)
         if len(key) != 32:
             raise ValueError("FakeKeyWrapper needs a 32-byte AES-256 key")
-        self._aead = AESGCM(key)
-        self._key_id = key_id
-        self._random = random
-
-    @property
-    def key_id(self) -> str:
-        """The identifier given at construction."""
-        return self._key_id
-
-    def random(self, n: int) -> bytes:
-        """``n`` bytes from the configured source."""
-        return self._random(n)
-
-    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        """AES-256-GCM: ciphertext with the 16-byte tag appended."""
-        return self._aead.encrypt(iv, plaintext, aad)
-
-    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        """Inverse of :meth:`encrypt`; a wrong tag, IV or AAD raises ``RecordCorrupt``."""
-        try:
-            return self._aead.decrypt(iv, ciphertext, aad)
-        except (InvalidTag, ValueError):
-            raise RecordCorrupt("sealed record failed authentication (AES-GCM tag)") from None
+        super().__init__(key, key_id, random=random)
 
 
 class FakeGenerationAnchor:

@@ -11,7 +11,7 @@ reaches the real token unless a scripted fault fires first:
 - ``pin_script`` makes each ``C_Login`` fail as a real token's PIN counter would
   (:class:`PinStep`), with the matching token flags; ``pin_state`` starts the token at a step
   (e.g. FINAL_TRY) and a good login clears the flags.  SoftHSM2 itself never locks a PIN
-  (THREATS §6), so the lockout path can only be reached this way.
+  (docs/threat-model.md component facts), so the lockout path can only be reached this way.
 
 :meth:`FaultyPkcs11.installed` points ``pkcs11.lib`` at the wrapper for the duration of a
 ``with`` block, so code that loads the module by path gets it.

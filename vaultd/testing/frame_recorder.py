@@ -2,8 +2,8 @@
 
 :class:`FrameRecorder` listens on its own Unix socket and relays each connection to the
 daemon's socket, byte for byte in both directions, splitting each direction into frames by the
-4-byte length prefix (THREATS T27/T28: the canary scan looks at frames one by one).  Clients
-are pointed at :attr:`FrameRecorder.path` instead of the daemon's socket.
+4-byte length prefix (docs/threat-model.md T27/T28: the canary scan looks at frames one by one).
+Clients are pointed at :attr:`FrameRecorder.path` instead of the daemon's socket.
 
 The daemon sees the relay, not the client, as its peer: peer credentials and requester details
 are those of the process running the recorder.  Test use only; nothing is written to disk.

@@ -1,9 +1,9 @@
 """moto on 127.0.0.1 for tests and the demo: in a thread or as a subprocess, with IAM helpers.
 
 moto never checks SerialNumber or TokenCode and returns fixed example credentials for
-GetSessionToken (THREATS §6), so tests assert what was *sent* through the recorder
-(``/moto-api/recorder/...``).  The recording is kept in a private temporary directory that is
-removed on exit, because it holds request bodies (TokenCode) and session-token headers.
+GetSessionToken (docs/threat-model.md component facts), so tests assert what was *sent* through the
+recorder (``/moto-api/recorder/...``).  The recording is kept in a private temporary directory that
+is removed on exit, because it holds request bodies (TokenCode) and session-token headers.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def make_vault(tmp_path: Path, fake_sts: FakeSts) -> Iterator[object]:
 
 @pytest.fixture(scope="session", autouse=True)
 def canary_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """THREATS T5: after every daemon test, no stored secret is anywhere under the temp dirs.
+    """docs/threat-model.md T5: after every daemon test, no stored secret is anywhere under the temp
+    dirs.
 
     That covers the data dirs (store, state, audit log), daemon logs, the test HOME (with
     ~/.aws/cli/cache) and every file a test wrote.

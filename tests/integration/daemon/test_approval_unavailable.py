@@ -1,4 +1,4 @@
-"""THREATS T2 / §3 row 14: a code approval nobody can answer ends in APPROVAL_UNAVAILABLE.
+"""docs/threat-model.md T2 / F14: a code approval nobody can answer ends in APPROVAL_UNAVAILABLE.
 
 Real `vaultd serve` on a SoftHSM2 token, real credential_process clients, FakeSts counting STS
 calls.  With ``approval.out_of_band = false`` (the shipped default) a typed-code approval opens

@@ -1,5 +1,5 @@
-"""Break-glass root access end to end (THREATS T18): reason, FIDO2 touch with UV (PIN on a
-software CTAP2 authenticator; no USB in CI), the root TOTP code, a short session read once.
+"""Break-glass root access end to end (docs/threat-model.md T18): reason, FIDO2 touch with UV (PIN
+on a software CTAP2 authenticator; no USB in CI), the root TOTP code, a short session read once.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""THREATS T20/G13: SIGKILL a writer at random points during its write; the store always
-loads as the old or the new generation, and the audit log always verifies.
+"""docs/threat-model.md T20/G13: SIGKILL a writer at random points during its write; the store
+always loads as the old or the new generation, and the audit log always verifies.
 
 The writer is `vaultd add`'s own code path (`opened_vault` + `SealedStore.put`) in a child
 process that says "ready" once logged in, so the kills land inside the write (the sealed

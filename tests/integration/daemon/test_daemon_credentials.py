@@ -80,7 +80,7 @@ def test_first_call_needs_approval_second_is_cached(
 
 
 BURST = 200
-"""Parallel clients in the prompt-storm tests (THREATS T10: N=200)."""
+"""Parallel clients in the prompt-storm tests (docs/threat-model.md T10: N=200)."""
 
 
 def test_two_hundred_parallel_cold_calls_make_one_approval_and_one_sts_call(
@@ -463,8 +463,8 @@ def test_prompt_pin_source_starts_sealed_and_unlocks_over_the_socket(
 def test_a_wrong_pin_file_starts_sealed_and_is_never_retried(
     make_vault: MakeVault, tmp_path: Path
 ) -> None:
-    """THREATS T9: no automatic retry, not even across restarts (systemd restarts a daemon
-    that exits on failure, and each start would spend one PIN try)."""
+    """docs/threat-model.md T9: no automatic retry, not even across restarts (systemd restarts a
+    daemon that exits on failure, and each start would spend one PIN try)."""
     from vaultd.ipc.client import DaemonClient
 
     inst = make_vault(start=False)

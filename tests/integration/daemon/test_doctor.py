@@ -1,5 +1,5 @@
 """`vaultd doctor` against a real SoftHSM2 installation: the key's attributes and its
-encryption count (THREATS T8), with a warning once 90% of the per-key limit is used."""
+encryption count (docs/threat-model.md T8), with a warning once 90% of the per-key limit is used."""
 
 from __future__ import annotations
 

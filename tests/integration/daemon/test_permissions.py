@@ -1,4 +1,5 @@
-"""THREATS T22: unsafe permissions on config, data dir and store refuse with the path and fix."""
+"""docs/threat-model.md T22: unsafe permissions on config, data dir and store refuse with the path
+and fix."""
 
 from __future__ import annotations
 

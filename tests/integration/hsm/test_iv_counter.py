@@ -1,4 +1,5 @@
-"""THREATS T8 / G11: the per-key encryption counter in the token and the hard stop at 2^30.
+"""docs/threat-model.md T8 / G11: the per-key encryption counter in the token and the hard stop at
+2^30.
 
 Real SoftHSM2 throughout; the counter objects are read and planted with python-pkcs11 directly.
 Only the reservation-write failure uses :class:`~vaultd.testing.faulty_pkcs11.FaultyPkcs11`:

@@ -1,4 +1,5 @@
-"""check_module_path: only allowlisted, non-writable PKCS#11 modules load (THREATS T25)."""
+"""check_module_path: only allowlisted, non-writable PKCS#11 modules load (docs/threat-model.md
+T25)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""read_pin: the allowed PIN sources and their refusals (THREATS T9, T22)."""
+"""read_pin: the allowed PIN sources and their refusals (docs/threat-model.md T9, T22)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TokenKey against a real SoftHSM2 token (THREATS T6, T7, T9, T21)."""
+"""TokenKey against a real SoftHSM2 token (docs/threat-model.md T6, T7, T9, T21)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A code approval nobody can answer is refused with APPROVAL_UNAVAILABLE (THREATS T2, row 14).
+"""A code approval nobody can answer is refused with APPROVAL_UNAVAILABLE (docs/threat-model.md T2,
+F14).
 
 The rule (`code_approval_deliverable`), `ApprovalBook.withdraw` and `VaultService` with fakes at
 every port: no token, no network, FakeClock.  The STS, gate and code source are fakes because

@@ -104,7 +104,7 @@ def test_put_replaces_entry() -> None:
 
 
 def test_an_unused_session_is_dropped_at_the_idle_limit() -> None:
-    """THREATS T23: expiry at the idle limit without use."""
+    """docs/threat-model.md T23: expiry at the idle limit without use."""
     clock = FakeClock()
     cache = SessionCache(clock, idle_seconds=600)
     creds = session(clock, 3600)
@@ -118,7 +118,8 @@ def test_an_unused_session_is_dropped_at_the_idle_limit() -> None:
 
 
 def test_constant_use_lasts_until_the_absolute_limit_only() -> None:
-    """THREATS T23: with constant use, expiry at the absolute limit (the serving floor)."""
+    """docs/threat-model.md T23: with constant use, expiry at the absolute limit (the serving
+    floor)."""
     clock = FakeClock()
     cache = SessionCache(clock, idle_seconds=600)
     creds = session(clock, 3600)

@@ -1,4 +1,5 @@
-"""Envelope v1: round trips, golden vectors, tamper and truncation rejection (THREATS T6, T8).
+"""Envelope v1: round trips, golden vectors, tamper and truncation rejection (docs/threat-model.md
+T6, T8).
 
 The key wrapper is ``FakeKeyWrapper`` (real AES-256-GCM in software): the core has no real peer.
 """

@@ -448,8 +448,8 @@ def _approval_view(approval_id: str) -> dict[str, object]:
 async def test_an_event_off_its_schema_is_never_pushed(
     sock_path: Path, serve: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """THREATS T28 for pushed frames: an undeclared event, or a field its schema lacks, is
-    logged and dropped; the stream goes on."""
+    """docs/threat-model.md T28 for pushed frames: an undeclared event, or a field its schema lacks,
+    is logged and dropped; the stream goes on."""
     sent: list[bool] = []
 
     async def handler(request: Any, conn: Any) -> dict[str, object]:

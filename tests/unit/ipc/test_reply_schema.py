@@ -1,4 +1,5 @@
-"""THREATS T28: the declared reply schema carries no long-lived secret, and is enforced.
+"""docs/threat-model.md T28: the declared reply schema carries no long-lived secret, and is
+enforced.
 
 The schema walk follows every reply's type hints recursively.  It is shown to find planted bad
 fields, so it cannot pass vacuously.  The enforcement point is ``Daemon.handle``; it is called

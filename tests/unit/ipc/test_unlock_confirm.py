@@ -1,4 +1,5 @@
-"""`unlock`'s optional ``confirm_final_try`` (THREATS T9): strict bool, default False."""
+"""`unlock`'s optional ``confirm_final_try`` (docs/threat-model.md T9): strict bool, default
+False."""
 
 from __future__ import annotations
 

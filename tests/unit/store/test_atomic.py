@@ -1,4 +1,5 @@
-"""atomic_write, temp cleanup and private-path checks on the real filesystem (THREATS T20, T22)."""
+"""atomic_write, temp cleanup and private-path checks on the real filesystem (docs/threat-model.md
+T20, T22)."""
 
 from __future__ import annotations
 

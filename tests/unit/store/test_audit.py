@@ -1,5 +1,5 @@
 """The audit log on a real directory: chain, MACs, head anchor, rotation, fail-closed writes,
-tail and follow (THREATS T14; faults 33, 34).
+tail and follow (docs/threat-model.md T14; F33, F34).
 
 The MAC is a fake for the token's HMAC: HMAC-SHA256 under a fixed key in software, with the same
 ``mac(data) -> tag`` / ``mac_verify(data, tag)`` shape as ``TokenKey`` (the SoftHSM2 tier in

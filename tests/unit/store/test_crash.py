@@ -1,4 +1,5 @@
-"""SIGKILL at each atomic-write point leaves the old or the new store, never a mix (THREATS T20).
+"""SIGKILL at each atomic-write point leaves the old or the new store, never a mix
+(docs/threat-model.md T20).
 
 Each case runs a real child interpreter that kills itself inside ``atomic_write``; the anchor is
 ``FileAnchor`` (a file-backed fake of the token data object) so it survives the process.

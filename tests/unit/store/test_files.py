@@ -1,5 +1,5 @@
 """SealedStore on a real directory: round trips, tampering, rollback, unreadable files,
-permissions (THREATS T6, T20, T22; faults 29-31, 35).
+permissions (docs/threat-model.md T6, T20, T22; F29-F31, F35).
 
 The key wrapper and anchor are the shipped fakes (real AES-GCM in software, an in-memory counter):
 these tests are about the file, not the token.

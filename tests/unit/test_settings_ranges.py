@@ -1,0 +1,58 @@
+"""Duration and approval ranges in the config are the core's (vaultd/core/serving.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vaultd.core import serving
+from vaultd.errors import ConfigError
+from vaultd.settings import load_settings
+
+PROFILE = 'credentials = "dev"\nmfa_serial = "arn:aws:iam::123456789012:mfa/me"\n'
+ROLE = 'role_arn = "arn:aws:iam::123456789012:role/admin"\n'
+
+
+def _load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> object:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    config.chmod(0o600)
+    monkeypatch.setenv("VAULTD_CONFIG", str(config))
+    return load_settings()
+
+
+@pytest.mark.parametrize(
+    ("extra", "seconds", "ok"),
+    [
+        ("", serving.MIN_DURATION_SECONDS, True),
+        ("", serving.SESSION_MAX_SECONDS, True),
+        ("", serving.MIN_DURATION_SECONDS - 1, False),
+        ("", serving.SESSION_MAX_SECONDS + 1, False),
+        (ROLE, serving.ROLE_MAX_SECONDS, True),
+        (ROLE, serving.ROLE_MAX_SECONDS + 1, False),
+    ],
+)
+def test_profile_durations_follow_the_core_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, seconds: int, ok: bool
+) -> None:
+    text = f"[profiles.dev]\n{PROFILE}{extra}duration_seconds = {seconds}\n"
+    if ok:
+        _load(tmp_path, monkeypatch, text)
+        return
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, monkeypatch, text)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"profiles.dev: duration_seconds={seconds} is outside" in message
+    assert err.value.code == "CONFIG_INVALID"
+
+
+@pytest.mark.parametrize(
+    "seconds", [serving.MIN_APPROVAL_TIMEOUT - 1, serving.MAX_APPROVAL_TIMEOUT + 1]
+)
+def test_approval_timeout_outside_the_core_bounds_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    with pytest.raises(ConfigError, match=r"approval\.timeout_seconds"):
+        _load(tmp_path, monkeypatch, f"[approval]\ntimeout_seconds = {seconds}\n")
