@@ -623,3 +623,12 @@ class KeyUsageExhausted(HsmError):
 
 class ReplySchemaViolation(InternalError):
     """A reply did not match its op's declared schema, so it was not sent."""
+
+
+# --- clients checking the daemon (vaultd/credproc.py, vaultd/ipc/client.py; T29) ------------
+
+
+class UnsafeSocket(ProtocolError):
+    """The socket a client found is not provably the user's daemon; nothing was sent to it."""
+
+    code = "UNSAFE_SOCKET"
