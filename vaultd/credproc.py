@@ -53,9 +53,13 @@ class Failure(Exception):
 
 
 def _clean(text: object, limit: int = 300) -> str:
-    """``text`` as one printable line: no control characters, at most ``limit`` characters."""
-    chars = [c if " " <= c < "\x7f" or c > "\x9f" else "?" for c in str(text)[:limit]]
-    return "".join(chars)
+    """``text`` (at most ``limit`` characters) as one line safe for a terminal: every control,
+    C1 and bidi character shown as an escape, as :func:`vaultd.core.termtext.terminal_safe`
+    does (a copy: this module imports nothing from vaultd; a test keeps them equal)."""
+    unsafe = (*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029)
+    unsafe += (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    table = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in unsafe}
+    return str(text)[:limit].translate(table)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -27,6 +27,8 @@ def add_parser(sub: Subparsers) -> None:
 def run_list(args: argparse.Namespace) -> int:
     import json
 
+    from vaultd.core.termtext import terminal_safe
+
     approvals = client().request("approvals")["approvals"]
     assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
     if args.json:
@@ -37,10 +39,11 @@ def run_list(args: argparse.Namespace) -> int:
     for a in approvals:
         who = a["requested_by"]
         program = who["parent_command"] or who["executable"]
-        print(
+        line = (
             f"{a['id']}  {a['profile']}  by pid {who['pid']} {program}"
             f"  (cwd {who['cwd'] or '?'})  expires {a['expires_at']}"
         )
+        print(terminal_safe(line))
     return 0
 
 
