@@ -51,7 +51,7 @@ except VaultError as exc:
 CLIENTS: dict[str, tuple[list[str], bytes]] = {
     "credential-process": (["-m", "vaultd", "credential-process", "dev"], b""),
     "unlock": (["-m", "vaultd", "unlock"], b""),
-    "approve": (["-m", "vaultd", "approve", "abc", "--code", "123456"], b""),
+    "approve": (["-m", "vaultd", "approve", "abc"], b"123456\n"),
     "break-glass": (
         ["-m", "vaultd", "break-glass", "root", "--reason", "squat"],
         b'{"code": "123456", "pin": "4321"}',
