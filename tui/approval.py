@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from vaultd.core.model import CODE_RE
+from vaultd.core.termtext import terminal_safe
 
 from .data import PendingApproval, hms
 
@@ -40,15 +41,20 @@ class ApprovalAnswer:
     code: str | None = field(default=None, repr=False)
 
 
+def _safe(value: str) -> str:
+    return escape(terminal_safe(value))
+
+
 def _describe(approval: PendingApproval) -> str:
-    """The request in markup; every value from the requester is escaped (it is untrusted)."""
-    program = escape(approval.parent_command or "(unknown program)")
+    """The request in markup; every value from the requester is escaped (it is untrusted):
+    markup and terminal escapes alike."""
+    program = _safe(approval.parent_command or "(unknown program)")
     lines = [
-        f"Profile   [b]{escape(approval.profile)}[/b]",
-        f"Wants     {escape(approval.action)} → AWS session credentials",
+        f"Profile   [b]{_safe(approval.profile)}[/b]",
+        f"Wants     {_safe(approval.action)} → AWS session credentials",
         f"Program   {program} (pid {approval.parent_pid})",
-        f"Directory {escape(approval.cwd or '(unknown)')}",
-        f"Client    pid {approval.pid} {escape(approval.executable or '(unknown executable)')}",
+        f"Directory {_safe(approval.cwd or '(unknown)')}",
+        f"Client    pid {approval.pid} {_safe(approval.executable or '(unknown executable)')}",
     ]
     return "\n".join(lines)
 
@@ -77,7 +83,7 @@ class ApprovalDialog(ModalScreen[ApprovalAnswer]):
         approval = self.approval
         with Vertical(id="dialog"):
             yield Label("", id="queue")
-            yield Label(f"Release credentials for [b]{escape(approval.profile)}[/b]?", id="title")
+            yield Label(f"Release credentials for [b]{_safe(approval.profile)}[/b]?", id="title")
             yield Static(_describe(approval), id="details", markup=True)
             yield Label("", id="countdown")
             if approval.takes_touch:

@@ -26,6 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select
 
 from vaultd.core.model import CODE_RE
+from vaultd.core.termtext import terminal_safe
 from vaultd.errors import VaultError
 
 from .data import (
@@ -198,7 +199,7 @@ class BreakGlassScreen(Screen[None]):
             text = f"{exc.code}: {exc.message}"
         else:
             text = f"failed: {exc.strerror or type(exc).__name__}"
-        self.query_one("#bg-error", Label).update(Text(text))
+        self.query_one("#bg-error", Label).update(Text(terminal_safe(text)))
 
     # --- grants ----------------------------------------------------------------------------
 
@@ -209,7 +210,8 @@ class BreakGlassScreen(Screen[None]):
         for g in self._grants:
             left = hms((g.expires_at - now).total_seconds())
             read = "yes" if g.read else "no"
-            table.add_row(g.id, Text(g.profile), left, read, Text(g.reason), key=g.id)
+            profile, reason = Text(terminal_safe(g.profile)), Text(terminal_safe(g.reason))
+            table.add_row(Text(terminal_safe(g.id)), profile, left, read, reason, key=g.id)
 
     def _update_left(self) -> None:
         table = self.query_one("#grants", DataTable)

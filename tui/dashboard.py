@@ -14,6 +14,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 
+from vaultd.core.termtext import terminal_safe
+
 from .data import DaemonStatus, PendingApproval, ProfileRow, hms
 from .widgets import ConnectionLine, DaemonLine
 
@@ -72,7 +74,10 @@ class DashboardScreen(Screen[None]):
         self._rows = status.profiles if status is not None else ()
         now = self._clock()
         rows = [
-            (Text(r.name), Text(r.kind), Text(r.approval), *session_state(r, now, False))
+            (
+                *(Text(terminal_safe(v)) for v in (r.name, r.kind, r.approval)),
+                *session_state(r, now, False),
+            )
             for r in self._rows
         ]
         table = self.query_one("#profiles", DataTable)

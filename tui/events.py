@@ -17,6 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label
 
+from vaultd.core.termtext import terminal_safe
 from vaultd.errors import VaultError
 
 from .data import AuditRecord, DaemonPort, parse_audit
@@ -39,7 +40,7 @@ def audit_cells(record: AuditRecord) -> tuple[Text, ...]:
         record.client,
         record.detail,
     )
-    return tuple(Text(value, style=style) for value in values)
+    return tuple(Text(terminal_safe(value), style=style) for value in values)
 
 
 class EventsScreen(Screen[None]):

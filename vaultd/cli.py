@@ -91,13 +91,14 @@ def _describe(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: list[str]) -> int:
+    from vaultd.core.termtext import terminal_safe
     from vaultd.errors import VaultError
 
     ns = build_parser().parse_args(args)
     try:
         status: int = ns.func(ns)
-    except VaultError as exc:
-        print(f"vaultd: {exc.code}: {exc}", file=sys.stderr)
+    except VaultError as exc:  # the message may quote STS or a plugin: no terminal escapes
+        print(f"vaultd: {exc.code}: {terminal_safe(exc)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("vaultd: interrupted", file=sys.stderr)

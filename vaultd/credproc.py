@@ -4,10 +4,15 @@ It runs on every AWS CLI call, so it imports only ``_socket``, ``posix`` and ``s
 (``posix`` and ``sys`` are built in and already loaded; ``os`` would cost ~0.8 ms) and nothing
 from vaultd; ``python3 -I -S path/to/credproc.py PROFILE`` works.  Usage::
 
-    credproc.py [--socket PATH] [--] PROFILE
+    credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE
 
 The socket is ``--socket``, else ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``,
 else ``/tmp/vaultd-<uid>/vaultd.sock`` (as :func:`vaultd.ipc.client.default_socket_path`).
+
+Before a byte is sent the daemon is verified (docs/threat-model.md T29): the socket's directory
+(one ``lstat``) must be a real directory owned by this user and not group/other-writable, and
+the connected peer (one ``getsockopt(SO_PEERCRED)``) must run as this user, or as root with
+``--allow-root-daemon``.  Otherwise ``UNSAFE_SOCKET``, naming the path and the owner.
 
 One ``credentials`` frame goes out (see :mod:`vaultd.ipc.protocol`).  The daemon's fast-path
 reply ``{"v":1,"ok":true,"output":<credential JSON>}`` is checked whole and its output written
@@ -28,7 +33,7 @@ import sys
 PREFIX = b'{"v":1,"ok":true,"output":'
 MAX_FRAME = 64 * 1024
 TIMEOUT = 65.0
-USAGE = "usage: credproc.py [--socket PATH] [--] PROFILE"
+USAGE = "usage: credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE"
 NOT_RUNNING = (
     "vaultd is not running; start it with `vaultd serve` "
     "(or `systemctl --user start vaultd.socket`)"
@@ -48,9 +53,13 @@ class Failure(Exception):
 
 
 def _clean(text: object, limit: int = 300) -> str:
-    """``text`` as one printable line: no control characters, at most ``limit`` characters."""
-    chars = [c if " " <= c < "\x7f" or c > "\x9f" else "?" for c in str(text)[:limit]]
-    return "".join(chars)
+    """``text`` (at most ``limit`` characters) as one line safe for a terminal: every control,
+    C1 and bidi character shown as an escape, as :func:`vaultd.core.termtext.terminal_safe`
+    does (a copy: this module imports nothing from vaultd; a test keeps them equal)."""
+    unsafe = (*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029)
+    unsafe += (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    table = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in unsafe}
+    return str(text)[:limit].translate(table)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -78,10 +87,61 @@ def default_socket_path() -> str:
     runtime = _getenv(b"XDG_RUNTIME_DIR")
     if runtime:
         return runtime + "/vaultd/vaultd.sock"
-    return f"/tmp/vaultd-{posix.getuid()}/vaultd.sock"  # noqa: S108 - the daemon checks it is 0700
+    return f"/tmp/vaultd-{posix.getuid()}/vaultd.sock"  # noqa: S108 - checked before use
 
 
-def _connect(path: str) -> _socket.socket:
+def daemon_uids(allow_root: bool = False) -> tuple[int, ...]:
+    """The uids a daemon may run as: this user's, and root's when ``allow_root``."""
+    uid = posix.geteuid()
+    return (uid, 0) if allow_root and uid != 0 else (uid,)
+
+
+def _unsafe(path: str, what: str, uids: tuple[int, ...]) -> Failure:
+    you = " or ".join(f"uid {u}" for u in uids)
+    return Failure(
+        "UNSAFE_SOCKET",
+        f"refusing {path}: {what}, not by you ({you}); nothing was sent: another user may "
+        "have planted it; remove it or use a private directory (XDG_RUNTIME_DIR or --socket)",
+    )
+
+
+def check_directory(path: str, uids: tuple[int, ...]) -> None:
+    """Refuse a socket whose directory is a symlink, not ours, or group/other-writable."""
+    directory = path.rpartition("/")[0] or ("/" if path.startswith("/") else ".")
+    try:
+        st = posix.lstat(directory)
+    except OSError:
+        raise Failure("DAEMON_NOT_RUNNING", NOT_RUNNING) from None
+    if st.st_mode & 0o170000 != 0o040000:  # a symlink or not a directory (stat.S_ISDIR)
+        raise _unsafe(path, f"{directory} is not a directory (a symlink?) owned", uids)
+    if st.st_uid not in uids:
+        raise _unsafe(path, f"its directory {directory} is owned by uid {st.st_uid}", uids)
+    if st.st_mode & 0o022:
+        mode = oct(st.st_mode & 0o7777)[2:]
+        raise _unsafe(path, f"its directory {directory} (mode {mode}) is writable by others", uids)
+
+
+def peer_uid(sock: _socket.socket) -> tuple[int, int]:
+    """``(pid, uid)`` of the process at the other end of a connected Unix socket (kernel's word)."""
+    if sys.platform == "darwin":  # LOCAL_PEERCRED (struct xucred) and LOCAL_PEERPID, level 0
+        uid = int.from_bytes(sock.getsockopt(0, 0x001, 76)[4:8], sys.byteorder)
+        return int.from_bytes(sock.getsockopt(0, 0x002, 4), sys.byteorder), uid
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred
+    return int.from_bytes(raw[0:4], sys.byteorder), int.from_bytes(raw[4:8], sys.byteorder)
+
+
+def check_peer(sock: _socket.socket, path: str, uids: tuple[int, ...]) -> None:
+    """Refuse a connected daemon that does not run as one of ``uids``."""
+    try:
+        pid, uid = peer_uid(sock)
+    except OSError:
+        pid, uid = 0, -1
+    if uid not in uids:
+        raise _unsafe(path, f"the process serving it (pid {pid}) is run by uid {uid}", uids)
+
+
+def _connect(path: str, uids: tuple[int, ...]) -> _socket.socket:
+    check_directory(path, uids)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
@@ -89,6 +149,7 @@ def _connect(path: str) -> _socket.socket:
             sock.connect(path)
         except BlockingIOError:  # a full listen backlog: wait for the daemon to accept
             _connect_when_accepted(sock, path)
+        check_peer(sock, path, uids)
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
         sock.close()
         raise Failure("DAEMON_NOT_RUNNING", NOT_RUNNING) from None
@@ -96,6 +157,9 @@ def _connect(path: str) -> _socket.socket:
         sock.close()
         reason = exc.strerror or type(exc).__name__
         raise Failure("PROTOCOL_ERROR", f"cannot connect to {path}: {reason}") from None
+    except Failure:
+        sock.close()
+        raise
     return sock
 
 
@@ -182,12 +246,12 @@ def _raise_error(msg: dict[str, object]) -> None:
     raise Failure("PROTOCOL_ERROR", "vaultd sent a malformed error reply")
 
 
-def _approve(path: str, approval_id: str, code: str) -> None:
+def _approve(path: str, uids: tuple[int, ...], approval_id: str, code: str) -> None:
     """Send ``approve`` on a second connection; raise :class:`Failure` on an error reply."""
     import json
 
     body = json.dumps({"v": 1, "op": "approve", "id": approval_id, "code": code})
-    sock = _connect(path)
+    sock = _connect(path, uids)
     try:
         _send(sock, _frame(body.encode()))
         while "event" in (msg := _parse(_read_frame(sock))):
@@ -198,7 +262,7 @@ def _approve(path: str, approval_id: str, code: str) -> None:
         _raise_error(msg)
 
 
-def _prompt(tty: int, path: str, event: dict[str, object]) -> None:
+def _prompt(tty: int, path: str, uids: tuple[int, ...], event: dict[str, object]) -> None:
     """Show the pending approval on the terminal and send the code typed there."""
     approval_id = event.get("id")
     if not isinstance(approval_id, str) or not all(c in _ID_CHARS for c in approval_id.encode()):
@@ -225,7 +289,7 @@ def _prompt(tty: int, path: str, event: dict[str, object]) -> None:
             _write_all(tty, b"vaultd: a code is 6 digits\n")
             continue
         try:
-            _approve(path, approval_id, code)
+            _approve(path, uids, approval_id, code)
         except Failure as failure:
             _write_all(tty, f"vaultd: {failure.code}: {_clean(failure.message)}\n".encode())
             if failure.code in _RETRY_CODES:
@@ -242,14 +306,18 @@ def _open_tty() -> int:
         return -1
 
 
-def fetch(path: str, profile: str, action: str = "credential_process") -> bytes:
+def fetch(
+    path: str, profile: str, action: str = "credential_process", *, allow_root: bool = False
+) -> bytes:
     """Ask the daemon for ``profile`` and return the checked credential JSON.
 
-    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`; policies tell them apart).
+    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`; policies tell them apart);
+    ``allow_root`` also trusts a daemon run by root (see :func:`daemon_uids`).
     """
+    uids = daemon_uids(allow_root)
+    sock = _connect(path, uids)
     tty = _open_tty()
     prompting = False
-    sock = _connect(path)
     try:
         interactive = b"true" if tty >= 0 else b"false"
         body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
@@ -267,7 +335,7 @@ def fetch(path: str, profile: str, action: str = "credential_process") -> bytes:
                 import threading
 
                 prompting = True
-                args = (tty, path, msg)
+                args = (tty, path, uids, msg)
                 threading.Thread(target=_prompt, args=args, daemon=True).start()
             elif "event" not in msg:
                 _raise_error(msg)
@@ -281,15 +349,20 @@ def fetch(path: str, profile: str, action: str = "credential_process") -> bytes:
             posix.close(tty)
 
 
-def _parse_args(argv: list[str]) -> tuple[str, str] | None:
-    """``(socket path or "", profile)`` from the arguments, or None on a usage error."""
+def _parse_args(argv: list[str]) -> tuple[str, bool, str] | None:
+    """``(socket path or "", allow root daemon, profile)``, or None on a usage error."""
     args = list(argv)
-    path = None
-    if args and args[0].startswith("--socket="):
-        path = args.pop(0)[len("--socket=") :]
-    elif len(args) > 1 and args[0] == "--socket":
-        path = args[1]
-        args = args[2:]
+    path, allow_root = None, False
+    while args and args[0].startswith("--") and args[0] != "--":
+        flag = args.pop(0)
+        if flag.startswith("--socket=") and path is None:
+            path = flag[len("--socket=") :]
+        elif flag == "--socket" and path is None and args:
+            path = args.pop(0)
+        elif flag == "--allow-root-daemon":
+            allow_root = True
+        else:
+            return None
     if args and args[0] == "--":
         args.pop(0)
     elif args and args[0].startswith("-"):
@@ -299,7 +372,7 @@ def _parse_args(argv: list[str]) -> tuple[str, str] | None:
     raw = args[0].encode("utf-8", "replace")
     if not 1 <= len(raw) <= 64 or not all(c in _PROFILE_CHARS for c in raw):
         return None
-    return path or "", args[0]
+    return path or "", allow_root, args[0]
 
 
 def main(argv: list[str]) -> int:
@@ -308,9 +381,9 @@ def main(argv: list[str]) -> int:
     if parsed is None:
         sys.stderr.write(USAGE + "\n  PROFILE: 1 to 64 of A-Z a-z 0-9 . _ -\n")
         return 2
-    path, profile = parsed
+    path, allow_root, profile = parsed
     try:
-        output = fetch(path or default_socket_path(), profile)
+        output = fetch(path or default_socket_path(), profile, allow_root=allow_root)
         _write_all(1, output)
     except Failure as failure:
         sys.stderr.write(f"vaultd: {failure.code}: {_clean(failure.message)}\n")

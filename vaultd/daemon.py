@@ -705,10 +705,12 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """Harden the process, then run the daemon until it is told to stop."""
+    from vaultd.store.instance_lock import DataDirLock
     from vaultd.system.hardening import harden_process
 
     harden_process()
     os.umask(0o077)
     app.prepare_data_dir(settings)
-    asyncio.run(Daemon(settings).run())
+    with DataDirLock(settings.data_dir):  # one daemon per data dir (T34)
+        asyncio.run(Daemon(settings).run())
     return 0

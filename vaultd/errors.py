@@ -647,6 +647,13 @@ class DaemonNotRunning(ProtocolError):
     fix = "start it with `vaultd serve` (or its systemd unit)"
 
 
+class UnsafeSocket(ProtocolError):
+    """The socket a client found is not provably the user's daemon; nothing was sent to it."""
+
+    code = "UNSAFE_SOCKET"
+    fix = "remove the foreign socket or directory it names, then start `vaultd serve` again"
+
+
 class NotConfirmed(VaultError):
     """A destructive command was not confirmed by a person (or ``--yes``)."""
 

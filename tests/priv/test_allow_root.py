@@ -121,7 +121,8 @@ def test_root_peer_is_refused_by_default_and_served_and_audited_when_allowed(
     _stop(inst)
 
     _start_as_nobody(inst, allow_root=True)
-    status = DaemonClient(inst.socket, timeout=20).request("status")
+    # The test process trusts this daemon of another uid explicitly (clients refuse others).
+    status = DaemonClient(inst.socket, timeout=20, daemon_uids=(NOBODY,)).request("status")
     assert status["pid"] == inst.daemon.pid  # type: ignore[union-attr]
     (admitted,) = _wait_audit(inst, "root_peer_admitted")
     assert admitted["client"] == {"pid": os.getpid(), "uid": 0}

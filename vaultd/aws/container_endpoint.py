@@ -2,7 +2,9 @@
 
 Instead of putting a session in a command's environment, ``vaultd exec --server`` serves it the
 way botocore's container provider asks for it (``AWS_CONTAINER_CREDENTIALS_FULL_URI``), from a
-thread of its own process on 127.0.0.1 with a random port.  A request must name
+thread of its own process on 127.0.0.1 with a random port.  A request must come from a process
+of the user (the owner of the connecting socket in ``/proc/net/tcp{,6}``, else 403 and a warning
+on stderr; docs/threat-model.md T30), name
 ``127.0.0.1:PORT`` or ``localhost:PORT`` as its ``Host`` (else 400: DNS rebinding), carry the
 random bearer token in ``Authorization`` (compared in constant time, else 401), and be a ``GET``
 (else 405) of :data:`PATH` exactly (else 404).  The session comes from the daemon and is fetched
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -25,6 +28,7 @@ from vaultd.core import serving
 from vaultd.core.model import SessionCredentials, utc
 from vaultd.core.ports import Clock
 from vaultd.errors import ProtocolError, VaultError
+from vaultd.system import tcp_owner
 from vaultd.system.clock import SystemClock
 
 PATH = "/vaultd/credentials"
@@ -125,11 +129,25 @@ class SessionSource:
             return creds
 
 
-class CredentialServer:
-    """The endpoint on 127.0.0.1 (bound at construction, served by :meth:`start`)."""
+def _warn_refused(uid: int | None) -> None:
+    sys.stderr.write(tcp_owner.refusal_warning(uid, "the credential endpoint") + "\n")
 
-    def __init__(self, fetch: Fetch, *, clock: Clock | None = None) -> None:
+
+class CredentialServer:
+    """The endpoint on 127.0.0.1 (bound at construction, served by :meth:`start`).
+
+    ``on_refused`` is called with the uid of every other user's process that connected (403).
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        clock: Clock | None = None,
+        on_refused: Callable[[int | None], None] = _warn_refused,
+    ) -> None:
         self.source = SessionSource(fetch, clock or SystemClock())
+        self.on_refused = on_refused
         self.token = secrets.token_urlsafe(32)
         self._httpd = _HttpServer(self)
         self.port: int = self._httpd.server_address[1]
@@ -206,6 +224,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         owner = cast(_HttpServer, self.server).owner
+        allowed, uid = tcp_owner.is_own_user(self.connection)
+        if not allowed:
+            owner.on_refused(uid)
+            self._reply(403, "FORBIDDEN", "this endpoint serves only its own user's processes")
+            return
         hosts = self.headers.get_all("Host") or []
         if len(hosts) != 1 or hosts[0] not in owner.hosts:
             self._reply(400, "BAD_HOST", "the Host header must be 127.0.0.1:PORT or localhost:PORT")

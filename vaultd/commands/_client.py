@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def client(timeout: float = 70.0) -> DaemonClient:
-    """A client for the configured socket."""
+    """A client for the configured socket (a root daemon is trusted where ``ipc.allow_root``)."""
     from vaultd.ipc.client import DaemonClient
 
-    return DaemonClient(settings().socket, timeout=timeout)
+    cfg = settings()
+    return DaemonClient(cfg.socket, timeout=timeout, allow_root_daemon=cfg.ipc.allow_root)

@@ -41,6 +41,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_tail(args: argparse.Namespace) -> int:
     from collections.abc import Iterable
 
+    from vaultd.core.termtext import terminal_safe
     from vaultd.errors import ConfigError
     from vaultd.store.audit import follow, tail
 
@@ -49,18 +50,14 @@ def run_tail(args: argparse.Namespace) -> int:
     path = settings().audit_path
     lines: Iterable[bytes] = follow(path, backlog=args.n) if args.follow else tail(path, args.n)
     for line in lines:
-        print(line.decode("utf-8", "replace") if args.json else describe(line), flush=True)
+        text = line.decode("utf-8", "replace") if args.json else describe(line)
+        print(terminal_safe(text), flush=True)
     return 0
-
-
-def _printable(value: object) -> str:
-    """``value`` as text with control characters escaped (no terminal escapes from a record)."""
-    text = str(value)
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def describe(line: bytes) -> str:
     """One human line for a record: time, event, profile, outcome, client pid and executable."""
+    from vaultd.core.termtext import terminal_safe
     from vaultd.errors import AuditTampered
     from vaultd.store.audit import parse_line
 
@@ -79,4 +76,4 @@ def describe(line: bytes) -> str:
         record.get("outcome", "-"),
         who,
     )
-    return "  ".join(_printable(f) for f in fields)
+    return "  ".join(terminal_safe(f) for f in fields)

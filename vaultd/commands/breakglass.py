@@ -51,6 +51,7 @@ def _factors() -> tuple[str, str | None]:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import shlex
 
     from vaultd.commands._client import client
     from vaultd.commands.exec import session_environment
@@ -73,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     env = session_environment(output, args.profile, dict(os.environ))
     if not command:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            print(f"export {key}={env[key]}")
-        print(f"export AWS_CREDENTIAL_EXPIRATION={env['AWS_CREDENTIAL_EXPIRATION']}")
+            print(f"export {key}={shlex.quote(env[key])}")
+        print(f"export AWS_CREDENTIAL_EXPIRATION={shlex.quote(env['AWS_CREDENTIAL_EXPIRATION'])}")
         print("vaultd: shown once; the grant is ended", file=sys.stderr)
         daemon.request("grant_end", id=grant_id)
         return 0

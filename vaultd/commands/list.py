@@ -1,10 +1,20 @@
-"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets."""
+"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets.
+
+These come from the records' plaintext headers, read without opening (authenticating) each
+record, so anyone who can write the store could have changed them: the listing says so, and
+every field is made terminal-safe (docs/threat-model.md T35).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from vaultd.commands._args import Subparsers, settings
+
+UNVERIFIED_NOTE = (
+    "(unverified: read from the record headers without opening the records; a record that "
+    "was tampered with fails when it is used)"
+)
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -17,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from vaultd.app import opened_vault
+    from vaultd.core.termtext import terminal_safe
 
     with opened_vault(settings()) as vault:
         infos = vault.store.list()
@@ -36,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         width = max(len(r["name"]) for r in rows)
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['kind']:<16}  {r['key_id']:<20}  {r['created']}")
+            line = f"{r['name']:<{width}}  {r['kind']:<16}  {r['key_id']:<20}  {r['created']}"
+            print(terminal_safe(line))
+        print(UNVERIFIED_NOTE)
     return 0

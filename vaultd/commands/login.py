@@ -8,6 +8,8 @@ never leave the daemon).
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,6 @@ def add_parser(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import sys
 
     from vaultd.aws import federation
     from vaultd.aws.container_endpoint import fetch_from_daemon, parse_session
@@ -89,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(url + "\n")
         return 0
-    if not open_in_browser(url):
+    refused: list[int | None] = []
+    if not open_in_browser(url, on_refused=refused.append):
         raise BrowserUnavailable(
             "no web browser fetched the sign-in link; set BROWSER, or run "
             f"`vaultd login {args.profile} --print` and open the URL yourself"
         )
+    if refused:  # each was reported as it happened; do not claim a clean sign-in
+        return 1
     sys.stderr.write(f"vaultd: opened the AWS console for {args.profile} in the browser\n")
     return 0
 
@@ -101,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
 def _federation_session(socket: Path, profile: str) -> SessionCredentials:
     """GetFederationToken through the daemon (profiles without a role; needs an approval)."""
     import json
-    import sys
 
     from vaultd.aws.container_endpoint import parse_session
     from vaultd.ipc.client import DaemonClient
@@ -122,17 +125,27 @@ def _federation_session(socket: Path, profile: str) -> SessionCredentials:
     return parse_session(json.dumps(reply["output"]).encode())
 
 
-def open_in_browser(url: str, *, wait: float = HANDOFF_WAIT) -> bool:
+def open_in_browser(
+    url: str,
+    *,
+    wait: float = HANDOFF_WAIT,
+    on_refused: Callable[[int | None], None] | None = None,
+) -> bool:
     """Open ``url`` through a one-shot redirect on 127.0.0.1, so no browser argv holds it.
 
-    The browser gets ``http://127.0.0.1:PORT/NONCE``; the first request for it is answered
-    with a redirect to ``url`` and every other request with 404.  True once it was served.
+    The browser gets ``http://127.0.0.1:PORT/NONCE``, which sits in its argv where any user
+    can read it, so a connection from another user's process gets 403 whatever it asks
+    (docs/threat-model.md T30): a warning goes to stderr and ``on_refused`` gets its uid.
+    The first request of the user's own for the link is answered with a redirect to ``url``
+    and every other request with 404.  True once it was served.
     """
     import hmac
     import secrets
     import threading
     import webbrowser
     from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from vaultd.system import tcp_owner
 
     served = threading.Event()
     nonce = secrets.token_urlsafe(32)
@@ -142,6 +155,13 @@ def open_in_browser(url: str, *, wait: float = HANDOFF_WAIT) -> bool:
             """Requests are not logged."""
 
         def do_GET(self) -> None:
+            allowed, uid = tcp_owner.is_own_user(self.connection)
+            if not allowed:
+                sys.stderr.write(tcp_owner.refusal_warning(uid, "the sign-in link") + "\n")
+                if on_refused is not None:
+                    on_refused(uid)
+                self.send_error(403)
+                return
             wanted = f"/{nonce}".encode()
             if served.is_set() or not hmac.compare_digest(self.path.encode(), wanted):
                 self.send_error(404)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vaultd.commands._args import Subparsers, settings
 
@@ -34,7 +35,6 @@ def client_command(profile: str, socket: str) -> str:
     """
     import shlex
     import sys
-    from pathlib import Path
 
     from vaultd import credproc
 
@@ -50,7 +50,6 @@ def client_command(profile: str, socket: str) -> str:
 def run_aws_profile(args: argparse.Namespace) -> int:
     import os
     import shutil
-    from pathlib import Path
 
     from vaultd.aws.config_file import upsert_credential_process
     from vaultd.core.model import PROFILE_NAME_RE
@@ -64,6 +63,7 @@ def run_aws_profile(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"vaultd has no profile {args.name!r}: add [profiles.{args.name}] to its config first"
         )
+    _verify_socket_directory(cfg.socket)
     path = Path(
         args.config_file or os.environ.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config"
     )
@@ -72,6 +72,7 @@ def run_aws_profile(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     new = upsert_credential_process(old, args.name, client_command(args.name, str(cfg.socket)))
+    _warn_if_overridden(args.name)
     if new == old:
         print(f"{path}: profile {args.name!r} already uses vaultd")
         return 0
@@ -81,3 +82,35 @@ def run_aws_profile(args: argparse.Namespace) -> int:
     atomic_write(path, new.encode(), mode=0o600)
     print(f"{path}: profile {args.name!r} now gets credentials from vaultd")
     return 0
+
+
+def _verify_socket_directory(socket: Path) -> None:
+    """Write only a socket path whose directory is this user's, private (created 0700 if
+    absent) and not a symlink, so a client never learns a path another user can take
+    (docs/threat-model.md T29)."""
+    from vaultd.store.atomic import ensure_private_dir
+
+    ensure_private_dir(socket.parent)
+
+
+def _warn_if_overridden(profile: str) -> None:
+    """Warn when the shared credentials file holds keys for ``profile``: the AWS CLI uses those
+    before ``credential_process``."""
+    import configparser
+    import os
+    import sys
+
+    path = Path(
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"
+    )
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        pass
+    if parser.has_option(profile, "aws_access_key_id"):
+        print(
+            f"vaultd: WARNING: {path} still has keys for profile {profile!r} and the AWS CLI "
+            f"uses them first: delete its [{profile}] section once `vaultd add` has sealed them",
+            file=sys.stderr,
+        )

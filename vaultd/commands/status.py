@@ -21,6 +21,8 @@ def _hms(seconds: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from vaultd.core.termtext import terminal_safe
+
     status = client().request("status")
     if args.json:
         print(json.dumps(status, indent=2))
@@ -31,9 +33,10 @@ def run(args: argparse.Namespace) -> int:
     for p in profiles:
         left = p["seconds_left"]
         state = f"session {_hms(left)} left" if isinstance(left, int) else "no session"
-        print(f"  {p['name']:<24} {p['kind']:<8} {p['approval']:<14} {state}")
+        print(terminal_safe(f"  {p['name']:<24} {p['kind']:<8} {p['approval']:<14} {state}"))
     approvals = status["approvals"]
     assert isinstance(approvals, list)  # noqa: S101
     for a in approvals:
-        print(f"  pending approval {a['id']} for {a['profile']} (expires {a['expires_at']})")
+        line = f"  pending approval {a['id']} for {a['profile']} (expires {a['expires_at']})"
+        print(terminal_safe(line))
     return 0

@@ -19,5 +19,6 @@ def run(args: argparse.Namespace) -> int:
     from vaultd.tui.app import make_app  # type: ignore[import-not-found,unused-ignore]
 
     config = settings()
-    make_app(config, AsyncDaemonClient(config.socket)).run()
+    client = AsyncDaemonClient(config.socket, allow_root_daemon=config.ipc.allow_root)
+    make_app(config, client).run()
     return 0

@@ -2,7 +2,10 @@
 
 Each request uses its own connection.  Error replies are raised as the matching
 :mod:`vaultd.errors` class (``exc.code`` is the daemon's code), and a missing or refusing socket
-raises :class:`~vaultd.errors.DaemonNotRunning`.  ``vaultd credential-process`` does not use
+raises :class:`~vaultd.errors.DaemonNotRunning`.  Before a byte is sent, the daemon is verified
+as :mod:`vaultd.credproc` does (docs/threat-model.md T29): the socket's directory is the user's and
+not group/other-writable, and the connected peer runs as the user (or as root when allowed);
+otherwise :class:`~vaultd.errors.UnsafeSocket`.  ``vaultd credential-process`` does not use
 this module: it has its own stdlib-only client in :mod:`vaultd.credproc`.
 """
 
@@ -16,12 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
+from vaultd import credproc
 from vaultd.errors import Busy, DaemonNotRunning, ProtocolError
 from vaultd.ipc.protocol import (
     HEADER_SIZE,
     Event,
     decode_reply,
     encode_request,
+    error_from_reply,
     frame_length,
 )
 
@@ -36,26 +41,55 @@ def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
 
     ``$VAULTD_SOCKET`` if set, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else
     ``/tmp/vaultd-<uid>/vaultd.sock`` (the server creates that directory 0700 and refuses it if
-    another user owns it).
+    another user owns it; clients check it again before each use).
     """
     env = os.environ if environ is None else environ
     if env.get("VAULTD_SOCKET"):
         return Path(env["VAULTD_SOCKET"])
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "vaultd" / "vaultd.sock"
-    return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - checked 0700 and ours
+    return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - checked before use
 
 
 def _closed_early() -> ProtocolError:
     return ProtocolError("vaultd closed the connection before replying; see the daemon log")
 
 
-class DaemonClient:
-    """Blocking client: one connection per :meth:`request`."""
+class _VerifiedClient:
+    """The socket path, the uids its daemon may run as, and the checks before any byte."""
 
-    def __init__(self, socket_path: Path | None = None, *, timeout: float = 70.0) -> None:
+    def __init__(
+        self,
+        socket_path: Path | None = None,
+        *,
+        timeout: float = 70.0,
+        allow_root_daemon: bool = False,
+        daemon_uids: tuple[int, ...] | None = None,
+    ) -> None:
+        """``allow_root_daemon`` also trusts a daemon run by root; ``daemon_uids`` replaces
+        the trusted uids altogether (a daemon deliberately run as another user)."""
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
+        self.daemon_uids = daemon_uids or credproc.daemon_uids(allow_root_daemon)
+
+    def _verify(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except credproc.Failure as failure:
+            if failure.code == DaemonNotRunning.code:
+                raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
+            raise error_from_reply({"code": failure.code, "message": failure.message}) from None
+
+    def _check_directory(self) -> None:
+        self._verify(lambda: credproc.check_directory(str(self.socket_path), self.daemon_uids))
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        path = str(self.socket_path)
+        self._verify(lambda: credproc.check_peer(sock, path, self.daemon_uids))
+
+
+class DaemonClient(_VerifiedClient):
+    """Blocking client: one connection per :meth:`request`."""
 
     def request(
         self, op: str, /, *, on_event: Callable[[Event], None] | None = None, **fields: object
@@ -65,9 +99,11 @@ class DaemonClient:
         Events pushed before the reply go to ``on_event``; error replies are raised.
         """
         frame = encode_request(op, **fields)
+        self._check_directory()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
             self._connect(sock)
+            self._check_peer(sock)
             try:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     sock.sendall(frame)  # refused already (BUSY): read the queued frame
@@ -118,18 +154,21 @@ class DaemonClient:
         return self._recv_exact(sock, frame_length(self._recv_exact(sock, HEADER_SIZE)))
 
 
-class AsyncDaemonClient:
+class AsyncDaemonClient(_VerifiedClient):
     """Asyncio client for the TUI: :meth:`request` plus the :meth:`events` subscription."""
 
-    def __init__(self, socket_path: Path | None = None, *, timeout: float = 70.0) -> None:
-        self.socket_path = socket_path or default_socket_path()
-        self.timeout = timeout
-
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self._check_directory()
         try:
-            return await asyncio.open_unix_connection(str(self.socket_path))
+            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
         except _NOT_RUNNING_ERRORS:
             raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
+        try:
+            self._check_peer(writer.get_extra_info("socket"))
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
 
     @staticmethod
     async def _read_reply(reader: asyncio.StreamReader) -> dict[str, object] | Event | None:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 from vaultd.core.access_policy import MAX_POLICY_TEXT, Policy, default_policy, parse_policy
 from vaultd.errors import ConfigError, PolicyInvalid
+from vaultd.system.hardening import check_owned_not_writable
 
 
 def read_policy_text(path: Path) -> str:
-    """The text of a policy file, read up to the size limit."""
+    """The text of a policy file, read up to the size limit.
+
+    Checked like the config first: a symlink, another owner, or group/other write is refused
+    with ``UnsafePermissions`` (whoever can write the policy decides who gets credentials).
+    """
+    check_owned_not_writable(path)
     try:
         with path.open(encoding="utf-8") as f:
             return f.read(MAX_POLICY_TEXT + 1)

@@ -264,7 +264,7 @@ def approve_pending(
         pending: Sequence[dict[str, Any]] = json.loads(out)
         for item in pending:
             if profile is None or item["profile"] == profile:
-                inst.vaultd("approve", str(item["id"]), "--code", code)
+                inst.vaultd("approve", str(item["id"]), input=f"{code}\n".encode())
                 return str(item["id"])
         time.sleep(0.05)
     raise TimeoutError(f"no pending approval appeared within {wait} s:\n{inst.log()}")
