@@ -234,6 +234,8 @@ class EcdhTokenKey:
         try:
             with _translated("checking the keys"):
                 private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                if create_key:
+                    _trial(private_key, point)
                 mode = _audit_mode(token, audit)
                 audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
                 anchored = _probe_anchor(session)
@@ -390,6 +392,20 @@ def _derive(private_key: Any, ephemeral: bytes) -> bytes:
             'cannot run the ecdh scheme (set pkcs11.scheme = "aead" if the token offers it)'
         )
     return secret
+
+
+def _trial(private_key: Any, point: bytes) -> None:
+    """``vaultd init``: seal to the key on the host and open in the token once."""
+    iv, aad = secrets.token_bytes(IV_LEN), b"vaultd init trial"
+    ephemeral, ciphertext = split_body(iv, seal_to(point, iv, b"trial", aad))
+    key = record_key(_derive(private_key, ephemeral), ephemeral, point, aad)
+    try:
+        AESGCM(key).decrypt(iv, ciphertext, aad)
+    except InvalidTag:
+        raise HsmError(
+            "the token's ECDH result does not match the host's; this module cannot run the "
+            "ecdh scheme"
+        ) from None
 
 
 def _unsafe(role: str, label: str, what: str, attribute: str) -> HsmKeyUnsafe:
