@@ -64,3 +64,10 @@ def test_daemon_startup_reports_ready_time_and_memory() -> None:
     out = run_quick("daemon_startup.py")
     assert "summary: ready in " in out
     assert "peak RSS " in out
+
+
+def test_scheme_open_compares_the_sealing_schemes() -> None:
+    out = run_quick("scheme_open.py")
+    for variant in ("token AEAD", "token ECDH", "ECDH seal"):
+        assert f"\n{variant} " in out
+    assert "summary: a token ECDH open takes " in out

@@ -24,7 +24,7 @@ from vaultd.plugin.api import CodeSource, KeyStoreBacking
 if TYPE_CHECKING:
     from vaultd.core.otp_ledger import OtpLedger
     from vaultd.core.ports import Clock
-    from vaultd.keys.pkcs11 import PinState, TokenKey
+    from vaultd.keys.pkcs11 import PinState
     from vaultd.plugin.registry import LoadedPlugins
     from vaultd.settings import Settings
     from vaultd.store.files import SealedStore
@@ -106,19 +106,20 @@ def open_token(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
-) -> TokenKey:
-    """Log in to the token and check the key-encryption key.
+) -> SealingKey:
+    """Log in to the token and check its vault key, under ``pkcs11.scheme``.
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
     person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
-    from vaultd.keys.pkcs11 import TokenKey
+    from vaultd.keys.schemes import open_token_key
 
-    return TokenKey.open(
+    return open_token_key(
         module_path(settings),
         settings.pkcs11.token_label,
         settings.pkcs11.key_label,
         pin,
+        scheme=settings.pkcs11.scheme,
         create_key=create_key,
         confirm_final_try=confirm_final_try,
     )

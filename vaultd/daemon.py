@@ -177,6 +177,10 @@ class TokenHolder:
         """HMAC-SHA256 inside the token (the audit log's MAC)."""
         return self.live().mac(data)
 
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Check an audit tag (HMAC in the token, or an ECDSA signature); ``AuditTampered``."""
+        self.live().mac_verify(data, tag)
+
     def random(self, n: int) -> bytes:
         """Random bytes from the token (FIDO2 challenges)."""
         return self.live().random(n)
@@ -202,7 +206,11 @@ class Daemon:
         self.holder = TokenHolder(settings)
         self._token_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaultd-token")
         self.audit: AuditLog = AuditLog(
-            settings.audit_path, self._audit_mac, self.clock, max_bytes=settings.audit.max_bytes
+            settings.audit_path,
+            self._audit_mac,
+            self.clock,
+            max_bytes=settings.audit.max_bytes,
+            mac_verify=self.holder.mac_verify,
         )
         self.state = StateFile(settings.data_dir / app.STATE_FILE)
         ledger_data = self.state.load_ledger()

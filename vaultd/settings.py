@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -82,6 +82,10 @@ class Pkcs11Settings(_Section):
     """Seconds one token call may take; a hung token seals the vault."""
     module_allowlist: tuple[str, ...] = ()
     """Extra module paths allowed besides the built-in list of known vendor modules."""
+    scheme: Literal["auto", "aead", "ecdh"] = "auto"
+    """How records are sealed: `aead` (AES-256-GCM inside the token), `ecdh` (a P-256 token
+    key; the KDF and AES-GCM run on the host) or `auto` (the token's ECDH key if present, else
+    probed: `aead` where the token has AES-GCM, HMAC and data objects). SECURITY.md compares."""
 
     @field_validator("pin_source")
     @classmethod

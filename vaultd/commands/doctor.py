@@ -97,6 +97,13 @@ def _token_line(vault: OpenStore, warnings: list[str]) -> str:
                 f"(`vaultd status` shows keystore: {info['keystore']}, hardware: false)"
             )
         return f"key store {info['keystore']!r}, key {info['key_id']}; {count} record(s)"
+    if info.get("scheme") == "ecdh-p256":
+        _ecdh_warnings(info, warnings)
+        return (
+            f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), scheme "
+            f"token ECDH ({info.get('key_id')}), audit {info.get('audit')}; store has {count} "
+            "record(s)"
+        )
     attrs = info.get("key_attributes", {})
     shown = ", ".join(
         f"{k}={attrs.get(k)}"
@@ -116,6 +123,21 @@ def _token_line(vault: OpenStore, warnings: list[str]) -> str:
         f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), "
         f"key {shown}; {usage}store has {count} record(s)"
     )
+
+
+def _ecdh_warnings(info: dict[str, object], warnings: list[str]) -> None:
+    """What token ECDH gives up against token AEAD (SECURITY.md, sealing schemes)."""
+    warnings.append(
+        "scheme: token ECDH. The P-256 key never leaves the token, but each record open puts "
+        "the ECDH secret and that record's AES key in this host's memory for the moment of the "
+        "open (token AEAD keeps them in the token); one ECDH per open, no key is kept"
+    )
+    if not info.get("rollback_protection"):
+        warnings.append(
+            "rollback protection is unavailable on this token: it keeps no data objects, so "
+            "the store generation is not anchored and an older copy of the store would open "
+            "(SECURITY.md)"
+        )
 
 
 def _store_checks(report: Report, cfg: Settings, vault: OpenStore) -> None:

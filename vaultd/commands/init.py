@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+
+if TYPE_CHECKING:
+    from vaultd.core.ports import SealingKey
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -54,6 +58,26 @@ def _unconfigured() -> bool:
     return uses_token(cfg) and cfg.pkcs11.module is None
 
 
+def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
+    """What init made: the scheme, and what this token cannot do (SECURITY.md)."""
+    info = key.inspect()
+    if info.get("scheme") != "ecdh-p256":
+        return (
+            f"token {token_label!r}: key {key_label!r} ready (AES-256, sensitive, never "
+            "extractable)"
+        )
+    text = (
+        f"token {token_label!r}: key {key_label!r} ready (token ECDH: P-256, sensitive, never "
+        f"extractable; {key.key_id}; audit: {info.get('audit')})"
+    )
+    if not info.get("rollback_protection"):
+        text += (
+            "\nWARNING: this token keeps no data objects, so rollback protection is unavailable "
+            "(an older copy of the store would open; SECURITY.md)"
+        )
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault, uses_token
     from vaultd.commands.init_config import default_pin_file, keyring_usable
@@ -82,10 +106,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             vault.store.list()  # verifies header, generation and key id
         if uses_token(cfg):
-            print(
-                f"token {cfg.pkcs11.token_label!r}: key {cfg.pkcs11.key_label!r} ready "
-                "(AES-256, sensitive, never extractable)"
-            )
+            print(_token_ready(cfg.pkcs11.token_label, cfg.pkcs11.key_label, vault.token))
         else:
             hardware = vault.token.inspect().get("hardware")
             kind = "hardware" if hardware else "SOFTWARE, weaker than a token"

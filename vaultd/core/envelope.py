@@ -4,10 +4,16 @@ Blob layout (all integers big-endian)::
 
     magic      4 bytes   b"VDE1"
     version    1 byte    0x01
-    algorithm  1 byte    0x01 = AES-256-GCM
+    algorithm  1 byte    0x01 = AES-256-GCM in the token (token AEAD)
+                         0x02 = ECDH P-256 in the token, HKDF-SHA256 + AES-256-GCM on the host
     key id     1-byte length (1..255) + UTF-8 bytes
     iv         12 bytes  from ``wrapper.random(12)``
-    body       ciphertext || 16-byte tag
+    body       ciphertext || 16-byte tag; for 0x02, the 65-byte ephemeral point first
+
+The algorithm follows from the key id: ``ecdh-p256:...`` ids seal with 0x02, all others with
+0x01, and a blob whose algorithm byte disagrees with its key id is corrupt.  Both are in the
+AAD, and the store binds the key id in its index, so a record sealed under one scheme never
+opens under another (no downgrade).
 
 The AAD is :func:`pack_fields` over magic, version, algorithm, key id, kind, name, generation
 (8 bytes) and the caller's non-secret ``context``.  Each field is length-prefixed, so no two
@@ -24,8 +30,12 @@ from vaultd.errors import HsmError, RecordCorrupt, StoreError
 MAGIC = b"VDE1"
 VERSION = 1
 ALG_AES_256_GCM = 1
+ALG_ECDH_P256 = 2
 IV_LEN = 12
 TAG_LEN = 16
+POINT_LEN = 65
+_SCHEME_ALGORITHMS = {"ecdh-p256": ALG_ECDH_P256}
+_MIN_BODY = {ALG_AES_256_GCM: TAG_LEN, ALG_ECDH_P256: POINT_LEN + TAG_LEN}
 MAX_KEY_ID_LEN = 255
 MAX_GENERATION = 2**64 - 1
 
@@ -48,6 +58,12 @@ def pack_fields(*fields: bytes) -> bytes:
     return b"".join(len(f).to_bytes(4, "big") + f for f in fields)
 
 
+def algorithm_for(key_id: str) -> int:
+    """The envelope algorithm of records sealed under ``key_id`` (its ``scheme:`` prefix)."""
+    scheme, sep, _ = key_id.partition(":")
+    return _SCHEME_ALGORITHMS.get(scheme, ALG_AES_256_GCM) if sep else ALG_AES_256_GCM
+
+
 def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
     if len(blob) < MIN_BLOB_LEN:
         raise RecordCorrupt(
@@ -61,18 +77,22 @@ def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
         raise RecordCorrupt(
             f"sealed record has envelope version {version}; this vaultd reads version {VERSION}"
         )
-    if algorithm != ALG_AES_256_GCM:
+    if algorithm not in _MIN_BODY:
         raise RecordCorrupt(f"sealed record names unknown algorithm {algorithm}")
     if key_id_len == 0:
         raise RecordCorrupt("sealed record has an empty key id")
     iv_start = _FIXED_LEN + key_id_len
     body_start = iv_start + IV_LEN
-    if len(blob) < body_start + TAG_LEN:
+    if len(blob) < body_start + _MIN_BODY[algorithm]:
         raise RecordCorrupt("sealed record is truncated: no room for its IV and tag")
     try:
         key_id = blob[_FIXED_LEN:iv_start].decode("utf-8")
     except UnicodeDecodeError:
         raise RecordCorrupt("sealed record has a key id that is not UTF-8") from None
+    if algorithm != algorithm_for(key_id):
+        raise RecordCorrupt(
+            f"sealed record names algorithm {algorithm}, which key id {key_id!r} never uses"
+        )
     header = EnvelopeHeader(version, algorithm, key_id, blob[iv_start:body_start])
     return header, blob[body_start:]
 
@@ -113,9 +133,10 @@ def seal(
     iv = wrapper.random(IV_LEN)
     if len(iv) != IV_LEN:
         raise HsmError(f"random source returned {len(iv)} bytes for a {IV_LEN}-byte IV")
-    header = EnvelopeHeader(VERSION, ALG_AES_256_GCM, wrapper.key_id, iv)
+    algorithm = algorithm_for(wrapper.key_id)
+    header = EnvelopeHeader(VERSION, algorithm, wrapper.key_id, iv)
     body = wrapper.encrypt(iv, plaintext, _aad(header, kind, name, generation, context))
-    prefix = MAGIC + bytes([VERSION, ALG_AES_256_GCM, len(key_id)]) + key_id
+    prefix = MAGIC + bytes([VERSION, algorithm, len(key_id)]) + key_id
     return prefix + iv + body
 
 

@@ -48,7 +48,10 @@ class KeyWrapper(RandomSource, Protocol):
 class GenerationAnchor(Protocol):
     """The store generation counter kept outside the store file (a token data object)."""
 
-    def read_generation(self) -> int: ...
+    def read_generation(self) -> int | None:
+        """The anchored generation; ``None`` when the key has nowhere to keep one (then
+        ``advance_generation`` is a no-op and the store has no rollback protection)."""
+        ...
 
     def advance_generation(self, value: int) -> None:
         """Record ``value`` (greater than the current one) as the current generation."""

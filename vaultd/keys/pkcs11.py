@@ -292,17 +292,9 @@ class TokenKey:
         The login is never retried. python-pkcs11 needs the PIN as ``str``, so a ``bytearray``
         PIN is decoded into a short-lived copy.
         """
-        pin_text = _pin_text(pin)
-        with _translated("loading the PKCS#11 module"):
-            try:
-                lib = pkcs11.lib(module_path)
-            except pkerr.PKCS11Error as exc:
-                raise Sealed(
-                    f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
-                    "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
-                ) from exc
-            token = _find_token(lib, token_label, module_path)
-        session = _login(token, pin_text, confirm_final_try=confirm_final_try)
+        lib, token, session = login_session(
+            module_path, token_label, pin, confirm_final_try=confirm_final_try
+        )
         try:
             with _translated("checking the keys"):
                 kek = _find_key(session, key_label, _KEK, create_key)
@@ -401,7 +393,7 @@ class TokenKey:
     def read_generation(self) -> int:
         """The highest store generation anchored in the token (0 when none)."""
         with self._use("reading the store generation") as st:
-            return max((value for value, _ in _generations(st.session)), default=0)
+            return read_anchor(st.session)
 
     def advance_generation(self, value: int) -> None:
         """Anchor ``value``, which must exceed the current generation, and drop older anchors.
@@ -412,25 +404,7 @@ class TokenKey:
         if value >= 1 << (8 * _GENERATION_BYTES):
             raise ValueError(f"generation {value} is out of range")
         with self._use("advancing the store generation") as st:
-            found = _generations(st.session)
-            current = max((v for v, _ in found), default=0)
-            if value <= current:
-                raise StoreRollback(
-                    f"refusing to move the store generation from {current} to {value}; the "
-                    "store is older than the token's record of it (restore the newest store)"
-                )
-            st.session.create_object(
-                {
-                    Attribute.CLASS: ObjectClass.DATA,
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: True,
-                    Attribute.LABEL: GENERATION_LABEL,
-                    Attribute.APPLICATION: "vaultd",
-                    Attribute.VALUE: value.to_bytes(_GENERATION_BYTES, "big"),
-                }
-            )
-            for _, obj in found:
-                obj.destroy()
+            anchor_generation(st.session, value)
 
     def inspect(self) -> dict[str, object]:
         """Non-secret facts for ``vaultd doctor``: module, token, flags, key attributes and usage.
@@ -716,6 +690,52 @@ def _generations(session: Session) -> list[tuple[int, pkcs11.Object]]:
             )
         found.append((int.from_bytes(raw, "big"), obj))
     return found
+
+
+def read_anchor(session: Session) -> int:
+    """The highest store generation anchored in the token's data objects (0 when none)."""
+    return max((value for value, _ in _generations(session)), default=0)
+
+
+def anchor_generation(session: Session, value: int) -> None:
+    """Anchor ``value`` in a new data object, then drop the older ones (see
+    :meth:`TokenKey.advance_generation`); ``StoreRollback`` unless ``value`` is higher."""
+    found = _generations(session)
+    current = max((v for v, _ in found), default=0)
+    if value <= current:
+        raise StoreRollback(
+            f"refusing to move the store generation from {current} to {value}; the "
+            "store is older than the token's record of it (restore the newest store)"
+        )
+    session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.LABEL: GENERATION_LABEL,
+            Attribute.APPLICATION: "vaultd",
+            Attribute.VALUE: value.to_bytes(_GENERATION_BYTES, "big"),
+        }
+    )
+    for _, obj in found:
+        obj.destroy()
+
+
+def login_session(
+    module_path: str, token_label: str, pin: str | bytearray, *, confirm_final_try: bool
+) -> tuple[Pkcs11Lib, Token, Session]:
+    """Load the module, find the token by label and log in once (see :meth:`TokenKey.open`)."""
+    pin_text = _pin_text(pin)
+    with _translated("loading the PKCS#11 module"):
+        try:
+            lib = pkcs11.lib(module_path)
+        except pkerr.PKCS11Error as exc:
+            raise Sealed(
+                f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
+                "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
+            ) from exc
+        token = _find_token(lib, token_label, module_path)
+    return lib, token, _login(token, pin_text, confirm_final_try=confirm_final_try)
 
 
 def encryptions_label(key_id: str) -> str:

@@ -1,19 +1,20 @@
 """Append-only, hash-chained audit log with a MAC computed inside the token.
 
-Each line is one JSON object with sorted keys: ``seq``, ``time``, ``event``, the event's
-fields and ``prev`` (SHA-256 hex of the previous line, or 64 zeros).  The last line of each
-batch written together, and of each file, also carries ``mac`` (HMAC-SHA256, computed by the
-token over the line without its ``mac``): through the ``prev`` links it authenticates every
-line before it, so a batch costs one token MAC however many records it holds.  A line that
-no later MAC of its file covers is refused by :func:`verify` and by the writer.  A record is
-written and fsynced before anything is released; a failed write raises
-:class:`~vaultd.errors.AuditError` and cuts the file back, so the caller refuses the request
-(fail closed).  A record whose caller
-was refused can stay only when a later step of its batch failed (the head update, or a
-rotation between two of its records): the log then holds more than was released, never less.
-Never pass a secret in the fields: key ids are masked by the caller.  Only regular files are
-opened (never following a symlink, never blocking on a FIFO), and a line must be the canonical
-encoding of its object, so no edit hides behind an equivalent spelling.
+Each line is one JSON object with sorted keys: ``seq``, ``time``, ``event``, the event's fields
+and ``prev`` (SHA-256 hex of the previous line, or 64 zeros). The last line of each batch
+written together, and of each file, also carries ``mac`` (HMAC-SHA256, computed by the token
+over the line without its ``mac``, as lowercase hex; on a token without HMAC, an ECDSA P-256
+signature by a token key, written ``ecdsa-p256:`` + hex, see :func:`tag_text`): through the
+``prev`` links it authenticates every line before it, so a batch costs one token MAC however
+many records it holds. A line that no later MAC of its file covers is refused by :func:`verify`
+and by the writer. A record is written and fsynced before anything is released; a failed write
+raises :class:`~vaultd.errors.AuditError` and cuts the file back, so the caller refuses the
+request (fail closed). A record whose caller was refused can stay only when a later step of its
+batch failed (the head update, or a rotation between two of its records): the log then holds
+more than was released, never less. Never pass a secret in the fields: key ids are masked by the
+caller. Only regular files are opened (never following a symlink, never blocking on a FIFO), and
+a line must be the canonical encoding of its object, so no edit hides behind an equivalent
+spelling.
 
 **Rotation.** When the next record would take ``audit.log`` past ``max_bytes``, the file is
 renamed ``audit.log.<seq of its first record>`` and the record starts a new ``audit.log``;
@@ -41,6 +42,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -65,9 +67,32 @@ IDLE_SECONDS = 1.0
 _HEAD_KIND = "vaultd-audit-head"
 _REQUIRED = (("seq", int), ("time", str), ("event", str), ("prev", str))
 
+HMAC_LEN = 32
+_SCHEME_RE = re.compile(rb"[a-z][a-z0-9-]{0,31}")
+
 Mac = Callable[[bytes], bytes]
 MacVerify = Callable[[bytes, bytes], None]
-"""``mac_verify(data, tag)`` raises ``AuditTampered`` on a bad tag (the token's HMAC verify)."""
+"""``mac_verify(data, tag)`` raises ``AuditTampered`` on a bad tag (the token's HMAC verify, or
+a signature check)."""
+
+
+def tag_text(tag: bytes) -> str:
+    """A tag as the log writes it: lowercase hex for an HMAC, ``scheme:`` + hex for a tag that
+    starts with its scheme's name (``ecdsa-p256:`` signatures), so the log says which."""
+    scheme, sep, raw = tag.partition(b":")
+    if sep and len(tag) != HMAC_LEN and _SCHEME_RE.fullmatch(scheme):
+        return f"{scheme.decode('ascii')}:{raw.hex()}"
+    return tag.hex()
+
+
+def tag_bytes(text: str) -> bytes:
+    """The inverse of :func:`tag_text`; ``ValueError`` unless ``text`` is its exact output."""
+    scheme, sep, hex_part = text.rpartition(":")
+    raw = bytes.fromhex(hex_part)
+    tag = scheme.encode("ascii") + b":" + raw if sep else raw
+    if not raw or tag_text(tag) != text:
+        raise ValueError("not a canonical audit tag")
+    return tag
 
 
 def _canonical(obj: Mapping[str, object]) -> bytes:
@@ -336,10 +361,19 @@ class AuditLog:
     """
 
     def __init__(
-        self, path: Path, mac: Mac, clock: Clock, *, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        path: Path,
+        mac: Mac,
+        clock: Clock,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        mac_verify: MacVerify | None = None,
     ) -> None:
+        """``mac_verify`` checks tags on load; without it a tag must equal a fresh ``mac``,
+        which only a deterministic MAC (HMAC) passes, never a signature."""
         self._path = path
         self._mac = mac
+        self._mac_verify = mac_verify
         self._clock = clock
         self._max_bytes = max_bytes
         self._tail: Tail | None = None  # touched by the writer thread only
@@ -509,7 +543,7 @@ class AuditLog:
         )
         body.pop("mac", None)
         if maced:
-            body["mac"] = self._mac(_canonical(body)).hex()
+            body["mac"] = tag_text(self._mac(_canonical(body)))
         line = _canonical(body)
         if len(line) > MAX_LINE:
             raise AuditError(f"audit record {event!r} is longer than 64 KiB; nothing was released")
@@ -536,7 +570,7 @@ class AuditLog:
         if anchor is None:
             return tail
         head, tag = anchor
-        if not hmac.compare_digest(self._mac(_head_body(head)), tag):
+        if not self._tag_ok(_head_body(head), tag):
             raise AuditTampered(
                 f"{head_path(self._path)}: the head anchor's MAC does not match: "
                 "run `vaultd audit verify`"
@@ -552,18 +586,29 @@ class AuditLog:
     def _check_last_mac(self, at: Tail, record: dict[str, object]) -> None:
         """Refuse to chain on from a last record (``record``, parsed; its ``mac`` is removed)
         that carries no valid MAC: it was appended by hand."""
-        tag = record.pop("mac", "")
-        if not isinstance(tag, str) or not hmac.compare_digest(
-            self._mac(_canonical(record)).hex(), tag
-        ):
+        text = record.pop("mac", "")
+        try:
+            tag = tag_bytes(text) if isinstance(text, str) else b""
+        except ValueError:
+            tag = b""
+        if not tag or not self._tag_ok(_canonical(record), tag):
             raise AuditTampered(
                 f"{self._path}: the last record (seq {at.seq}) carries no valid MAC, so records "
                 "were appended without the token: run `vaultd audit verify`"
             )
 
+    def _tag_ok(self, data: bytes, tag: bytes) -> bool:
+        if self._mac_verify is None:
+            return hmac.compare_digest(self._mac(data), tag)
+        try:
+            self._mac_verify(data, tag)
+        except AuditTampered:
+            return False
+        return True
+
     def _write_head(self, tail: Tail) -> None:
         body: dict[str, object] = {"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq}
-        body["mac"] = self._mac(_head_body(tail)).hex()
+        body["mac"] = tag_text(self._mac(_head_body(tail)))
         _replace(head_path(self._path), _canonical(body) + b"\n")
 
 
@@ -586,7 +631,7 @@ def _read_head(path: Path) -> tuple[Tail, bytes] | None:
         return None
     try:
         obj = json.loads(lines[0][1])
-        seq, digest, tag = obj.pop("seq"), obj.pop("digest"), bytes.fromhex(obj.pop("mac"))
+        seq, digest, tag = obj.pop("seq"), obj.pop("digest"), tag_bytes(obj.pop("mac"))
         if len(lines) != 1 or obj != {"anchor": _HEAD_KIND} or isinstance(seq, bool):
             raise ValueError
         if not isinstance(seq, int) or not isinstance(digest, str):
@@ -607,13 +652,10 @@ def _check_mac(file: Path, number: int, obj: dict[str, object], mac_verify: MacV
     """Check the MAC of the parsed line ``obj`` (``mac`` is removed from ``obj``)."""
     seq = obj["seq"]
     assert isinstance(seq, int)  # noqa: S101 - parse_line checked it
-    tag_hex = str(obj.pop("mac"))
     try:
-        tag = bytes.fromhex(tag_hex)
+        tag = tag_bytes(str(obj.pop("mac")))
     except ValueError:
-        tag = b""
-    if tag.hex() != tag_hex or not tag:
-        raise _bad(file, number, seq, "the MAC is not lowercase hex")
+        raise _bad(file, number, seq, "the MAC is not lowercase hex") from None
     try:
         mac_verify(_canonical(obj), tag)
     except AuditTampered:

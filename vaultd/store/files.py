@@ -17,7 +17,9 @@ file ``StoreUnreadable``.
 Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
 kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
 load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
-anchor catches up; an older file is ``StoreRollback``.  Nothing but sealed blobs reaches the disk.
+anchor catches up; an older file is ``StoreRollback``.  A key with nowhere to keep an anchor
+(``read_generation`` is ``None``: a YubiKey through ykcs11) takes the file's generation as it
+is: no rollback protection there (SECURITY.md).  Nothing but sealed blobs reaches the disk.
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ class SealedStore:
                 raise StoreExists(
                     f"a store already exists at {self.path}; vaultd will not overwrite it"
                 )
-            generation = self._anchor.read_generation()
+            generation = self._anchor.read_generation() or 0
             atomic_write(self.path, self._serialize(generation, []))
 
     def list(self) -> builtins.list[RecordInfo]:
@@ -341,6 +343,8 @@ class SealedStore:
         check_private(self.path, is_dir=False)
         generation, key_id, index, records = self._parse(self._read())
         anchored = self._anchor.read_generation()
+        if anchored is None:  # a token without data objects: no rollback protection
+            anchored = generation
         if generation < anchored:
             raise StoreRollback(
                 f"store {self.path} holds generation {generation} but the token anchors "

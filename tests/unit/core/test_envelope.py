@@ -211,3 +211,11 @@ def test_unseal_of_arbitrary_bytes_raises_only_record_corrupt(
     blob = data if isinstance(data, bytes) else data[0] + data[1]
     with pytest.raises(RecordCorrupt):
         unseal(FakeKeyWrapper(KEY, key_id="kek-1"), blob, **BIND)
+
+
+def test_algorithm_follows_the_key_id_scheme() -> None:
+    from vaultd.core.envelope import ALG_AES_256_GCM, ALG_ECDH_P256, algorithm_for
+
+    assert algorithm_for("ecdh-p256:" + "ab" * 16) == ALG_ECDH_P256
+    for key_id in ("0" * 32, "fake-key", "other:scheme", "ecdh-p256"):
+        assert algorithm_for(key_id) == ALG_AES_256_GCM

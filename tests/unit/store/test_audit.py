@@ -848,3 +848,17 @@ def test_many_threads_and_coroutines_at_once_keep_one_unbroken_chain(
     for t in threads:
         t.join(10)
     assert verify(path, fake_mac_verify) == 100
+
+
+def test_tag_text_names_a_signature_scheme_and_keeps_hmac_hex() -> None:
+    from vaultd.store.audit import tag_bytes, tag_text
+
+    hmac_tag = b"ecdsa-p256:" + b"\x00" * 21  # 32 bytes: always an HMAC, always plain hex
+    assert tag_text(hmac_tag) == hmac_tag.hex()
+    assert tag_bytes(hmac_tag.hex()) == hmac_tag
+    signature = b"ecdsa-p256:" + bytes(range(64))
+    assert tag_text(signature) == "ecdsa-p256:" + bytes(range(64)).hex()
+    assert tag_bytes(tag_text(signature)) == signature
+    for bad in ("", "AB" * 32, "ecdsa-p256:", "Ecdsa:00", "x:y:00", "ecdsa-p256:0G"):
+        with pytest.raises(ValueError):
+            tag_bytes(bad)

@@ -1,0 +1,101 @@
+"""A record open per sealing scheme on two SoftHSM2 tokens of one module, side by side (issue 14).
+
+Each variant opens the same kind of 200-byte record through ``vaultd.core.envelope.unseal``
+(parse, AAD, key checks) with the record sealed once beforehand; the variants run in
+interleaved batches and the median batch rate is reported, with ratios to token AEAD.
+
+- ``token AEAD`` : ``TokenKey``: AES-256-GCM decrypt inside the token;
+- ``token ECDH`` : ``EcdhTokenKey``: one C_DeriveKey(ECDH1_DERIVE, CKD_NULL) in the token, the
+  secret read and its session object destroyed, HKDF-SHA256 and AES-256-GCM on the host;
+- ``ECDH seal``  : sealing under token ECDH (host only: ephemeral key pair, ECDH, HKDF, GCM).
+
+    python bench/scheme_open.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import median, parse_quick, table
+
+from vaultd.core import envelope
+from vaultd.core.ports import KeyWrapper
+from vaultd.keys.ecdh import EcdhTokenKey
+from vaultd.keys.pkcs11 import TokenKey
+from vaultd.testing.softhsm import create_token
+
+RECORD = os.urandom(200)
+BINDING: dict[str, object] = {"kind": "bench", "name": "r", "generation": 1}
+
+
+def _opener(key: KeyWrapper) -> Callable[[], None]:
+    blob = envelope.seal(key, RECORD, kind="bench", name="r", generation=1)
+
+    def open_once() -> None:
+        if envelope.unseal(key, blob, kind="bench", name="r", generation=1) != RECORD:
+            raise RuntimeError("an open did not return the plaintext")
+
+    return open_once
+
+
+def _sealer(key: KeyWrapper) -> Callable[[], None]:
+    def seal_once() -> None:
+        envelope.seal(key, RECORD, kind="bench", name="r", generation=1)
+
+    return seal_once
+
+
+def _rate(op: Callable[[], None], count: int) -> float:
+    began = time.perf_counter()
+    for _ in range(count):
+        op()
+    return count / (time.perf_counter() - began)
+
+
+def main() -> int:
+    quick = parse_quick(__doc__ or "")
+    rounds, batch = (2, 20) if quick else (15, 300)
+    with tempfile.TemporaryDirectory(prefix="vaultd-bench-schemes-") as tmp:
+        token = create_token(Path(tmp), label="bench-aead")
+        second = create_token(Path(tmp), label="bench-ecdh")  # one login per token
+        os.environ["SOFTHSM2_CONF"] = str(token.conf_path)  # read at C_Initialize, below
+        module = token.module_path
+        aead = TokenKey.open(module, token.label, "kek", token.user_pin, create_key=True)
+        ecdh = EcdhTokenKey.open(module, second.label, "ecdh", second.user_pin, create_key=True)
+        try:
+            variants = {
+                "token AEAD": _opener(aead),
+                "token ECDH": _opener(ecdh),
+                "ECDH seal": _sealer(ecdh),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            for op in variants.values():
+                _rate(op, batch // 10 or 1)  # warm up
+            for _ in range(rounds):
+                for name, op in variants.items():
+                    rates[name].append(_rate(op, batch))
+        finally:
+            aead.close()
+            ecdh.close()
+    med = {name: median(r) for name, r in rates.items()}
+    base = med["token AEAD"]
+    rows = [
+        (name, f"{med[name]:,.0f}", f"{1e3 / med[name]:.3f}", f"{base / med[name]:.1f}x")
+        for name in variants
+    ]
+    print(f"a 200-byte record, SoftHSM2: {rounds} interleaved rounds of {batch}\n")
+    print(table(["variant", "ops/s", "ms/op", "time vs token AEAD open"], rows))
+    print(
+        f"\nsummary: a token ECDH open takes {base / med['token ECDH']:.1f}x the time of a token "
+        f"AEAD open ({1e3 / med['token ECDH']:.2f} ms vs {1e3 / base:.2f} ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

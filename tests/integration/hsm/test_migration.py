@@ -1,0 +1,56 @@
+"""A store made by the release before the sealing schemes opens with this one (issue 14).
+
+The fixture (`tests/vectors/store-v1-token-aead/`) is a SoftHSM2 token directory, store and
+audit log written once by vaultd at commit 9bc6397; see its README.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vaultd.core.model import RecordKind
+from vaultd.keys.schemes import open_token_key
+from vaultd.store.audit import AuditLog, verify
+from vaultd.store.files import SealedStore
+from vaultd.testing.clock import FakeClock
+from vaultd.testing.softhsm import find_softhsm_module, reinitialize, write_conf
+
+pytestmark = pytest.mark.hsm
+
+FIXTURE = Path(__file__).parents[2] / "vectors" / "store-v1-token-aead"
+PIN = "fixture-pin-1234"  # a throwaway test PIN (see the fixture's README)
+KEY_ID = "52adf34e1470de7fde7663f3b3f319e9"
+
+
+def test_a_token_aead_store_of_the_previous_release_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = find_softhsm_module()
+    if module is None:
+        pytest.skip("SoftHSM2 is not installed")
+    conf = write_conf(tmp_path / "softhsm")
+    shutil.copytree(FIXTURE / "tokens", tmp_path / "softhsm" / "tokens", dirs_exist_ok=True)
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE / "data", data)
+    data.chmod(0o700)
+    for file in data.iterdir():
+        file.chmod(0o600)
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    reinitialize(module)
+    key = open_token_key(module, "vaultd-v1", "vaultd-kek", PIN)  # scheme auto
+    try:
+        assert key.key_id == KEY_ID
+        store = SealedStore(data / "store.vault", key, key, FakeClock())
+        assert store.get(RecordKind.KEY_PAIR, "legacy") == b"fixture plaintext, not a secret"
+        assert verify(data / "audit.log", key.mac_verify) == 2  # the old log keeps verifying
+        store.put(RecordKind.KEY_PAIR, "new", b"after the upgrade")
+        AuditLog(data / "audit.log", key.mac, FakeClock(), mac_verify=key.mac_verify).record(
+            "release", {"profile": "new"}
+        )
+        assert verify(data / "audit.log", key.mac_verify) == 3
+        assert store.names(RecordKind.KEY_PAIR) == ["legacy", "new"]
+    finally:
+        key.close()

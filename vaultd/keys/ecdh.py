@@ -1,0 +1,548 @@
+"""Token ECDH sealing: a P-256 key that never leaves the token, the KDF and AEAD on the host.
+
+For tokens without AES-GCM inside (YubiKey PIV through ykcs11, OpenSC cards), records are
+sealed as age-plugin-yubikey and piv-agent use PIV keys.  To seal, with no token call: an
+ephemeral P-256 key pair on the host, ECDH with the token's public key (read once at open),
+HKDF-SHA256 (salt = ephemeral point || token point; info = :data:`INFO`, the scheme version and
+a SHA-256 of the record's AAD) and AES-256-GCM on the host.  The body is ephemeral point (65
+bytes, uncompressed) || ciphertext || tag.  To open: one ``C_DeriveKey(CKM_ECDH1_DERIVE,
+CKD_NULL)`` in the token per record (always CKD_NULL: OpenSC ignores the KDF parameter, ykcs11
+and SoftHSM2 refuse others), the shared X coordinate read back as a session object that is
+destroyed at once, then HKDF and AES-GCM on the host.  No derived key is ever kept: the
+shared secret is in host memory for the moment of one open (docs/threat-model.md T5, T32).
+
+The key id is ``ecdh-p256:`` and 32 hex chars of SHA-256 over the token's public point, so
+records are bound to the key on the card, not to the module that reaches it, and the scheme
+is inside every AAD and the store index (a downgrade to another scheme is refused).
+
+The audit MAC is the token's HMAC where it offers one, else an ECDSA P-256 signature by a
+second token key (:data:`SIGNATURE_PREFIX`), checked on the host with its public key.  The
+store generation is anchored in a token data object where the token allows one; where it does
+not (ykcs11), there is no anchor and :meth:`EcdhTokenKey.read_generation` returns ``None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass, Session, Token
+from pkcs11 import exceptions as pkerr
+from pkcs11._pkcs11 import DeriveMixin  # type: ignore[attr-defined]  # absent from its stub
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, RecordCorrupt, Sealed
+from vaultd.keys.pkcs11 import (
+    _MAC,
+    IV_LEN,
+    MAC_LEN,
+    TAG_LEN,
+    _close_quietly,
+    _find_key,
+    _is_device_error,
+    _translate,
+    _translated,
+    anchor_generation,
+    login_session,
+    read_anchor,
+)
+
+if TYPE_CHECKING:
+    from pkcs11._pkcs11 import lib as Pkcs11Lib
+
+SCHEME: Final = "ecdh-p256"
+"""The scheme name; key ids of this scheme start with ``ecdh-p256:``."""
+INFO: Final = b"vaultd/ecdh-p256/hkdf-sha256/aes-256-gcm/v1\x00"
+POINT_LEN: Final = 65
+"""An uncompressed P-256 point: 0x04 || X || Y."""
+SIGNATURE_PREFIX: Final = b"ecdsa-p256:"
+"""Audit tags that are ECDSA P-256 signatures (r || s, 64 bytes) start with this."""
+_SIG_LEN: Final = 64
+_SECRET_LEN: Final = 32
+_ID_BYTES: Final = 16
+_P256: Final = encode_named_curve_parameters("secp256r1")
+_CURVE: Final = ec.SECP256R1()
+
+AuditMode = Literal["auto", "hmac", "ecdsa"]
+"""Which audit key ``vaultd init`` makes: the token's HMAC where offered (auto), or ECDSA."""
+
+
+def key_id_for(point: bytes) -> str:
+    """The key id of the token key with uncompressed public ``point``."""
+    return f"{SCHEME}:{hashlib.sha256(point).hexdigest()[:32]}"
+
+
+def record_key(secret: bytes, ephemeral: bytes, token_point: bytes, aad: bytes) -> bytes:
+    """HKDF-SHA256 of the ECDH ``secret`` into the AES-256 key of one record."""
+    info = INFO + hashlib.sha256(aad).digest()
+    hkdf = HKDF(hashes.SHA256(), 32, salt=ephemeral + token_point, info=info)
+    return hkdf.derive(secret)
+
+
+def seal_to(token_point: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Seal to the token key with public ``token_point``: ephemeral point || ciphertext || tag.
+
+    Needs no token: only its public point.
+    """
+    ephemeral_key = ec.generate_private_key(_CURVE)
+    ephemeral = ephemeral_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, token_point)
+    key = record_key(ephemeral_key.exchange(ec.ECDH(), peer), ephemeral, token_point, aad)
+    return ephemeral + AESGCM(key).encrypt(iv, plaintext, aad)
+
+
+def _corrupt(reason: str) -> RecordCorrupt:
+    return RecordCorrupt(f"a sealed record {reason}; restore it from a backup or add it again")
+
+
+def split_body(iv: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Check lengths and the ephemeral point; return (point, ciphertext || tag)."""
+    if len(iv) != IV_LEN or len(body) < POINT_LEN + TAG_LEN:
+        raise _corrupt(f"is malformed (IV of {len(iv)} bytes, body of {len(body)} bytes)")
+    ephemeral = body[:POINT_LEN]
+    if ephemeral[0] != 4:
+        raise _corrupt("carries an ephemeral point that is not uncompressed")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ephemeral)
+    except ValueError:
+        raise _corrupt("carries an ephemeral point that is not on P-256") from None
+    return ephemeral, body[POINT_LEN:]
+
+
+class _KeyObject(Protocol):
+    def __getitem__(self, key: Attribute) -> Any: ...
+
+
+class _Audit(Protocol):
+    def mac(self, data: bytes) -> bytes: ...
+
+    def verify(self, data: bytes, tag: bytes) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+_TAMPERED: Final = "an audit record's MAC does not match; the audit log was altered"
+
+
+@dataclass(frozen=True, slots=True)
+class _HmacAudit:
+    """HMAC-SHA256 by a GENERIC_SECRET key in the token."""
+
+    key: Any
+
+    def mac(self, data: bytes) -> bytes:
+        return cast(bytes, self.key.sign(bytes(data), mechanism=Mechanism.SHA256_HMAC))
+
+    def verify(self, data: bytes, tag: bytes) -> None:
+        if len(tag) != MAC_LEN or not self.key.verify(
+            bytes(data), bytes(tag), mechanism=Mechanism.SHA256_HMAC
+        ):
+            raise AuditTampered(_TAMPERED)
+
+    def describe(self) -> str:
+        return "HMAC-SHA256 in the token"
+
+
+@dataclass(frozen=True, slots=True)
+class _EcdsaAudit:
+    """ECDSA P-256 over a host SHA-256 by a token key; verified on the host."""
+
+    key: Any
+    public: ec.EllipticCurvePublicKey
+
+    def mac(self, data: bytes) -> bytes:
+        digest = hashlib.sha256(bytes(data)).digest()
+        signature = cast(bytes, self.key.sign(digest, mechanism=Mechanism.ECDSA))
+        return SIGNATURE_PREFIX + signature
+
+    def verify(self, data: bytes, tag: bytes) -> None:
+        raw = bytes(tag).removeprefix(SIGNATURE_PREFIX)
+        if len(raw) != _SIG_LEN or len(tag) != len(SIGNATURE_PREFIX) + _SIG_LEN:
+            raise AuditTampered(_TAMPERED)
+        der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+        try:
+            self.public.verify(der, bytes(data), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise AuditTampered(_TAMPERED) from None
+
+    def describe(self) -> str:
+        return "ECDSA P-256 signature by a second token key"
+
+
+@dataclass(slots=True)
+class _Open:
+    session: Session
+    private_key: Any
+    audit: _Audit
+    anchored: bool
+
+
+class EcdhTokenKey:
+    """A logged-in token holding a P-256 key: the ``SealingKey`` of the token ECDH scheme.
+
+    Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
+    failure every call raises :class:`Sealed`.
+    """
+
+    def __init__(
+        self, *, lib: Pkcs11Lib, token: Token, state: _Open, point: bytes, key_label: str
+    ) -> None:
+        """Internal: use :meth:`open`."""
+        self._lib = lib
+        self._token = token
+        self._state: _Open | None = state
+        self._point = point
+        self._key_label = key_label
+        self._key_id = key_id_for(point)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls,
+        module_path: str,
+        token_label: str,
+        key_label: str,
+        pin: str | bytearray,
+        *,
+        create_key: bool = False,
+        confirm_final_try: bool = False,
+        audit: AuditMode = "auto",
+    ) -> EcdhTokenKey:
+        """Log in once, find (or with ``create_key`` generate) the P-256 key and the audit key.
+
+        The PIN handling and errors are those of :meth:`TokenKey.open
+        <vaultd.keys.pkcs11.TokenKey.open>`. The audit key is an HMAC key if one is labelled
+        ``<key_label>-audit``, else an EC key of that label; ``create_key`` makes the HMAC key
+        where the token offers SHA256_HMAC (``audit="auto"``), else an ECDSA key.
+        """
+        lib, token, session = login_session(
+            module_path, token_label, pin, confirm_final_try=confirm_final_try
+        )
+        try:
+            with _translated("checking the keys"):
+                private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                if create_key:
+                    _trial(private_key, point)
+                mode = _audit_mode(token, audit)
+                audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
+                anchored = _probe_anchor(session)
+        except BaseException:
+            _close_quietly(session)
+            raise
+        state = _Open(session, private_key, audit_key, anchored)
+        return cls(lib=lib, token=token, state=state, point=point, key_label=key_label)
+
+    @property
+    def key_id(self) -> str:
+        """``ecdh-p256:`` and 32 hex chars of SHA-256 over the token's public point."""
+        return self._key_id
+
+    @property
+    def public_point(self) -> bytes:
+        """The token key's uncompressed public point (65 bytes)."""
+        return self._point
+
+    @property
+    def sealed(self) -> bool:
+        """True once closed, by :meth:`close` or by a device failure."""
+        return self._state is None
+
+    def random(self, n: int) -> bytes:
+        """``n`` random bytes from the host (sealing needs no token call)."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        return secrets.token_bytes(n)
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal to the token's public key on the host: ephemeral point || ciphertext || tag.
+
+        Each record gets its own ephemeral key, so no AES key ever seals two records.
+        """
+        if len(iv) != IV_LEN:
+            raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
+        with self._use("sealing"):
+            pass  # a closed vault seals nothing, as with the token AEAD scheme
+        return seal_to(self._point, bytes(iv), bytes(plaintext), bytes(aad))
+
+    def decrypt(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
+        """One ECDH in the token, HKDF and AES-GCM on the host; a mismatch -> ``RecordCorrupt``."""
+        ephemeral, ciphertext = split_body(bytes(iv), bytes(body))
+        with self._use("deriving a record key") as st:
+            secret = _derive(st.private_key, ephemeral)
+        key = record_key(secret, ephemeral, self._point, bytes(aad))
+        del secret  # immutable bytes cannot be wiped; drop the only reference at once
+        try:
+            return AESGCM(key).decrypt(bytes(iv), ciphertext, bytes(aad))
+        except InvalidTag:
+            raise _corrupt(
+                "failed authentication (its ephemeral point, IV, ciphertext, tag or context does "
+                "not match)"
+            ) from None
+
+    def mac(self, data: bytes) -> bytes:
+        """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or ``ecdsa-p256:`` || r || s."""
+        with self._use("computing an audit MAC") as st:
+            return st.audit.mac(data)
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Check an audit tag; raise :class:`AuditTampered` on a mismatch."""
+        with self._use("verifying an audit MAC") as st:
+            st.audit.verify(data, tag)
+
+    def read_generation(self) -> int | None:
+        """The anchored store generation, or ``None`` when this token holds no anchor."""
+        with self._use("reading the store generation") as st:
+            return read_anchor(st.session) if st.anchored else None
+
+    def advance_generation(self, value: int) -> None:
+        """Anchor ``value`` in the token; a no-op on a token that holds no anchor."""
+        with self._use("advancing the store generation") as st:
+            if st.anchored:
+                anchor_generation(st.session, value)
+
+    def inspect(self) -> dict[str, object]:
+        """Non-secret facts for ``vaultd doctor``."""
+        with self._use("inspecting the token") as st:
+            return {
+                "scheme": SCHEME,
+                "module": self._lib.library_description,
+                "token_label": self._token.label,
+                "token_serial": self._token.serial.decode("ascii", "replace"),
+                "token_model": self._token.model,
+                "key_label": self._key_label,
+                "key_id": self._key_id,
+                "key_attributes": {a.name: st.private_key[a] for a in _EC_POLICY},
+                "audit": st.audit.describe(),
+                "rollback_protection": st.anchored,
+            }
+
+    def close(self) -> None:
+        """Log out and close the session (seal); later calls raise :class:`Sealed`."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is not None:
+            _close_quietly(state.session)
+
+    @contextmanager
+    def _use(self, what: str) -> Iterator[_Open]:
+        """Hold the token lock for one operation; a device failure seals the vault."""
+        with self._lock:
+            state = self._state
+            if state is None:
+                raise Sealed(
+                    "the vault is sealed (locked, or the token failed); run `vaultd unlock`, "
+                    "after re-inserting the token if it was removed"
+                )
+            try:
+                yield state
+            except pkerr.PKCS11Error as exc:
+                if _is_device_error(exc):
+                    self._state = None
+                    _close_quietly(state.session)
+                raise _translate(exc, what) from exc
+
+
+_EC_POLICY: Final = (
+    Attribute.TOKEN,
+    Attribute.PRIVATE,
+    Attribute.SENSITIVE,
+    Attribute.EXTRACTABLE,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.NEVER_EXTRACTABLE,
+)
+_EC_EXPECTED: Final = (True, True, True, False, True, True)
+
+
+def _derive(private_key: Any, ephemeral: bytes) -> bytes:
+    """ECDH with CKD_NULL in the token; the shared X coordinate, its session object destroyed.
+
+    ykcs11 reports CKA_DERIVE=false, so python-pkcs11 attaches no ``derive_key``: call the
+    mixin's method directly.
+    """
+    derived = DeriveMixin.derive_key(
+        private_key,
+        KeyType.GENERIC_SECRET,
+        _SECRET_LEN * 8,
+        store=False,
+        capabilities=MechanismFlag(0),
+        mechanism=Mechanism.ECDH1_DERIVE,
+        mechanism_param=(KDF.NULL, None, ephemeral),
+        template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+    )
+    try:
+        secret = bytes(derived[Attribute.VALUE])
+    finally:
+        derived.destroy()
+    if len(secret) != _SECRET_LEN:
+        raise HsmError(
+            f"the token's ECDH returned {len(secret)} bytes, not {_SECRET_LEN}; this module "
+            'cannot run the ecdh scheme (set pkcs11.scheme = "aead" if the token offers it)'
+        )
+    return secret
+
+
+def _trial(private_key: Any, point: bytes) -> None:
+    """``vaultd init``: seal to the key on the host and open in the token once."""
+    iv, aad = secrets.token_bytes(IV_LEN), b"vaultd init trial"
+    ephemeral, ciphertext = split_body(iv, seal_to(point, iv, b"trial", aad))
+    key = record_key(_derive(private_key, ephemeral), ephemeral, point, aad)
+    try:
+        AESGCM(key).decrypt(iv, ciphertext, aad)
+    except InvalidTag:
+        raise HsmError(
+            "the token's ECDH result does not match the host's; this module cannot run the "
+            "ecdh scheme"
+        ) from None
+
+
+def _unsafe(role: str, label: str, what: str, attribute: str) -> HsmKeyUnsafe:
+    return HsmKeyUnsafe(f"the {role} {label!r} {what}", attribute=attribute)
+
+
+def _find_ec_key(
+    session: Session, label: str, create: bool, usage: Literal["derive", "sign"]
+) -> tuple[Any, bytes]:
+    """The P-256 private key labelled ``label`` (generated when absent and ``create``) and its
+    public point, after checking its attributes (docs/threat-model.md T7)."""
+    role = "ECDH key" if usage == "derive" else "audit signing key"
+    query = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}
+    found = list(session.get_objects(query))
+    if len(found) > 1:
+        raise _unsafe(
+            role, label, f"is labelled on {len(found)} keys; remove the extras", "duplicate"
+        )
+    if found:
+        private_key = found[0]
+    elif create:
+        private_key = _generate_ec(session, label, usage)
+    else:
+        raise _unsafe(role, label, "is not in the token; run `vaultd init`", "missing")
+    _check_ec(private_key, label, role)
+    return private_key, _public_point(session, private_key, label, role)
+
+
+def _generate_ec(session: Session, label: str, usage: Literal["derive", "sign"]) -> Any:
+    params = session.create_domain_parameters(KeyType.EC, {Attribute.EC_PARAMS: _P256}, local=True)
+    private_template = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.DERIVE: usage == "derive",
+        Attribute.SIGN: usage == "sign",
+        Attribute.DECRYPT: False,
+        Attribute.UNWRAP: False,
+    }
+    _, private_key = params.generate_keypair(
+        store=True,
+        id=session.generate_random(_ID_BYTES * 8),
+        label=label,
+        capabilities=MechanismFlag(0),
+        public_template={Attribute.TOKEN: True, Attribute.PRIVATE: False},
+        private_template=private_template,
+    )
+    return private_key
+
+
+def _check_ec(key: _KeyObject, label: str, role: str) -> None:
+    try:
+        if key[Attribute.KEY_TYPE] != KeyType.EC or bytes(key[Attribute.EC_PARAMS]) != _P256:
+            raise _unsafe(role, label, "is not a P-256 key", "KEY_TYPE")
+        for attr, expected in zip(_EC_POLICY, _EC_EXPECTED, strict=True):
+            if key[attr] != expected:
+                raise _unsafe(
+                    role,
+                    label,
+                    f"has {attr.name}={key[attr]}, expected {expected}; generate a new key "
+                    "with `vaultd init`",
+                    attr.name,
+                )
+    except (pkerr.AttributeTypeInvalid, pkerr.AttributeSensitive) as exc:
+        raise _unsafe(role, label, "cannot be checked, so it is refused", "unreadable") from exc
+
+
+def _public_point(session: Session, private_key: _KeyObject, label: str, role: str) -> bytes:
+    """The uncompressed point of the public key with the private key's CKA_ID."""
+    query = {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: private_key[Attribute.ID]}
+    found = list(session.get_objects(query))
+    if len(found) != 1:
+        raise _unsafe(
+            role, label, f"has {len(found)} public keys with its CKA_ID, not 1", "public key"
+        )
+    raw = bytes(found[0][Attribute.EC_POINT])
+    # Modules return the DER OCTET STRING (04 41 04 ...) or, some, the bare point.
+    point = raw[2:] if len(raw) == POINT_LEN + 2 and raw[:2] == b"\x04\x41" else raw
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point)
+    except ValueError:
+        raise _unsafe(role, label, "has a public point that is not on P-256", "EC_POINT") from None
+    if len(point) != POINT_LEN:
+        raise _unsafe(role, label, "has a compressed public point", "EC_POINT")
+    return point
+
+
+def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
+    if mode != "auto":
+        return mode
+    mechanisms = token.slot.get_mechanisms()
+    wanted = {Mechanism.SHA256_HMAC, Mechanism.GENERIC_SECRET_KEY_GEN}
+    return "hmac" if wanted <= set(mechanisms) else "ecdsa"
+
+
+def _find_audit(
+    session: Session, label: str, create: bool, mode: Literal["hmac", "ecdsa"]
+) -> _Audit:
+    """The audit key labelled ``label``: an HMAC key or an EC signing key, never both."""
+    secret = list(
+        session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+    )
+    pair = list(
+        session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label})
+    )
+    if secret and pair:
+        raise _unsafe(
+            "audit key", label, "is both an HMAC key and an EC key; remove one", "duplicate"
+        )
+    if secret or (not pair and create and mode == "hmac"):
+        return _HmacAudit(_find_key(session, label, _MAC, create))
+    private_key, point = _find_ec_key(session, label, create, "sign")
+    return _EcdsaAudit(private_key, ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point))
+
+
+def _probe_anchor(session: Session) -> bool:
+    """Whether the token keeps data objects: an anchor is there, or a trial one is accepted.
+
+    A module that refuses data objects (ykcs11) leaves the store without rollback protection.
+    """
+    if read_anchor(session) > 0:
+        return True
+    try:
+        trial = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.LABEL: "vaultd-probe",
+                Attribute.APPLICATION: "vaultd",
+                Attribute.VALUE: b"\x00",
+            }
+        )
+    except pkerr.PKCS11Error as exc:
+        if _is_device_error(exc) and not isinstance(exc, pkerr.GeneralError):
+            raise
+        return False
+    trial.destroy()
+    return True

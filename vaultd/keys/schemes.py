@@ -1,0 +1,115 @@
+"""Which sealing scheme a token gets, and opening its vault key under that scheme.
+
+``token AEAD`` (:class:`~vaultd.keys.pkcs11.TokenKey`) needs AES-GCM, an HMAC key and writable
+data objects inside the token: SoftHSM2, CloudHSM, Luna.  ``token ECDH``
+(:class:`~vaultd.keys.ecdh.EcdhTokenKey`) needs EC P-256 key generation and ECDH1_DERIVE: the
+PIV family (YubiKey through ykcs11, OpenSC cards), TPMs.  ``auto`` keeps a P-256 key already
+labelled for vaultd, else probes the token: its mechanism list, and at ``vaultd init`` a trial
+operation of each part of token AEAD, in session objects that vanish with the session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session
+from pkcs11 import exceptions as pkerr
+
+from vaultd.errors import HsmError
+from vaultd.keys.ecdh import EcdhTokenKey
+from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated
+
+if TYPE_CHECKING:
+    from vaultd.core.ports import SealingKey
+
+Scheme = Literal["aead", "ecdh"]
+_AEAD_MECHANISMS: Final = frozenset(
+    {Mechanism.AES_KEY_GEN, Mechanism.AES_GCM, Mechanism.SHA256_HMAC}
+)
+_ECDH_MECHANISMS: Final = frozenset({Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDH1_DERIVE})
+
+
+def choose_scheme(
+    module_path: str, token_label: str, key_label: str, requested: str, *, trial: bool
+) -> Scheme:
+    """The scheme for the vault key ``key_label``: ``requested`` unless it is ``auto``.
+
+    Reads only public objects and the mechanism list (no PIN). With ``trial`` (``vaultd
+    init``), token AEAD must also pass a trial in session objects. ``HsmError`` when the token
+    offers neither scheme.
+    """
+    if requested in ("aead", "ecdh"):
+        return "ecdh" if requested == "ecdh" else "aead"
+    import pkcs11
+
+    with _translated("probing what the token can do"):
+        token = _find_token(pkcs11.lib(module_path), token_label, module_path)
+        mechanisms = frozenset(token.slot.get_mechanisms())
+        with token.open(rw=True) as session:
+            if _has_ec_key(session, key_label):
+                return "ecdh"
+            if _AEAD_MECHANISMS <= mechanisms and (not trial or _aead_trial(session)):
+                return "aead"
+    if _ECDH_MECHANISMS <= mechanisms:
+        return "ecdh"
+    raise HsmError(
+        f"token {token_label!r} offers neither AES-GCM with HMAC and data objects nor EC P-256 "
+        "with ECDH1_DERIVE, so vaultd cannot seal with it; see SECURITY.md for the tokens "
+        "that work"
+    )
+
+
+def open_token_key(
+    module_path: str,
+    token_label: str,
+    key_label: str,
+    pin: str | bytearray,
+    *,
+    scheme: str = "auto",
+    create_key: bool = False,
+    confirm_final_try: bool = False,
+) -> SealingKey:
+    """Open the vault key under the scheme :func:`choose_scheme` picks (see the key classes)."""
+    chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
+    opener = EcdhTokenKey.open if chosen == "ecdh" else TokenKey.open
+    return opener(
+        module_path,
+        token_label,
+        key_label,
+        pin,
+        create_key=create_key,
+        confirm_final_try=confirm_final_try,
+    )
+
+
+def _has_ec_key(session: Session, key_label: str) -> bool:
+    query = {
+        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+        Attribute.KEY_TYPE: KeyType.EC,
+        Attribute.LABEL: key_label,
+    }
+    return any(True for _ in session.get_objects(query))
+
+
+def _aead_trial(session: Session) -> bool:
+    """AES-GCM, HMAC-SHA256 and a data object, each tried once in session objects."""
+    from pkcs11 import GCMParams
+
+    session_only = {Attribute.TOKEN: False, Attribute.PRIVATE: False}
+    try:
+        aes: Any = session.generate_key(
+            KeyType.AES, 256, template={**session_only, Attribute.ENCRYPT: True}
+        )
+        aes.encrypt(b"\x00", mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(b"\x00" * 12))
+        mac: Any = session.generate_key(
+            KeyType.GENERIC_SECRET, 256, template={**session_only, Attribute.SIGN: True}
+        )
+        mac.sign(b"\x00", mechanism=Mechanism.SHA256_HMAC)
+        data = session.create_object(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.VALUE: b"\x00", **session_only}
+        )
+    except pkerr.PKCS11Error:
+        return False
+    for obj in (aes, mac, data):
+        obj.destroy()
+    return True
