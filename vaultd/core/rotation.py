@@ -346,7 +346,7 @@ async def rotate(
 
     The access policy is evaluated first (``vaultd:Rotate``, with MFA present: rotation never
     runs without the session it is about to ask for), so a denial comes before any prompt.
-    The MFA session never leaves the daemon: it is audited as used for ``rotate``.
+    The MFA session never leaves the daemon: it is audited as used for ``key_rotation``.
     """
     profile = next(
         (p for p in service.profiles.values() if p.credentials == name and not p.role_arn), None
@@ -359,7 +359,7 @@ async def rotate(
         )
     await service.authorize("vaultd:Rotate", profile, requester, mfa_present=True)
     session = await service.credentials(
-        profile.name, requester, on_event=on_event, interactive=True, kept_for="rotate"
+        profile.name, requester, on_event=on_event, interactive=True, kept_for="key_rotation"
     )
     ports = service.ports
     result = await service.run_io(

@@ -219,7 +219,7 @@ class VaultService:
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
 
-        ``kept_for`` names the daemon's own use of a session that never leaves it (``rotate``,
+        ``kept_for`` names the daemon's own use of a session that never leaves it (``key_rotation``,
         ``federation``): it is audited as ``session_used`` with that purpose, not as a release.
 
         ``alive`` tells whether the client still waits: a session made for a client that went
