@@ -7,27 +7,42 @@ allowlisted ``vaultd.keystore`` plugin; either way callers get a :class:`Sealing
 
 from __future__ import annotations
 
-import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultd.core.ports import SealingKey
+from vaultd.aws.iam import Boto3IamClient
+from vaultd.aws.sts import Boto3StsClient
+from vaultd.core.approvals import new_approval_id
+from vaultd.core.otp_ledger import OtpLedger
+from vaultd.core.ports import CodeSource, Notifier, SealingKey, StsClient
+from vaultd.daemon.token_owner import TokenOwner
 from vaultd.errors import ConfigError, PluginError
+from vaultd.fido2.devices import open_devices
+from vaultd.fido2.gate import TouchGate, load_enrolled, save_enrolled, unbind_plaintext
+from vaultd.ipc.server import Handler, IpcServer
 from vaultd.keys.keystore import KeyStoreKey
-from vaultd.mfa.plugin_codes import PluginCodeSource
-from vaultd.plugin.api import CodeSource, KeyStoreBacking
+from vaultd.mfa.plugin_codes import ChainedCodeSource, PluginCodeSource
+from vaultd.mfa.seed_codes import SeedCodeSource, load_seed, seed_exists
+from vaultd.plugin.api import CodeSource as CodeSourcePlugin
+from vaultd.plugin.api import KeyStoreBacking, NotifyEvent, Severity
+from vaultd.plugin.registry import LoadedPlugins, load_plugins, notify_all
+from vaultd.store.audit import AuditLog
+from vaultd.store.audit_facts import AuditFactsReader
+from vaultd.store.file_lock import StoreFileLock
+from vaultd.store.files import SealedStore
+from vaultd.store.state import StateFile
+from vaultd.system.clock import SystemClock
 
 if TYPE_CHECKING:
-    from vaultd.core.otp_ledger import OtpLedger
     from vaultd.core.ports import Clock
+    from vaultd.ipc.peercred import PeerCred
     from vaultd.keys.pkcs11 import PinState
-    from vaultd.plugin.registry import LoadedPlugins
     from vaultd.settings import Settings
-    from vaultd.store.files import SealedStore
 
 STORE_FILE = "store.vault"
 STATE_FILE = "state.json"
@@ -59,7 +74,7 @@ def oath_code_source(
     if not allows(settings.plugins.allow, Kind.MFA, OATH_PLUGIN):
         return None
     plugin = plugins.require(Kind.MFA, OATH_PLUGIN)
-    if not isinstance(plugin, CodeSource):
+    if not isinstance(plugin, CodeSourcePlugin):
         raise PluginError(
             f"plugin mfa/{OATH_PLUGIN} does not compute codes for a given time; install "
             "the yubikey-oath plugin shipped with vaultd"
@@ -174,24 +189,13 @@ def prepare_data_dir(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings, token: SealingKey) -> SealedStore:
-    """The sealed store in the data dir, anchored in the token (or key store)."""
-    from vaultd.store.files import SealedStore
-    from vaultd.system.clock import SystemClock
+    """The sealed store in the data dir, anchored in the token (or key store).
 
+    Each store operation holds the cross-process store lock for that operation only.
+    """
     data_dir = prepare_data_dir(settings)
-    return SealedStore(data_dir / STORE_FILE, token, token, SystemClock())
-
-
-@contextmanager
-def store_lock(settings: Settings) -> Iterator[None]:
-    """Serialise read-modify-write of the store across processes (CLI and daemon)."""
-    data_dir = prepare_data_dir(settings)
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    lock = StoreFileLock(data_dir / LOCK_FILE)
+    return SealedStore(data_dir / STORE_FILE, token, token, SystemClock(), file_lock=lock.held)
 
 
 @dataclass
@@ -206,7 +210,8 @@ class OpenStore:
 def opened_vault(settings: Settings, *, create_key: bool = False) -> Iterator[OpenStore]:
     """Read the PIN, log in, open the store; log out and wipe the PIN afterwards.
 
-    A key store plugin needs no PIN and no module.
+    A key store plugin needs no PIN and no module.  No store lock is held across the ``with``
+    body (a touch, a prompt): each store operation takes it for itself.
     """
     pin = bytearray()
     if uses_token(settings):
@@ -217,7 +222,167 @@ def opened_vault(settings: Settings, *, create_key: bool = False) -> Iterator[Op
     finally:
         pin[:] = bytes(len(pin))
     try:
-        with store_lock(settings):
-            yield OpenStore(token, open_store(settings, token))
+        yield OpenStore(token, open_store(settings, token))
     finally:
         token.close()
+
+
+def clock() -> SystemClock:
+    """The system clock, for commands."""
+    return SystemClock()
+
+
+def cli_touch_gate(settings: Settings, vault: OpenStore) -> TouchGate:
+    """A CLI command's FIDO2 gate over its open store (the daemon's is built in
+    :func:`daemon_parts`); the CLI does not write into the daemon's audit chain."""
+    return TouchGate(
+        lambda: open_devices(settings.fido2.devices),
+        lambda: load_enrolled(vault.store),
+        lambda cred: save_enrolled(vault.store, cred),
+        SystemClock(),
+        vault.token,
+        settings.fido2.rp_id,
+        lambda event, fields: None,
+    )
+
+
+# --- the daemon's adapters ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonParts:
+    """Every concrete adapter the daemon runs on, built once by :func:`daemon_parts`."""
+
+    clock: SystemClock
+    owner: TokenOwner
+    audit: AuditLog
+    audit_facts: AuditFactsReader
+    state: StateFile
+    ledger: OtpLedger
+    plugins: LoadedPlugins
+    sts: StsClient
+    iam: Boto3IamClient
+    gate: TouchGate
+    codes: CodeSource
+    notify: Notifier
+
+
+def daemon_parts(settings: Settings, *, audit_mac: Callable[[bytes], bytes]) -> DaemonParts:
+    """The daemon's adapters; ``audit_mac`` MACs audit records (the daemon's token guard)."""
+    clock = SystemClock()
+    owner = TokenOwner(
+        lambda pin, final: open_key(settings, pin, confirm_final_try=final),
+        lambda key: open_store(settings, key),
+        call_timeout=settings.pkcs11.call_timeout,
+    )
+    audit = AuditLog(
+        settings.audit_path,
+        audit_mac,
+        clock,
+        max_bytes=settings.audit.max_bytes,
+        mac_verify=owner.mac_verify,
+    )
+    state = StateFile(settings.data_dir / STATE_FILE)
+    ledger_data = state.load_ledger()
+    ledger = OtpLedger.from_dict(ledger_data) if ledger_data is not None else OtpLedger()
+    plugins = load_plugins(settings.plugins.allow)
+    notify = _notifier(plugins)
+    gate = _touch_gate(settings, owner, clock, audit, notify)
+    return DaemonParts(
+        clock=clock,
+        owner=owner,
+        audit=audit,
+        audit_facts=AuditFactsReader(settings.audit_path),
+        state=state,
+        ledger=ledger,
+        plugins=plugins,
+        sts=Boto3StsClient(),
+        iam=Boto3IamClient(),
+        gate=gate,
+        codes=_code_source(settings, owner, plugins, ledger, clock, notify),
+        notify=notify,
+    )
+
+
+def _notifier(plugins: LoadedPlugins) -> Notifier:
+    def notify(event: str, profile: str, severity: str, message: str) -> None:
+        """Hand an event to the allowlisted notifier plugins (never blocks, never raises)."""
+        notifiers = plugins.notifiers()
+        if notifiers:
+            notify_all(notifiers, NotifyEvent(event, profile, Severity(severity), message))
+
+    return notify
+
+
+def _touch_gate(
+    settings: Settings, owner: TokenOwner, clock: Clock, audit: AuditLog, notify: Notifier
+) -> TouchGate:
+    """The daemon's FIDO2 gate over the owned store; it also opens bound records."""
+    gate = TouchGate(
+        lambda: open_devices(settings.fido2.devices),
+        lambda: owner.with_store(load_enrolled),
+        lambda cred: owner.with_store(lambda store: save_enrolled(store, cred)),
+        clock,
+        owner,
+        settings.fido2.rp_id,
+        audit.record,
+    )
+
+    def unbind(blob: bytes) -> bytes:
+        return unbind_plaintext(
+            blob,
+            lambda salt, ids: gate.hmac_output(
+                f"unseal-{new_approval_id()}",
+                salt,
+                ids,
+                on_prompt=lambda: notify(
+                    "touch_needed", "", "critical", "touch your key to unseal a bound key"
+                ),
+                cancel=threading.Event(),
+                timeout=settings.approval.timeout_seconds,
+            ),
+        )
+
+    owner.unbind = unbind
+    return gate
+
+
+def _code_source(
+    settings: Settings,
+    owner: TokenOwner,
+    plugins: LoadedPlugins,
+    ledger: OtpLedger,
+    clock: Clock,
+    notify: Notifier,
+) -> CodeSource:
+    """Sealed seeds first, then the YubiKey OATH plugin when it is allowlisted."""
+    seeds = SeedCodeSource(
+        lambda serial: owner.with_store(lambda store: load_seed(store, serial)),
+        ledger,
+        clock,
+        seed_exists=lambda serial: owner.with_store(lambda store: seed_exists(store, serial)),
+    )
+    oath = oath_code_source(
+        settings,
+        plugins,
+        ledger,
+        clock,
+        on_touch=lambda message: notify("touch_needed", "", "info", message),
+    )
+    return seeds if oath is None else ChainedCodeSource(seeds, oath)
+
+
+def ipc_server(
+    settings: Settings, handler: Handler, *, audit_peer_refused: Callable[[PeerCred], None]
+) -> IpcServer:
+    """The daemon's socket: the user's uid (and root with ``ipc.allow_root``) only."""
+    allowed = {os.getuid()} | ({0} if settings.ipc.allow_root else set())
+    return IpcServer(
+        handler,
+        socket_path=settings.socket,
+        allowed_uids=frozenset(allowed),
+        audit_peer_refused=audit_peer_refused,
+        max_connections=settings.ipc.max_connections,
+        read_timeout=settings.ipc.read_timeout,
+        request_timeout=settings.ipc.request_timeout,
+    )

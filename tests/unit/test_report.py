@@ -26,12 +26,11 @@ from vaultd.core.report import (
     COLUMNS,
     ReportRow,
     build_report,
-    last_rotated_from_audit,
-    last_used_from_audit,
     to_csv,
     to_json,
 )
 from vaultd.store.audit import AuditLog
+from vaultd.store.audit_facts import last_rotated_from_audit, last_used_from_audit
 from vaultd.testing.clock import FakeClock
 
 NOW = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)

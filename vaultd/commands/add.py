@@ -46,10 +46,9 @@ def _bind(vault: OpenStore, name: str, plaintext: bytes, single_ok: bool) -> byt
     """Encrypt ``plaintext`` to the hmac-secret outputs of the enrolled authenticators."""
     import threading
 
+    from vaultd.app import cli_touch_gate
     from vaultd.errors import ApprovalUnavailable
-    from vaultd.fido2.devices import open_devices
-    from vaultd.fido2.gate import TouchGate, bind_plaintext, load_enrolled, save_enrolled
-    from vaultd.system.clock import SystemClock
+    from vaultd.fido2.gate import bind_plaintext, load_enrolled
 
     cfg = settings()
     names = [c.name for c in load_enrolled(vault.store) if c.hmac_secret and not c.suspect]
@@ -64,15 +63,7 @@ def _bind(vault: OpenStore, name: str, plaintext: bytes, single_ok: bool) -> byt
             "(`vaultd fido2 enroll --name backup`), or pass --allow-single-authenticator "
             "and keep the credentials offline as the recovery path"
         )
-    gate = TouchGate(
-        lambda: open_devices(cfg.fido2.devices),
-        lambda: load_enrolled(vault.store),
-        lambda cred: save_enrolled(vault.store, cred),
-        SystemClock(),
-        vault.token,
-        cfg.fido2.rp_id,
-        lambda event, fields: None,  # the CLI does not write into the daemon's audit chain
-    )
+    gate = cli_touch_gate(cfg, vault)
 
     def prompt(cred: object) -> None:
         print(f"touch authenticator {getattr(cred, 'name', '')!r} ...", file=sys.stderr)

@@ -91,13 +91,13 @@ def _pick_device(
 def run_enroll(args: argparse.Namespace) -> int:
     import getpass
 
+    from vaultd.app import clock as app_clock
     from vaultd.app import opened_vault
     from vaultd.core.model import RECORD_NAME_RE
     from vaultd.errors import BadRequest, RecordExists
     from vaultd.fido2.ceremony import enroll
     from vaultd.fido2.devices import open_devices
     from vaultd.fido2.gate import load_enrolled, save_enrolled
-    from vaultd.system.clock import SystemClock
 
     if not RECORD_NAME_RE.match(args.name):
         raise BadRequest(f"name {args.name[:80]!r} must match [A-Za-z0-9._-]{{1,64}}")
@@ -118,7 +118,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         pin=_ask_pin() if has_pin else None,
         exclude=enrolled,
         on_prompt=lambda: print("Touch your authenticator now.", file=sys.stderr, flush=True),
-        clock=SystemClock(),
+        clock=app_clock(),
     )
     with opened_vault(conf) as vault:
         save_enrolled(vault.store, cred, new=True)

@@ -1,7 +1,7 @@
 """The credential report: one row per stored key pair, after IAM's credential report.
 
-:func:`build_report` is pure; :func:`last_used_from_audit` and :func:`last_rotated_from_audit`
-read the audit log tolerantly (the report is informational: `vaultd audit verify` is the check).
+:func:`build_report` is pure; the facts it needs from the audit log (last use, last rotation)
+come in through the :class:`AuditFacts` port (:mod:`vaultd.store.audit_facts` reads them).
 Only masked key ids appear in a row; nothing secret is read or written here.
 """
 
@@ -10,16 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 from vaultd.core.model import ApprovalMethod, Profile, RecordInfo, RecordKind, utc
 from vaultd.core.records import seed_record_name
 from vaultd.errors import BadRequest
-from vaultd.store.audit import chain_files
 
 COLUMNS = (
     "name",
@@ -39,6 +37,18 @@ METHODS = ("touch", "seed", "typed", "none")
 """MFA methods, strongest first: a FIDO2 touch (code from the sealed seed), a code from the
 sealed seed behind another gate, a code the user types, no MFA."""
 _TOUCH = frozenset({ApprovalMethod.TOUCH, ApprovalMethod.TOUCH_OR_CODE})
+
+
+class AuditFacts(Protocol):
+    """What the report needs from the audit log (read tolerantly: the report informs)."""
+
+    def last_used(self) -> Mapping[str, datetime]:
+        """Latest release time per profile."""
+        ...
+
+    def last_rotated(self) -> Mapping[str, datetime]:
+        """Latest successful rotation per key-pair name."""
+        ...
 
 
 class Authenticator(Protocol):
@@ -81,10 +91,10 @@ def build_report(
 ) -> list[ReportRow]:
     """One row per key-pair record, sorted by name.
 
-    ``last_used`` is keyed by profile (:func:`last_used_from_audit`); a key pair's last use is the
+    ``last_used`` is keyed by profile (:meth:`AuditFacts.last_used`); a key pair's last use is the
     latest of the profiles that use it (directly or as a role's source).  ``seeds`` holds the
     names of the stored TOTP seed records.  ``last_rotated`` is keyed by record name
-    (:func:`last_rotated_from_audit`).  A key is due for rotation once it is older than
+    (:meth:`AuditFacts.last_rotated`).  A key is due for rotation once it is older than
     ``rotation_days``; ``authenticators`` counts the FIDO2 credentials that can release it
     (those of touch profiles).
     """
@@ -197,47 +207,23 @@ def to_json(rows: list[ReportRow]) -> str:
     return json.dumps([_fields(r) for r in rows], indent=2)
 
 
-# --- reading the audit log ----------------------------------------------------------------
-
-
-def _events(path: Path, event: str) -> Iterator[tuple[dict[str, object], datetime]]:
-    """(record, time) of every well-formed ``event`` record; anything unreadable is skipped."""
-    for file in chain_files(path):
-        try:
-            with open(file, "rb") as fh:
-                for line in fh:
-                    found = _parse(line, event)
-                    if found is not None:
-                        yield found
-        except OSError:
-            continue
-
-
-def _parse(line: bytes, event: str) -> tuple[dict[str, object], datetime] | None:
-    try:
-        obj = json.loads(line)
-        if not isinstance(obj, dict) or obj.get("event") != event:
-            return None
-        when = datetime.fromisoformat(str(obj["time"]))
-    except (ValueError, KeyError, RecursionError):
-        return None
-    return (obj, utc(when)) if when.tzinfo is not None else None
-
-
-def _latest_by(path: Path, event: str, key: str, **match: str) -> dict[str, datetime]:
-    out: dict[str, datetime] = {}
-    for obj, when in _events(path, event):
-        name = obj.get(key)
-        if isinstance(name, str) and all(obj.get(k) == v for k, v in match.items()):
-            out[name] = max(when, out.get(name, when))
-    return out
-
-
-def last_used_from_audit(path: Path) -> dict[str, datetime]:
-    """Latest ``release`` time per profile in the audit log ``path`` (rotated files too)."""
-    return _latest_by(path, "release", "profile")
-
-
-def last_rotated_from_audit(path: Path) -> dict[str, datetime]:
-    """Latest successful rotation (``rotation_step`` store ok) per key-pair name."""
-    return _latest_by(path, "rotation_step", "name", step="store", outcome="ok")
+def credential_report(
+    records: list[RecordInfo],
+    *,
+    seeds: Collection[str],
+    fido2: Collection[Authenticator],
+    profiles: Mapping[str, Profile],
+    facts: AuditFacts,
+    now: datetime,
+) -> dict[str, object]:
+    """The ``report`` reply: rows (JSON values) and the same rows as CSV."""
+    rows = build_report(
+        records,
+        last_used=facts.last_used(),
+        fido2=fido2,
+        profiles=profiles,
+        seeds=seeds,
+        now=now,
+        last_rotated=facts.last_rotated(),
+    )
+    return {"rows": json.loads(to_json(rows)), "csv": to_csv(rows)}

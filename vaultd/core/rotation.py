@@ -1,6 +1,8 @@
 """Rotate a stored AWS access key inside the daemon (long-lived keys never leave it).
 
-:func:`rotate_key_pair` is blocking: the daemon runs it in a thread, under the store lock.
+:func:`rotate` is the daemon's use case: it checks the access policy, gets the MFA session,
+then runs the blocking :func:`rotate_key_pair` off the event loop.  The store is locked only
+for each load and store, never across an IAM call.
 
 1. load the old key pair and ask STS who it is (GetCallerIdentity);
 2. CreateAccessKey with the old key; on AccessDenied, and when an MFA session can be had, again
@@ -20,16 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from vaultd.core.model import LongTermCredentials, SessionCredentials, mask_key
+from vaultd.core.model import LongTermCredentials, Requester, SessionCredentials, mask_key
 from vaultd.core.ports import Clock
-from vaultd.core.service import AuditSink
+from vaultd.core.service import AuditSink, EventSink, VaultService
 from vaultd.errors import (
     AuditError,
+    ConfigError,
     IamAccessDenied,
     IamError,
     IamUnavailable,
@@ -48,6 +51,16 @@ Credentials = LongTermCredentials | SessionCredentials
 EVENT = "rotation_step"
 MAX_VERIFY_DELAY = 8.0
 _RETRYABLE = (StsKeyInvalid, StsThrottled, StsUnavailable, IamUnavailable)
+
+
+class RotatedKeyStore(Protocol):
+    """The stored key pairs rotation reads and replaces (blocking, one store operation each)."""
+
+    def load_for_rotation(self, name: str) -> LongTermCredentials:
+        """The stored pair ``name``; ``ConfigError`` if rotation cannot re-store it (bound)."""
+        ...
+
+    def replace_key_pair(self, name: str, creds: LongTermCredentials) -> None: ...
 
 
 class IamKeys(Protocol):
@@ -318,3 +331,47 @@ class _Rotation:
                 return False
         self.record("delete_old", "ok", via=via)
         return True
+
+
+async def rotate(
+    service: VaultService,
+    name: str,
+    requester: Requester,
+    *,
+    on_event: EventSink | None,
+    keys: RotatedKeyStore,
+    iam: IamKeys,
+) -> Mapping[str, object]:
+    """Rotate key pair ``name`` through a fresh MFA session of the session profile using it.
+
+    The access policy is evaluated first (``vaultd:Rotate``, with MFA present: rotation never
+    runs without the session it is about to ask for), so a denial comes before any prompt.
+    The MFA session never leaves the daemon: it is audited as used for ``key_rotation``.
+    """
+    profile = next(
+        (p for p in service.profiles.values() if p.credentials == name and not p.role_arn), None
+    )
+    if profile is None:
+        raise ConfigError(
+            f"no session profile uses the key pair {name!r}: rotation makes its IAM calls "
+            f"through that profile's MFA session; add one with credentials = {name!r} and "
+            "mfa_serial"
+        )
+    await service.authorize("vaultd:Rotate", profile, requester, mfa_present=True)
+    session = await service.credentials(
+        profile.name, requester, on_event=on_event, interactive=True, kept_for="key_rotation"
+    )
+    ports = service.ports
+    result = await service.run_io(
+        lambda: rotate_key_pair(
+            name,
+            load=keys.load_for_rotation,
+            store_new=keys.replace_key_pair,
+            iam=iam,
+            audit=ports.audit,
+            clock=ports.clock,
+            mfa_session=lambda: session,
+        )
+    )
+    service.cache.wipe()  # sessions of the old key stay valid at AWS, but start afresh here
+    return result.as_dict()

@@ -216,8 +216,12 @@ class VaultService:
         on_event: EventSink | None = None,
         alive: Callable[[], bool] | None = None,
         interactive: bool = False,
+        kept_for: str | None = None,
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
+
+        ``kept_for`` names the daemon's own use of a session that never leaves it (``key_rotation``,
+        ``federation``): it is audited as ``session_used`` with that purpose, not as a release.
 
         ``alive`` tells whether the client still waits: a session made for a client that went
         away fills the cache but is not recorded as a release (nothing left the daemon).
@@ -230,7 +234,7 @@ class VaultService:
         """
         try:
             return await self._credentials(
-                profile_name, requester, action, on_event, alive, interactive
+                profile_name, requester, action, on_event, alive, interactive, kept_for
             )
         except AuditError:
             raise
@@ -253,6 +257,7 @@ class VaultService:
         on_event: EventSink | None,
         alive: Callable[[], bool] | None,
         interactive: bool,
+        kept_for: str | None = None,
     ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
@@ -276,13 +281,15 @@ class VaultService:
             )
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")
+        kept = {} if kept_for is None else {"purpose": kept_for}
         await self.audit_event(
-            "release",
+            "release" if kept_for is None else "session_used",
             profile=profile.name,
             action=action,
             client=requester_fields(requester),
             session_key_id=mask_key(creds.access_key_id),
             expiration=creds.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **kept,
         )
         return creds
 
@@ -307,7 +314,12 @@ class VaultService:
                 f"stored credentials; {profile_name!r} is not one"
             )
         mfa = await self.credentials(
-            profile_name, requester, action="login", on_event=on_event, interactive=interactive
+            profile_name,
+            requester,
+            action="login",
+            on_event=on_event,
+            interactive=interactive,
+            kept_for="federation",
         )
         credentials_name = profile.credentials
         keys = await self.run_token(lambda: self._p.secrets.key_pair(credentials_name))

@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -179,20 +181,35 @@ class SealedStore:
     """Sealed records in one crash-safe file, bound to a generation anchored outside it.
 
     Every method re-reads and verifies the file; writes go through :func:`atomic_write`.
+    ``file_lock()`` (the cross-process :class:`~vaultd.store.file_lock.StoreFileLock`) is held
+    around each operation, and only for that operation.
     """
 
     def __init__(
-        self, path: Path, wrapper: KeyWrapper, anchor: GenerationAnchor, clock: Clock
+        self,
+        path: Path,
+        wrapper: KeyWrapper,
+        anchor: GenerationAnchor,
+        clock: Clock,
+        *,
+        file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.path = path
         self.prev_path = path.with_name(path.name + PREV_SUFFIX)
         self._wrapper = wrapper
         self._anchor = anchor
         self._clock = clock
-        self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._file_lock = file_lock
         self._cleaned = False
 
     # --- public API ------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This process's threads, then other processes, for one operation."""
+        with self._thread_lock, self._file_lock():
+            yield
 
     def exists(self) -> bool:
         """Whether a store file (or anything else) is at ``path``."""
@@ -200,7 +217,7 @@ class SealedStore:
 
     def initialize(self) -> None:
         """Create an empty store at the anchor's generation; refuses if a file is present."""
-        with self._lock:
+        with self._locked():
             ensure_private_dir(self.path.parent)
             self._cleanup()
             if self.exists():
@@ -212,20 +229,20 @@ class SealedStore:
 
     def list(self) -> builtins.list[RecordInfo]:
         """Non-secret facts about every record, sorted by kind and name."""
-        with self._lock:
+        with self._locked():
             state = self._load()
         return [state.records[k].info() for k in sorted(state.records)]
 
     def names(self, kind: RecordKind) -> builtins.list[str]:
         """Sorted names of the records of ``kind``."""
-        with self._lock:
+        with self._locked():
             state = self._load()
         return sorted(name for k, name in state.records if k == kind)
 
     def get(self, kind: RecordKind, name: str) -> bytes:
         """The plaintext of one record; ``RecordCorrupt`` if it fails authentication."""
         _check_name(name)
-        with self._lock:
+        with self._locked():
             state = self._load()
             record = self._find(state, kind, name)
             try:
@@ -253,7 +270,7 @@ class SealedStore:
         such as a FIDO2 credential's signCount); otherwise the record is new as of now.
         """
         _check_name(name)
-        with self._lock:
+        with self._locked():
             state = self._load()
             if (kind, name) in state.records and not replace:
                 raise RecordExists(
@@ -277,7 +294,7 @@ class SealedStore:
     def remove(self, kind: RecordKind, name: str) -> None:
         """Delete a record (a corrupt one too); ``RecordNotFound`` if absent."""
         _check_name(name)
-        with self._lock:
+        with self._locked():
             state = self._load()
             self._find(state, kind, name)
             keep = [r for k, r in state.records.items() if k != (kind, name)]

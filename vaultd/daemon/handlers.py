@@ -1,0 +1,198 @@
+"""The handler of every socket op: translate a request into a core use case and back.
+
+:data:`HANDLERS` maps each op of :data:`vaultd.ipc.protocol.OPS` to its handler (a test checks
+that every op has exactly one); :meth:`Daemon.handle` dispatches through it.  Handlers hold no
+rules: those live in the core use cases they call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vaultd.aws.credential_process import render
+from vaultd.core.model import RecordKind
+from vaultd.core.report import credential_report
+from vaultd.core.rotation import rotate
+from vaultd.core.status import daemon_status
+from vaultd.daemon.events import forward
+from vaultd.errors import AuditTampered
+from vaultd.fido2.gate import load_enrolled
+from vaultd.ipc.protocol import (
+    ApprovalsRequest,
+    ApproveRequest,
+    AuditTailRequest,
+    BreakGlassRequest,
+    CredentialsRequest,
+    DenyRequest,
+    EventsRequest,
+    FederationRequest,
+    GrantEndRequest,
+    GrantRequest,
+    LockRequest,
+    ReportRequest,
+    RotateRequest,
+    StatusRequest,
+    UnlockRequest,
+    credentials_reply,
+)
+from vaultd.ipc.server import Connection
+from vaultd.store.audit import parse_line, tail
+
+if TYPE_CHECKING:
+    from vaultd.daemon.lifecycle import Daemon
+
+Reply = Mapping[str, object] | bytes
+Handler = Callable[["Daemon", Any, Connection], Awaitable[Reply]]
+R = TypeVar("R")
+
+HANDLERS: dict[str, Handler] = {}
+"""op name -> handler."""
+
+
+def handles(
+    request_type: type[R],
+) -> Callable[
+    [Callable[[Daemon, R, Connection], Awaitable[Reply]]],
+    Callable[[Daemon, R, Connection], Awaitable[Reply]],
+]:
+    """Register the decorated coroutine as the handler of ``request_type``'s op."""
+    op: str = getattr(request_type, "op")  # noqa: B009 - a ClassVar of every request type
+
+    def register(
+        fn: Callable[[Daemon, R, Connection], Awaitable[Reply]],
+    ) -> Callable[[Daemon, R, Connection], Awaitable[Reply]]:
+        if op in HANDLERS:
+            raise RuntimeError(f"op {op!r} has two handlers")
+        HANDLERS[op] = fn
+        return fn
+
+    return register
+
+
+@handles(CredentialsRequest)
+async def credentials(d: Daemon, request: CredentialsRequest, conn: Connection) -> Reply:
+    creds = await d.service.credentials(
+        request.profile,
+        conn.requester,
+        action=request.action,
+        on_event=forward(conn),
+        alive=lambda: not conn.closed,
+        interactive=request.interactive,
+    )
+    return credentials_reply(render(creds))
+
+
+@handles(ApprovalsRequest)
+async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> Reply:
+    return {"approvals": [a.as_dict() for a in d.service.approvals.pending()]}
+
+
+@handles(ApproveRequest)
+async def approve(d: Daemon, request: ApproveRequest, conn: Connection) -> Reply:
+    await d.service.approve(request.id, request.code)
+    return {}
+
+
+@handles(DenyRequest)
+async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
+    await d.service.deny(request.id)
+    return {}
+
+
+@handles(StatusRequest)
+async def status(d: Daemon, request: StatusRequest, conn: Connection) -> Reply:
+    return daemon_status(d.service, d.breakglass, d.facts())
+
+
+@handles(LockRequest)
+async def lock(d: Daemon, request: LockRequest, conn: Connection) -> Reply:
+    await d.lock(seal=request.seal)
+    return {}
+
+
+@handles(UnlockRequest)
+async def unlock(d: Daemon, request: UnlockRequest, conn: Connection) -> Reply:
+    await d.unlock(bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try)
+    return {}
+
+
+@handles(EventsRequest)
+async def events(d: Daemon, request: EventsRequest, conn: Connection) -> Reply:
+    return await d.subscribers.stream(conn)
+
+
+@handles(BreakGlassRequest)
+async def breakglass(d: Daemon, request: BreakGlassRequest, conn: Connection) -> Reply:
+    grant = await d.breakglass.open(
+        request.profile, conn.requester, reason=request.reason, code=request.code, pin=request.pin
+    )
+    return {"grant": grant.as_dict()}
+
+
+@handles(GrantRequest)
+async def grant(d: Daemon, request: GrantRequest, conn: Connection) -> Reply:
+    return credentials_reply(render(await d.breakglass.read(request.id)))
+
+
+@handles(GrantEndRequest)
+async def grant_end(d: Daemon, request: GrantEndRequest, conn: Connection) -> Reply:
+    await d.breakglass.end(request.id)
+    return {}
+
+
+@handles(FederationRequest)
+async def federation(d: Daemon, request: FederationRequest, conn: Connection) -> Reply:
+    # `vaultd login` shows the pending approval to the person who ran it (stderr).
+    creds = await d.service.federation_session(
+        request.profile, conn.requester, on_event=forward(conn), interactive=True
+    )
+    return credentials_reply(render(creds))
+
+
+@handles(AuditTailRequest)
+async def audit_tail(d: Daemon, request: AuditTailRequest, conn: Connection) -> Reply:
+    def newest_first() -> list[dict[str, object]]:
+        records = []
+        for line in tail(d.settings.audit_path, request.n):
+            with contextlib.suppress(AuditTampered):
+                records.append(parse_line(line.rstrip(b"\n")))
+        return records[::-1]
+
+    return {"records": await d.service.run_io(newest_first)}
+
+
+@handles(RotateRequest)
+async def rotate_key(d: Daemon, request: RotateRequest, conn: Connection) -> Reply:
+    # `vaultd rotate` shows the pending approval to the person who ran it (stderr).
+    return await rotate(
+        d.service,
+        request.name,
+        conn.requester,
+        on_event=forward(conn),
+        keys=d.parts.owner,
+        iam=d.parts.iam,
+    )
+
+
+@handles(ReportRequest)
+async def report(d: Daemon, request: ReportRequest, conn: Connection) -> Reply:
+    def build() -> Mapping[str, object]:
+        records, seeds, fido2 = d.parts.owner.with_store(
+            lambda store: (
+                store.list(),
+                set(store.names(RecordKind.TOTP_SEED)),
+                load_enrolled(store),
+            )
+        )
+        return credential_report(
+            records,
+            seeds=seeds,
+            fido2=fido2,
+            profiles=d.service.profiles,
+            facts=d.parts.audit_facts,
+            now=d.parts.clock.now(),
+        )
+
+    return await d.service.run_io(build)

@@ -1,0 +1,282 @@
+"""The running daemon: start, signals, housekeeping, stop; requests go through the op table.
+
+Start-up order: harden the process (no core dumps, not dumpable), check the data dir, open
+the audit log, log in to the token (or start sealed when ``pin_source = "prompt"``), then
+bind the socket.  SIGTERM/SIGINT stop; SIGHUP drops every cached session and approval.
+Every adapter comes from :func:`vaultd.app.daemon_parts`; the token and the store are used only
+through their one owner (:mod:`vaultd.daemon.token_owner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+
+from vaultd import app
+from vaultd.core.breakglass import BreakGlassDesk
+from vaultd.core.model import Profile, ProfileKind
+from vaultd.core.service import Ports, VaultService
+from vaultd.core.status import DaemonFacts
+from vaultd.core.unlock_limit import UnlockLimiter
+from vaultd.daemon.events import Subscribers
+from vaultd.daemon.handlers import HANDLERS, Reply
+from vaultd.errors import (
+    AuditError,
+    BadRequest,
+    HsmPinFinalTry,
+    HsmPinIncorrect,
+    HsmPinLocked,
+    InternalError,
+    ReplySchemaViolation,
+    Sealed,
+)
+from vaultd.ipc.peercred import PeerCred
+from vaultd.ipc.protocol import Request
+from vaultd.ipc.replies import check_reply
+from vaultd.ipc.server import Connection
+from vaultd.settings import Settings
+from vaultd.store.instance_lock import DataDirLock
+from vaultd.store.policy_file import load_policy
+from vaultd.system.hardening import harden_process
+
+log = logging.getLogger("vaultd.daemon")
+
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+def profiles_from(settings: Settings) -> dict[str, Profile]:
+    """Domain profiles from the validated settings."""
+    return {
+        name: Profile(
+            name=name,
+            kind=ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION,
+            credentials=p.credentials,
+            source_profile=p.source_profile,
+            role_arn=p.role_arn,
+            mfa_serial=p.mfa_serial,
+            duration_seconds=p.duration_seconds,
+            external_id=p.external_id,
+            role_session_name=p.role_session_name,
+            region=p.region,
+            approval=p.approval,
+        )
+        for name, p in settings.profiles.items()
+    }
+
+
+class Daemon:
+    """The running daemon: one service, one socket, one token owner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.parts = parts = app.daemon_parts(settings, audit_mac=self._audit_mac)
+        self.owner = parts.owner
+        self.audit = parts.audit
+        ports = Ports(
+            clock=parts.clock,
+            sts=parts.sts,
+            secrets=parts.owner,
+            audit=parts.audit,
+            state=parts.state,
+            # The owner's methods hand their token work to its worker themselves, so a bound
+            # record's touch waits on an I/O thread, never on the worker.
+            run_token=asyncio.to_thread,
+            run_io=asyncio.to_thread,
+            gate=parts.gate,
+            codes=parts.codes,
+            notify=parts.notify,
+        )
+        self.service = VaultService(
+            profiles_from(settings),
+            ports,
+            ledger=parts.ledger,
+            approval_timeout=settings.approval.timeout_seconds,
+            cooldown_seconds=settings.approval.cooldown_seconds,
+            serve_floor=settings.cache.serve_floor_seconds,
+            cache_idle_seconds=settings.cache.idle_seconds,
+            access_policy=load_policy(settings.policy_file),
+            out_of_band=settings.approval.out_of_band,
+            approvers=lambda: len(self.subscribers),
+        )
+        self.subscribers = Subscribers(self.service)
+        self._uid = os.getuid()
+        self.server = app.ipc_server(settings, self.handle, audit_peer_refused=self._peer_refused)
+        self.breakglass = BreakGlassDesk(self.service)
+        self.unlock_limit = UnlockLimiter(parts.clock)
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.owner.on_lost = self._token_lost
+
+    # --- the token guard -------------------------------------------------------------------
+
+    def _token_lost(self) -> None:
+        """A token call hung (any thread): wipe and seal the service on the loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.service.seal)
+
+    def _audit_mac(self, data: bytes) -> bytes:
+        # Called on an I/O thread; the owner runs it on its worker.
+        try:
+            return self.owner.mac(data)
+        except Sealed:
+            if self._loop is not None and not self.service.sealed:
+                self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
+            raise OSError("the token is sealed, so audit records cannot be MACed") from None
+
+    def _peer_refused(self, peer: PeerCred) -> None:
+        fields = {"client": {"pid": peer.pid, "uid": peer.uid}, "outcome": "PEER_REFUSED"}
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self._try_audit, "peer_refused", fields)
+
+    def _try_audit(self, event: str, fields: Mapping[str, object]) -> None:
+        try:
+            self.audit.record(event, fields)
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def handle(self, request: Request, conn: Connection) -> Reply:
+        """Serve one request; a reply that fails its declared schema is never sent (T28).
+
+        A root peer of a daemon running as another user (``ipc.allow_root``) is audited first.
+        """
+        if conn.peer.uid == 0 != self._uid:
+            await self.service.audit_event(
+                "root_peer_admitted",
+                client={"pid": conn.peer.pid, "uid": 0},
+                op=request.op,
+                outcome="admitted: ipc.allow_root",
+            )
+        reply = await self._dispatch(request, conn)
+        try:
+            check_reply(request.op, reply)
+        except ReplySchemaViolation as exc:
+            log.error("refused to send the %r reply: %s", request.op, exc)
+            raise InternalError(
+                "vaultd refused to send a reply that does not match its schema; see its log"
+            ) from None
+        return reply
+
+    async def _dispatch(self, request: Request, conn: Connection) -> Reply:
+        handler = HANDLERS.get(request.op)
+        if handler is None:
+            raise BadRequest(f"op {request.op!r} is not handled by this daemon")
+        return await handler(self, request, conn)
+
+    def facts(self) -> DaemonFacts:
+        """The daemon's own part of ``status``."""
+        key = self.owner.key
+        hardware = app.uses_token(self.settings) or bool(
+            key is not None and not key.sealed and key.inspect().get("hardware")
+        )
+        return DaemonFacts(
+            keystore=self.settings.keystore,
+            hardware=hardware,
+            token_label=self.settings.pkcs11.token_label,
+            socket=str(self.settings.socket),
+            pid=os.getpid(),
+        )
+
+    async def lock(self, *, seal: bool) -> None:
+        """Drop sessions, approvals and grants; with ``seal`` also log out of the token."""
+        await self.service.lock(seal=seal)
+        if seal:
+            await self.owner.run(self.owner.seal)
+
+    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
+        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
+
+        Wrong PINs are rate-limited (``vaultd.core.unlock_limit``).  A token at its final PIN
+        try raises ``HsmPinFinalTry`` without a login unless the client sends
+        ``confirm_final_try`` (the person typed the confirmation).
+        """
+        try:
+            recent = self.unlock_limit.check()
+            await self.owner.run(
+                lambda: self.owner.unseal(pin, confirm_final_try=confirm_final_try)
+            )
+        except HsmPinIncorrect:
+            self.unlock_limit.failed()
+            log.warning("a wrong token PIN was sent to unlock (%d recent)", recent + 1)
+            raise
+        finally:
+            pin[:] = bytes(len(pin))
+        self.service.sealed = False
+        await self.service.audit_event("unlock", outcome="unsealed")
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def _unseal_at_start(self) -> None:
+        if not app.uses_token(self.settings):
+            self.owner.unseal(bytearray())  # a software key store needs no PIN
+            return
+        if self.settings.pkcs11.pin_source == "prompt":
+            self.service.sealed = True
+            log.warning("started sealed: run `vaultd unlock` to enter the token PIN")
+            return
+        pin = app.read_pin(self.settings)
+        try:
+            self.owner.unseal(pin)
+        except (HsmPinIncorrect, HsmPinLocked) as exc:
+            # No automatic retry (docs/threat-model.md T9): a restart loop (systemd
+            # Restart=on-failure) would spend one PIN try per start until the token locks.
+            self.service.sealed = True
+            log.error("started sealed: %s", exc)
+        except HsmPinFinalTry:
+            # Never spend the last try unattended (T9): a person must confirm it.
+            self.service.sealed = True
+            log.warning(
+                "started sealed: token %r is at its final PIN try (one more wrong PIN locks "
+                "it), so the PIN from %s was not tried; check that PIN, then run `vaultd "
+                "unlock` and type `final try` when asked",
+                self.settings.pkcs11.token_label,
+                self.settings.pkcs11.pin_source.partition(":")[0],
+            )
+        finally:
+            pin[:] = bytes(len(pin))
+
+    async def _housekeeping(self) -> None:
+        while not self._stop.is_set():
+            self.service.approvals.expire_due()
+            if not self.server.check_socket_intact():
+                log.error("the socket %s was replaced or re-owned: sealing", self.settings.socket)
+                await self.lock(seal=True)
+                self._stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_INTERVAL)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT."""
+        loop = self._loop = asyncio.get_running_loop()
+        await self.owner.run(self._unseal_at_start)
+        await self.server.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.lock(seal=False)))
+        await asyncio.to_thread(self._try_audit, "start", {"outcome": f"pid {os.getpid()}"})
+        print(f"vaultd: serving on {self.settings.socket}", flush=True)
+        housekeeping = asyncio.create_task(self._housekeeping())
+        try:
+            await self._stop.wait()
+        finally:
+            housekeeping.cancel()
+            await self.server.stop()
+            await asyncio.to_thread(self._try_audit, "stop", {"outcome": "clean"})
+            self.service.seal()
+            await self.owner.run(self.owner.seal)
+            self.owner.shutdown()
+
+
+def serve(settings: Settings) -> int:
+    """Harden the process, then run the daemon until it is told to stop."""
+    harden_process()
+    os.umask(0o077)
+    app.prepare_data_dir(settings)
+    with DataDirLock(settings.data_dir):  # one daemon per data dir (docs/threat-model.md T34)
+        asyncio.run(Daemon(settings).run())
+    return 0
