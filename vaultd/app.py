@@ -267,8 +267,14 @@ class DaemonParts:
     notify: Notifier
 
 
-def daemon_parts(settings: Settings, *, audit_mac: Callable[[bytes], bytes]) -> DaemonParts:
-    """The daemon's adapters; ``audit_mac`` MACs audit records (the daemon's token guard)."""
+def daemon_parts(
+    settings: Settings,
+    *,
+    audit_mac: Callable[[bytes], bytes],
+    audit_verify: Callable[[bytes, bytes], None],
+) -> DaemonParts:
+    """The daemon's adapters; ``audit_mac`` and ``audit_verify`` tag and check audit records
+    through the daemon's token guard."""
     clock = SystemClock()
     owner = TokenOwner(
         lambda pin, final: open_key(settings, pin, confirm_final_try=final),
@@ -280,7 +286,7 @@ def daemon_parts(settings: Settings, *, audit_mac: Callable[[bytes], bytes]) -> 
         audit_mac,
         clock,
         max_bytes=settings.audit.max_bytes,
-        mac_verify=owner.mac_verify,
+        mac_verify=audit_verify,
     )
     state = StateFile(settings.data_dir / STATE_FILE)
     ledger_data = state.load_ledger()

@@ -73,7 +73,9 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.parts = parts = app.daemon_parts(settings, audit_mac=self._audit_mac)
+        self.parts = parts = app.daemon_parts(
+            settings, audit_mac=self._audit_mac, audit_verify=self._audit_verify
+        )
         self.owner = parts.owner
         self.audit = parts.audit
         ports = Ports(
@@ -122,10 +124,26 @@ class Daemon:
         # Called on an I/O thread; the owner runs it on its worker.
         try:
             return self.owner.mac(data)
-        except Sealed:
-            if self._loop is not None and not self.service.sealed:
-                self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
-            raise OSError("the token is sealed, so audit records cannot be MACed") from None
+        except Sealed as exc:
+            raise self._sealed_audit(exc) from None
+
+    def _audit_verify(self, data: bytes, tag: bytes) -> None:
+        # The audit writer checks the last record's tag when it loads; same worker, same rules.
+        try:
+            self.owner.mac_verify(data, tag)
+        except Sealed as exc:
+            raise self._sealed_audit(exc) from None
+
+    def _sealed_audit(self, exc: Sealed) -> AuditError:
+        """Seal on a token lost mid-run; say plainly that a sealed vault cannot sign records."""
+        lost = not self.service.sealed
+        if self._loop is not None and lost:
+            self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
+        why = "the token was lost or stopped answering" if lost else str(exc)
+        return AuditError(
+            f"audit records cannot be signed while the vault is sealed ({why}); nothing was "
+            "released: run `vaultd unlock` once the token is back"
+        )
 
     def _peer_refused(self, peer: PeerCred) -> None:
         fields = {"client": {"pid": peer.pid, "uid": peer.uid}, "outcome": "PEER_REFUSED"}
@@ -133,10 +151,11 @@ class Daemon:
         loop.run_in_executor(None, self._try_audit, "peer_refused", fields)
 
     def _try_audit(self, event: str, fields: Mapping[str, object]) -> None:
+        """Record a daemon event; while sealed that cannot be signed, which is expected."""
         try:
             self.audit.record(event, fields)
         except AuditError as exc:
-            log.error("%s", exc)
+            log.log(logging.INFO if self.service.sealed else logging.ERROR, "%s: %s", event, exc)
 
     # --- requests --------------------------------------------------------------------------
 

@@ -209,6 +209,12 @@ class _Session:
     def generate_key(self, *args: Any, **kwargs: Any) -> FaultyKey:
         return FaultyKey(self._real.generate_key(*args, **kwargs), self._owner)
 
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._real.close()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
