@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from vaultd.core.ports import CodeSource, SealingKey
     from vaultd.fido2.gate import TouchGate
     from vaultd.mfa.seed_codes import SeedCodeSource
-    from vaultd.settings import Settings
+    from vaultd.settings import ProfileSettings, Settings
     from vaultd.store.audit import AuditLog
     from vaultd.store.files import SealedStore
 
@@ -93,7 +93,7 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
     return {
         name: Profile(
             name=name,
-            kind=ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION,
+            kind=_kind(p),
             credentials=p.credentials,
             source_profile=p.source_profile,
             role_arn=p.role_arn,
@@ -103,9 +103,17 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
             role_session_name=p.role_session_name,
             region=p.region,
             approval=p.approval,
+            target_account=p.assume_root_account,
+            root_task=p.assume_root_task,
         )
         for name, p in settings.profiles.items()
     }
+
+
+def _kind(p: ProfileSettings) -> ProfileKind:
+    if p.assume_root:
+        return ProfileKind.ASSUME_ROOT
+    return ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION
 
 
 def _forward(conn: Connection) -> EventSink:
@@ -423,6 +431,8 @@ class Daemon:
                 reason=request.reason,
                 code=request.code,
                 pin=request.pin,
+                account=request.account,
+                task=request.task,
             )
             return {"grant": grant.as_dict()}
         if isinstance(request, GrantRequest):
