@@ -176,35 +176,22 @@ class Boto3StsClient:
         return self._call("GetFederationToken", params, credentials, region, None)
 
     def assume_root_endpoint(self, region: str) -> str:
-        """The endpoint AssumeRoot goes to: a configured override (``endpoint_url``,
-        ``AWS_ENDPOINT_URL_STS``, ``AWS_ENDPOINT_URL``) unless it is the global endpoint, else
-        ``https://sts.REGION.amazonaws.com`` whatever ``AWS_STS_REGIONAL_ENDPOINTS`` says."""
+        """The endpoint AssumeRoot goes to: the configured one (``endpoint_url``, else
+        ``AWS_ENDPOINT_URL_STS`` or ``AWS_ENDPOINT_URL``, as botocore reads them) unless it is
+        the global endpoint; without one, ``https://sts.REGION.amazonaws.com`` whatever
+        ``AWS_STS_REGIONAL_ENDPOINTS`` says."""
         from urllib.parse import urlsplit
 
-        from botocore import exceptions as bx
-
-        try:
-            with self._lock:
-                if self._session is None:
-                    self._session = isolated_session()
-                resolved = self._session.create_client(
-                    "sts", region_name=region, endpoint_url=self._endpoint_url
-                ).meta.endpoint_url
-        except (bx.BotoCoreError, ValueError) as exc:
+        configured = self._endpoint_url or _configured_sts_endpoint()
+        if configured is None:
+            suffix = ".cn" if region.startswith("cn-") else ""
+            return f"https://sts.{region}.amazonaws.com{suffix}"
+        if (urlsplit(configured).hostname or "").lower() == GLOBAL_STS_HOST:
             raise ConfigError(
-                f"cannot build an STS client for region {region!r} ({type(exc).__name__}); "
-                "check the region and the STS endpoint URL"
-            ) from None
-        host = (urlsplit(resolved).hostname or "").lower()
-        if host == GLOBAL_STS_HOST:
-            raise ConfigError(
-                f"the STS endpoint is the global {resolved}: AWS accepts AssumeRoot only on a "
+                f"the STS endpoint is the global {configured}: AWS accepts AssumeRoot only on a "
                 f"Regional endpoint; unset it or use https://sts.{region}.amazonaws.com"
             )
-        if host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn"):
-            suffix = host.split(".amazonaws.", 1)[1]
-            return f"https://sts.{region}.amazonaws.{suffix}"
-        return str(resolved)
+        return configured
 
     def assume_root(
         self,
@@ -307,6 +294,13 @@ class Boto3StsClient:
                 config=config,
             )
         return cast(_StsApi, client)
+
+
+def _configured_sts_endpoint() -> str | None:
+    """The STS endpoint the environment configures (the isolated session reads no file)."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _mfa_params(serial_number: str | None, token_code: str | None) -> dict[str, Any]:
