@@ -733,6 +733,8 @@ class VaultService:
                     if entry
                     else None,
                     "seconds_left": int(entry.seconds_left) if entry else None,
+                    "target_account": p.target_account,
+                    "root_task": p.root_task,
                 }
             )
         return {
