@@ -47,6 +47,7 @@ from .widgets import ConnectionLine
 ROOT_KINDS = frozenset({"session", ASSUME_ROOT_KIND})
 PROFILE_HINT = "choose the root profile"
 TARGET_HINT = "choose the member account and the root task"
+SOURCE_CODE_HINT = "enter the 6-digit code of the source profile's MFA device (a fresh session)"
 REASON_HINT = "type a reason of 8-500 characters (it goes to the audit log)"
 CODE_HINT = "enter the root account's 6-digit MFA code"
 READY_HINT = "Enter or Start opens the session"
@@ -126,13 +127,13 @@ class BreakGlassScreen(Screen[None]):
         if self.query_one("#profile", Select).selection is None:
             return PROFILE_HINT
         try:
-            self.query_one(RootTarget).picked()
+            target = self.query_one(RootTarget).picked()
         except LookupError:
             return TARGET_HINT
         if not reason_ok(self.query_one("#reason", Input).value):
             return REASON_HINT
         if not CODE_RE.fullmatch(self.query_one("#code", Input).value):
-            return CODE_HINT
+            return CODE_HINT if target is None else SOURCE_CODE_HINT
         return None
 
     @on(Select.Changed, "#profile")

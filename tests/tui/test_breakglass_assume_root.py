@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, Select
 from vaultd.tui.app import VaultApp
-from vaultd.tui.breakglass import READY_HINT, TARGET_HINT
+from vaultd.tui.breakglass import READY_HINT, SOURCE_CODE_HINT, TARGET_HINT
 from vaultd.tui.grant import GrantPanel
 from vaultd.tui.root_target import RootTarget
 
@@ -51,6 +51,8 @@ async def test_pickers_show_for_assume_root_only_with_the_profiles_defaults(
         labels = [str(o[0]) for o in task._options[1:]]
         assert labels == [f"{name} — {what}" for name, what in ROOT_TASKS.items()]
         assert text(app, "#bg-hint") == READY_HINT
+        await fill(pilot, app, profile="member-b", code="12")
+        assert text(app, "#bg-hint") == SOURCE_CODE_HINT
 
 
 async def test_the_picked_account_and_task_go_with_the_request(
