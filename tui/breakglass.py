@@ -1,8 +1,10 @@
 """The break-glass screen: a short root session after a reason and two factors (docs/threat-model.md
 T18).
 
-Pick a root profile, type a reason (8-500 characters), then the security key PIN (optional;
-the daemon asks the key for user verification) and the root account's 6-digit TOTP code.
+Pick a root profile (stored root keys, or AssumeRoot: then also the member account and the
+task, see :mod:`.root_target`), type a reason (8-500 characters), then the security key PIN
+(the daemon asks the key for user verification) and the 6-digit MFA code (the root account's,
+or for AssumeRoot the source profile's device).
 Nothing is sent until the reason and code are complete; the PIN and code leave the fields the
 moment they are sent.  While the daemon waits for the touch the screen says so.  On success the
 credentials are read once (``grant``) into the :class:`GrantPanel`, the only place they exist
@@ -33,6 +35,7 @@ from .data import (
     DaemonPort,
     DaemonStatus,
     GrantInfo,
+    ProfileRow,
     Secret,
     export_lines,
     grant_of,
@@ -40,10 +43,13 @@ from .data import (
     reason_ok,
 )
 from .grant import GrantPanel
+from .root_target import ASSUME_ROOT_KIND, RootTarget
 from .widgets import ConnectionLine
 
-ROOT_KIND = "session"
+ROOT_KINDS = frozenset({"session", ASSUME_ROOT_KIND})
 PROFILE_HINT = "choose the root profile"
+TARGET_HINT = "choose the member account and the root task"
+SOURCE_CODE_HINT = "enter the 6-digit code of the source profile's MFA device (a fresh session)"
 REASON_HINT = "type a reason of 8-500 characters (it goes to the audit log)"
 CODE_HINT = "enter the root account's 6-digit MFA code"
 READY_HINT = "Enter or Start opens the session"
@@ -65,6 +71,7 @@ class BreakGlassScreen(Screen[None]):
         self._clock = clock
         self._tick = tick
         self._choices: tuple[str, ...] | None = None
+        self._rows: tuple[ProfileRow, ...] = ()
         self._grants: tuple[GrantInfo, ...] = ()
         self._sending = False
 
@@ -74,6 +81,7 @@ class BreakGlassScreen(Screen[None]):
         with Horizontal(classes="bg-row"):
             yield Select[str]([], prompt="choose…", id="profile")
             yield Input(placeholder="reason (8-500 characters, audited)", id="reason")
+        yield RootTarget(classes="bg-row", id="root-target")
         with Horizontal(classes="bg-row"):
             yield Input(placeholder="security key PIN (optional)", password=True, id="pin")
             yield Input(
@@ -106,7 +114,8 @@ class BreakGlassScreen(Screen[None]):
     # --- the form --------------------------------------------------------------------------
 
     def _show_status(self, status: DaemonStatus | None) -> None:
-        choices = tuple(p.name for p in status.profiles if p.kind == ROOT_KIND) if status else ()
+        self._rows = tuple(p for p in status.profiles if p.kind in ROOT_KINDS) if status else ()
+        choices = tuple(p.name for p in self._rows)
         if choices != self._choices:  # set_options resets the choice: only on a change
             self._choices = choices
             self.query_one("#profile", Select).set_options((name, name) for name in choices)
@@ -119,11 +128,21 @@ class BreakGlassScreen(Screen[None]):
         """What the form still lacks, or None when it can be sent."""
         if self.query_one("#profile", Select).selection is None:
             return PROFILE_HINT
+        try:
+            target = self.query_one(RootTarget).picked()
+        except LookupError:
+            return TARGET_HINT
         if not reason_ok(self.query_one("#reason", Input).value):
             return REASON_HINT
         if not CODE_RE.fullmatch(self.query_one("#code", Input).value):
-            return CODE_HINT
+            return CODE_HINT if target is None else SOURCE_CODE_HINT
         return None
+
+    @on(Select.Changed, "#profile")
+    def _profile_changed(self) -> None:
+        chosen = self.query_one("#profile", Select).selection
+        row = next((p for p in self._rows if p.name == chosen), None)
+        self.query_one(RootTarget).show(row, self._rows)
 
     @on(Select.Changed)
     @on(Input.Changed)
@@ -153,6 +172,7 @@ class BreakGlassScreen(Screen[None]):
             self._hint(missing or "")
             return
         profile = str(self.query_one("#profile", Select).selection)
+        target = self.query_one(RootTarget).picked()
         reason = self.query_one("#reason", Input).value
         pin_field, code_field = self.query_one("#pin", Input), self.query_one("#code", Input)
         code = Secret(code_field.value)
@@ -162,11 +182,20 @@ class BreakGlassScreen(Screen[None]):
         self.query_one("#bg-touch", Label).update(TOUCH_PROMPT)
         self._sending = True
         self._form_changed()
-        self._open(profile, reason, code, pin)
+        self._open(profile, reason, code, pin, target)
 
     @work(exclusive=True, group="breakglass")
-    async def _open(self, profile: str, reason: str, code: Secret, pin: Secret | None) -> None:
+    async def _open(
+        self,
+        profile: str,
+        reason: str,
+        code: Secret,
+        pin: Secret | None,
+        target: tuple[str, str] | None,
+    ) -> None:
         send = partial(self._client.request, "breakglass", profile=profile, reason=reason)
+        if target is not None:
+            send = partial(send, account=target[0], task=target[1])
         try:
             reply = await (
                 send(code=code.value) if pin is None else send(code=code.value, pin=pin.value)

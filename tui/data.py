@@ -149,16 +149,21 @@ class ProfileRow:
     kind: str
     approval: str
     expires_at: datetime | None
+    target_account: str | None = None
+    root_task: str | None = None
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> ProfileRow:
         """Parse one entry of the status reply's ``profiles``."""
         expires = obj.get("expires_at")
+        account, task = obj.get("target_account"), obj.get("root_task")
         return cls(
             name=_str(obj, "name"),
             kind=_str(obj, "kind"),
             approval=_str(obj, "approval"),
             expires_at=_time(obj, "expires_at") if expires is not None else None,
+            target_account=account if isinstance(account, str) else None,
+            root_task=task if isinstance(task, str) else None,
         )
 
     def seconds_left(self, now: datetime) -> float | None:

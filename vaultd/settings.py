@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from vaultd.core import assume_root
 from vaultd.core.model import PROFILE_NAME_RE, ApprovalMethod, ProfileKind
 from vaultd.core.serving import (
     DEFAULT_APPROVAL_TIMEOUT,
@@ -194,6 +195,18 @@ class ProfileSettings(_Section):
     """`code` (type the MFA code), `touch` (FIDO2 touch; the code comes from a sealed seed)
     or `touch-or-code`. A role with `source_profile` and no `approval` of its own is approved
     like its source profile."""
+    assume_root_account: str | None = None
+    """Break-glass with sts:AssumeRoot: the 12-digit member account to open a root session in
+    (with `source_profile`, an IAM user of the management or delegated-admin account)."""
+    assume_root_task: str | None = None
+    """The AssumeRoot task: IAMAuditRootUserCredentials, IAMCreateRootUserPassword,
+    IAMDeleteRootUserCredentials, S3UnlockBucketPolicy or SQSUnlockQueuePolicy (or the full
+    arn:aws:iam::aws:policy/root-task/NAME); `duration_seconds` is then 0-900 (default 900)."""
+
+    @property
+    def assume_root(self) -> bool:
+        """Whether this is an AssumeRoot (break-glass only) profile."""
+        return self.assume_root_account is not None or self.assume_root_task is not None
 
     @field_validator("credentials", "source_profile")
     @classmethod
@@ -237,8 +250,15 @@ class ProfileSettings(_Section):
             raise ValueError("must be 2-1224 chars of [\\w+=,.@:/-]")
         return value
 
+    @field_validator("assume_root_task")
+    @classmethod
+    def _task(cls, value: str | None) -> str | None:
+        return None if value is None else _config_value(assume_root.task_arn, value)
+
     @model_validator(mode="after")
     def _shape(self) -> ProfileSettings:
+        if self.assume_root:
+            return self._assume_root_shape()
         if self.credentials and self.source_profile:
             raise ValueError("set either credentials or source_profile, not both")
         if not self.credentials and not self.source_profile:
@@ -255,6 +275,28 @@ class ProfileSettings(_Section):
             validate_duration(kind, self.duration_seconds, chained=False)
         except ConfigError as exc:
             raise ValueError(exc.message) from None
+        return self
+
+    def _assume_root_shape(self) -> ProfileSettings:
+        if not (self.source_profile and self.assume_root_account and self.assume_root_task):
+            raise ValueError(
+                "an AssumeRoot profile needs source_profile, assume_root_account and "
+                "assume_root_task"
+            )
+        extra = [
+            name
+            for name in ("credentials", "role_arn", "mfa_serial", "external_id", "region")
+            if getattr(self, name) is not None
+        ]
+        if extra:
+            raise ValueError(
+                f"{', '.join(extra)}: not used by an AssumeRoot profile (the source profile's "
+                "keys, MFA device and region are)"
+            )
+        duration = (
+            assume_root.DEFAULT_SECONDS if self.duration_seconds is None else self.duration_seconds
+        )
+        _config_value(assume_root.check_target, self.assume_root_account or "", duration, None)
         return self
 
 
@@ -340,7 +382,9 @@ class Settings(BaseSettings):
                     f"profiles.{name}.source_profile={profile.source_profile!r} must name a "
                     "profile with stored credentials (role-of-role chains are not supported)"
                 )
-            if "approval" not in profile.model_fields_set:
+            if profile.assume_root:
+                _check_assume_root_source(name, profile, source)
+            elif "approval" not in profile.model_fields_set:
                 # A chained role is approved the way its source profile is, unless it says.
                 self.profiles[name] = profile.model_copy(update={"approval": source.approval})
         return self
@@ -349,6 +393,32 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         """Where the audit log is written."""
         return self.audit.path or self.data_dir / "audit.log"
+
+
+def _config_value(check: Any, *args: Any) -> Any:
+    """Run a core check, turning its ``ConfigError`` into the ``ValueError`` pydantic reports."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _check_assume_root_source(name: str, profile: ProfileSettings, source: ProfileSettings) -> None:
+    """The source of an AssumeRoot profile: an IAM user with an MFA device, not root, and not
+    in the target account."""
+    where = f"profiles.{name}.source_profile={profile.source_profile!r}"
+    if source.mfa_serial is None:
+        raise ValueError(f"{where} has no mfa_serial: AssumeRoot needs a fresh MFA session")
+    if assume_root.is_root_mfa(source.mfa_serial):
+        raise ValueError(
+            f"{where} is a root profile (its mfa_serial is a root MFA device): AssumeRoot is "
+            "refused for root credentials; use an IAM user of the management account"
+        )
+    duration = assume_root.DEFAULT_SECONDS
+    try:
+        assume_root.check_target(profile.assume_root_account or "", duration, source.mfa_serial)
+    except ConfigError as exc:
+        raise ValueError(f"profiles.{name}.{exc.message}") from None
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

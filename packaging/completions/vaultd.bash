@@ -25,7 +25,7 @@ _vaultd() {
         login) words="--duration --help --print" ;;
         fido2) words="--help enroll list remove" ;;
         mfa) words="--help add-totp list remove" ;;
-        break-glass) words="--help --reason" ;;
+        break-glass) words="--account --help --reason --task" ;;
         tui) words="--help" ;;
         policy) words="--help simulate validate" ;;
         audit) words="--help tail verify" ;;

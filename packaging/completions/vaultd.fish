@@ -46,8 +46,10 @@ complete -c vaultd -n '__fish_seen_subcommand_from mfa' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from mfa' -a add-totp
 complete -c vaultd -n '__fish_seen_subcommand_from mfa' -a list
 complete -c vaultd -n '__fish_seen_subcommand_from mfa' -a remove
+complete -c vaultd -n '__fish_seen_subcommand_from break-glass' -l account
 complete -c vaultd -n '__fish_seen_subcommand_from break-glass' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from break-glass' -l reason
+complete -c vaultd -n '__fish_seen_subcommand_from break-glass' -l task
 complete -c vaultd -n '__fish_seen_subcommand_from tui' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from policy' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from policy' -a simulate

@@ -23,7 +23,7 @@ case $words[2] in
     login) compadd -- --duration --help --print ;;
     fido2) compadd -- --help enroll list remove ;;
     mfa) compadd -- --help add-totp list remove ;;
-    break-glass) compadd -- --help --reason ;;
+    break-glass) compadd -- --account --help --reason --task ;;
     tui) compadd -- --help ;;
     policy) compadd -- --help simulate validate ;;
     audit) compadd -- --help tail verify ;;

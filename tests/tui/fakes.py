@@ -79,6 +79,8 @@ class FakeProfile:
     approval: str = "code"
     expires_at: datetime | None = None
     root: bool = False
+    target_account: str | None = None  # an AssumeRoot profile's member account
+    root_task: str | None = None  # and its root-task policy ARN
 
 
 def _time(dt: datetime) -> str:
@@ -263,6 +265,8 @@ class FakeDaemonClient:
                 "approval": p.approval,
                 "expires_at": _time(p.expires_at) if p.expires_at else None,
                 "seconds_left": int((p.expires_at - now).total_seconds()) if p.expires_at else None,
+                "target_account": p.target_account,
+                "root_task": p.root_task,
             }
             for p in self.profiles
         ]
@@ -294,7 +298,7 @@ class FakeDaemonClient:
         profile = next((p for p in self.profiles if p.name == request.profile), None)
         if profile is None:
             raise UnknownProfile(f"no profile {request.profile!r} in the vaultd config")
-        if profile.kind != "session":
+        if profile.kind not in ("session", "assume_root"):
             raise BreakGlassOnly(
                 f"profile {profile.name!r} is not a root profile: break-glass needs a profile "
                 "whose credentials are a key pair stored with `vaultd add NAME --root`"
@@ -304,7 +308,7 @@ class FakeDaemonClient:
         try:
             if self.sealed:
                 raise Sealed("the vault is sealed: run `vaultd unlock`")
-            if not profile.root:
+            if not profile.root and profile.kind != "assume_root":
                 raise BreakGlassOnly(
                     f"{profile.name!r} is not a root key pair: use credential_process for IAM "
                     "users; break-glass is for root credentials"

@@ -77,7 +77,7 @@ def test_validate_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixt
     assert lines[0] == (
         f"{path}: statement 2 (Sid DenyCurl), line 8: unknown action vaultd:GetCreds; "
         "known: vaultd:GetCredentials, vaultd:Exec, vaultd:BreakGlass, vaultd:Export, "
-        "vaultd:Rotate"
+        "vaultd:Rotate, vaultd:AssumeRoot"
     )
     assert lines[1].startswith(f"{path}: statement 3, line 12: resource 'prod' must be")
 

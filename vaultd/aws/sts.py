@@ -1,4 +1,5 @@
-"""The ``StsClient`` port over botocore: GetSessionToken and AssumeRole with an MFA context.
+"""The ``StsClient`` port over botocore: GetSessionToken and AssumeRole with an MFA context,
+GetFederationToken, and AssumeRoot on the Regional endpoint.
 
 The only module that makes raw STS calls.  Every call signs with the stored keys passed in,
 through a botocore session that reads no config or credentials file and ignores
@@ -69,7 +70,11 @@ class _StsApi(Protocol):
 
     def get_federation_token(self, **kwargs: Any) -> dict[str, Any]: ...
 
+    def assume_root(self, **kwargs: Any) -> dict[str, Any]: ...
 
+
+GLOBAL_STS_HOST = "sts.amazonaws.com"
+ASSUME_ROOT_DURATION = (0, 900)
 FEDERATION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,32}$")
 FEDERATION_DURATION = (900, 129_600)
 ALLOW_ALL_POLICY = (
@@ -170,6 +175,45 @@ class Boto3StsClient:
         }
         return self._call("GetFederationToken", params, credentials, region, None)
 
+    def assume_root_endpoint(self, region: str) -> str:
+        """The endpoint AssumeRoot goes to: the configured one (``endpoint_url``, else
+        ``AWS_ENDPOINT_URL_STS`` or ``AWS_ENDPOINT_URL``, as botocore reads them) unless it is
+        the global endpoint; without one, ``https://sts.REGION.amazonaws.com`` whatever
+        ``AWS_STS_REGIONAL_ENDPOINTS`` says."""
+        from urllib.parse import urlsplit
+
+        configured = self._endpoint_url or _configured_sts_endpoint()
+        if configured is None:
+            suffix = ".cn" if region.startswith("cn-") else ""
+            return f"https://sts.{region}.amazonaws.com{suffix}"
+        if (urlsplit(configured).hostname or "").lower() == GLOBAL_STS_HOST:
+            raise ConfigError(
+                f"the STS endpoint is the global {configured}: AWS accepts AssumeRoot only on a "
+                f"Regional endpoint; unset it or use https://sts.{region}.amazonaws.com"
+            )
+        return configured
+
+    def assume_root(
+        self,
+        credentials: SessionCredentials,
+        *,
+        target_principal: str,
+        task_policy_arn: str,
+        duration_seconds: int,
+        region: str,
+    ) -> SessionCredentials:
+        """AssumeRoot with an MFA session, on the Regional endpoint, sent once."""
+        _check_duration("AssumeRoot", duration_seconds, ASSUME_ROOT_DURATION)
+        params: dict[str, Any] = {
+            "TargetPrincipal": target_principal,
+            "TaskPolicyArn": {"arn": task_policy_arn},
+            "DurationSeconds": duration_seconds,
+        }
+        endpoint = self.assume_root_endpoint(region)
+        return self._call(
+            "AssumeRoot", params, credentials, region, None, endpoint_url=endpoint, attempts=1
+        )
+
     def _call(
         self,
         action: str,
@@ -177,13 +221,17 @@ class Boto3StsClient:
         credentials: LongTermCredentials | SessionCredentials,
         region: str | None,
         token_code: str | None,
+        *,
+        endpoint_url: str | None = None,
+        attempts: int | None = None,
     ) -> SessionCredentials:
         from botocore import exceptions as bx
 
         mfa = token_code is not None
         region = region or DEFAULT_REGION
+        attempts = attempts or (MFA_ATTEMPTS if mfa else PLAIN_ATTEMPTS)
         try:
-            api = self._client(credentials, region, MFA_ATTEMPTS if mfa else PLAIN_ATTEMPTS)
+            api = self._client(credentials, region, attempts, endpoint_url or self._endpoint_url)
         except (bx.BotoCoreError, ValueError) as exc:
             raise ConfigError(
                 f"cannot build an STS client for region {region!r} ({type(exc).__name__}); "
@@ -193,6 +241,7 @@ class Boto3StsClient:
             "GetSessionToken": api.get_session_token,
             "AssumeRole": api.assume_role,
             "GetFederationToken": api.get_federation_token,
+            "AssumeRoot": api.assume_root,
         }[action]
         try:
             response = send(**params)
@@ -222,6 +271,7 @@ class Boto3StsClient:
         credentials: LongTermCredentials | SessionCredentials,
         region: str,
         max_attempts: int,
+        endpoint_url: str | None,
     ) -> _StsApi:
         from botocore.config import Config
 
@@ -237,13 +287,20 @@ class Boto3StsClient:
             client = self._session.create_client(
                 "sts",
                 region_name=region,
-                endpoint_url=self._endpoint_url,
+                endpoint_url=endpoint_url,
                 aws_access_key_id=credentials.access_key_id,
                 aws_secret_access_key=credentials.secret_access_key,
                 aws_session_token=token,
                 config=config,
             )
         return cast(_StsApi, client)
+
+
+def _configured_sts_endpoint() -> str | None:
+    """The STS endpoint the environment configures (the isolated session reads no file)."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _mfa_params(serial_number: str | None, token_code: str | None) -> dict[str, Any]:
@@ -298,6 +355,11 @@ def _translate(exc: ClientError, action: str, region: str, token_code: str | Non
         if mfa:
             return MfaRejected(
                 f"AWS rejected the MFA code for {action}; wait for the next code and try again"
+            )
+        if action == "AssumeRoot":
+            return StsAccessDenied(
+                "AWS denied AssumeRoot: the source user needs sts:AssumeRoot on the member "
+                "account (with MFA), and centralized root access must be enabled in IAM"
             )
         return StsAccessDenied(
             f"AWS denied {action}; check the role's trust policy and the user's permissions"

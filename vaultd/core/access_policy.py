@@ -48,6 +48,7 @@ ACTIONS: tuple[str, ...] = (
     "vaultd:BreakGlass",
     "vaultd:Export",
     "vaultd:Rotate",
+    "vaultd:AssumeRoot",
 )
 
 
@@ -67,6 +68,8 @@ CONDITION_KEYS: Mapping[str, KeyType] = {
     "vaultd:MultiFactorAuthPresent": KeyType.BOOL,
     "vaultd:MultiFactorAuthAge": KeyType.NUMERIC,
     "vaultd:Profile": KeyType.STRING,
+    "vaultd:TargetAccount": KeyType.STRING,
+    "vaultd:RootTask": KeyType.STRING,
     "aws:CurrentTime": KeyType.DATE,
 }
 _KEYS_FOLDED = {name.lower(): name for name in CONDITION_KEYS}

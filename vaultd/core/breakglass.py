@@ -3,10 +3,12 @@ once.
 
 The flow: a root key pair's profile, a typed reason, a FIDO2 touch **with user
 verification**, the root account's TOTP code, then GetSessionToken with the root keys for at
-most an hour (default 15 minutes).  The session becomes a *grant*: its credentials can be
-read exactly once; a second read is refused (``GRANT_USED``); "end now" drops it.  Every step
-is audited with ``severity=critical`` and ``break_glass=true`` and announced through the
-notifier hook.  Root sessions are never cached and never served to credential_process.
+most an hour (default 15 minutes).  An AssumeRoot profile instead makes a fresh MFA session
+for its source profile and calls AssumeRoot (:mod:`vaultd.core.assume_root`).  The session
+becomes a *grant*: its credentials can be read exactly once; a second read is refused
+(``GRANT_USED``); "end now" drops it.  Every step is audited with ``severity=critical`` and
+``break_glass=true`` and announced through the notifier hook.  Root sessions are never
+cached and never served to credential_process.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vaultd.core import serving
+from vaultd.core import assume_root, serving
 from vaultd.core.approvals import new_approval_id
 from vaultd.core.model import (
     CODE_RE,
     ApprovalMethod,
     Profile,
+    ProfileKind,
     Requester,
     SessionCredentials,
     mask_key,
@@ -85,6 +88,8 @@ class BreakGlassDesk:
         profile = self._svc.profiles.get(name)
         if profile is None:
             raise UnknownProfile(f"no profile {name!r} in the vaultd config")
+        if profile.kind is ProfileKind.ASSUME_ROOT:
+            return profile
         if profile.credentials is None or profile.role_arn is not None:
             raise BreakGlassOnly(
                 f"profile {name!r} is not a root profile: break-glass needs a profile whose "
@@ -100,8 +105,13 @@ class BreakGlassDesk:
         reason: str,
         code: str,
         pin: str | None,
+        account: str | None = None,
+        task: str | None = None,
     ) -> Grant:
-        """Check both factors, make the root session, and return its grant (unread)."""
+        """Check both factors, make the root session, and return its grant (unread).
+
+        ``account`` and ``task`` replace an AssumeRoot profile's member account and task.
+        """
         svc = self._svc
         reason = " ".join(reason.split())
         if not MIN_REASON <= len(reason) <= MAX_REASON:
@@ -111,42 +121,21 @@ class BreakGlassDesk:
         if not CODE_RE.fullmatch(code):
             raise CodeMalformed("the root MFA code is exactly 6 ASCII digits")
         profile = self._root_profile(profile_name)
-        credentials_name, serial = profile.credentials, profile.mfa_serial
-        assert credentials_name is not None and serial is not None  # noqa: S101 - settings
-        duration = profile.duration_seconds or DEFAULT_SECONDS
-        if duration > MAX_SECONDS:
-            raise ConfigError(
-                f"profiles.{profile.name}.duration_seconds={duration}: root sessions last at "
-                f"most {MAX_SECONDS} s"
-            )
+        target = self._target(profile, account, task)
         client = requester_fields(requester)
         await self._audit("breakglass_requested", profile.name, reason=reason, client=client)
         try:
-            keys = await svc.run_token(lambda: svc.ports.secrets.key_pair(credentials_name))
-            if not keys.root:
-                raise BreakGlassOnly(
-                    f"{credentials_name!r} is not a root key pair: use credential_process "
-                    "for IAM users; break-glass is for root credentials"
+            if target is None:
+                session = await self._root_keys_session(profile, requester, code, pin)
+            else:
+                session = await assume_root.open_session(
+                    svc,
+                    profile,
+                    requester,
+                    target=target,
+                    code=code,
+                    touch=lambda: self._touch_factor(profile, requester, pin),
                 )
-            svc.ledger.check_allowed(serial, svc.ports.clock.now())
-            await self._touch_with_uv(profile, requester, pin)
-            await self._audit("breakglass_factor", profile.name, factor="fido2_uv")
-            await svc.authorize("vaultd:BreakGlass", profile, requester, mfa_present=True)
-            svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
-            await svc.save_ledger()
-            session = await svc.counting_failures(
-                serial,
-                svc.run_io(
-                    lambda: svc.ports.sts.get_session_token(
-                        keys,
-                        duration_seconds=duration,
-                        serial_number=serial,
-                        token_code=code,
-                        region=profile.region,
-                    )
-                ),
-            )
-            serving.validate_expiration(session.expiration, svc.ports.clock.now())
         except VaultError as exc:
             await self._audit("breakglass_refused", profile.name, outcome=exc.code, client=client)
             raise
@@ -169,6 +158,67 @@ class BreakGlassDesk:
             client=client,
         )
         return grant
+
+    def _target(
+        self, profile: Profile, account: str | None, task: str | None
+    ) -> assume_root.Target | None:
+        """An AssumeRoot profile's checked target; None for stored root keys (whose duration
+        is checked here).  Both refuse before anything is audited or asked."""
+        if profile.kind is ProfileKind.ASSUME_ROOT:
+            assert profile.source_profile is not None  # noqa: S101 - settings validation
+            source = self._svc.profiles[profile.source_profile]
+            return assume_root.target_of(profile, source, account=account, task=task)
+        if account is not None or task is not None:
+            raise BadRequest(
+                f"fields account and task: profile {profile.name!r} holds stored root keys; "
+                "a member account and a task apply to AssumeRoot profiles only"
+            )
+        duration = profile.duration_seconds or DEFAULT_SECONDS
+        if duration > MAX_SECONDS:
+            raise ConfigError(
+                f"profiles.{profile.name}.duration_seconds={duration}: root sessions last at "
+                f"most {MAX_SECONDS} s"
+            )
+        return None
+
+    async def _root_keys_session(
+        self, profile: Profile, requester: Requester, code: str, pin: str | None
+    ) -> SessionCredentials:
+        """GetSessionToken with the profile's stored root keys, after the touch and the code."""
+        svc = self._svc
+        credentials_name, serial = profile.credentials, profile.mfa_serial
+        assert credentials_name is not None and serial is not None  # noqa: S101 - settings
+        duration = profile.duration_seconds or DEFAULT_SECONDS
+        keys = await svc.run_token(lambda: svc.ports.secrets.key_pair(credentials_name))
+        if not keys.root:
+            raise BreakGlassOnly(
+                f"{credentials_name!r} is not a root key pair: use credential_process "
+                "for IAM users; break-glass is for root credentials"
+            )
+        svc.ledger.check_allowed(serial, svc.ports.clock.now())
+        await self._touch_factor(profile, requester, pin)
+        await svc.authorize("vaultd:BreakGlass", profile, requester, mfa_present=True)
+        svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
+        await svc.save_ledger()
+        session = await svc.counting_failures(
+            serial,
+            svc.run_io(
+                lambda: svc.ports.sts.get_session_token(
+                    keys,
+                    duration_seconds=duration,
+                    serial_number=serial,
+                    token_code=code,
+                    region=profile.region,
+                )
+            ),
+        )
+        serving.validate_expiration(session.expiration, svc.ports.clock.now())
+        return session
+
+    async def _touch_factor(self, profile: Profile, requester: Requester, pin: str | None) -> None:
+        """The FIDO2 touch with user verification, audited as a break-glass factor."""
+        await self._touch_with_uv(profile, requester, pin)
+        await self._audit("breakglass_factor", profile.name, factor="fido2_uv")
 
     async def _touch_with_uv(self, profile: Profile, requester: Requester, pin: str | None) -> None:
         svc = self._svc

@@ -18,6 +18,7 @@ class ProfileKind(StrEnum):
     SESSION = "session"  # GetSessionToken with the stored long-lived keys
     ROLE = "role"  # AssumeRole, chained from the source profile or directly with MFA
     ROOT = "root"  # break-glass only; never served through credential_process
+    ASSUME_ROOT = "assume_root"  # break-glass only: sts:AssumeRoot into a member account
 
 
 class ApprovalMethod(StrEnum):
@@ -51,6 +52,8 @@ class Profile:
     role_session_name: str | None = None
     region: str | None = None
     approval: ApprovalMethod = ApprovalMethod.CODE
+    target_account: str | None = None  # ASSUME_ROOT: the member account
+    root_task: str | None = None  # ASSUME_ROOT: the root-task policy ARN
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ class GenerationAnchor(Protocol):
 
 
 class StsClient(Protocol):
-    """The two STS calls vaultd makes. MFA-bearing calls are never retried."""
+    """The STS calls vaultd makes. MFA-bearing calls are never retried."""
 
     def get_session_token(
         self,
@@ -92,6 +92,22 @@ class StsClient(Protocol):
         duration_seconds: int,
         region: str | None,
     ) -> SessionCredentials: ...
+
+    def assume_root_endpoint(self, region: str) -> str:
+        """The Regional endpoint AssumeRoot goes to; ``ConfigError`` for the global one."""
+        ...
+
+    def assume_root(
+        self,
+        credentials: SessionCredentials,
+        *,
+        target_principal: str,
+        task_policy_arn: str,
+        duration_seconds: int,
+        region: str,
+    ) -> SessionCredentials:
+        """AssumeRoot on the Regional endpoint with an MFA session; never retried."""
+        ...
 
 
 class Gate(Protocol):

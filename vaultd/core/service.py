@@ -266,6 +266,12 @@ class VaultService:
             raise UnknownProfile(
                 f"no profile {profile_name!r} in the vaultd config: add [profiles.{profile_name}]"
             )
+        if profile.kind is ProfileKind.ASSUME_ROOT:
+            raise BreakGlassOnly(
+                f"profile {profile.name!r} is an AssumeRoot profile: its root sessions last at "
+                "most 900 s, under the 15-minute floor the AWS SDKs need to use credentials "
+                f"from {action}; run `vaultd break-glass {profile.name} --reason TEXT -- CMD`"
+            )
         await self._authorize(action, profile, requester)
         key = f"profile:{profile.name}"
         creds = self.cache.get(key)
@@ -464,16 +470,23 @@ class VaultService:
         await self.authorize(iam_action, profile, requester)
 
     async def authorize(
-        self, iam_action: str, profile: Profile, requester: Requester, *, mfa_present: bool = False
+        self,
+        iam_action: str,
+        profile: Profile,
+        requester: Requester,
+        *,
+        mfa_present: bool = False,
+        extra: Mapping[str, ContextValue] | None = None,
     ) -> None:
         """Evaluate the access policy; a denial is audited and raised before any prompt.
 
         ``mfa_present`` sets ``vaultd:MultiFactorAuthPresent`` for actions checked after the
-        user passed MFA (rotation, break-glass).
+        user passed MFA (rotation, break-glass); ``extra`` adds the action's own condition keys.
         """
         context = policy_context(profile.name, requester, self._p.clock.now())
         if mfa_present:
             context["vaultd:MultiFactorAuthPresent"] = True
+        context.update(extra or {})
         try:
             enforce(self._policy, iam_action, f"profile/{profile.name}", context)
         except PolicyDenied as exc:
@@ -733,6 +746,8 @@ class VaultService:
                     if entry
                     else None,
                     "seconds_left": int(entry.seconds_left) if entry else None,
+                    "target_account": p.target_account,
+                    "root_task": p.root_task,
                 }
             )
         return {

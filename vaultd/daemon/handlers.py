@@ -126,7 +126,13 @@ async def events(d: Daemon, request: EventsRequest, conn: Connection) -> Reply:
 @handles(BreakGlassRequest)
 async def breakglass(d: Daemon, request: BreakGlassRequest, conn: Connection) -> Reply:
     grant = await d.breakglass.open(
-        request.profile, conn.requester, reason=request.reason, code=request.code, pin=request.pin
+        request.profile,
+        conn.requester,
+        reason=request.reason,
+        code=request.code,
+        pin=request.pin,
+        account=request.account,
+        task=request.task,
     )
     return {"grant": grant.as_dict()}
 

@@ -38,7 +38,7 @@ from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import Request
 from vaultd.ipc.replies import check_reply
 from vaultd.ipc.server import Connection
-from vaultd.settings import Settings
+from vaultd.settings import ProfileSettings, Settings
 from vaultd.store.instance_lock import DataDirLock
 from vaultd.store.policy_file import load_policy
 from vaultd.system.hardening import harden_process
@@ -53,7 +53,7 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
     return {
         name: Profile(
             name=name,
-            kind=ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION,
+            kind=_kind(p),
             credentials=p.credentials,
             source_profile=p.source_profile,
             role_arn=p.role_arn,
@@ -63,9 +63,17 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
             role_session_name=p.role_session_name,
             region=p.region,
             approval=p.approval,
+            target_account=p.assume_root_account,
+            root_task=p.assume_root_task,
         )
         for name, p in settings.profiles.items()
     }
+
+
+def _kind(p: ProfileSettings) -> ProfileKind:
+    if p.assume_root:
+        return ProfileKind.ASSUME_ROOT
+    return ProfileKind.ROLE if p.role_arn else ProfileKind.SESSION
 
 
 class Daemon:

@@ -171,13 +171,16 @@ class ReportRequest:
 
 @dataclass(frozen=True, slots=True)
 class BreakGlassRequest:
-    """Open a break-glass grant: a reason, the root MFA code, the authenticator PIN for UV."""
+    """Open a break-glass grant: a reason, the root MFA code, the authenticator PIN for UV;
+    for an AssumeRoot profile, optionally another member account or task."""
 
     op: ClassVar[str] = "breakglass"
     profile: str
     reason: str
     code: str = field(repr=False)
     pin: str | None = field(default=None, repr=False)
+    account: str | None = None
+    task: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +275,8 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
             "reason": _Field(str, max_len=1000),
             "code": _Field(str, max_len=16),
             "pin": _Field(str, required=False, max_len=256),
+            "account": _Field(str, required=False, pattern=re.compile(r"[0-9]{12}")),
+            "task": _Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:/_-]{1,128}")),
         },
     ),
     "grant": (GrantRequest, {"id": _ID}),

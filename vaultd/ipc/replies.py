@@ -88,6 +88,8 @@ class ProfileStatus(TypedDict):
     approval: str
     expires_at: str | None
     seconds_left: int | None
+    target_account: str | None
+    root_task: str | None
 
 
 class ReportRowView(TypedDict):

@@ -1,10 +1,18 @@
 """A local STS endpoint for tests that records every request and injects faults.
 
 ``FakeSts`` speaks the STS Query protocol (form-encoded POST, XML replies) for GetSessionToken,
-AssumeRole, GetFederationToken and GetCallerIdentity on 127.0.0.1 with a random port.  It
-checks no signature and no MFA code: it exists to count attempts and to script errors,
-timeouts, resets and bad ``Expiration`` values that moto cannot produce (docs/threat-model.md
-component facts). Never point real keys at it.
+AssumeRole, GetFederationToken, GetCallerIdentity and AssumeRoot on 127.0.0.1 with a random
+port.  It checks no signature and no MFA code: it exists to count attempts and to script
+errors, timeouts, resets and bad ``Expiration`` values that moto cannot produce.
+
+moto does not implement AssumeRoot, so this stand-in validates it as AWS documents: only on a
+Regional endpoint (``url``; ``global_url`` and a ``sts.amazonaws.com`` Host header play the
+global endpoint, and a ``sts.REGION.amazonaws.com`` Host must match the SigV4 scope region), a
+task policy from the five root-task ARNs, ``DurationSeconds`` 0-900, a member account other
+than ``account`` (the management account), never with root credentials (keys registered with
+:meth:`FakeSts.add_root_key`, and the sessions made from them), and only with a session this
+stand-in issued from GetSessionToken or AssumeRole with SerialNumber and TokenCode.
+Never point real keys at it.
 """
 
 from __future__ import annotations
@@ -38,9 +46,27 @@ ERROR_STATUS = {
     "Throttling": 400,
     "ValidationError": 400,
 }
-DEFAULT_DURATION = {"GetSessionToken": 43_200, "AssumeRole": 3_600, "GetFederationToken": 43_200}
+DEFAULT_DURATION = {
+    "GetSessionToken": 43_200,
+    "AssumeRole": 3_600,
+    "GetFederationToken": 43_200,
+    "AssumeRoot": 900,
+}
 SUPPORTED = frozenset({*DEFAULT_DURATION, "GetCallerIdentity"})
+ROOT_TASK_ARNS = frozenset(
+    f"arn:aws:iam::aws:policy/root-task/{name}"
+    for name in (
+        "IAMAuditRootUserCredentials",
+        "IAMCreateRootUserPassword",
+        "IAMDeleteRootUserCredentials",
+        "S3UnlockBucketPolicy",
+        "SQSUnlockQueuePolicy",
+    )
+)
+GLOBAL_HOST = "sts.amazonaws.com"
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/")
+_REGIONAL_HOST_RE = re.compile(r"^sts\.([a-z0-9-]+)\.amazonaws\.com$")
+_ACCOUNT_RE = re.compile(r"^(?:[0-9]{12}|arn:aws[a-z-]*:iam::([0-9]{12}):root)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +100,10 @@ class RecordedRequest:
     role_arn: str | None
     role_session_name: str | None
     external_id: str | None
+    host: str = ""
+    endpoint: Literal["regional", "global"] = "regional"
+    target_principal: str | None = None
+    task_policy_arn: str | None = None
 
 
 @dataclass(slots=True)
@@ -98,8 +128,10 @@ class FakeSts:
         self._requests: list[RecordedRequest] = []
         self._scripts: list[_Script] = []
         self._issued = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._mfa_keys: set[str] = set()
+        self._root_keys: set[str] = set()
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Self:
         self.start()
@@ -114,31 +146,47 @@ class FakeSts:
         self.stop()
 
     def start(self) -> None:
-        """Listen on 127.0.0.1 with a random port."""
+        """Listen on 127.0.0.1 with random ports: the Regional endpoint and the global one."""
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-sts", daemon=True
-        )
-        self._thread.start()
+        for endpoint in ("regional", "global"):
+            server = _Server(("127.0.0.1", 0), _Handler, self, endpoint)
+            thread = threading.Thread(
+                target=server.serve_forever, args=(0.05,), name=f"fake-sts-{endpoint}", daemon=True
+            )
+            thread.start()
+            self._servers.append(server)
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        """Wake delayed replies, stop serving and close the socket."""
+        """Wake delayed replies, stop serving and close the sockets."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join()
+        self._servers, self._threads = [], []
 
     @property
     def url(self) -> str:
-        """The endpoint URL to hand to an STS client."""
-        if self._server is None:
+        """The (Regional) endpoint URL to hand to an STS client."""
+        return self._url(0)
+
+    @property
+    def global_url(self) -> str:
+        """An endpoint that behaves as the global ``sts.amazonaws.com``."""
+        return self._url(1)
+
+    def _url(self, index: int) -> str:
+        if not self._servers:
             raise RuntimeError("FakeSts is not started")
-        host, port = self._server.server_address[:2]
+        host, port = self._servers[index].server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def add_root_key(self, access_key_id: str) -> None:
+        """Treat ``access_key_id`` as a root user's key (AssumeRoot refuses it and its sessions)."""
+        with self._lock:
+            self._root_keys.add(access_key_id)
 
     def inject(self, fault: Fault, *, times: int | None = 1, action: str | None = None) -> None:
         """Apply ``fault`` to the next ``times`` matching calls (``None``: until cleared)."""
@@ -182,6 +230,40 @@ class FakeSts:
             self._issued += 1
             return self._issued
 
+    def _issued_key(self, request: RecordedRequest, key_id: str) -> None:
+        """Remember whether a session came with MFA and whether it is a root session."""
+        with self._lock:
+            if request.action in ("GetSessionToken", "AssumeRole") and request.token_code:
+                self._mfa_keys.add(key_id)
+            if request.access_key_id in self._root_keys and request.action != "AssumeRoot":
+                self._root_keys.add(key_id)
+
+    def assume_root_refusal(self, request: RecordedRequest) -> tuple[str, str] | None:
+        """The AWS error (code, message) AssumeRoot gets for ``request``, or None."""
+        with self._lock:
+            root = request.access_key_id in self._root_keys
+            mfa = request.access_key_id in self._mfa_keys
+        target = _ACCOUNT_RE.match(request.target_principal or "")
+        if request.endpoint == "global":
+            return "InvalidAction", "AssumeRoot is available on Regional STS endpoints only"
+        duration = request.duration_seconds
+        if duration is not None and not 0 <= duration <= DEFAULT_DURATION["AssumeRoot"]:
+            return "ValidationError", (
+                f"Value '{duration}' at 'durationSeconds' failed to satisfy constraint: "
+                "Member must have value less than or equal to 900"
+            )
+        if request.task_policy_arn not in ROOT_TASK_ARNS:
+            return "ValidationError", "TaskPolicyArn must be an AWS managed root-task policy"
+        if target is None:
+            return "ValidationError", "TargetPrincipal must be a 12-digit account id"
+        if self.account in (target.group(0), target.group(1)):
+            return "AccessDenied", "AssumeRoot targets member accounts, not the management account"
+        if root:
+            return "AccessDenied", "Root credentials cannot call AssumeRoot"
+        if not request.session_token_sent or not mfa:
+            return "AccessDenied", "The caller's session was not authenticated with MFA"
+        return None
+
     def _pause(self, seconds: float) -> bool:
         """Sleep unless stopping; True when the reply should still be sent."""
         return seconds <= 0 or not self._stopping.wait(seconds)
@@ -191,10 +273,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeSts
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        fake: FakeSts,
+        endpoint: Literal["regional", "global"],
     ) -> None:
         super().__init__(address, handler)
         self.fake = fake
+        self.endpoint: Literal["regional", "global"] = endpoint
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -223,16 +310,27 @@ class _Handler(BaseHTTPRequestHandler):
             status = fault.status or ERROR_STATUS.get(fault.error_code, 400)
             self._reply(status, _error_xml(fault.error_code, fault.message))
             return
+        refusal = fake.assume_root_refusal(request) if request.action == "AssumeRoot" else None
+        if refusal is not None:
+            code, message = refusal
+            self._reply(ERROR_STATUS.get(code, 400), _error_xml(code, message))
+            return
         expiration = None if fault is None else fault.expiration
         self._reply(200, self._success_xml(request, expiration))
 
     def _record(self, form: dict[str, str]) -> RecordedRequest:
         match = _CREDENTIAL_RE.search(self.headers.get("Authorization", ""))
         duration = form.get("DurationSeconds")
+        region = match.group(2) if match else None
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+        regional = _REGIONAL_HOST_RE.match(host)
+        endpoint = self.server.endpoint
+        if host == GLOBAL_HOST or (regional is not None and regional.group(1) != region):
+            endpoint = "global"
         return RecordedRequest(
             action=form.get("Action", ""),
             access_key_id=match.group(1) if match else None,
-            region=match.group(2) if match else None,
+            region=region,
             session_token_sent="X-Amz-Security-Token" in self.headers,
             serial_number=form.get("SerialNumber"),
             token_code=form.get("TokenCode"),
@@ -240,6 +338,10 @@ class _Handler(BaseHTTPRequestHandler):
             role_arn=form.get("RoleArn"),
             role_session_name=form.get("RoleSessionName"),
             external_id=form.get("ExternalId"),
+            host=host,
+            endpoint=endpoint,
+            target_principal=form.get("TargetPrincipal"),
+            task_policy_arn=form.get("TaskPolicyArn.arn"),
         )
 
     def _success_xml(self, request: RecordedRequest, expiration: str | None) -> str:
@@ -259,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
             "malformed": "not-a-timestamp",
             None: _timestamp(datetime.now(UTC) + timedelta(seconds=seconds)),
         }[expiration]
+        fake._issued_key(request, f"ASIAFAKE{n:012d}")
         body = (
             "<Credentials>"
             f"<AccessKeyId>ASIAFAKE{n:012d}</AccessKeyId>"

@@ -188,6 +188,8 @@ def _status() -> dict[str, object]:
         "approval": "code",
         "expires_at": EXPIRES,
         "seconds_left": 3600,
+        "target_account": None,
+        "root_task": None,
     }
     return {
         "sealed": False,
