@@ -21,7 +21,8 @@ DEPRECATED = (
 @pytest.fixture
 def approve_env(sock_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULTD_SOCKET", str(sock_path))
-    monkeypatch.setenv("VAULTD_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("VAULTD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
 
 
 @pytest.mark.usefixtures("approve_env")
