@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -56,7 +57,6 @@ from vaultd.ipc.protocol import (
     EventsRequest,
     FederationRequest,
     GrantEndRequest,
-    GrantRequest,
     LockRequest,
     ReportRequest,
     Request,
@@ -417,17 +417,14 @@ class Daemon:
         if isinstance(request, EventsRequest):
             return await self._stream_events(conn)
         if isinstance(request, BreakGlassRequest):
-            grant = await self.breakglass.open(
+            grant, creds = await self.breakglass.open(
                 request.profile,
                 conn.requester,
                 reason=request.reason,
                 code=request.code,
                 pin=request.pin,
             )
-            return {"grant": grant.as_dict()}
-        if isinstance(request, GrantRequest):
-            creds = await self.breakglass.read(request.id)
-            return credentials_reply(render(creds))
+            return {"grant": grant.as_dict(), "output": json.loads(render(creds))}
         if isinstance(request, GrantEndRequest):
             await self.breakglass.end(request.id)
             return {}

@@ -181,14 +181,6 @@ class BreakGlassRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class GrantRequest:
-    """Read a break-glass grant's credentials (once)."""
-
-    op: ClassVar[str] = "grant"
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
 class GrantEndRequest:
     """End a break-glass grant now."""
 
@@ -224,7 +216,6 @@ Request = (
     | RotateRequest
     | ReportRequest
     | BreakGlassRequest
-    | GrantRequest
     | GrantEndRequest
     | AuditTailRequest
     | FederationRequest
@@ -274,7 +265,6 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
             "pin": _Field(str, required=False, max_len=256),
         },
     ),
-    "grant": (GrantRequest, {"id": _ID}),
     "grant_end": (GrantEndRequest, {"id": _ID}),
     "federation": (FederationRequest, {"profile": _PROFILE}),
     "audit_tail": (AuditTailRequest, {"n": _Field(int, required=False, max_len=1000)}),

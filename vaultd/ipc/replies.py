@@ -13,7 +13,7 @@ against :data:`SECRET_FIELD_NAMES`.
 Pushed events are declared the same way in :data:`EVENTS` and checked by :func:`check_event`
 before the server writes them.
 
-The ``credentials``, ``grant`` and ``federation`` replies carry the ``credential_process``
+The ``credentials``, ``breakglass`` and ``federation`` replies carry the ``credential_process``
 document (:class:`CredentialProcessOutput`); :func:`check_credential_output` insists on a
 ``SessionToken`` and an ``Expiration``, so a long-term key pair cannot pass as one.
 """
@@ -118,7 +118,7 @@ class CredentialProcessOutput(TypedDict):
 
 
 class CredentialsReply(TypedDict):
-    """``credentials``, ``grant`` and ``federation``: the ready-made document."""
+    """``credentials`` and ``federation``: the ready-made document."""
 
     output: CredentialProcessOutput
 
@@ -150,9 +150,11 @@ class StatusReply(TypedDict):
 
 
 class BreakGlassReply(TypedDict):
-    """``breakglass``: the opened grant (its credentials are read once with ``grant``)."""
+    """``breakglass``: the opened grant and its credentials, sent once to this connection only
+    (no op hands a grant out by id: ``docs/threat-model.md`` T31)."""
 
     grant: GrantView
+    output: CredentialProcessOutput
 
 
 class AuditTailReply(TypedDict):
@@ -192,7 +194,6 @@ REPLIES: Final[Mapping[str, type]] = {
     "rotate": RotateReply,
     "report": ReportReply,
     "breakglass": BreakGlassReply,
-    "grant": CredentialsReply,
     "grant_end": EmptyReply,
     "audit_tail": AuditTailReply,
     "federation": CredentialsReply,
