@@ -517,3 +517,26 @@ def test_wrong_unlock_pins_are_rate_limited(make_vault: MakeVault) -> None:
     assert limited.value.retry_after > 0
     assert client.request("status")["sealed"] is True
     assert "wrong0" not in inst.log() and pin not in inst.log()
+
+
+def test_an_oversized_session_token_is_refused_at_the_sts_edge(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """Issue 13 Low 12: a SessionToken too big for a reply frame is never cached or released
+    (it used to be cached, then every request dropped its connection after a release record)."""
+    inst = make_vault()
+    fake_sts.inject(Fault(session_token_chars=70_000), times=1)
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "314159", profile="dev")
+    code, out, err = finish(proc)
+    assert code != 0 and out == b""
+    assert b"STS_ERROR" in err and b"SessionToken" in err
+    events = [
+        json.loads(x)["event"] for x in (inst.data_dir / "audit.log").read_text().splitlines()
+    ]
+    assert "release" not in events
+    proc = credproc(inst, "dev")  # nothing was cached: a new approval, a good token this time
+    approve_pending(inst, "271828", profile="dev")
+    code, out, _ = finish(proc)
+    assert code == 0 and json.loads(out)["Version"] == 1
+    assert fake_sts.calls("GetSessionToken") == 2
