@@ -410,10 +410,10 @@ class Daemon:
             await self.lock(seal=request.seal)
             return {}
         if isinstance(request, UnlockRequest):
-            await self.unlock(
+            done = await self.unlock(
                 bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try
             )
-            return {}
+            return {"already_unlocked": not done}
         if isinstance(request, EventsRequest):
             return await self._stream_events(conn)
         if isinstance(request, BreakGlassRequest):
@@ -563,14 +563,20 @@ class Daemon:
         if seal:
             await self._run_token(self.holder.seal)
 
-    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
-        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
+    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> bool:
+        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal; False, with the
+        token untouched, when the vault is unsealed already (a wrong PIN from any client must
+        not log a working daemon out of its token).
 
         Wrong PINs are rate-limited here (THREATS T9/T12): SoftHSM2 never locks a PIN, and a
         hardware token that does should not be locked by a script guessing through vaultd.
         A token at its final PIN try raises ``HsmPinFinalTry`` without a login unless the
         client sends ``confirm_final_try`` (the person typed the confirmation).
         """
+        token = self.holder.token
+        if not self.service.sealed and token is not None and not token.sealed:
+            pin[:] = bytes(len(pin))
+            return False
         now = self.clock.monotonic()
         recent = [t for t in self._unlock_failures if now - t < UNLOCK_WINDOW]
         self._unlock_failures = recent
@@ -594,6 +600,7 @@ class Daemon:
             pin[:] = bytes(len(pin))
         self.service.sealed = False
         await self.service.audit_event("unlock", outcome="unsealed")
+        return True
 
     async def _stream_events(self, conn: Connection) -> Mapping[str, object]:
         """Push approval events to a subscriber (the TUI) until it goes away.

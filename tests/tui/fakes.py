@@ -248,7 +248,7 @@ class FakeDaemonClient:
                 raise HsmPinIncorrect("the token refused the PIN; check it and try again")
             self.sealed = False
             self.audit("unlock", outcome="unsealed")
-            return {}
+            return {"already_unlocked": False}
         raise BadRequest(f"op {op!r} is not handled by this daemon")
 
     def _status(self) -> Mapping[str, object]:

@@ -127,6 +127,12 @@ class EmptyReply(TypedDict):
     """An acknowledgement with no fields."""
 
 
+class UnlockReply(TypedDict):
+    """``unlock``: ``already_unlocked`` when the vault was unsealed and the token untouched."""
+
+    already_unlocked: bool
+
+
 class ApprovalsReply(TypedDict):
     """``approvals``."""
 
@@ -189,7 +195,7 @@ REPLIES: Final[Mapping[str, type]] = {
     "deny": EmptyReply,
     "status": StatusReply,
     "lock": EmptyReply,
-    "unlock": EmptyReply,
+    "unlock": UnlockReply,
     "events": EmptyReply,
     "rotate": RotateReply,
     "report": ReportReply,

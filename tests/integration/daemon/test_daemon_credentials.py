@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import vaultd.credproc
+from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts, Fault
 from vaultd.testing.harness import Installation, approve_pending
 
@@ -540,3 +541,20 @@ def test_an_oversized_session_token_is_refused_at_the_sts_edge(
     code, out, _ = finish(proc)
     assert code == 0 and json.loads(out)["Version"] == 1
     assert fake_sts.calls("GetSessionToken") == 2
+
+
+def test_a_wrong_unlock_to_an_unsealed_daemon_changes_nothing(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """Issue 13 Medium 8: `unlock` on an unsealed daemon never touches the token (it used to
+    log out first, so a wrong PIN from any same-uid client sealed it behind `status`)."""
+    inst = make_vault()
+    client = DaemonClient(inst.socket)
+    assert client.request("unlock", pin="wrong-pin") == {"already_unlocked": True}
+    assert client.request("status")["sealed"] is False
+    proc = credproc(inst, "dev")  # needs the stored key pair: the token session is alive
+    approve_pending(inst, "161803", profile="dev")
+    assert finish(proc)[0] == 0
+    inst.vaultd("lock", "--seal")
+    pin = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:")).read_text()
+    assert client.request("unlock", pin=pin) == {"already_unlocked": False}

@@ -225,7 +225,8 @@ VALID: list[tuple[str, dict[str, object] | bytes]] = [
     ("report", _report()),
     ("rotate", _rotation()),
     ("audit_tail", {"records": [{"seq": 1, "event": "start", "client": {"pid": 1}}]}),
-    *((op, {}) for op in ("approve", "deny", "lock", "unlock", "events", "grant_end")),
+    ("unlock", {"already_unlocked": False}),
+    *((op, {}) for op in ("approve", "deny", "lock", "events", "grant_end")),
 ]
 
 
