@@ -245,16 +245,17 @@ def _open_tty() -> int:
 def fetch(path: str, profile: str, action: str = "credential_process") -> bytes:
     """Ask the daemon for ``profile`` and return the checked credential JSON.
 
-    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`; policies tell them apart).
+    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`): the op sent, from which
+    the daemon derives what its policy judges.
     """
     tty = _open_tty()
     prompting = False
     sock = _connect(path)
     try:
         interactive = b"true" if tty >= 0 else b"false"
-        body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
-        tail = b"}" if action == "credential_process" else b',"action":"' + action.encode() + b'"}'
-        _send(sock, _frame(body + b'","interactive":' + interactive + tail))
+        op = b"credentials" if action == "credential_process" else action.encode()
+        body = b'{"v":1,"op":"' + op + b'","profile":"' + profile.encode()
+        _send(sock, _frame(body + b'","interactive":' + interactive + b"}"))
         while True:
             reply = _read_frame(sock)
             output = fast_output(reply)

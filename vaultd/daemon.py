@@ -55,6 +55,7 @@ from vaultd.ipc.protocol import (
     CredentialsRequest,
     DenyRequest,
     EventsRequest,
+    ExecRequest,
     FederationRequest,
     GrantEndRequest,
     LockRequest,
@@ -386,11 +387,11 @@ class Daemon:
     async def _dispatch(self, request: Request, conn: Connection) -> Mapping[str, object] | bytes:
         """Dispatch one decoded request to the service."""
         svc = self.service
-        if isinstance(request, CredentialsRequest):
+        if isinstance(request, CredentialsRequest | ExecRequest):
             creds = await svc.credentials(
                 request.profile,
                 conn.requester,
-                action=request.action,
+                action="exec" if isinstance(request, ExecRequest) else "credential_process",
                 on_event=_forward(conn),
                 alive=lambda: not conn.closed,
                 interactive=request.interactive,

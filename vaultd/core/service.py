@@ -461,8 +461,11 @@ class VaultService:
         context = policy_context(profile.name, requester, self._p.clock.now())
         if mfa_present:
             context["vaultd:MultiFactorAuthPresent"] = True
+        # A requester whose executable could not be read is refused by any statement that
+        # names executables (fail closed, docs/threat-model.md T33).
+        unknown = frozenset() if requester.executable else frozenset({"vaultd:ClientExecutable"})
         try:
-            enforce(self._policy, iam_action, f"profile/{profile.name}", context)
+            enforce(self._policy, iam_action, f"profile/{profile.name}", context, unknown=unknown)
         except PolicyDenied as exc:
             await self.audit_event(
                 "policy_refused",

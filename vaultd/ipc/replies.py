@@ -118,7 +118,7 @@ class CredentialProcessOutput(TypedDict):
 
 
 class CredentialsReply(TypedDict):
-    """``credentials`` and ``federation``: the ready-made document."""
+    """``credentials``, ``exec`` and ``federation``: the ready-made document."""
 
     output: CredentialProcessOutput
 
@@ -190,6 +190,7 @@ class ReportReply(TypedDict):
 
 REPLIES: Final[Mapping[str, type]] = {
     "credentials": CredentialsReply,
+    "exec": CredentialsReply,
     "approvals": ApprovalsReply,
     "approve": EmptyReply,
     "deny": EmptyReply,
