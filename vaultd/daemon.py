@@ -232,6 +232,7 @@ class Daemon:
             access_policy=load_policy(settings.policy_file),
             out_of_band=settings.approval.out_of_band,
             approvers=lambda: len(self._subscribers),
+            session_scopes=settings.approval.scope == "session",
         )
         self._uid = os.getuid()
         allowed = {self._uid} | ({0} if settings.ipc.allow_root else set())
@@ -395,6 +396,7 @@ class Daemon:
                 on_event=_forward(conn),
                 alive=lambda: not conn.closed,
                 interactive=request.interactive,
+                scope=conn.scope,
             )
             return credentials_reply(render(creds))
         if isinstance(request, ApprovalsRequest):
@@ -432,7 +434,11 @@ class Daemon:
         if isinstance(request, FederationRequest):
             # `vaultd login` shows the pending approval to the person who ran it (stderr).
             creds = await self.service.federation_session(
-                request.profile, conn.requester, on_event=_forward(conn), interactive=True
+                request.profile,
+                conn.requester,
+                on_event=_forward(conn),
+                interactive=True,
+                scope=conn.scope,
             )
             return credentials_reply(render(creds))
         if isinstance(request, AuditTailRequest):
@@ -460,10 +466,17 @@ class Daemon:
             )
 
         # `vaultd rotate` shows the pending approval to the person who ran it (stderr).
+        cached = svc.cache.get(f"profile:{profile.name}")
         session = await svc.credentials(
-            profile.name, conn.requester, on_event=_forward(conn), interactive=True
+            profile.name,
+            conn.requester,
+            on_event=_forward(conn),
+            interactive=True,
+            scope=conn.scope,
         )
-        await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=True)
+        # MFA is present only if this request passed it: never from a cached session.
+        fresh = session is not cached
+        await svc.authorize("vaultd:Rotate", profile, conn.requester, mfa_present=fresh)
 
         def run(store: SealedStore) -> Mapping[str, object]:
             from vaultd.fido2.gate import is_bound

@@ -68,7 +68,7 @@ from vaultd.ipc.protocol import (
     success_reply,
 )
 from vaultd.ipc.replies import check_event
-from vaultd.system.procinfo import describe_process, process_identity
+from vaultd.system.procinfo import describe_process, process_identity, session_scope
 
 log = logging.getLogger("vaultd.ipc")
 
@@ -103,6 +103,8 @@ class Connection:
         # another program after connecting is judged by what it connected as, or refused.
         self._identity = process_identity(peer.pid) if peer.pid > 0 else (0, "")
         self._requester = describe_process(peer.pid, uid=peer.uid)
+        self.scope = session_scope(peer.pid)
+        """The requester's approval scope (its login session), read when it connected."""
         self._watching = False
         self._arming: asyncio.TimerHandle | None = None
         self.peer = peer

@@ -77,6 +77,13 @@ def _parent_pid(pid: int) -> int:
     return _stat_field(pid, 4)
 
 
+def session_scope(pid: int) -> str:
+    """The approval scope of ``pid``: its kernel session id (field 6 of /proc/PID/stat), or
+    for a process in no session (or unreadable) a scope of its own that no approval reuses."""
+    sid = _stat_field(pid, 6)
+    return f"session:{sid}" if sid > 0 else f"process:{pid}:{_stat_field(pid, 22)}"
+
+
 def process_identity(pid: int) -> tuple[int, str]:
     """What tells one process image from another behind ``pid``: its start time (field 22 of
     /proc/PID/stat: a reused pid differs) and its executable link (an exec differs).
