@@ -95,7 +95,7 @@ class BreakGlassScreen(Screen[None]):
         yield Label("", id="bg-touch")
         yield Label("", id="bg-error")
         yield GrantPanel(clock=self._clock, tick=self._tick, id="grant")
-        yield Label("Active break-glass grants (Enter shows one, once)", id="grants-title")
+        yield Label("Active break-glass grants (shown once, when opened)", id="grants-title")
         grants: DataTable[str | Text] = DataTable(id="grants", cursor_type="row")
         yield grants
         with Horizontal(classes="bg-row"):
@@ -200,7 +200,7 @@ class BreakGlassScreen(Screen[None]):
             reply = await (
                 send(code=code.value) if pin is None else send(code=code.value, pin=pin.value)
             )
-            grant = grant_of(reply)
+            grant, exports = grant_of(reply), export_lines(reply)
         except (VaultError, OSError) as exc:
             self._failed(exc)
             return
@@ -211,16 +211,9 @@ class BreakGlassScreen(Screen[None]):
                 self._form_changed()
         self.query_one("#reason", Input).value = ""
         self.app.notify(f"break-glass grant {grant.id} opened for {grant.profile}", timeout=10)
-        await self._read(grant.id, grant.expires_at)
-
-    async def _read(self, grant_id: str, expires_at: datetime) -> None:
-        """Read the grant's credentials (once) straight into the panel."""
-        try:
-            exports = export_lines(await self._client.request("grant", id=grant_id))
-        except (VaultError, OSError) as exc:
-            self._failed(exc)
-        else:
-            self.query_one("#grant", GrantPanel).show(grant_id, expires_at, exports)
+        # The credentials came in this reply only (no op hands a grant out by id), so they
+        # are shown now, once.
+        self.query_one("#grant", GrantPanel).show(grant.id, grant.expires_at, exports)
         await self.run_action("app.refresh_status")
 
     def _failed(self, exc: VaultError | OSError) -> None:
@@ -253,16 +246,6 @@ class BreakGlassScreen(Screen[None]):
         if not self._grants or table.cursor_row >= len(self._grants):
             return None
         return self._grants[table.cursor_row]
-
-    @on(DataTable.RowSelected, "#grants")
-    def _show_selected(self) -> None:
-        grant = self._selected()
-        if grant is not None:
-            self._show_grant(grant)
-
-    @work(exclusive=True, group="grant")
-    async def _show_grant(self, grant: GrantInfo) -> None:
-        await self._read(grant.id, grant.expires_at)
 
     @on(Button.Pressed, "#end-grant")
     def _end_selected(self) -> None:

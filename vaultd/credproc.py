@@ -311,8 +311,9 @@ def fetch(
 ) -> bytes:
     """Ask the daemon for ``profile`` and return the checked credential JSON.
 
-    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`; policies tell them apart);
-    ``allow_root`` also trusts a daemon run by root (see :func:`daemon_uids`).
+    ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`): the op sent, from which
+    the daemon derives what its policy judges; ``allow_root`` also trusts a daemon run by root
+    (see :func:`daemon_uids`).
     """
     uids = daemon_uids(allow_root)
     sock = _connect(path, uids)
@@ -320,9 +321,9 @@ def fetch(
     prompting = False
     try:
         interactive = b"true" if tty >= 0 else b"false"
-        body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
-        tail = b"}" if action == "credential_process" else b',"action":"' + action.encode() + b'"}'
-        _send(sock, _frame(body + b'","interactive":' + interactive + tail))
+        op = b"credentials" if action == "credential_process" else action.encode()
+        body = b'{"v":1,"op":"' + op + b'","profile":"' + profile.encode()
+        _send(sock, _frame(body + b'","interactive":' + interactive + b"}"))
         while True:
             reply = _read_frame(sock)
             output = fast_output(reply)

@@ -606,6 +606,12 @@ class RequestTimeout(ProtocolError):
     code = "REQUEST_TIMEOUT"
 
 
+class PeerRefused(ProtocolError):
+    """The peer is not allowed: another uid, or a process that changed since it connected."""
+
+    code = "PEER_REFUSED"
+
+
 class ClientGone(ProtocolError):
     """The client disconnected before its reply was ready; nothing was sent to it."""
 

@@ -133,6 +133,10 @@ class ApprovalSettings(_Section):
     out_of_band: bool = False
     """Let `vaultd approve` (another terminal, a script, a notifier telling the user) answer code
     approvals that no terminal or TUI shows; off by default: deny when nobody can be asked."""
+    scope: Literal["session", "user"] = "session"
+    """Who an approval covers, like sudo's tty tickets: `session` releases a profile's session
+    only to processes of the approved login session (kernel session id), others are asked
+    again; `user` serves every process of the user from the cache."""
 
 
 class Fido2Settings(_Section):

@@ -17,6 +17,7 @@ waiting until :meth:`FakeDaemonClient.touch`), a grant readable exactly once (th
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -45,7 +46,6 @@ from vaultd.ipc.protocol import (
     PROTOCOL_VERSION,
     BreakGlassRequest,
     Event,
-    credentials_reply,
     decode_reply,
     error_reply,
     event_frame,
@@ -89,14 +89,13 @@ def _time(dt: datetime) -> str:
 
 @dataclass
 class FakeGrant:
-    """A grant and its credentials (None once read or ended)."""
+    """A grant's public facts (its credentials went to the requester in the reply)."""
 
     id: str
     profile: str
     reason: str
     expires_at: datetime
-    credentials: SessionCredentials | None
-    read: bool = False
+    read: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -217,10 +216,8 @@ class FakeDaemonClient:
         request = parse_request({"v": PROTOCOL_VERSION, "op": op, **fields})
         self.book.expire_due()
         if isinstance(request, BreakGlassRequest):
-            grant = await self._break_glass(request)
-            return {"grant": grant.as_dict()}
-        if op == "grant":
-            return credentials_reply(render(self._read_grant(str(fields["id"]))))
+            grant, creds = await self._break_glass(request)
+            return {"grant": grant.as_dict(), "output": json.loads(render(creds))}
         if op == "grant_end":
             grant = self.grants.pop(str(fields["id"]), None)
             if grant is None:
@@ -253,7 +250,7 @@ class FakeDaemonClient:
                 raise HsmPinIncorrect("the token refused the PIN; check it and try again")
             self.sealed = False
             self.audit("unlock", outcome="unsealed")
-            return {}
+            return {"already_unlocked": False}
         raise BadRequest(f"op {op!r} is not handled by this daemon")
 
     def _status(self) -> Mapping[str, object]:
@@ -287,7 +284,9 @@ class FakeDaemonClient:
     def _bg_audit(self, event: str, profile: str, **fields: object) -> None:
         self.audit(event, profile=profile, severity="critical", break_glass=True, **fields)
 
-    async def _break_glass(self, request: BreakGlassRequest) -> FakeGrant:
+    async def _break_glass(
+        self, request: BreakGlassRequest
+    ) -> tuple[FakeGrant, SessionCredentials]:
         reason = " ".join(request.reason.split())
         if not MIN_REASON <= len(reason) <= MAX_REASON:
             raise BadRequest(
@@ -322,10 +321,11 @@ class FakeDaemonClient:
             raise
         expires = self.clock.now() + timedelta(seconds=DEFAULT_SECONDS)
         session = SessionCredentials(ROOT_KEY_ID, ROOT_SECRET, ROOT_TOKEN, expires)
-        grant = FakeGrant(new_approval_id(), profile.name, reason, expires, session)
+        grant = FakeGrant(new_approval_id(), profile.name, reason, expires)
         self.grants[grant.id] = grant
         self._bg_audit("breakglass_granted", profile.name, grant=grant.id, client=client)
-        return grant
+        self._bg_audit("breakglass_read", profile.name, grant=grant.id, client=client)
+        return grant, session
 
     async def _touch_with_uv(self, profile: str, pin: str | None) -> None:
         approval = self.book.open(profile, "break_glass", REQUESTER, ApprovalMethod.TOUCH)
@@ -340,14 +340,3 @@ class FakeDaemonClient:
             self.book.deny(approval.id)
             raise
         self.book.approve(approval.id, code=None)
-
-    def _read_grant(self, grant_id: str) -> SessionCredentials:
-        grant = self.grants.get(grant_id)
-        if grant is None or grant.credentials is None:
-            raise GrantUsed(f"grant {grant_id} was already read, ended or never existed")
-        if self.clock.now() >= grant.expires_at:
-            self.grants.pop(grant_id)
-            raise GrantUsed(f"grant {grant_id} has expired")
-        creds, grant.credentials, grant.read = grant.credentials, None, True
-        self._bg_audit("breakglass_read", grant.profile, grant=grant.id)
-        return creds

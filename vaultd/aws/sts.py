@@ -43,6 +43,10 @@ SERIAL_RE = re.compile(r"[\w+=/:,.@-]{9,256}", re.ASCII)
 GET_SESSION_TOKEN_DURATION = (900, 129_600)
 ASSUME_ROLE_DURATION = (900, 43_200)
 MFA_ATTEMPTS = 1
+MAX_CREDENTIAL_CHARS = 48 * 1024
+"""The most the three credential strings may hold together: their rendered
+``credential_process`` document must fit the socket's 64 KiB reply frame (a unit test checks
+it), else every later request would lose its connection.  Real STS replies are a few KiB."""
 PLAIN_ATTEMPTS = 3
 
 _ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException"})
@@ -410,6 +414,13 @@ def _parse(action: str, response: dict[str, Any]) -> SessionCredentials:
     strings = [f for f in fields if isinstance(f, str) and f]
     if len(strings) != len(fields) or not isinstance(expiration, datetime):
         raise StsError(f"{action} returned incomplete Credentials; nothing was stored or served")
+    size = sum(len(f) for f in strings)
+    if size > MAX_CREDENTIAL_CHARS or not all(f.isascii() and f.isprintable() for f in strings):
+        raise StsError(
+            f"{action} returned Credentials (SessionToken and keys) of {size} characters, not "
+            f"printable ASCII within {MAX_CREDENTIAL_CHARS}, which vaultd cannot serve; check "
+            "the STS endpoint; nothing was stored or served"
+        )
     if expiration.tzinfo is None:
         raise StsError(f"{action} returned an Expiration without a time zone; nothing was served")
     expiration = expiration.astimezone(UTC)

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     assert isinstance(grant, dict)  # noqa: S101 - protocol guarantees an object
     grant_id = str(grant["id"])
     print(f"vaultd: break-glass grant {grant_id} until {grant['expires_at']}", file=sys.stderr)
-    output = json.dumps(daemon.request("grant", id=grant_id)["output"]).encode()
+    output = json.dumps(reply["output"]).encode()  # sent on this connection only, once
     env = session_environment(output, args.profile, dict(os.environ))
     if not command:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):

@@ -42,21 +42,23 @@ def run_unlock(args: argparse.Namespace) -> int:
 
     cfg = settings()
     try:
-        _send_unlock(cfg, confirm_final_try=False)
+        already = _send_unlock(cfg, confirm_final_try=False)
     except HsmPinFinalTry:
         ask_final_try()
-        _send_unlock(cfg, confirm_final_try=True)
-    print("unsealed")
+        already = _send_unlock(cfg, confirm_final_try=True)
+    print("already unlocked" if already else "unsealed")
     return 0
 
 
-def _send_unlock(cfg: Settings, *, confirm_final_try: bool) -> None:
-    """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it."""
+def _send_unlock(cfg: Settings, *, confirm_final_try: bool) -> bool:
+    """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it;
+    True when the daemon was unlocked already (it then left the token alone)."""
     from vaultd import app
 
     pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
     try:
-        client().request("unlock", pin=pin.decode(), confirm_final_try=confirm_final_try)
+        reply = client().request("unlock", pin=pin.decode(), confirm_final_try=confirm_final_try)
+        return reply.get("already_unlocked") is True
     finally:
         pin[:] = bytes(len(pin))
 

@@ -15,7 +15,12 @@ vaultd limits (documented choices where IAM leaves room):
 * an empty list in the context counts as a missing key, except that ``ForAnyValue:`` with
   ``...IfExists`` is true only when the key is absent;
 * without a set qualifier, a list in the context matches when any element matches, and a
-  negated operator is the negation of its positive form.
+  negated operator is the negation of its positive form;
+* keys the caller could not read (``unknown``) fail closed: a statement for the action and
+  resource that names one refuses the request.
+
+Executable conditions are advisory against same-uid code (it can run an allowed program
+with its own arguments, or trace it); README says so to users.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ _ACTIONS_FOLDED = {name.lower(): name for name in ACTIONS}
 
 Scalar: TypeAlias = str | int | bool | datetime
 ContextValue: TypeAlias = Scalar | Sequence[Scalar]
-DecisionKind: TypeAlias = Literal["explicit_deny", "allow", "implicit_deny"]
+DecisionKind: TypeAlias = Literal["explicit_deny", "allow", "implicit_deny", "unknown_key"]
 
 
 # --- public result types -------------------------------------------------------------------
@@ -162,11 +167,19 @@ class Statement:
         self, action: str, resource: str, context: Mapping[str, tuple[Scalar, ...]]
     ) -> bool:
         """Whether this statement matches the request."""
-        if any(p.fullmatch(action) for p in self.actions) == self.not_action:
-            return False
-        if any(p.fullmatch(resource) for p in self.resources) == self.not_resource:
+        if not self.targets(action, resource):
             return False
         return all(c.holds(context.get(c.key)) for c in self.conditions)
+
+    def targets(self, action: str, resource: str) -> bool:
+        """Whether the action and resource match (conditions aside)."""
+        if any(p.fullmatch(action) for p in self.actions) == self.not_action:
+            return False
+        return any(p.fullmatch(resource) for p in self.resources) != self.not_resource
+
+    def names_any(self, keys: frozenset[str] | set[str]) -> bool:
+        """Whether a condition of this statement names one of ``keys`` (canonical spelling)."""
+        return any(c.key in keys for c in self.conditions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +234,19 @@ def parse_policy(text: str, *, source: str = "policy") -> Policy:
 
 
 def evaluate(
-    policy: Policy, action: str, resource: str, context: Mapping[str, ContextValue]
+    policy: Policy,
+    action: str,
+    resource: str,
+    context: Mapping[str, ContextValue],
+    *,
+    unknown: frozenset[str] = frozenset(),
 ) -> Decision:
-    """Decide ``action`` on ``resource`` as IAM would; raise on an unknown action or key."""
+    """Decide ``action`` on ``resource`` as IAM would; raise on an unknown action or key.
+
+    ``unknown`` names keys the caller could not read (a requester that exited or hid its
+    executable): any statement for this action and resource that names one refuses the
+    request (``unknown_key``), Allow and Deny alike, so a deny cannot be dodged (fail closed).
+    """
     canonical = _ACTIONS_FOLDED.get(action.lower())
     if canonical is None:
         raise PolicyContextInvalid(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
@@ -232,6 +255,11 @@ def evaluate(
         raise PolicyContextInvalid(
             f"resource {resource!r} is not profile/NAME with NAME of [A-Za-z0-9._-]{{1,64}}"
         )
+    if unknown:
+        folded = {canonical_key(k) for k in unknown}
+        for statement in policy.statements:
+            if statement.names_any(folded) and statement.targets(canonical, resource):
+                return Decision(False, "unknown_key", statement.ref)
     memo = _memo_key(policy, canonical, resource, context)
     if memo is not None and (known := policy._decisions.get(memo)) is not None:
         return known
@@ -285,10 +313,22 @@ def _decide(
 
 
 def enforce(
-    policy: Policy, action: str, resource: str, context: Mapping[str, ContextValue]
+    policy: Policy,
+    action: str,
+    resource: str,
+    context: Mapping[str, ContextValue],
+    *,
+    unknown: frozenset[str] = frozenset(),
 ) -> Decision:
     """Like :func:`evaluate`, but raise :class:`PolicyDenied` unless the request is allowed."""
-    decision = evaluate(policy, action, resource, context)
+    decision = evaluate(policy, action, resource, context, unknown=unknown)
+    if decision.kind == "unknown_key" and decision.statement is not None:
+        raise PolicyDenied(
+            f"{action} on {resource} is refused: policy {decision.statement} (line "
+            f"{decision.statement.line}) names a fact of the requesting process that could "
+            "not be read (it exited or changed); run the request again from that program",
+            statement=decision.statement.label,
+        )
     if decision.statement is None:
         raise PolicyDenied(
             f"no policy statement allows {action} on {resource}; "

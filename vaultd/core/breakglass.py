@@ -5,16 +5,18 @@ The flow: a root key pair's profile, a typed reason, a FIDO2 touch **with user
 verification**, the root account's TOTP code, then GetSessionToken with the root keys for at
 most an hour (default 15 minutes).  An AssumeRoot profile instead makes a fresh MFA session
 for its source profile and calls AssumeRoot (:mod:`vaultd.core.assume_root`).  The session
-becomes a *grant*: its credentials can be read exactly once; a second read is refused
-(``GRANT_USED``); "end now" drops it.  Every step is audited with ``severity=critical`` and
-``break_glass=true`` and announced through the notifier hook.  Root sessions are never
-cached and never served to credential_process.
+becomes a *grant* whose credentials go once, to the connection that asked for it (in its
+``breakglass`` reply), and are never held after: no op hands a grant out by id, so another
+same-uid process that sees the grant in ``status`` cannot take it (docs/threat-model.md T31);
+"end now" drops the grant.  Every step is audited with ``severity=critical`` and
+``break_glass=true`` and announced through the notifier hook.  Root sessions are never cached
+and never served to credential_process.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from vaultd.core import assume_root, serving
@@ -47,17 +49,19 @@ DEFAULT_SECONDS = 900
 MAX_SECONDS = serving.ROOT_MAX_SECONDS
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
-    """One break-glass session, held in memory until read once, ended or expired."""
+    """One break-glass session's public facts, listed until ended or expired.
+
+    Its credentials are not kept: they went to the requester with :meth:`BreakGlassDesk.open`.
+    """
 
     id: str
     profile: str
     reason: str
     expires_at: datetime
     deadline_mono: float
-    credentials: SessionCredentials | None = field(repr=False)
-    read: bool = False
+    read: bool = True
 
     def as_dict(self) -> dict[str, object]:
         """Non-secret facts for status displays."""
@@ -107,9 +111,10 @@ class BreakGlassDesk:
         pin: str | None,
         account: str | None = None,
         task: str | None = None,
-    ) -> Grant:
-        """Check both factors, make the root session, and return its grant (unread).
+    ) -> tuple[Grant, SessionCredentials]:
+        """Check both factors, make the root session, and return its grant and credentials.
 
+        The credentials are for ``requester``'s connection only; they are not kept here.
         ``account`` and ``task`` replace an AssumeRoot profile's member account and task.
         """
         svc = self._svc
@@ -146,7 +151,6 @@ class BreakGlassDesk:
             reason=reason,
             expires_at=session.expiration,
             deadline_mono=svc.ports.clock.monotonic() + left,
-            credentials=session,
         )
         self._grants[grant.id] = grant
         await self._audit(
@@ -157,7 +161,8 @@ class BreakGlassDesk:
             expiration=grant.as_dict()["expires_at"],
             client=client,
         )
-        return grant
+        await self._audit("breakglass_read", profile.name, grant=grant.id, client=client)
+        return grant, session
 
     def _target(
         self, profile: Profile, account: str | None, task: str | None
@@ -248,30 +253,15 @@ class BreakGlassDesk:
             cancel.set()
         svc.approvals.approve(approval.id, code=None)
 
-    async def read(self, grant_id: str) -> SessionCredentials:
-        """The grant's credentials, exactly once."""
-        grant = self._grants.get(grant_id)
-        if grant is None or grant.credentials is None:
-            raise GrantUsed(f"grant {grant_id} was already read, ended or never existed")
-        if self._svc.ports.clock.monotonic() >= grant.deadline_mono:
-            self._grants.pop(grant_id, None)
-            raise GrantUsed(f"grant {grant_id} has expired")
-        creds, grant.credentials, grant.read = grant.credentials, None, True
-        await self._audit("breakglass_read", grant.profile, grant=grant.id)
-        return creds
-
     async def end(self, grant_id: str) -> None:
         """Drop a grant now (the STS session itself cannot be recalled; it is short)."""
         grant = self._grants.pop(grant_id, None)
         if grant is None:
             raise GrantUsed(f"grant {grant_id} is not active")
-        grant.credentials = None
         await self._audit("breakglass_ended", grant.profile, grant=grant_id)
 
     def wipe(self) -> None:
         """Lock or seal: every grant goes."""
-        for grant in self._grants.values():
-            grant.credentials = None
         self._grants.clear()
 
     def active(self) -> list[dict[str, object]]:

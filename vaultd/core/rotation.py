@@ -341,12 +341,15 @@ async def rotate(
     on_event: EventSink | None,
     keys: RotatedKeyStore,
     iam: IamKeys,
+    scope: str = "",
 ) -> Mapping[str, object]:
     """Rotate key pair ``name`` through a fresh MFA session of the session profile using it.
 
     The access policy is evaluated first (``vaultd:Rotate``, with MFA present: rotation never
     runs without the session it is about to ask for), so a denial comes before any prompt.
-    The MFA session never leaves the daemon: it is audited as used for ``key_rotation``.
+    A cached session proves no MFA in this request, so it is judged again without it
+    (docs/threat-model.md T31).  The MFA session never leaves the daemon: it is audited as used
+    for ``key_rotation``.
     """
     profile = next(
         (p for p in service.profiles.values() if p.credentials == name and not p.role_arn), None
@@ -358,9 +361,17 @@ async def rotate(
             "mfa_serial"
         )
     await service.authorize("vaultd:Rotate", profile, requester, mfa_present=True)
+    cached = service.cache.get(f"profile:{profile.name}")
     session = await service.credentials(
-        profile.name, requester, on_event=on_event, interactive=True, kept_for="key_rotation"
+        profile.name,
+        requester,
+        on_event=on_event,
+        interactive=True,
+        kept_for="key_rotation",
+        scope=scope,
     )
+    if session is cached:
+        await service.authorize("vaultd:Rotate", profile, requester, mfa_present=False)
     ports = service.ports
     result = await service.run_io(
         lambda: rotate_key_pair(

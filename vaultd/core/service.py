@@ -177,9 +177,12 @@ class VaultService:
         access_policy: Policy | None = None,
         out_of_band: bool = False,
         approvers: Callable[[], int] = _no_approvers,
+        session_scopes: bool = False,
     ) -> None:
         """``approvers()`` counts the attached approvers (TUIs) now; ``out_of_band`` lets
-        :meth:`approve` answer code approvals that no terminal or approver shows."""
+        :meth:`approve` answer code approvals that no terminal or approver shows;
+        ``session_scopes`` (setting ``approval.scope = "session"``) releases a cached session
+        only to the scopes (login sessions) an approval was made in."""
         self._profiles = dict(profiles)
         self._p = ports
         self.ledger = ledger
@@ -196,6 +199,8 @@ class VaultService:
         self._out_of_band = out_of_band
         self._approvers = approvers
         self._approver_only: set[str] = set()
+        self._session_scopes = session_scopes
+        self._approved_scopes: dict[str, set[str]] = {}
 
     @property
     def profiles(self) -> Mapping[str, Profile]:
@@ -217,11 +222,15 @@ class VaultService:
         alive: Callable[[], bool] | None = None,
         interactive: bool = False,
         kept_for: str | None = None,
+        scope: str = "",
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
 
         ``kept_for`` names the daemon's own use of a session that never leaves it (``key_rotation``,
         ``federation``): it is audited as ``session_used`` with that purpose, not as a release.
+        ``scope`` is the requester's approval scope (its login session): with session scopes
+        on, a cached session is released only to a scope an approval was made in; any other
+        scope is asked again (a fresh MFA session), docs/threat-model.md T31.
 
         ``alive`` tells whether the client still waits: a session made for a client that went
         away fills the cache but is not recorded as a release (nothing left the daemon).
@@ -234,7 +243,7 @@ class VaultService:
         """
         try:
             return await self._credentials(
-                profile_name, requester, action, on_event, alive, interactive, kept_for
+                profile_name, requester, action, on_event, alive, interactive, kept_for, scope
             )
         except AuditError:
             raise
@@ -257,7 +266,8 @@ class VaultService:
         on_event: EventSink | None,
         alive: Callable[[], bool] | None,
         interactive: bool,
-        kept_for: str | None = None,
+        kept_for: str | None,
+        scope: str,
     ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
@@ -274,7 +284,7 @@ class VaultService:
             )
         await self._authorize(action, profile, requester)
         key = f"profile:{profile.name}"
-        creds = self.cache.get(key)
+        creds = self._cached(key, scope)
         if creds is None:
             # A request that must wait (approval, STS) is audited when it starts; a cache
             # hit is one record: the release below carries the request's facts.
@@ -282,9 +292,12 @@ class VaultService:
                 "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
             creds = await self.flight.run(
-                key,
-                lambda: self._fresh_session(profile, requester, action, on_event, interactive),
+                self._flight_key(key, scope),
+                lambda: self._fresh_session(
+                    profile, requester, action, on_event, interactive, scope
+                ),
             )
+            self._approved_scopes.setdefault(key, set()).add(scope)
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")
         kept = {} if kept_for is None else {"purpose": kept_for}
@@ -306,6 +319,7 @@ class VaultService:
         *,
         on_event: EventSink | None = None,
         interactive: bool = False,
+        scope: str = "",
     ) -> SessionCredentials:
         """A GetFederationToken session for console sign-in of a profile without a role.
 
@@ -326,6 +340,7 @@ class VaultService:
             on_event=on_event,
             interactive=interactive,
             kept_for="federation",
+            scope=scope,
         )
         credentials_name = profile.credentials
         keys = await self.run_token(lambda: self._p.secrets.key_pair(credentials_name))
@@ -356,21 +371,36 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
         interactive: bool,
+        scope: str,
     ) -> SessionCredentials:
         if profile.kind is ProfileKind.ROLE and profile.source_profile is not None:
             duration = profile.duration_seconds or serving.ROLE_DEFAULT_SECONDS
             if serving.role_uses_chaining(duration):
                 source = self._profiles[profile.source_profile]
-                base = self.cache.get(f"profile:{source.name}")
+                source_key = f"profile:{source.name}"
+                # Chained without a prompt only inside a scope where the source was approved.
+                base = self._cached(source_key, scope)
                 if base is None:
                     base = await self.flight.run(
-                        f"profile:{source.name}",
+                        self._flight_key(source_key, scope),
                         lambda: self._mfa_call(
                             source, requester, action, on_event, profile, interactive
                         ),
                     )
+                    self._approved_scopes.setdefault(source_key, set()).add(scope)
                 return await self._assume_role(profile, base, None, None)
         return await self._mfa_call(profile, requester, action, on_event, profile, interactive)
+
+    def _cached(self, key: str, scope: str) -> SessionCredentials | None:
+        """The cached session under ``key`` if ``scope`` may have it without a new approval."""
+        if self._session_scopes and scope not in self._approved_scopes.get(key, ()):
+            return None
+        return self.cache.get(key)
+
+    def _flight_key(self, key: str, scope: str) -> str:
+        """One flight per scope under session scopes: a waiter from another login session never
+        rides an approval shown for this one."""
+        return f"{key}|{scope}" if self._session_scopes else key
 
     async def _mfa_call(
         self,
@@ -487,8 +517,11 @@ class VaultService:
         if mfa_present:
             context["vaultd:MultiFactorAuthPresent"] = True
         context.update(extra or {})
+        # A requester whose executable could not be read is refused by any statement that
+        # names executables (fail closed, docs/threat-model.md T33).
+        unknown = frozenset() if requester.executable else frozenset({"vaultd:ClientExecutable"})
         try:
-            enforce(self._policy, iam_action, f"profile/{profile.name}", context)
+            enforce(self._policy, iam_action, f"profile/{profile.name}", context, unknown=unknown)
         except PolicyDenied as exc:
             await self.audit_event(
                 "policy_refused",
@@ -711,6 +744,7 @@ class VaultService:
 
     def _wipe(self) -> None:
         self.cache.wipe()
+        self._approved_scopes.clear()
         for wipe in self._wipers:
             wipe()
 

@@ -8,6 +8,7 @@ rules: those live in the core use cases they call.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,9 +28,9 @@ from vaultd.ipc.protocol import (
     CredentialsRequest,
     DenyRequest,
     EventsRequest,
+    ExecRequest,
     FederationRequest,
     GrantEndRequest,
-    GrantRequest,
     LockRequest,
     ReportRequest,
     RotateRequest,
@@ -71,17 +72,30 @@ def handles(
     return register
 
 
-@handles(CredentialsRequest)
-async def credentials(d: Daemon, request: CredentialsRequest, conn: Connection) -> Reply:
+async def _release(
+    d: Daemon, request: CredentialsRequest | ExecRequest, conn: Connection, action: str
+) -> Reply:
     creds = await d.service.credentials(
         request.profile,
         conn.requester,
-        action=request.action,
+        action=action,
         on_event=forward(conn),
         alive=lambda: not conn.closed,
         interactive=request.interactive,
+        scope=conn.scope,
     )
     return credentials_reply(render(creds))
+
+
+@handles(CredentialsRequest)
+async def credentials(d: Daemon, request: CredentialsRequest, conn: Connection) -> Reply:
+    # The server, not the client, decides what the policy judges (docs/threat-model.md T33).
+    return await _release(d, request, conn, "credential_process")
+
+
+@handles(ExecRequest)
+async def exec_session(d: Daemon, request: ExecRequest, conn: Connection) -> Reply:
+    return await _release(d, request, conn, "exec")
 
 
 @handles(ApprovalsRequest)
@@ -114,8 +128,10 @@ async def lock(d: Daemon, request: LockRequest, conn: Connection) -> Reply:
 
 @handles(UnlockRequest)
 async def unlock(d: Daemon, request: UnlockRequest, conn: Connection) -> Reply:
-    await d.unlock(bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try)
-    return {}
+    done = await d.unlock(
+        bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try
+    )
+    return {"already_unlocked": not done}
 
 
 @handles(EventsRequest)
@@ -125,7 +141,7 @@ async def events(d: Daemon, request: EventsRequest, conn: Connection) -> Reply:
 
 @handles(BreakGlassRequest)
 async def breakglass(d: Daemon, request: BreakGlassRequest, conn: Connection) -> Reply:
-    grant = await d.breakglass.open(
+    grant, creds = await d.breakglass.open(
         request.profile,
         conn.requester,
         reason=request.reason,
@@ -134,12 +150,8 @@ async def breakglass(d: Daemon, request: BreakGlassRequest, conn: Connection) ->
         account=request.account,
         task=request.task,
     )
-    return {"grant": grant.as_dict()}
-
-
-@handles(GrantRequest)
-async def grant(d: Daemon, request: GrantRequest, conn: Connection) -> Reply:
-    return credentials_reply(render(await d.breakglass.read(request.id)))
+    # The credentials go on this connection only; no op hands a grant out by id (T31).
+    return {"grant": grant.as_dict(), "output": json.loads(render(creds))}
 
 
 @handles(GrantEndRequest)
@@ -152,7 +164,11 @@ async def grant_end(d: Daemon, request: GrantEndRequest, conn: Connection) -> Re
 async def federation(d: Daemon, request: FederationRequest, conn: Connection) -> Reply:
     # `vaultd login` shows the pending approval to the person who ran it (stderr).
     creds = await d.service.federation_session(
-        request.profile, conn.requester, on_event=forward(conn), interactive=True
+        request.profile,
+        conn.requester,
+        on_event=forward(conn),
+        interactive=True,
+        scope=conn.scope,
     )
     return credentials_reply(render(creds))
 
@@ -179,6 +195,7 @@ async def rotate_key(d: Daemon, request: RotateRequest, conn: Connection) -> Rep
         on_event=forward(conn),
         keys=d.parts.owner,
         iam=d.parts.iam,
+        scope=conn.scope,
     )
 
 

@@ -111,6 +111,7 @@ class Daemon:
             access_policy=load_policy(settings.policy_file),
             out_of_band=settings.approval.out_of_band,
             approvers=lambda: len(self.subscribers),
+            session_scopes=settings.approval.scope == "session",
         )
         self.subscribers = Subscribers(self.service)
         self._uid = os.getuid()
@@ -215,13 +216,18 @@ class Daemon:
         if seal:
             await self.owner.run(self.owner.seal)
 
-    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> None:
-        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal.
+    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> bool:
+        """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal; False, with the
+        token untouched, when the vault is unsealed already (a wrong PIN from any client must
+        not log a working daemon out of its token).
 
         Wrong PINs are rate-limited (``vaultd.core.unlock_limit``).  A token at its final PIN
         try raises ``HsmPinFinalTry`` without a login unless the client sends
         ``confirm_final_try`` (the person typed the confirmation).
         """
+        if not self.service.sealed and self.owner.live:
+            pin[:] = bytes(len(pin))
+            return False
         try:
             recent = self.unlock_limit.check()
             await self.owner.run(
@@ -235,6 +241,7 @@ class Daemon:
             pin[:] = bytes(len(pin))
         self.service.sealed = False
         await self.service.audit_event("unlock", outcome="unsealed")
+        return True
 
     # --- life cycle ------------------------------------------------------------------------
 

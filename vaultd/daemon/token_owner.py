@@ -108,6 +108,11 @@ class TokenOwner:
         if key is not None:
             key.close()
 
+    @property
+    def live(self) -> bool:
+        """Whether a token session is logged in (read without a token call)."""
+        return self._key is not None and not self._key.sealed
+
     def _live(self) -> SealingKey:
         if self._key is None or self._key.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")

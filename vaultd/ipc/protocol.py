@@ -15,8 +15,9 @@ integer) and over-long strings are all ``BAD_REQUEST``, and the message names th
 Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is accepted):
 
 - ``credentials``: ``profile`` (``^[A-Za-z0-9._-]{1,64}$``), optional ``interactive`` (bool: the
-  client can prompt on its terminal), optional ``action`` (``"credential_process"``, the
-  default, or ``"exec"``);
+  client can prompt on its terminal); judged as ``vaultd:GetCredentials``;
+- ``exec``: the same fields, for `vaultd exec`; judged as ``vaultd:Exec`` (the server derives
+  the action from the op, never from a client field: ``docs/threat-model.md`` T33);
 - ``approvals``: no fields;
 - ``approve``: ``id`` (``^[A-Za-z0-9_-]{1,64}$``), optional ``code`` (str, 1 to 16 characters);
 - ``deny``: ``id``;
@@ -53,7 +54,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final
 
 from vaultd import errors
 from vaultd.core.model import Requester
@@ -79,9 +80,6 @@ _EXTRA_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "attempts_remaining": (int,),
 }
 
-Action = Literal["credential_process", "exec"]
-
-
 # --- requests ------------------------------------------------------------------------------
 
 
@@ -92,7 +90,15 @@ class CredentialsRequest:
     op: ClassVar[str] = "credentials"
     profile: str
     interactive: bool = False
-    action: Action = "credential_process"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequest:
+    """Ask for session credentials for ``profile`` to run a command with (`vaultd exec`)."""
+
+    op: ClassVar[str] = "exec"
+    profile: str
+    interactive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +190,6 @@ class BreakGlassRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class GrantRequest:
-    """Read a break-glass grant's credentials (once)."""
-
-    op: ClassVar[str] = "grant"
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
 class GrantEndRequest:
     """End a break-glass grant now."""
 
@@ -217,6 +215,7 @@ class FederationRequest:
 
 Request = (
     CredentialsRequest
+    | ExecRequest
     | ApprovalsRequest
     | ApproveRequest
     | DenyRequest
@@ -227,7 +226,6 @@ Request = (
     | RotateRequest
     | ReportRequest
     | BreakGlassRequest
-    | GrantRequest
     | GrantEndRequest
     | AuditTailRequest
     | FederationRequest
@@ -248,14 +246,9 @@ _ID = _Field(str, pattern=ID_RE)
 _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "credentials": (
         CredentialsRequest,
-        {
-            "profile": _PROFILE,
-            "interactive": _Field(bool, required=False),
-            "action": _Field(
-                str, required=False, choices=frozenset({"credential_process", "exec"})
-            ),
-        },
+        {"profile": _PROFILE, "interactive": _Field(bool, required=False)},
     ),
+    "exec": (ExecRequest, {"profile": _PROFILE, "interactive": _Field(bool, required=False)}),
     "approvals": (ApprovalsRequest, {}),
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),
@@ -279,7 +272,6 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
             "task": _Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:/_-]{1,128}")),
         },
     ),
-    "grant": (GrantRequest, {"id": _ID}),
     "grant_end": (GrantEndRequest, {"id": _ID}),
     "federation": (FederationRequest, {"profile": _PROFILE}),
     "audit_tail": (AuditTailRequest, {"n": _Field(int, required=False, max_len=1000)}),

@@ -13,7 +13,7 @@ depth against :data:`SECRET_FIELD_NAMES`.
 Pushed events are declared the same way in :data:`EVENTS` and checked by :func:`check_event`
 before the server writes them.
 
-The ``credentials``, ``grant`` and ``federation`` replies carry the ``credential_process``
+The ``credentials``, ``breakglass`` and ``federation`` replies carry the ``credential_process``
 document (:class:`CredentialProcessOutput`); :func:`check_credential_output` insists on a
 ``SessionToken`` and an ``Expiration``, so a long-term key pair cannot pass as one.
 """
@@ -121,13 +121,19 @@ class CredentialProcessOutput(TypedDict):
 
 
 class CredentialsReply(TypedDict):
-    """``credentials``, ``grant`` and ``federation``: the ready-made document."""
+    """``credentials``, ``exec`` and ``federation``: the ready-made document."""
 
     output: CredentialProcessOutput
 
 
 class EmptyReply(TypedDict):
     """An acknowledgement with no fields."""
+
+
+class UnlockReply(TypedDict):
+    """``unlock``: ``already_unlocked`` when the vault was unsealed and the token untouched."""
+
+    already_unlocked: bool
 
 
 class ApprovalsReply(TypedDict):
@@ -153,9 +159,11 @@ class StatusReply(TypedDict):
 
 
 class BreakGlassReply(TypedDict):
-    """``breakglass``: the opened grant (its credentials are read once with ``grant``)."""
+    """``breakglass``: the opened grant and its credentials, sent once to this connection only
+    (no op hands a grant out by id: ``docs/threat-model.md`` T31)."""
 
     grant: GrantView
+    output: CredentialProcessOutput
 
 
 class AuditTailReply(TypedDict):
@@ -185,17 +193,17 @@ class ReportReply(TypedDict):
 
 REPLIES: Final[Mapping[str, type]] = {
     "credentials": CredentialsReply,
+    "exec": CredentialsReply,
     "approvals": ApprovalsReply,
     "approve": EmptyReply,
     "deny": EmptyReply,
     "status": StatusReply,
     "lock": EmptyReply,
-    "unlock": EmptyReply,
+    "unlock": UnlockReply,
     "events": EmptyReply,
     "rotate": RotateReply,
     "report": ReportReply,
     "breakglass": BreakGlassReply,
-    "grant": CredentialsReply,
     "grant_end": EmptyReply,
     "audit_tail": AuditTailReply,
     "federation": CredentialsReply,

@@ -46,6 +46,7 @@ from vaultd.errors import (
     ConfigError,
     DaemonAlreadyRunning,
     InternalError,
+    PeerRefused,
     ReplySchemaViolation,
     RequestTimeout,
     UnsafePermissions,
@@ -57,6 +58,7 @@ from vaultd.ipc.protocol import (
     HEADER_SIZE,
     CredentialsRequest,
     EventsRequest,
+    ExecRequest,
     Request,
     decode_request,
     encode_frame,
@@ -66,7 +68,7 @@ from vaultd.ipc.protocol import (
     success_reply,
 )
 from vaultd.ipc.replies import check_event
-from vaultd.system.procinfo import describe_process
+from vaultd.system.procinfo import describe_process, process_identity, session_scope
 
 log = logging.getLogger("vaultd.ipc")
 
@@ -80,6 +82,12 @@ _WATCH_DELAY = 0.25  # a client leaving mid-request is noticed this late at most
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+_CHANGED = PeerRefused(
+    "the requesting process exec'd or exited after it connected, so it is not the process "
+    "that connected: refused; connect from the program that makes the request"
+)
+
+
 class _PeerGone(Exception):
     """The client closed its end."""
 
@@ -91,7 +99,12 @@ class Connection:
         self._sock = sock
         self._write_timeout = write_timeout
         self._write_lock = asyncio.Lock()
-        self._requester: Requester | None = None
+        # Who connected, read now (docs/threat-model.md T33): a process that execs into
+        # another program after connecting is judged by what it connected as, or refused.
+        self._identity = process_identity(peer.pid) if peer.pid > 0 else (0, "")
+        self._requester = describe_process(peer.pid, uid=peer.uid)
+        self.scope = session_scope(peer.pid)
+        """The requester's approval scope (its login session), read when it connected."""
         self._watching = False
         self._arming: asyncio.TimerHandle | None = None
         self.peer = peer
@@ -104,10 +117,12 @@ class Connection:
 
     @property
     def requester(self) -> Requester:
-        """The requesting process, described from /proc on first use."""
-        if self._requester is None:
-            self._requester = describe_process(self.peer.pid, uid=self.peer.uid)
+        """The requesting process, as described from /proc when it connected."""
         return self._requester
+
+    def same_process(self) -> bool:
+        """Whether the peer is still the process image that connected (no exec, no exit)."""
+        return self.peer.pid <= 0 or process_identity(self.peer.pid) == self._identity
 
     async def send_event(self, name: str, fields: Mapping[str, object] | None = None) -> bool:
         """Push an event frame; False (and nothing written) once the client is gone, or when
@@ -522,7 +537,10 @@ class IpcServer:
         return await self._dispatch(request, conn, deadline)
 
     async def _dispatch(self, request: Request, conn: Connection, deadline: float) -> bool:
-        final = isinstance(request, CredentialsRequest | EventsRequest)
+        final = isinstance(request, CredentialsRequest | ExecRequest | EventsRequest)
+        if not conn.same_process():
+            await conn.send_body(error_reply(_CHANGED))
+            return False
         conn.watch(exclusive=final, delay=_WATCH_DELAY)
         try:
             body = await self._run_handler(request, conn, deadline)

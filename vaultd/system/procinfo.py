@@ -59,14 +59,38 @@ def _command(pid: int) -> str:
     return os.fsdecode(b" ".join(a for a in _read(f"/proc/{pid}/cmdline").split(b"\0") if a))
 
 
-def _parent_pid(pid: int) -> int:
+def _stat_field(pid: int, number: int) -> int:
+    """Field ``number`` (1-based, as in proc(5)) of /proc/PID/stat as an int; 0 if unreadable.
+
+    "pid (comm) state ppid ...": comm may hold spaces and parentheses, so cut at the last ")"
+    (after which field 3 comes first).
+    """
     stat = _read(f"/proc/{pid}/stat")
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so cut at the last ")".
-    fields = stat[stat.rfind(b")") + 1 :].split(None, 2)
+    fields = stat[stat.rfind(b")") + 1 :].split(None, number - 2)
     try:
-        return int(fields[1]) if stat and len(fields) > 1 else 0
+        return int(fields[number - 3]) if stat and len(fields) > number - 3 else 0
     except ValueError:
         return 0
+
+
+def _parent_pid(pid: int) -> int:
+    return _stat_field(pid, 4)
+
+
+def session_scope(pid: int) -> str:
+    """The approval scope of ``pid``: its kernel session id (field 6 of /proc/PID/stat), or
+    for a process in no session (or unreadable) a scope of its own that no approval reuses."""
+    sid = _stat_field(pid, 6)
+    return f"session:{sid}" if sid > 0 else f"process:{pid}:{_stat_field(pid, 22)}"
+
+
+def process_identity(pid: int) -> tuple[int, str]:
+    """What tells one process image from another behind ``pid``: its start time (field 22 of
+    /proc/PID/stat: a reused pid differs) and its executable link (an exec differs).
+
+    ``(0, "")`` when the process is gone or unreadable.
+    """
+    return _stat_field(pid, 22), _readlink(f"/proc/{pid}/exe")
 
 
 def _real_uid(pid: int) -> int:

@@ -75,7 +75,8 @@ class Fault:
 
     ``error_code`` answers with that AWS error (``status`` defaults from ``ERROR_STATUS``, else
     400); ``delay_seconds`` holds the reply back (a read timeout after send); ``drop_connection``
-    resets the connection without a reply; ``expiration`` returns a past or malformed value.
+    resets the connection without a reply; ``expiration`` returns a past or malformed value;
+    ``session_token_chars`` pads the SessionToken to that many characters (a hostile STS).
     """
 
     error_code: str | None = None
@@ -84,6 +85,7 @@ class Fault:
     delay_seconds: float = 0.0
     drop_connection: bool = False
     expiration: Literal["past", "malformed"] | None = None
+    session_token_chars: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +318,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(ERROR_STATUS.get(code, 400), _error_xml(code, message))
             return
         expiration = None if fault is None else fault.expiration
-        self._reply(200, self._success_xml(request, expiration))
+        xml = self._success_xml(request, expiration)
+        if fault is not None and fault.session_token_chars:
+            token = re.search(r"<SessionToken>([^<]*)</SessionToken>", xml)
+            if token is not None:
+                padded = token.group(1).ljust(fault.session_token_chars, "A")
+                xml = xml.replace(token.group(1), padded, 1)
+        self._reply(200, xml)
 
     def _record(self, form: dict[str, str]) -> RecordedRequest:
         match = _CREDENTIAL_RE.search(self.headers.get("Authorization", ""))

@@ -220,7 +220,9 @@ def create_installation(
         },
         # Tests answer approvals with `approve_pending` (`vaultd approve`) from clients with no
         # terminal; pass extra={"approval": {"out_of_band": False}} to test the default.
-        "approval": {"out_of_band": True},
+        # Every harness client runs in a session of its own (no terminal), so the tests of
+        # the cache use scope "user"; tests of approval scopes pass {"scope": "session"}.
+        "approval": {"out_of_band": True, "scope": "user"},
         "profiles": {
             name: dict(p)
             for name, p in (

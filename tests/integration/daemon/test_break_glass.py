@@ -5,7 +5,9 @@ on a software CTAP2 authenticator; no USB in CI), the root TOTP code, a short se
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +15,10 @@ import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
-from vaultd.errors import GrantUsed
+from vaultd.errors import BadRequest, VaultError
 from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, wait_for
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
 MakeVault = Callable[..., Installation]
@@ -110,13 +112,14 @@ def test_missing_factor_or_reason_releases_nothing(
 
 def test_a_grant_is_read_once(root_vault: Installation, fake_sts: FakeSts) -> None:
     client = DaemonClient(root_vault.socket)
-    grant = client.request(
+    reply = client.request(
         "breakglass", profile="root", reason="read-once check", code="654321", pin=PIN
-    )["grant"]
+    )
+    grant = reply["grant"]
     assert isinstance(grant, dict)
-    first = client.request("grant", id=str(grant["id"]))
+    first = reply
     assert isinstance(first["output"], dict) and first["output"]["Version"] == 1
-    with pytest.raises(GrantUsed):
+    with pytest.raises(BadRequest):  # no op reads a grant by id, not even for its requester
         client.request("grant", id=str(grant["id"]))
     status = client.request("status")
     assert [g["read"] for g in status["grants"]] == [True]  # type: ignore[union-attr]
@@ -147,3 +150,41 @@ def test_bound_root_key_is_unreadable_without_its_authenticator(
     done = break_glass(root_vault, {"code": "123456", "pin": PIN})
     assert done.returncode != 0 and done.stdout == b""
     assert fake_sts.calls() == 0
+
+
+def test_a_status_polling_thief_gets_no_grant(root_vault: Installation, fake_sts: FakeSts) -> None:
+    """THREATS T31 (issue 13, High 3): a same-uid process that polls `status` and asks for
+    every grant id it sees gets nothing; the requester gets the root session once, on its own
+    connection, and the audit names the client that read it."""
+    stolen: list[object] = []
+    refusals: list[str] = []
+    stop = threading.Event()
+
+    def thief() -> None:
+        spy = DaemonClient(root_vault.socket)
+        while not stop.is_set():
+            for grant in spy.request("status")["grants"]:  # type: ignore[union-attr]
+                assert isinstance(grant, dict)
+                try:
+                    stolen.append(spy.request("grant", id=str(grant.get("id", "x"))))
+                except VaultError as exc:
+                    refusals.append(exc.code)
+
+    spy_thread = threading.Thread(target=thief)
+    spy_thread.start()
+    try:
+        reply = DaemonClient(root_vault.socket).request(
+            "breakglass", profile="root", reason="thief check", code="654321", pin=PIN
+        )
+        assert wait_for(lambda: bool(refusals) or bool(stolen), timeout=5)
+    finally:
+        stop.set()
+        spy_thread.join()
+    assert stolen == []
+    assert set(refusals) == {"BAD_REQUEST"}  # there is no op that hands a grant out by id
+    output = reply["output"]
+    assert isinstance(output, dict) and output["AccessKeyId"].startswith("ASIA")
+    assert fake_sts.calls() == 1
+    (read,) = [a for a in audit_lines(root_vault) if a["event"] == "breakglass_read"]
+    client = read["client"]
+    assert isinstance(client, dict) and client["pid"] == os.getpid()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import vaultd.credproc
+from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts, Fault
 from vaultd.testing.harness import Installation, approve_pending
 
@@ -521,3 +522,127 @@ def test_wrong_unlock_pins_are_rate_limited(make_vault: MakeVault) -> None:
     assert limited.value.retry_after > 0
     assert client.request("status")["sealed"] is True
     assert "wrong0" not in inst.log() and pin not in inst.log()
+
+
+def test_an_oversized_session_token_is_refused_at_the_sts_edge(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """Issue 13 Low 12: a SessionToken too big for a reply frame is never cached or released
+    (it used to be cached, then every request dropped its connection after a release record)."""
+    inst = make_vault()
+    fake_sts.inject(Fault(session_token_chars=70_000), times=1)
+    proc = credproc(inst, "dev")
+    approve_pending(inst, "314159", profile="dev")
+    code, out, err = finish(proc)
+    assert code != 0 and out == b""
+    assert b"STS_ERROR" in err and b"SessionToken" in err
+    events = [
+        json.loads(x)["event"] for x in (inst.data_dir / "audit.log").read_text().splitlines()
+    ]
+    assert "release" not in events
+    proc = credproc(inst, "dev")  # nothing was cached: a new approval, a good token this time
+    approve_pending(inst, "271828", profile="dev")
+    code, out, _ = finish(proc)
+    assert code == 0 and json.loads(out)["Version"] == 1
+    assert fake_sts.calls("GetSessionToken") == 2
+
+
+def test_a_wrong_unlock_to_an_unsealed_daemon_changes_nothing(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """Issue 13 Medium 8: `unlock` on an unsealed daemon never touches the token (it used to
+    log out first, so a wrong PIN from any same-uid client sealed it behind `status`)."""
+    inst = make_vault()
+    client = DaemonClient(inst.socket)
+    assert client.request("unlock", pin="wrong-pin") == {"already_unlocked": True}
+    assert client.request("status")["sealed"] is False
+    proc = credproc(inst, "dev")  # needs the stored key pair: the token session is alive
+    approve_pending(inst, "161803", profile="dev")
+    assert finish(proc)[0] == 0
+    inst.vaultd("lock", "--seal")
+    pin = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:")).read_text()
+    assert client.request("unlock", pin=pin) == {"already_unlocked": False}
+
+
+EXEC_ONLY_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "vaultd:Exec", "Resource": "profile/*"}],
+}
+
+
+def _raw_request(inst: Installation, body: bytes) -> dict[str, object]:
+    import socket as socket_module
+    import struct
+
+    with socket_module.socket(socket_module.AF_UNIX) as sock:
+        sock.connect(str(inst.socket))
+        sock.sendall(struct.pack(">I", len(body)) + body)
+        size = struct.unpack(">I", sock.recv(4, socket_module.MSG_WAITALL))[0]
+        reply: dict[str, object] = json.loads(sock.recv(size, socket_module.MSG_WAITALL))
+        return reply
+
+
+def test_a_credentials_frame_claiming_exec_is_not_judged_as_exec(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    """Issue 13 Medium 5 (T33): the server derives the action from the op; a credentials frame
+    that claims `"action":"exec"` gets nothing from a policy that allows only vaultd:Exec."""
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(EXEC_ONLY_POLICY))
+    inst = make_vault(extra={"policy_file": str(policy_file)})
+    claimed = _raw_request(inst, b'{"v":1,"op":"credentials","profile":"dev","action":"exec"}')
+    plain = _raw_request(inst, b'{"v":1,"op":"credentials","profile":"dev"}')
+    assert claimed["ok"] is False and plain["ok"] is False
+    assert plain["error"]["code"] == "ACCESS_DENIED_BY_POLICY"  # type: ignore[index]
+    events = [
+        json.loads(x)["event"] for x in (inst.data_dir / "audit.log").read_text().splitlines()
+    ]
+    assert "request" not in events and "approval_opened" not in events
+    assert fake_sts.calls() == 0
+
+
+EXEC_AFTER_CONNECT = r"""
+import os, socket, struct, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+os.set_inheritable(sock.fileno(), True)
+body = b'{"v":1,"op":"credentials","profile":"dev"}'
+frame = "".join("\\%03o" % b for b in struct.pack(">I", len(body)) + body)
+script = 'printf "%s" >&%d; head -c 4096 <&%d' % (frame, sock.fileno(), sock.fileno())
+os.execv("/bin/sh", ["sh", "-c", script])
+"""
+
+
+def test_a_process_that_execs_after_connecting_is_refused(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    """Issue 13 Medium 5 (T33): a process connects, then execs into a program the policy
+    allows (here the shell); it is judged by what connected, or refused: nothing is released."""
+    shell = os.path.realpath("/bin/sh")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "vaultd:GetCredentials",
+                "Resource": "profile/*",
+                "Condition": {"StringEquals": {"vaultd:ClientExecutable": shell}},
+            }
+        ],
+    }
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(policy))
+    inst = make_vault(extra={"policy_file": str(policy_file)})
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", EXEC_AFTER_CONNECT, str(inst.socket)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert b"PEER_REFUSED" in done.stdout or b"ACCESS_DENIED_BY_POLICY" in done.stdout
+    assert b'"ok":true' not in done.stdout
+    events = [
+        json.loads(x)["event"] for x in (inst.data_dir / "audit.log").read_text().splitlines()
+    ]
+    assert "approval_opened" not in events and "release" not in events
+    assert fake_sts.calls() == 0

@@ -344,3 +344,23 @@ def test_import_is_cheap() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_credentials_beyond_what_a_reply_frame_holds_are_refused(
+    fake_sts: FakeSts, padding: int
+) -> None:
+    """Issue 13 Low 12: the largest servable Credentials pass and fit one reply frame; one
+    character more is refused here, before anything is cached or released."""
+    from vaultd.aws.credential_process import render
+    from vaultd.aws.sts import MAX_CREDENTIAL_CHARS
+    from vaultd.ipc.protocol import MAX_FRAME, credentials_reply
+
+    keys = len("ASIAFAKE000000000001") + len(f"fakesecret{1:030d}")
+    fake_sts.inject(Fault(session_token_chars=MAX_CREDENTIAL_CHARS - keys + padding))
+    if padding:
+        with pytest.raises(StsError, match="SessionToken"):
+            mfa_call(client(fake_sts.url))
+        return
+    session = mfa_call(client(fake_sts.url))
+    assert len(credentials_reply(render(session))) <= MAX_FRAME

@@ -776,3 +776,29 @@ def test_a_remembered_value_of_another_type_is_still_checked() -> None:
         evaluate(p, GET, "profile/dev", {"vaultd:ClientUid": True})  # True == 1 in Python
     with pytest.raises(PolicyContextInvalid, match="ClientUid"):
         evaluate(p, GET, PROD, {"vaultd:ClientUid": 1000, "vaultd:clientuid": 1000})
+
+
+DENY_SHELLS = deny(Condition={"StringLike": {"vaultd:ClientExecutable": ["*/bash"]}})
+EXE = "vaultd:ClientExecutable"
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        ((allow(), DENY_SHELLS), ("unknown_key", 2)),  # a deny on it cannot be dodged
+        ((allow(Condition={"StringLike": {EXE: ["*/aws"]}}),), ("unknown_key", 1)),
+        ((allow(), deny(action="vaultd:Exec", Condition=DENY_SHELLS["Condition"])), ("allow", 1)),
+        ((allow(),), ("allow", 1)),  # a policy that names no executable is unaffected
+    ],
+)
+def test_a_requester_that_cannot_be_described_is_refused_where_named(
+    statements: tuple[dict[str, Any], ...], expected: tuple[str, int]
+) -> None:
+    """Issue 13 Medium 5 (T33): a peer that exited has no executable; a statement naming the
+    key refuses it instead of not applying."""
+    context = {"vaultd:ClientUid": 1000}
+    decision = evaluate(policy(*statements), GET, PROD, context, unknown=frozenset({EXE}))
+    assert outcome(decision) == expected
+    if expected[0] == "unknown_key":
+        with pytest.raises(PolicyDenied, match="could not be read"):
+            enforce(policy(*statements), GET, PROD, context, unknown=frozenset({EXE}))

@@ -177,7 +177,7 @@ def _approval() -> dict[str, object]:
 
 
 def _grant() -> dict[str, object]:
-    grant = Grant("g_1", "root", "incident 42", NOW, 900.0, credentials=None)
+    grant = Grant("g_1", "root", "incident 42", NOW, 900.0)
     return grant.as_dict()
 
 
@@ -221,15 +221,15 @@ def _rotation() -> dict[str, object]:
 
 VALID: list[tuple[str, dict[str, object] | bytes]] = [
     ("credentials", credentials_reply(SESSION_OUTPUT)),
-    ("grant", credentials_reply(SESSION_OUTPUT)),
     ("federation", credentials_reply(SESSION_OUTPUT)),
     ("approvals", {"approvals": [_approval()]}),
     ("status", _status()),
-    ("breakglass", {"grant": _grant()}),
+    ("breakglass", {"grant": _grant(), "output": json.loads(SESSION_OUTPUT)}),
     ("report", _report()),
     ("rotate", _rotation()),
     ("audit_tail", {"records": [{"seq": 1, "event": "start", "client": {"pid": 1}}]}),
-    *((op, {}) for op in ("approve", "deny", "lock", "unlock", "events", "grant_end")),
+    ("unlock", {"already_unlocked": False}),
+    *((op, {}) for op in ("approve", "deny", "lock", "events", "grant_end")),
 ]
 
 
