@@ -267,6 +267,11 @@ class DaemonParts:
     notify: Notifier
 
 
+def sts_client() -> StsClient:
+    """The STS adapter (boto3) the daemon uses, for checks a command makes before a prompt."""
+    return Boto3StsClient()
+
+
 def daemon_parts(
     settings: Settings,
     *,
@@ -302,7 +307,7 @@ def daemon_parts(
         state=state,
         ledger=ledger,
         plugins=plugins,
-        sts=Boto3StsClient(),
+        sts=sts_client(),
         iam=Boto3IamClient(),
         gate=gate,
         codes=_code_source(settings, owner, plugins, ledger, clock, notify),

@@ -49,7 +49,7 @@ def test_break_glass_screen_snapshot(
     """The form filled but for the last code digits, an earlier grant listed; no credentials."""
     fake.profiles.append(FakeProfile("root", root=True))
     expires = clock.now() + timedelta(minutes=10)
-    fake.grants["k3v9x2m7q1"] = FakeGrant("k3v9x2m7q1", "root", "rotate leaked key", expires, None)
+    fake.grants["k3v9x2m7q1"] = FakeGrant("k3v9x2m7q1", "root", "rotate leaked key", expires)
 
     async def filled(pilot: Pilot[None]) -> None:
         await wait_for(pilot, lambda: app.daemon_status is not None, "status")

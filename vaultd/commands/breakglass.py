@@ -105,11 +105,11 @@ def _preflight(config: Settings, args: argparse.Namespace) -> str:
 
 
 def _assume_root_preflight(profile: Profile, source: Profile, args: argparse.Namespace) -> str:
-    from vaultd.aws.sts import Boto3StsClient
+    from vaultd import app
     from vaultd.core import assume_root
 
     target = assume_root.target_of(profile, source, account=args.account, task=args.task)
-    Boto3StsClient().assume_root_endpoint(target.region)
+    app.sts_client().assume_root_endpoint(target.region)
     print(
         f"vaultd: AssumeRoot into {target.account} for {assume_root.task_name(target.task_arn)} "
         f"({target.duration} s) via {source.name}",

@@ -153,8 +153,8 @@ def test_bound_root_key_is_unreadable_without_its_authenticator(
 
 
 def test_a_status_polling_thief_gets_no_grant(root_vault: Installation, fake_sts: FakeSts) -> None:
-    """THREATS T31 (issue 13, High 3): a same-uid process that polls `status` and asks for
-    every grant id it sees gets nothing; the requester gets the root session once, on its own
+    """docs/threat-model.md T31 (issue 13, High 3): a same-uid process that polls `status` and asks
+    for every grant id it sees gets nothing; the requester gets the root session once, on its own
     connection, and the audit names the client that read it."""
     stolen: list[object] = []
     refusals: list[str] = []
