@@ -4,10 +4,14 @@ It runs on every AWS CLI call, so it imports only ``_socket``, ``posix`` and ``s
 (``posix`` and ``sys`` are built in and already loaded; ``os`` would cost ~0.8 ms) and nothing
 from vaultd; ``python3 -I -S path/to/credproc.py PROFILE`` works.  Usage::
 
-    credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE
+    vaultd credential-process [--socket PATH] [--allow-root-daemon] [--] PROFILE
 
-The socket is ``--socket``, else ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``,
-else ``/tmp/vaultd-<uid>/vaultd.sock`` (as :func:`vaultd.ipc.client.default_socket_path`).
+The socket is found as the daemon finds it (see :func:`default_socket_path`): ``--socket``,
+else ``$VAULTD_SOCKET``, else the top-level ``socket`` of the config file, else
+``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-<uid>/vaultd.sock``.  The config file
+is read only when it exists, refused like the daemon refuses it (a symlink, another owner,
+group/other write), and scanned by a strict line reader; ``tomllib`` (~12 ms to import) is
+loaded only for a form that reader does not take.
 
 Before a byte is sent the daemon is verified (docs/threat-model.md T29): the socket's directory
 (one ``lstat``) must be a real directory owned by this user and not group/other-writable, and
@@ -33,7 +37,18 @@ import sys
 PREFIX = b'{"v":1,"ok":true,"output":'
 MAX_FRAME = 64 * 1024
 TIMEOUT = 65.0
-USAGE = "usage: credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE"
+USAGE = "usage: vaultd credential-process [--socket PATH] [--allow-root-daemon] [--] PROFILE"
+HELP = """
+Print PROFILE's session credentials as credential_process JSON, asking vaultd for them.
+Use it in ~/.aws/config as `credential_process = vaultd credential-process PROFILE`.
+
+  PROFILE              a vaultd profile: 1 to 64 of A-Z a-z 0-9 . _ -
+  --socket PATH        the daemon's socket; default $VAULTD_SOCKET, else `socket` in the
+                       vaultd config file ($VAULTD_CONFIG or ~/.config/vaultd/config.toml),
+                       else $XDG_RUNTIME_DIR/vaultd/vaultd.sock
+  --allow-root-daemon  also trust a daemon run by root
+"""
+CONFIG_LIMIT = 1 << 20
 NOT_RUNNING = (
     "vaultd is not running; start it with `vaultd serve` "
     "(or `systemctl --user start vaultd.socket`)"
@@ -80,14 +95,151 @@ def _getenv(name: bytes) -> str:
 
 
 def default_socket_path() -> str:
-    """The socket path from the environment, as the daemon's default."""
+    """The socket the daemon listens on, found as ``vaultd.settings`` finds it.
+
+    ``$VAULTD_SOCKET``, else the config file's top-level ``socket``, else
+    ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-<uid>/vaultd.sock``.
+    A config file that is unsafe or unreadable, or names a relative socket, raises
+    :class:`Failure`.
+    """
     explicit = _getenv(b"VAULTD_SOCKET")
     if explicit:
         return explicit
+    path = config_path()
+    text = _read_config(path)
+    configured = None if text is None else config_socket(text, path)
+    if configured is not None:
+        if not configured.startswith("/"):
+            raise Failure(
+                "CONFIG_INVALID",
+                f"socket = {configured!r} in {path} must be an absolute path (as `vaultd serve` "
+                "requires)",
+            )
+        return configured
     runtime = _getenv(b"XDG_RUNTIME_DIR")
     if runtime:
         return runtime + "/vaultd/vaultd.sock"
     return f"/tmp/vaultd-{posix.getuid()}/vaultd.sock"  # noqa: S108 - checked before use
+
+
+def config_path() -> str:
+    """``$VAULTD_CONFIG``, else ``$XDG_CONFIG_HOME/vaultd/config.toml`` (``~/.config``), as
+    :func:`vaultd.settings.default_config_path`."""
+    explicit = _getenv(b"VAULTD_CONFIG")
+    if explicit:
+        return explicit
+    base = _getenv(b"XDG_CONFIG_HOME")
+    if not base:
+        home = _getenv(b"HOME")
+        if not home:
+            import pwd  # no $HOME (rare): Path.home() asks the password database too
+
+            home = pwd.getpwuid(posix.getuid()).pw_dir
+        base = home + "/.config"
+    return base + "/vaultd/config.toml"
+
+
+def _read_config(path: str) -> str | None:
+    """The text of the config file, or None when there is none.
+
+    Refused as :func:`vaultd.system.hardening.check_owned_not_writable` refuses it for the
+    daemon: a symlink, another owner, or group/other write.  ``O_NOFOLLOW`` and ``fstat``
+    check the file that is read; ``O_NONBLOCK`` keeps a FIFO from hanging the open.
+    """
+    flags = posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC
+    try:
+        fd = posix.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ELOOP:
+            raise Failure(
+                "UNSAFE_PERMISSIONS", f"{path} is a symlink: replace it with a regular file"
+            ) from None
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        st = posix.fstat(fd)
+        uid = posix.getuid()
+        if st.st_mode & 0o170000 != 0o100000:  # stat.S_ISREG
+            raise Failure("CONFIG_INVALID", f"config {path} is not a regular file")
+        if st.st_uid != uid:
+            raise Failure(
+                "UNSAFE_PERMISSIONS",
+                f"{path} is owned by uid {st.st_uid}, not you: `chown {uid} {path}`",
+            )
+        if st.st_mode & 0o022:
+            raise Failure(
+                "UNSAFE_PERMISSIONS", f"{path} is writable by group or others: `chmod go-w {path}`"
+            )
+        data = b""
+        while chunk := posix.read(fd, CONFIG_LIMIT + 1 - len(data)):
+            data += chunk
+            if len(data) > CONFIG_LIMIT:
+                raise Failure("CONFIG_INVALID", f"config {path} is over {CONFIG_LIMIT} bytes")
+    except OSError as exc:
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc.strerror}") from None
+    finally:
+        posix.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Failure("CONFIG_INVALID", f"config {path} is not UTF-8 text") from None
+
+
+def config_socket(text: str, path: str) -> str | None:
+    """The top-level ``socket`` setting of config ``text`` (None when it sets none).
+
+    Lines before the first table header are read as ``key = value``.  The ``socket`` value is
+    taken when it is a one-line string without escapes (``"..."`` or ``'...'``, then at most a
+    comment).  Anything else the reader cannot follow (a multi-line value, an escape, a second
+    ``socket``, a line that is not ``key = value``) goes to ``tomllib``, which decides as the
+    daemon's own loader does.
+    """
+    found: str | None = None
+    for line in text.split("\n"):
+        stripped = line.strip(" \t\r")
+        if not stripped or stripped[0] == "#":
+            continue
+        if stripped[0] == "[":
+            break
+        key, equals, value = stripped.partition("=")
+        value = value.lstrip(" \t")
+        if not equals or value[:3] in ('"""', "'''") or value[:1] in ("[", "{"):
+            return _toml_socket(text, path)
+        if key.rstrip(" \t") in ("socket", '"socket"', "'socket'"):
+            if found is not None:
+                return _toml_socket(text, path)
+            found = _one_line_string(value)
+            if found is None:
+                return _toml_socket(text, path)
+    return found
+
+
+def _one_line_string(value: str) -> str | None:
+    """The text of a TOML string without escapes that ends the line, else None."""
+    quote = value[:1]
+    end = value.find(quote, 1) if quote in ('"', "'") else -1
+    if end < 0:
+        return None
+    inner, rest = value[1:end], value[end + 1 :].lstrip(" \t")
+    if rest[:1] not in ("", "#") or "\\" in inner or any(c < " " or c == "\x7f" for c in inner):
+        return None
+    return inner
+
+
+def _toml_socket(text: str, path: str) -> str | None:
+    """The top-level ``socket`` as ``tomllib`` reads it (off the fast path)."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(text).get("socket")
+    except tomllib.TOMLDecodeError as exc:
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc}") from None
+    if value is not None and not isinstance(value, str):
+        raise Failure("CONFIG_INVALID", f"socket in {path} must be a string (a path)")
+    return value
 
 
 def daemon_uids(allow_root: bool = False) -> tuple[int, ...]:
@@ -377,6 +529,9 @@ def _parse_args(argv: list[str]) -> tuple[str, bool, str] | None:
 
 def main(argv: list[str]) -> int:
     """Run the client; see the module docstring for the arguments and exit status."""
+    if argv[:1] in (["--help"], ["-h"]):
+        sys.stdout.write(USAGE + "\n" + HELP)
+        return 0
     parsed = _parse_args(argv)
     if parsed is None:
         sys.stderr.write(USAGE + "\n  PROFILE: 1 to 64 of A-Z a-z 0-9 . _ -\n")
