@@ -414,40 +414,102 @@ def _approve(path: str, uids: tuple[int, ...], approval_id: str, code: str) -> N
         _raise_error(msg)
 
 
-def _prompt(tty: int, path: str, uids: tuple[int, ...], event: dict[str, object]) -> None:
+class _Terminal:
+    """The requester's terminal while an approval is pending.
+
+    The prompt thread and the main thread both write here; a lock keeps their lines whole and
+    in order, and nothing is written after the line that ends the request.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import threading
+
+        self.fd = fd
+        self.code_sent = False
+        self._lock = threading.Lock()
+        self._at_prompt = False
+        self._ended = False
+
+    def _put(self, text: str, *, prompt: bool = False) -> bool:
+        if self._ended:
+            return False
+        lead = "\n" if self._at_prompt else ""  # the prompt line is still open: end it first
+        _write_all(self.fd, (lead + text + ("" if prompt else "\n")).encode())
+        self._at_prompt = prompt
+        return True
+
+    def say(self, text: str) -> bool:
+        """Write lines; False once the request has ended (the caller stops)."""
+        with self._lock:
+            return self._put(text)
+
+    def end(self, text: str) -> None:
+        """Write the request's last line."""
+        with self._lock:
+            self._put(text)
+            self._ended = True
+
+    def ask(self, prompt: str) -> str | None:
+        """Show ``prompt`` and read one line (None when the request ended or the read failed)."""
+        with self._lock:
+            if not self._put(prompt, prompt=True):
+                return None
+        try:
+            answer = posix.read(self.fd, 64).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        with self._lock:
+            self._at_prompt = False  # the typed newline ended the prompt line
+        return answer
+
+
+def _request_lines(event: dict[str, object], approval_id: str) -> str:
+    """The pending request as a heading and labelled lines, each value terminal-safe."""
+    requester = event.get("requester")
+    who = requester if isinstance(requester, dict) else {}
+
+    def with_pid(executable: object, pid: object) -> str:
+        return f"{executable or '?'} (pid {pid})" if pid else str(executable or "")
+
+    rows = (
+        ("profile", event.get("profile")),
+        ("program", with_pid(who.get("parent_executable"), who.get("parent_pid"))),
+        ("command line", who.get("parent_command")),
+        ("client", with_pid(who.get("executable"), who.get("pid"))),
+        ("directory", who.get("cwd")),
+        ("expires", event.get("expires")),
+    )
+    lines = [f"vaultd: a program asks for profile {_clean(event.get('profile'))}"]
+    lines[0] += f" (approval {approval_id})"
+    lines += [f"  {label:<14}{_clean(value)}" for label, value in rows if value not in (None, "")]
+    return "\n".join(lines)
+
+
+def _prompt(
+    terminal: _Terminal, path: str, uids: tuple[int, ...], event: dict[str, object]
+) -> None:
     """Show the pending approval on the terminal and send the code typed there."""
     approval_id = event.get("id")
     if not isinstance(approval_id, str) or not all(c in _ID_CHARS for c in approval_id.encode()):
         return
-    requester = event.get("requester")
-    if isinstance(requester, dict):
-        parts = (requester.get(k) for k in ("parent_command", "executable", "pid", "cwd"))
-        requester = " ".join(str(p) for p in parts if p not in (None, ""))
-    requester = requester or "a process"
-    _write_all(
-        tty,
-        (
-            f"\nvaultd: {_clean(requester)} asks for profile {_clean(event.get('profile'))}"
-            f" (approval {approval_id}, expires {_clean(event.get('expires'))})\n"
-        ).encode(),
-    )
+    if not terminal.say(_request_lines(event, approval_id)):
+        return
     for _attempt in range(3):
-        _write_all(tty, b"vaultd: MFA code (or approve elsewhere): ")
-        try:
-            code = posix.read(tty, 64).decode("ascii", "replace").strip()
-        except OSError:
+        code = terminal.ask("vaultd: MFA code (or approve elsewhere): ")
+        if code is None:
             return
         if len(code) != 6 or not all("0" <= c <= "9" for c in code):
-            _write_all(tty, b"vaultd: a code is 6 digits\n")
+            terminal.say("vaultd: a code is 6 digits")
             continue
+        terminal.code_sent = True
         try:
             _approve(path, uids, approval_id, code)
         except Failure as failure:
-            _write_all(tty, f"vaultd: {failure.code}: {_clean(failure.message)}\n".encode())
+            terminal.say(f"vaultd: {failure.code}: {_clean(failure.message)}")
             if failure.code in _RETRY_CODES:
                 continue
             return
-        _write_all(tty, b"vaultd: approved, waiting for credentials\n")
+        terminal.say("vaultd: code accepted; waiting for the credentials (calling STS)")
         return
 
 
@@ -469,7 +531,7 @@ def fetch(
     uids = daemon_uids(allow_root)
     sock = _connect(path, uids)
     tty = _open_tty()
-    prompting = False
+    terminal: _Terminal | None = None
     try:
         interactive = b"true" if tty >= 0 else b"false"
         body = b'{"v":1,"op":"credentials","profile":"' + profile.encode()
@@ -479,26 +541,39 @@ def fetch(
             reply = _read_frame(sock)
             output = fast_output(reply)
             if output is not None:
-                if prompting:
-                    _write_all(tty, b"\nvaultd: answered, no code needed\n")
+                if terminal is not None:
+                    elsewhere = (
+                        "" if terminal.code_sent else " (approved elsewhere: no code needed)"
+                    )
+                    terminal.end("vaultd: credentials issued" + elsewhere)
                 return output
             msg = _parse(reply)
-            if msg.get("event") == "approval_pending" and tty >= 0 and not prompting:
+            if msg.get("event") == "approval_pending" and tty >= 0 and terminal is None:
                 import threading
 
-                prompting = True
-                args = (tty, path, uids, msg)
+                terminal = _Terminal(tty)
+                args = (terminal, path, uids, msg)
                 threading.Thread(target=_prompt, args=args, daemon=True).start()
             elif "event" not in msg:
-                _raise_error(msg)
-                raise Failure("PROTOCOL_ERROR", "vaultd sent an unexpected reply")
+                _end_with_error(terminal, msg)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise Failure("PROTOCOL_ERROR", f"talking to vaultd failed: {reason}") from None
     finally:
         sock.close()
-        if tty >= 0 and not prompting:
+        if tty >= 0 and terminal is None:
             posix.close(tty)
+
+
+def _end_with_error(terminal: _Terminal | None, msg: dict[str, object]) -> None:
+    """Raise the error reply ``msg``, saying on the terminal (if it prompted) that it failed."""
+    try:
+        _raise_error(msg)
+    except Failure as failure:
+        if terminal is not None:
+            terminal.end(f"vaultd: the request failed: {failure.code}")
+        raise
+    raise Failure("PROTOCOL_ERROR", "vaultd sent an unexpected reply")
 
 
 def _parse_args(argv: list[str]) -> tuple[str, bool, str] | None:

@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 import termios
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, wait_for
@@ -23,9 +22,11 @@ MakeVault = Callable[..., Installation]
 Popen = subprocess.Popen[bytes]
 
 
-@contextmanager
-def approve_at_a_terminal(inst: Installation, approval_id: str) -> Iterator[tuple[int, Popen]]:
-    """`vaultd approve ID` whose controlling terminal is a fresh pty; yields (master, process)."""
+def type_at_the_prompt(inst: Installation, keys: bytes) -> tuple[Popen, str, int, bytes, bytes]:
+    """A waiting requester, then `vaultd approve ID` whose controlling terminal is a fresh pty,
+    where ``keys`` are typed at the code prompt: (requester, id, exit status, stdout, stderr)."""
+    requester = credproc(inst)
+    approval_id = wait_pending(inst)
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen(
@@ -37,10 +38,13 @@ def approve_at_a_terminal(inst: Installation, approval_id: str) -> Iterator[tupl
             start_new_session=True,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
-        yield master, proc
+        read_until(master, b"MFA code")
+        os.write(master, keys)
+        out, err = proc.communicate(timeout=60)
     finally:
         os.close(master)
         os.close(slave)
+    return requester, approval_id, proc.returncode, out, err
 
 
 def approve_piped(inst: Installation, approval_id: str, stdin: bytes) -> tuple[int, bytes, bytes]:
@@ -65,13 +69,8 @@ def test_a_code_typed_at_the_prompt_reports_credentials_issued(
     make_vault: MakeVault, fake_sts: FakeSts
 ) -> None:
     inst = make_vault()
-    requester = credproc(inst)
-    approval_id = wait_pending(inst)
-    with approve_at_a_terminal(inst, approval_id) as (master, proc):
-        read_until(master, b"MFA code")
-        os.write(master, b"123456\n")
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    requester, approval_id, rc, out, err = type_at_the_prompt(inst, b"123456\n")
+    assert rc == 0, err
     assert out == f"approved {approval_id}: credentials issued for profile dev\n".encode()
     assert err.startswith(f"approval {approval_id}: profile dev for pid ".encode())
     assert finish(requester)[0] == 0
@@ -105,13 +104,8 @@ def test_a_reused_code_is_reported_as_the_failure_it_is(
 
 def test_ctrl_c_at_the_prompt_denies_the_approval(make_vault: MakeVault, fake_sts: FakeSts) -> None:
     inst = make_vault()
-    requester = credproc(inst)
-    approval_id = wait_pending(inst)
-    with approve_at_a_terminal(inst, approval_id) as (master, proc):
-        read_until(master, b"MFA code")
-        os.write(master, b"\x03")
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    requester, approval_id, rc, out, err = type_at_the_prompt(inst, b"\x03")
+    assert rc == 130
     assert (out, err.splitlines()[-1]) == (
         b"",
         f"vaultd: interrupted: denied {approval_id}".encode(),
