@@ -58,6 +58,8 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+ISSUED = "ISSUED"
+"""The :func:`outcome` of an approved request whose session was issued."""
 OUTCOME_TIMEOUT = 70.0
 """How long `vaultd approve` waits for the approved request to end (the client's timeout)."""
 
@@ -122,8 +124,10 @@ def run_approve(args: argparse.Namespace) -> int:
         print(f"vaultd: interrupted: denied {args.id}", file=sys.stderr)
         return 130
     daemon.request("approve", id=args.id, code=code)
-    _await_outcome(daemon, approval)
+    gone = _await_outcome(daemon, approval)
     print(f"approved {args.id}: credentials issued for profile {approval['profile']}")
+    if gone:
+        print("(its requester had gone; the session is cached for the next request)")
     return 0
 
 
@@ -142,8 +146,9 @@ def _pending(daemon: DaemonClient, approval_id: str) -> Mapping[str, object]:
     )
 
 
-def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> None:
-    """Wait until the approved request has its credentials; raise its error if it failed.
+def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> bool:
+    """Wait until the approved request has its credentials (True if its requester had gone
+    by then: the session is cached); raise its error if it failed.
 
     The daemon answers ``approve`` once the code is handed over, before the code is checked
     against the used-code ledger and sent to STS; the outcome is read from the audit log
@@ -152,18 +157,18 @@ def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> None
     import sys
     import time
 
-    from vaultd.errors import ProtocolError
+    from vaultd.errors import ClientGone, ProtocolError
 
     began = time.monotonic()
     told = False
     while True:
         records = daemon.request("audit_tail", n=500)["records"]
         assert isinstance(records, list)  # noqa: S101 - protocol guarantees a list
-        ended, error = outcome(records[::-1], approval)
-        if ended:
-            if error:
-                raise _failure(error, approval)
-            return
+        result = outcome(records[::-1], approval)
+        if result in (ISSUED, ClientGone.code):
+            return result == ClientGone.code
+        if result is not None:
+            raise _failure(result, approval)
         waited = time.monotonic() - began
         if waited > OUTCOME_TIMEOUT:
             raise ProtocolError(
@@ -176,12 +181,15 @@ def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> None
         time.sleep(0.1)
 
 
-def outcome(records: Sequence[object], approval: Mapping[str, object]) -> tuple[bool, str]:
-    """``(ended, error code or "")`` of an approved request, from audit records oldest first.
+def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | None:
+    """What became of an approved request, from audit records oldest first: None while it
+    runs, ``ISSUED``, ``CLIENT_GONE`` (issued and cached, its requester had left) or the error
+    code it failed with.
 
     The approval's own record says whether its code was taken (``approval_granted``) or
-    refused (``approval_failed``: a reused code, ...); after it, the requester's ``release``
-    (success) or ``refused`` record for the profile ends the request.
+    refused (``approval_failed``: a reused code, ...).  After it, a ``release`` of the profile
+    (to the requester or to a process that joined it) means the session was issued; the
+    requester's own ``refused`` record means it failed, unless only the requester was gone.
     """
     who = approval["requested_by"]
     pid = who.get("pid") if isinstance(who, dict) else None
@@ -192,19 +200,15 @@ def outcome(records: Sequence[object], approval: Mapping[str, object]) -> tuple[
         event = record.get("event")
         if record.get("approval") == approval["id"]:
             if event == "approval_failed":
-                return True, str(record.get("outcome"))
+                return str(record.get("outcome"))
             granted = granted or event == "approval_granted"
-            continue
-        client = record.get("client")
-        if (
-            granted
-            and event in ("release", "refused")
-            and record.get("profile") == approval["profile"]
-            and isinstance(client, dict)
-            and client.get("pid") == pid
-        ):
-            return True, "" if event == "release" else str(record.get("outcome"))
-    return False, ""
+        elif granted and record.get("profile") == approval["profile"]:
+            client = record.get("client")
+            if event == "release":
+                return ISSUED
+            if event == "refused" and isinstance(client, dict) and client.get("pid") == pid:
+                return str(record.get("outcome"))
+    return None
 
 
 def _failure(code: str, approval: Mapping[str, object]) -> VaultError:

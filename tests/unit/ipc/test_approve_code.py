@@ -94,16 +94,19 @@ async def test_code_in_argv_still_works_but_warns(
     assert capsys.readouterr().err == DEPRECATED
 
 
-def test_the_outcome_is_the_requesters_own_record_after_the_approval() -> None:
-    """Another process's refusal for the same profile is not this approval's outcome."""
-    from vaultd.commands.approvals import outcome
+def test_the_outcome_is_read_from_the_records_after_the_approval() -> None:
+    """Another process's refusal for the same profile is not this approval's outcome; a
+    release to anyone after the approval is."""
+    from vaultd.commands.approvals import ISSUED, outcome
 
     granted = {"event": "approval_granted", "approval": "abc", "profile": "dev"}
     other = {"event": "refused", "profile": "dev", "client": {"pid": 2}, "outcome": "DENIED"}
     mine = {"event": "release", "profile": "dev", "client": {"pid": 1}}
+    joined = {**mine, "client": {"pid": 3}}
     failed = {"event": "approval_failed", "approval": "abc", "outcome": "CODE_REUSED"}
-    assert outcome([mine, granted, other], PENDING) == (False, "")
-    assert outcome([granted, other, mine], PENDING) == (True, "")
-    assert outcome([failed], PENDING) == (True, "CODE_REUSED")
+    assert outcome([mine, granted, other], PENDING) is None
+    assert outcome([granted, other, mine], PENDING) == ISSUED
+    assert outcome([granted, joined], PENDING) == ISSUED
+    assert outcome([failed], PENDING) == "CODE_REUSED"
     refused = {**mine, "event": "refused", "outcome": "MFA_REJECTED"}
-    assert outcome([granted, refused], PENDING) == (True, "MFA_REJECTED")
+    assert outcome([granted, refused], PENDING) == "MFA_REJECTED"
