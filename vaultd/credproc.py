@@ -4,10 +4,14 @@ It runs on every AWS CLI call, so it imports only ``_socket``, ``posix`` and ``s
 (``posix`` and ``sys`` are built in and already loaded; ``os`` would cost ~0.8 ms) and nothing
 from vaultd; ``python3 -I -S path/to/credproc.py PROFILE`` works.  Usage::
 
-    credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE
+    vaultd credential-process [--socket PATH] [--allow-root-daemon] [--] PROFILE
 
-The socket is ``--socket``, else ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``,
-else ``/tmp/vaultd-<uid>/vaultd.sock`` (as :func:`vaultd.ipc.client.default_socket_path`).
+The socket is found as the daemon finds it (see :func:`default_socket_path`): ``--socket``,
+else ``$VAULTD_SOCKET``, else the top-level ``socket`` of the config file, else
+``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-<uid>/vaultd.sock``.  The config file
+is read only when it exists, refused like the daemon refuses it (a symlink, another owner,
+group/other write), and scanned by a strict line reader; ``tomllib`` (~12 ms to import) is
+loaded only for a form that reader does not take.
 
 Before a byte is sent the daemon is verified (docs/threat-model.md T29): the socket's directory
 (one ``lstat``) must be a real directory owned by this user and not group/other-writable, and
@@ -33,7 +37,18 @@ import sys
 PREFIX = b'{"v":1,"ok":true,"output":'
 MAX_FRAME = 64 * 1024
 TIMEOUT = 65.0
-USAGE = "usage: credproc.py [--socket PATH] [--allow-root-daemon] [--] PROFILE"
+USAGE = "usage: vaultd credential-process [--socket PATH] [--allow-root-daemon] [--] PROFILE"
+HELP = """
+Print PROFILE's session credentials as credential_process JSON, asking vaultd for them.
+Use it in ~/.aws/config as `credential_process = vaultd credential-process PROFILE`.
+
+  PROFILE              a vaultd profile: 1 to 64 of A-Z a-z 0-9 . _ -
+  --socket PATH        the daemon's socket; default $VAULTD_SOCKET, else `socket` in the
+                       vaultd config file ($VAULTD_CONFIG or ~/.config/vaultd/config.toml),
+                       else $XDG_RUNTIME_DIR/vaultd/vaultd.sock
+  --allow-root-daemon  also trust a daemon run by root
+"""
+CONFIG_LIMIT = 1 << 20
 NOT_RUNNING = (
     "vaultd is not running; start it with `vaultd serve` "
     "(or `systemctl --user start vaultd.socket`)"
@@ -80,14 +95,151 @@ def _getenv(name: bytes) -> str:
 
 
 def default_socket_path() -> str:
-    """The socket path from the environment, as the daemon's default."""
+    """The socket the daemon listens on, found as ``vaultd.settings`` finds it.
+
+    ``$VAULTD_SOCKET``, else the config file's top-level ``socket``, else
+    ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-<uid>/vaultd.sock``.
+    A config file that is unsafe or unreadable, or names a relative socket, raises
+    :class:`Failure`.
+    """
     explicit = _getenv(b"VAULTD_SOCKET")
     if explicit:
         return explicit
+    path = config_path()
+    text = _read_config(path)
+    configured = None if text is None else config_socket(text, path)
+    if configured is not None:
+        if not configured.startswith("/"):
+            raise Failure(
+                "CONFIG_INVALID",
+                f"socket = {configured!r} in {path} must be an absolute path (as `vaultd serve` "
+                "requires)",
+            )
+        return configured
     runtime = _getenv(b"XDG_RUNTIME_DIR")
     if runtime:
         return runtime + "/vaultd/vaultd.sock"
     return f"/tmp/vaultd-{posix.getuid()}/vaultd.sock"  # noqa: S108 - checked before use
+
+
+def config_path() -> str:
+    """``$VAULTD_CONFIG``, else ``$XDG_CONFIG_HOME/vaultd/config.toml`` (``~/.config``), as
+    :func:`vaultd.settings.default_config_path`."""
+    explicit = _getenv(b"VAULTD_CONFIG")
+    if explicit:
+        return explicit
+    base = _getenv(b"XDG_CONFIG_HOME")
+    if not base:
+        home = _getenv(b"HOME")
+        if not home:
+            import pwd  # no $HOME (rare): Path.home() asks the password database too
+
+            home = pwd.getpwuid(posix.getuid()).pw_dir
+        base = home + "/.config"
+    return base + "/vaultd/config.toml"
+
+
+def _read_config(path: str) -> str | None:
+    """The text of the config file, or None when there is none.
+
+    Refused as :func:`vaultd.system.hardening.check_owned_not_writable` refuses it for the
+    daemon: a symlink, another owner, or group/other write.  ``O_NOFOLLOW`` and ``fstat``
+    check the file that is read; ``O_NONBLOCK`` keeps a FIFO from hanging the open.
+    """
+    flags = posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC
+    try:
+        fd = posix.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ELOOP:
+            raise Failure(
+                "UNSAFE_PERMISSIONS", f"{path} is a symlink: replace it with a regular file"
+            ) from None
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        st = posix.fstat(fd)
+        uid = posix.getuid()
+        if st.st_mode & 0o170000 != 0o100000:  # stat.S_ISREG
+            raise Failure("CONFIG_INVALID", f"config {path} is not a regular file")
+        if st.st_uid != uid:
+            raise Failure(
+                "UNSAFE_PERMISSIONS",
+                f"{path} is owned by uid {st.st_uid}, not you: `chown {uid} {path}`",
+            )
+        if st.st_mode & 0o022:
+            raise Failure(
+                "UNSAFE_PERMISSIONS", f"{path} is writable by group or others: `chmod go-w {path}`"
+            )
+        data = b""
+        while chunk := posix.read(fd, CONFIG_LIMIT + 1 - len(data)):
+            data += chunk
+            if len(data) > CONFIG_LIMIT:
+                raise Failure("CONFIG_INVALID", f"config {path} is over {CONFIG_LIMIT} bytes")
+    except OSError as exc:
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc.strerror}") from None
+    finally:
+        posix.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Failure("CONFIG_INVALID", f"config {path} is not UTF-8 text") from None
+
+
+def config_socket(text: str, path: str) -> str | None:
+    """The top-level ``socket`` setting of config ``text`` (None when it sets none).
+
+    Lines before the first table header are read as ``key = value``.  The ``socket`` value is
+    taken when it is a one-line string without escapes (``"..."`` or ``'...'``, then at most a
+    comment).  Anything else the reader cannot follow (a multi-line value, an escape, a second
+    ``socket``, a line that is not ``key = value``) goes to ``tomllib``, which decides as the
+    daemon's own loader does.
+    """
+    found: str | None = None
+    for line in text.split("\n"):
+        stripped = line.strip(" \t\r")
+        if not stripped or stripped[0] == "#":
+            continue
+        if stripped[0] == "[":
+            break
+        key, equals, value = stripped.partition("=")
+        value = value.lstrip(" \t")
+        if not equals or value[:3] in ('"""', "'''") or value[:1] in ("[", "{"):
+            return _toml_socket(text, path)
+        if key.rstrip(" \t") in ("socket", '"socket"', "'socket'"):
+            if found is not None:
+                return _toml_socket(text, path)
+            found = _one_line_string(value)
+            if found is None:
+                return _toml_socket(text, path)
+    return found
+
+
+def _one_line_string(value: str) -> str | None:
+    """The text of a TOML string without escapes that ends the line, else None."""
+    quote = value[:1]
+    end = value.find(quote, 1) if quote in ('"', "'") else -1
+    if end < 0:
+        return None
+    inner, rest = value[1:end], value[end + 1 :].lstrip(" \t")
+    if rest[:1] not in ("", "#") or "\\" in inner or any(c < " " or c == "\x7f" for c in inner):
+        return None
+    return inner
+
+
+def _toml_socket(text: str, path: str) -> str | None:
+    """The top-level ``socket`` as ``tomllib`` reads it (off the fast path)."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(text).get("socket")
+    except tomllib.TOMLDecodeError as exc:
+        raise Failure("CONFIG_INVALID", f"cannot read config {path}: {exc}") from None
+    if value is not None and not isinstance(value, str):
+        raise Failure("CONFIG_INVALID", f"socket in {path} must be a string (a path)")
+    return value
 
 
 def daemon_uids(allow_root: bool = False) -> tuple[int, ...]:
@@ -262,40 +414,102 @@ def _approve(path: str, uids: tuple[int, ...], approval_id: str, code: str) -> N
         _raise_error(msg)
 
 
-def _prompt(tty: int, path: str, uids: tuple[int, ...], event: dict[str, object]) -> None:
+class _Terminal:
+    """The requester's terminal while an approval is pending.
+
+    The prompt thread and the main thread both write here; a lock keeps their lines whole and
+    in order, and nothing is written after the line that ends the request.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import threading
+
+        self.fd = fd
+        self.code_sent = False
+        self._lock = threading.Lock()
+        self._at_prompt = False
+        self._ended = False
+
+    def _put(self, text: str, *, prompt: bool = False) -> bool:
+        if self._ended:
+            return False
+        lead = "\n" if self._at_prompt else ""  # the prompt line is still open: end it first
+        _write_all(self.fd, (lead + text + ("" if prompt else "\n")).encode())
+        self._at_prompt = prompt
+        return True
+
+    def say(self, text: str) -> bool:
+        """Write lines; False once the request has ended (the caller stops)."""
+        with self._lock:
+            return self._put(text)
+
+    def end(self, text: str) -> None:
+        """Write the request's last line."""
+        with self._lock:
+            self._put(text)
+            self._ended = True
+
+    def ask(self, prompt: str) -> str | None:
+        """Show ``prompt`` and read one line (None when the request ended or the read failed)."""
+        with self._lock:
+            if not self._put(prompt, prompt=True):
+                return None
+        try:
+            answer = posix.read(self.fd, 64).decode("ascii", "replace").strip()
+        except OSError:
+            return None
+        with self._lock:
+            self._at_prompt = False  # the typed newline ended the prompt line
+        return answer
+
+
+def _request_lines(event: dict[str, object], approval_id: str) -> str:
+    """The pending request as a heading and labelled lines, each value terminal-safe."""
+    requester = event.get("requester")
+    who = requester if isinstance(requester, dict) else {}
+
+    def with_pid(executable: object, pid: object) -> str:
+        return f"{executable or '?'} (pid {pid})" if pid else str(executable or "")
+
+    rows = (
+        ("profile", event.get("profile")),
+        ("program", with_pid(who.get("parent_executable"), who.get("parent_pid"))),
+        ("command line", who.get("parent_command")),
+        ("client", with_pid(who.get("executable"), who.get("pid"))),
+        ("directory", who.get("cwd")),
+        ("expires", event.get("expires")),
+    )
+    lines = [f"vaultd: a program asks for profile {_clean(event.get('profile'))}"]
+    lines[0] += f" (approval {approval_id})"
+    lines += [f"  {label:<14}{_clean(value)}" for label, value in rows if value not in (None, "")]
+    return "\n".join(lines)
+
+
+def _prompt(
+    terminal: _Terminal, path: str, uids: tuple[int, ...], event: dict[str, object]
+) -> None:
     """Show the pending approval on the terminal and send the code typed there."""
     approval_id = event.get("id")
     if not isinstance(approval_id, str) or not all(c in _ID_CHARS for c in approval_id.encode()):
         return
-    requester = event.get("requester")
-    if isinstance(requester, dict):
-        parts = (requester.get(k) for k in ("parent_command", "executable", "pid", "cwd"))
-        requester = " ".join(str(p) for p in parts if p not in (None, ""))
-    requester = requester or "a process"
-    _write_all(
-        tty,
-        (
-            f"\nvaultd: {_clean(requester)} asks for profile {_clean(event.get('profile'))}"
-            f" (approval {approval_id}, expires {_clean(event.get('expires'))})\n"
-        ).encode(),
-    )
+    if not terminal.say(_request_lines(event, approval_id)):
+        return
     for _attempt in range(3):
-        _write_all(tty, b"vaultd: MFA code (or approve elsewhere): ")
-        try:
-            code = posix.read(tty, 64).decode("ascii", "replace").strip()
-        except OSError:
+        code = terminal.ask("vaultd: MFA code (or approve elsewhere): ")
+        if code is None:
             return
         if len(code) != 6 or not all("0" <= c <= "9" for c in code):
-            _write_all(tty, b"vaultd: a code is 6 digits\n")
+            terminal.say("vaultd: a code is 6 digits")
             continue
+        terminal.code_sent = True
         try:
             _approve(path, uids, approval_id, code)
         except Failure as failure:
-            _write_all(tty, f"vaultd: {failure.code}: {_clean(failure.message)}\n".encode())
+            terminal.say(f"vaultd: {failure.code}: {_clean(failure.message)}")
             if failure.code in _RETRY_CODES:
                 continue
             return
-        _write_all(tty, b"vaultd: approved, waiting for credentials\n")
+        terminal.say("vaultd: code accepted; waiting for the credentials (calling STS)")
         return
 
 
@@ -318,7 +532,7 @@ def fetch(
     uids = daemon_uids(allow_root)
     sock = _connect(path, uids)
     tty = _open_tty()
-    prompting = False
+    terminal: _Terminal | None = None
     try:
         interactive = b"true" if tty >= 0 else b"false"
         op = b"credentials" if action == "credential_process" else action.encode()
@@ -328,26 +542,39 @@ def fetch(
             reply = _read_frame(sock)
             output = fast_output(reply)
             if output is not None:
-                if prompting:
-                    _write_all(tty, b"\nvaultd: answered, no code needed\n")
+                if terminal is not None:
+                    elsewhere = (
+                        "" if terminal.code_sent else " (approved elsewhere: no code needed)"
+                    )
+                    terminal.end("vaultd: credentials issued" + elsewhere)
                 return output
             msg = _parse(reply)
-            if msg.get("event") == "approval_pending" and tty >= 0 and not prompting:
+            if msg.get("event") == "approval_pending" and tty >= 0 and terminal is None:
                 import threading
 
-                prompting = True
-                args = (tty, path, uids, msg)
+                terminal = _Terminal(tty)
+                args = (terminal, path, uids, msg)
                 threading.Thread(target=_prompt, args=args, daemon=True).start()
             elif "event" not in msg:
-                _raise_error(msg)
-                raise Failure("PROTOCOL_ERROR", "vaultd sent an unexpected reply")
+                _end_with_error(terminal, msg)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise Failure("PROTOCOL_ERROR", f"talking to vaultd failed: {reason}") from None
     finally:
         sock.close()
-        if tty >= 0 and not prompting:
+        if tty >= 0 and terminal is None:
             posix.close(tty)
+
+
+def _end_with_error(terminal: _Terminal | None, msg: dict[str, object]) -> None:
+    """Raise the error reply ``msg``, saying on the terminal (if it prompted) that it failed."""
+    try:
+        _raise_error(msg)
+    except Failure as failure:
+        if terminal is not None:
+            terminal.end(f"vaultd: the request failed: {failure.code}")
+        raise
+    raise Failure("PROTOCOL_ERROR", "vaultd sent an unexpected reply")
 
 
 def _parse_args(argv: list[str]) -> tuple[str, bool, str] | None:
@@ -378,6 +605,9 @@ def _parse_args(argv: list[str]) -> tuple[str, bool, str] | None:
 
 def main(argv: list[str]) -> int:
     """Run the client; see the module docstring for the arguments and exit status."""
+    if argv[:1] in (["--help"], ["-h"]):
+        sys.stdout.write(USAGE + "\n" + HELP)
+        return 0
     parsed = _parse_args(argv)
     if parsed is None:
         sys.stderr.write(USAGE + "\n  PROFILE: 1 to 64 of A-Z a-z 0-9 . _ -\n")

@@ -64,6 +64,7 @@ def test_each_profile_on_a_shared_serial_needs_its_own_fresh_code(
     reused = inst.vaultd("approve", str(pending(inst)[0]["id"]), "--code", "111222", check=False)
     code, out, err = finish(second)
     assert code != 0 and out == b"" and b"CODE_REUSED" in err
-    assert reused.returncode == 0  # the approval is answered; the ledger refuses the code
+    # The approval is answered, the ledger refuses the code, and `vaultd approve` says so.
+    assert reused.returncode != 0 and b"CODE_REUSED" in reused.stderr
     sent = [r.token_code for r in fake_sts.requests if r.action == "GetSessionToken"]
     assert sent == ["111222"]

@@ -1,12 +1,19 @@
-"""`vaultd approvals`, `vaultd approve ID` (the code typed without echo, or on stdin),
+"""`vaultd approvals`, `vaultd approve ID` (the code typed without echo, or on stdin; it waits
+for the approved request and reports its real outcome; Ctrl-C at the prompt denies), and
 `vaultd deny ID`."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+
+if TYPE_CHECKING:
+    from vaultd.errors import VaultError
+    from vaultd.ipc.client import DaemonClient
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -51,10 +58,19 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_code(deprecated_arg: str | None) -> str:
+ISSUED = "ISSUED"
+"""The :func:`outcome` of an approved request whose session was issued."""
+OUTCOME_TIMEOUT = 70.0
+"""How long `vaultd approve` waits for the approved request to end (the client's timeout)."""
+
+
+def read_code(deprecated_arg: str | None, approval: Mapping[str, object]) -> str:
     """The MFA code: typed on the terminal without echo, else the first line of stdin; the
-    deprecated ``--code`` value still works, with a warning."""
+    deprecated ``--code`` value still works, with a warning.  Nothing typed or piped raises
+    :class:`~vaultd.errors.CodeMalformed`; Ctrl-C at the prompt raises ``KeyboardInterrupt``."""
     import sys
+
+    from vaultd.errors import CodeMalformed
 
     if deprecated_arg is not None:
         print(
@@ -63,18 +79,149 @@ def read_code(deprecated_arg: str | None) -> str:
             file=sys.stderr,
         )
         return deprecated_arg
-    if sys.stdin.isatty():
+    if sys.stdin is not None and sys.stdin.isatty():
         import getpass
 
-        return getpass.getpass("MFA code: ").strip()
-    return sys.stdin.readline(64).strip()
+        print(_describe(approval), file=sys.stderr)
+        try:
+            code = getpass.getpass("MFA code (Ctrl-C denies): ").strip()
+        except EOFError:
+            code = ""
+        where = "typed"
+    else:
+        code = sys.stdin.readline(64).strip() if sys.stdin is not None else ""
+        where = "on stdin"
+    if not code:
+        raise CodeMalformed(
+            f"no MFA code {where}; approval {approval['id']} is still pending: type the code "
+            "when `vaultd approve ID` asks in a terminal, or pipe it (`vaultd approve ID < file`)"
+        )
+    return code
+
+
+def _describe(approval: Mapping[str, object]) -> str:
+    """One line naming what is approved: the approval, the profile and the requester."""
+    from vaultd.core.termtext import terminal_safe
+
+    who = approval["requested_by"]
+    assert isinstance(who, dict)  # noqa: S101 - protocol guarantees an object
+    program = who.get("parent_command") or who.get("executable") or "?"
+    return terminal_safe(
+        f"approval {approval['id']}: profile {approval['profile']} for pid {who.get('pid')} "
+        f"{program} (cwd {who.get('cwd') or '?'})"
+    )
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    code = read_code(args.code)
-    client().request("approve", id=args.id, code=code)
-    print(f"approved {args.id}")
+    import sys
+
+    daemon = client()
+    approval = _pending(daemon, args.id)
+    try:
+        code = read_code(args.code, approval)
+    except KeyboardInterrupt:
+        daemon.request("deny", id=args.id)
+        print(f"vaultd: interrupted: denied {args.id}", file=sys.stderr)
+        return 130
+    daemon.request("approve", id=args.id, code=code)
+    gone = _await_outcome(daemon, approval)
+    print(f"approved {args.id}: credentials issued for profile {approval['profile']}")
+    if gone:
+        print("(its requester had gone; the session is cached for the next request)")
     return 0
+
+
+def _pending(daemon: DaemonClient, approval_id: str) -> Mapping[str, object]:
+    """The pending approval ``approval_id``, or :class:`~vaultd.errors.ApprovalNotFound`."""
+    from vaultd.errors import ApprovalNotFound
+
+    approvals = daemon.request("approvals")["approvals"]
+    assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
+    for approval in approvals:
+        if approval["id"] == approval_id:
+            return dict(approval)
+    raise ApprovalNotFound(
+        f"no pending approval {approval_id!r} (answered, expired or mistyped): list them with "
+        "`vaultd approvals`"
+    )
+
+
+def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> bool:
+    """Wait until the approved request has its credentials (True if its requester had gone
+    by then: the session is cached); raise its error if it failed.
+
+    The daemon answers ``approve`` once the code is handed over, before the code is checked
+    against the used-code ledger and sent to STS; the outcome is read from the audit log
+    (``audit_tail``), which records both.
+    """
+    import sys
+    import time
+
+    from vaultd.errors import ClientGone, ProtocolError
+
+    began = time.monotonic()
+    told = False
+    while True:
+        records = daemon.request("audit_tail", n=500)["records"]
+        assert isinstance(records, list)  # noqa: S101 - protocol guarantees a list
+        result = outcome(records[::-1], approval)
+        if result in (ISSUED, ClientGone.code):
+            return result == ClientGone.code
+        if result is not None:
+            raise _failure(result, approval)
+        waited = time.monotonic() - began
+        if waited > OUTCOME_TIMEOUT:
+            raise ProtocolError(
+                f"approval {approval['id']} was accepted, but its request did not end within "
+                f"{OUTCOME_TIMEOUT:g} s: see `vaultd audit tail` and the daemon log"
+            )
+        if waited > 1.0 and not told:
+            print("vaultd: code accepted; waiting for STS", file=sys.stderr)
+            told = True
+        time.sleep(0.1)
+
+
+def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | None:
+    """What became of an approved request, from audit records oldest first: None while it
+    runs, ``ISSUED``, ``CLIENT_GONE`` (issued and cached, its requester had left) or the error
+    code it failed with.
+
+    The approval's own record says whether its code was taken (``approval_granted``) or
+    refused (``approval_failed``: a reused code, ...).  After it, a ``release`` of the profile
+    (to the requester or to a process that joined it) means the session was issued; the
+    requester's own ``refused`` record means it failed, unless only the requester was gone.
+    """
+    who = approval["requested_by"]
+    pid = who.get("pid") if isinstance(who, dict) else None
+    granted = False
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        event = record.get("event")
+        if record.get("approval") == approval["id"]:
+            if event == "approval_failed":
+                return str(record.get("outcome"))
+            granted = granted or event == "approval_granted"
+        elif granted and record.get("profile") == approval["profile"]:
+            client = record.get("client")
+            if event == "release":
+                return ISSUED
+            if event == "refused" and isinstance(client, dict) and client.get("pid") == pid:
+                return str(record.get("outcome"))
+    return None
+
+
+def _failure(code: str, approval: Mapping[str, object]) -> VaultError:
+    """The error of a request that failed after its approval was accepted."""
+    from vaultd.ipc.protocol import error_class, error_from_reply
+
+    cls = error_class(code)
+    fix = f": {cls.fix}" if cls is not None and cls.fix else ""
+    message = (
+        f"approval {approval['id']} was accepted, but the request for profile "
+        f"{approval['profile']} then failed ({code}){fix}"
+    )
+    return error_from_reply({"code": code, "message": message})
 
 
 def run_deny(args: argparse.Namespace) -> int:

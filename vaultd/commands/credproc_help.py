@@ -12,10 +12,11 @@ def add_parser(sub: Subparsers) -> None:
         "credential-process",
         help="print a profile's session as credential_process JSON (for ~/.aws/config)",
         description="Used as `credential_process = vaultd credential-process PROFILE`. "
-        "The socket is --socket, $VAULTD_SOCKET or the default; set one of them when the "
-        "config moves the socket.",
+        "The socket is --socket, else $VAULTD_SOCKET, else `socket` in the vaultd config "
+        "file, else the default: found as `vaultd serve` finds it.",
     )
     p.add_argument("--socket", help="the daemon's socket path")
+    p.add_argument("--allow-root-daemon", action="store_true", help="also trust a root daemon")
     p.add_argument("profile")
     p.set_defaults(func=run)
 
@@ -23,5 +24,6 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:  # pragma: no cover - cli.main dispatches earlier
     from vaultd import credproc
 
-    argv = ["--socket", args.socket, args.profile] if args.socket else [args.profile]
-    return credproc.main(argv)
+    argv = ["--socket", args.socket] if args.socket else []
+    argv += ["--allow-root-daemon"] if args.allow_root_daemon else []
+    return credproc.main([*argv, "--", args.profile])

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from vaultd import credproc
-from vaultd.errors import Busy, DaemonNotRunning, ProtocolError
+from vaultd.errors import Busy, DaemonNotRunning, ProtocolError, VaultError
 from vaultd.ipc.protocol import (
     HEADER_SIZE,
     Event,
@@ -36,19 +35,25 @@ NOT_RUNNING_MESSAGE = (
 _NOT_RUNNING_ERRORS = (FileNotFoundError, ConnectionRefusedError, NotADirectoryError)
 
 
-def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
-    """Where the daemon listens unless told otherwise.
+def default_socket_path() -> Path:
+    """Where the daemon listens unless told otherwise, found as :mod:`vaultd.credproc` finds it.
 
-    ``$VAULTD_SOCKET`` if set, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else
-    ``/tmp/vaultd-<uid>/vaultd.sock`` (the server creates that directory 0700 and refuses it if
-    another user owns it; clients check it again before each use).
+    ``$VAULTD_SOCKET`` if set, else the config file's top-level ``socket``, else
+    ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``, else ``/tmp/vaultd-<uid>/vaultd.sock`` (the server
+    creates that directory 0700 and refuses it if another user owns it; clients check it again
+    before each use).  An unsafe or unreadable config file raises its ``ConfigError``.
     """
-    env = os.environ if environ is None else environ
-    if env.get("VAULTD_SOCKET"):
-        return Path(env["VAULTD_SOCKET"])
-    if env.get("XDG_RUNTIME_DIR"):
-        return Path(env["XDG_RUNTIME_DIR"]) / "vaultd" / "vaultd.sock"
-    return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - checked before use
+    try:
+        return Path(credproc.default_socket_path())
+    except credproc.Failure as failure:
+        raise _translated(failure) from None
+
+
+def _translated(failure: credproc.Failure) -> VaultError:
+    """The :mod:`vaultd.errors` class for a failure of the shared stdlib checks."""
+    if failure.code == DaemonNotRunning.code:
+        return DaemonNotRunning(NOT_RUNNING_MESSAGE)
+    return error_from_reply({"code": failure.code, "message": failure.message})
 
 
 def _closed_early() -> ProtocolError:
@@ -76,9 +81,7 @@ class _VerifiedClient:
         try:
             check()
         except credproc.Failure as failure:
-            if failure.code == DaemonNotRunning.code:
-                raise DaemonNotRunning(NOT_RUNNING_MESSAGE) from None
-            raise error_from_reply({"code": failure.code, "message": failure.message}) from None
+            raise _translated(failure) from None
 
     def _check_directory(self) -> None:
         self._verify(lambda: credproc.check_directory(str(self.socket_path), self.daemon_uids))

@@ -82,7 +82,11 @@ async def test_daemon_closing_mid_frame_is_a_protocol_error(tmp_path: Path) -> N
             await asyncio.to_thread(DaemonClient(path, timeout=10).request, "status")
 
 
-def test_default_socket_path_order_matches_credproc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_socket_path_order_matches_credproc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no config file there
+    monkeypatch.delenv("VAULTD_CONFIG", raising=False)
     monkeypatch.setenv("VAULTD_SOCKET", "/run/x.sock")
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1")
     assert default_socket_path() == Path("/run/x.sock")
@@ -93,6 +97,16 @@ def test_default_socket_path_order_matches_credproc(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert default_socket_path() == Path(f"/tmp/vaultd-{os.getuid()}/vaultd.sock")
     assert credproc.default_socket_path() == f"/tmp/vaultd-{os.getuid()}/vaultd.sock"
+    config = tmp_path / "vaultd" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('socket = "/run/c.sock"\n')
+    config.chmod(0o600)
+    assert default_socket_path() == Path("/run/c.sock")
+    assert credproc.default_socket_path() == "/run/c.sock"
+    config.chmod(0o666)
+    with pytest.raises(errors.ConfigError, match="writable by group or others") as caught:
+        default_socket_path()
+    assert caught.value.code == "UNSAFE_PERMISSIONS"
 
 
 def test_peer_credentials_of_a_socketpair() -> None:

@@ -58,21 +58,26 @@ async def test_socket_from_environment(
         assert await run_credproc("dev") == (0, output, b"")
 
 
+async def run_listing_modules(*args: str) -> tuple[int | None, bytes, set[str]]:
+    """Run ``credproc.main(args)`` isolated; its exit status, stdout and loaded modules."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(CREDPROC).parent)!r}); import credproc\n"
+        f"rc = credproc.main({list(args)!r})\n"
+        "sys.stderr.write(' '.join(sorted(sys.modules))); sys.exit(rc)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out, set(err.decode().split())
+
+
 async def test_fast_path_loads_no_json(
     sock_path: Path, recorder: Any, serve: Any, output: bytes
 ) -> None:
-    script = (
-        f"import sys; sys.path.insert(0, {str(Path(CREDPROC).parent)!r}); import credproc\n"
-        f"rc = credproc.main(['--socket={sock_path}', 'dev'])\n"
-        "sys.stderr.write(' '.join(sorted(sys.modules))); sys.exit(rc)\n"
-    )
     async with serve(sock_path, recorder):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out, err = await proc.communicate()
-    assert (proc.returncode, out) == (0, output)
-    modules = set(err.decode().split())
+        rc, out, modules = await run_listing_modules(f"--socket={sock_path}", "dev")
+    assert (rc, out) == (0, output)
     assert "credproc" in modules
     assert not modules & {"json", "socket", "struct", "threading"}
     assert not any(m.startswith("vaultd") for m in modules)
