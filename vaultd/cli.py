@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "status",
     "lock",
     "exec",
+    "export",
     "import_aws",
     "login",
     "fido2",
