@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "approvals",
     "status",
     "lock",
+    "clear",
     "exec",
     "export",
     "import_aws",

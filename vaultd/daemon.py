@@ -415,7 +415,8 @@ class Daemon:
         if isinstance(request, StatusRequest):
             return self.status()
         if isinstance(request, LockRequest):
-            await self.lock(seal=request.seal)
+            profile = None if request.seal else request.profile  # a seal drops everything
+            await (svc.clear(profile) if profile else self.lock(seal=request.seal))
             return {}
         if isinstance(request, UnlockRequest):
             await self.unlock(

@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock exec import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
+        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -20,7 +20,9 @@ _vaultd() {
         status) words="--help --json" ;;
         lock) words="--help --seal" ;;
         unlock) words="--help" ;;
-        exec) words="--help --region --server" ;;
+        clear) words="--help" ;;
+        exec) words="--env --help --ini --json --region --server" ;;
+        export) words="--format --help --region" ;;
         import) words="--help aws-config" ;;
         login) words="--duration --help --print" ;;
         fido2) words="--help enroll list remove" ;;
