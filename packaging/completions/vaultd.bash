@@ -41,6 +41,12 @@ _vaultd() {
         demo) words="--help --keep" ;;
         *) words="" ;;
     esac
-    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$words" -- "$cur"))
+        return
+    fi
+    COMPREPLY=($(compgen -W "$words" -X '-*' -- "$cur"))
+    local IFS=$'\n'
+    COMPREPLY+=($(vaultd __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
 }
 complete -F _vaultd vaultd

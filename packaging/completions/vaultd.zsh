@@ -4,37 +4,45 @@ if (( CURRENT == 2 )); then
   compadd -- init pin add list remove serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo
   return
 fi
+local -a opts live
 case $words[2] in
-    init) compadd -- --help --module --pin-source --token ;;
-    pin) compadd -- --help file store ;;
-    add) compadd -- --allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root ;;
-    list) compadd -- --help --json ;;
-    remove) compadd -- --help --yes ;;
-    serve) compadd -- --help ;;
-    credential-process) compadd -- --help --socket ;;
-    approvals) compadd -- --help --json ;;
-    approve) compadd -- --code --help ;;
-    deny) compadd -- --help ;;
-    status) compadd -- --help --json ;;
-    lock) compadd -- --help --seal ;;
-    unlock) compadd -- --help ;;
-    clear) compadd -- --help ;;
-    exec) compadd -- --env --help --ini --json --region --server ;;
-    export) compadd -- --format --help --region ;;
-    import) compadd -- --help aws-config ;;
-    login) compadd -- --duration --help --print ;;
-    fido2) compadd -- --help enroll list remove ;;
-    mfa) compadd -- --help add-totp list remove ;;
-    break-glass) compadd -- --help --reason ;;
-    tui) compadd -- --help ;;
-    policy) compadd -- --help simulate validate ;;
-    audit) compadd -- --help tail verify ;;
-    rotate) compadd -- --help --json ;;
-    report) compadd -- --csv --help --json ;;
-    setup) compadd -- --help aws-profile ;;
-    plugins) compadd -- --help list ;;
-    config-reference) compadd -- --help ;;
-    completion) compadd -- --help ;;
-    doctor) compadd -- --help --try-pin ;;
-    demo) compadd -- --help --keep ;;
+    init) opts=(--help --module --pin-source --token) ;;
+    pin) opts=(--help file store) ;;
+    add) opts=(--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root) ;;
+    list) opts=(--help --json) ;;
+    remove) opts=(--help --yes) ;;
+    serve) opts=(--help) ;;
+    credential-process) opts=(--help --socket) ;;
+    approvals) opts=(--help --json) ;;
+    approve) opts=(--code --help) ;;
+    deny) opts=(--help) ;;
+    status) opts=(--help --json) ;;
+    lock) opts=(--help --seal) ;;
+    unlock) opts=(--help) ;;
+    clear) opts=(--help) ;;
+    exec) opts=(--env --help --ini --json --region --server) ;;
+    export) opts=(--format --help --region) ;;
+    import) opts=(--help aws-config) ;;
+    login) opts=(--duration --help --print) ;;
+    fido2) opts=(--help enroll list remove) ;;
+    mfa) opts=(--help add-totp list remove) ;;
+    break-glass) opts=(--help --reason) ;;
+    tui) opts=(--help) ;;
+    policy) opts=(--help simulate validate) ;;
+    audit) opts=(--help tail verify) ;;
+    rotate) opts=(--help --json) ;;
+    report) opts=(--csv --help --json) ;;
+    setup) opts=(--help aws-profile) ;;
+    plugins) opts=(--help list) ;;
+    config-reference) opts=(--help) ;;
+    completion) opts=(--help) ;;
+    doctor) opts=(--help --try-pin) ;;
+    demo) opts=(--help --keep) ;;
 esac
+if [[ $PREFIX == -* ]]; then
+  compadd -a opts
+  return
+fi
+opts=(${opts:#-*})
+live=(${(f)"$(vaultd __complete "${(@)words[2,CURRENT]}" 2>/dev/null)"})
+compadd -a opts live
