@@ -27,7 +27,9 @@ COMMAND_MODULES = (
     "approvals",
     "status",
     "lock",
+    "clear",
     "exec",
+    "export",
     "import_aws",
     "login",
     "fido2",
@@ -53,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vaultd import credproc
 
         return credproc.main(args[1:])
+    if args[:1] == ["__complete"]:  # hidden: the completion scripts call it on every TAB
+        from vaultd.commands import complete
+
+        return complete.main(args[1:])
     return _run(args)
 
 

@@ -3,7 +3,7 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock exec import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
+        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
@@ -13,14 +13,16 @@ _vaultd() {
         list) words="--help --json" ;;
         remove) words="--help --yes" ;;
         serve) words="--help" ;;
-        credential-process) words="--help --socket" ;;
+        credential-process) words="--allow-root-daemon --help --socket" ;;
         approvals) words="--help --json" ;;
         approve) words="--code --help" ;;
         deny) words="--help" ;;
         status) words="--help --json" ;;
         lock) words="--help --seal" ;;
         unlock) words="--help" ;;
-        exec) words="--help --region --server" ;;
+        clear) words="--help" ;;
+        exec) words="--env --help --ini --json --region --server" ;;
+        export) words="--format --help --region" ;;
         import) words="--help aws-config" ;;
         login) words="--duration --help --print" ;;
         fido2) words="--help enroll list remove" ;;
@@ -39,6 +41,12 @@ _vaultd() {
         demo) words="--help --keep" ;;
         *) words="" ;;
     esac
-    COMPREPLY=($(compgen -W "$words" -- "$cur"))
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$words" -- "$cur"))
+        return
+    fi
+    COMPREPLY=($(compgen -W "$words" -X '-*' -- "$cur"))
+    local IFS=$'\n'
+    COMPREPLY+=($(vaultd __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
 }
 complete -F _vaultd vaultd

@@ -1,5 +1,5 @@
 """`vaultd exec [--server] [--region R] PROFILE [-- CMD ARGS]`: run CMD (default: ``$SHELL``)
-with the profile's session."""
+with the profile's session; `vaultd exec --env|--json|--ini PROFILE` prints it (`vaultd export`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.commands.export import FORMATS
 
 if TYPE_CHECKING:
     from vaultd.settings import Settings
@@ -42,6 +43,15 @@ def add_parser(sub: Subparsers) -> None:
         "--region",
         help="export AWS_REGION and AWS_DEFAULT_REGION (default: the profile's region, if set)",
     )
+    printed = p.add_mutually_exclusive_group()
+    for fmt in FORMATS:
+        printed.add_argument(
+            f"--{fmt}",
+            dest="format",
+            action="store_const",
+            const=fmt,
+            help=f"print the session instead of running a command: `vaultd export --format {fmt}`",
+        )
     p.add_argument("profile")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     p.set_defaults(func=run)
@@ -63,19 +73,35 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
     return env
 
 
-def region_environment(
-    cfg: Settings, profile: str, region: str | None, base: dict[str, str]
-) -> dict[str, str]:
-    """``base`` with ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` from ``region`` or the profile."""
+def checked_profile(name: str) -> str:
+    """``name`` if it is a profile name (it goes into a request frame); else ``BadRequest``."""
+    from vaultd.errors import BadRequest
+    from vaultd.ipc.protocol import PROFILE_RE
+
+    if not PROFILE_RE.fullmatch(name):
+        raise BadRequest(f"{name!r} is not a profile name: 1 to 64 of A-Z a-z 0-9 . _ -")
+    return name
+
+
+def chosen_region(cfg: Settings, profile: str, region: str | None) -> str | None:
+    """``region``, else the profile's region, else None; ``BadRequest`` if not a region name."""
     from vaultd.errors import BadRequest
     from vaultd.settings import REGION_RE
 
     configured = cfg.profiles.get(profile)
     chosen = region or (configured.region if configured else None)
+    if chosen is not None and not REGION_RE.match(chosen):
+        raise BadRequest(f"--region {chosen!r} is not an AWS region name such as eu-west-1")
+    return chosen
+
+
+def region_environment(
+    cfg: Settings, profile: str, region: str | None, base: dict[str, str]
+) -> dict[str, str]:
+    """``base`` with ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` from ``region`` or the profile."""
+    chosen = chosen_region(cfg, profile, region)
     if chosen is None:
         return base
-    if not REGION_RE.match(chosen):
-        raise BadRequest(f"--region {chosen!r} is not an AWS region name such as eu-west-1")
     return {**base, "AWS_REGION": chosen, "AWS_DEFAULT_REGION": chosen}
 
 
@@ -85,12 +111,15 @@ def run(args: argparse.Namespace) -> int:
     from vaultd.aws.container_endpoint import fetch_from_daemon
     from vaultd.errors import BadRequest
 
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.format is not None:
+        return _print_session(args, command)
     nested = os.environ.get(MARKER)
     if nested:
         raise BadRequest(
             f"already in a vaultd exec session ({MARKER}={nested}): exit that shell first"
         )
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    checked_profile(args.profile)
     command = command or [os.environ.get("SHELL") or "/bin/sh"]
     cfg = settings()
     base = region_environment(cfg, args.profile, args.region, dict(os.environ))
@@ -103,6 +132,19 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadRequest(f"cannot run {command[0]!r}: {exc.strerror}") from None
     return 0  # pragma: no cover - execvpe does not return
+
+
+def _print_session(args: argparse.Namespace, command: list[str]) -> int:
+    """`vaultd exec --env|--json|--ini PROFILE`: `vaultd export --format` under another name."""
+    from vaultd.commands.export import export_text
+    from vaultd.errors import BadRequest
+
+    if command:
+        raise BadRequest(f"--{args.format} prints the session and runs nothing: drop the command")
+    if args.server:
+        raise BadRequest(f"--{args.format} prints the session: it does not go with --server")
+    print(export_text(args.profile, args.format, args.region), end="")
+    return 0
 
 
 def _run_with_server(profile: str, command: list[str], socket: str, base: dict[str, str]) -> int:

@@ -1,4 +1,6 @@
-"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets.
+"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. When the
+daemon runs, the text listing then shows each profile's session and its time left (when it does
+not, stderr says so).
 
 These come from the records' plaintext headers, read without opening (authenticating) each
 record, so anyone who can write the store could have changed them: the listing says so, and
@@ -8,8 +10,12 @@ every field is made terminal-safe (docs/threat-model.md T35).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vaultd.commands._args import Subparsers, settings
+
+SESSIONS_TIMEOUT = 3.0
+"""Seconds `vaultd list` waits for the daemon's status."""
 
 UNVERIFIED_NOTE = (
     "(unverified: read from the record headers without opening the records; a record that "
@@ -18,8 +24,15 @@ UNVERIFIED_NOTE = (
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("list", help="list stored records (no secrets)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser(
+        "list",
+        help="list stored records (no secrets) and, when the daemon runs, each profile's session",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable records only (sessions: `vaultd status --json`)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,4 +63,27 @@ def run(args: argparse.Namespace) -> int:
             line = f"{r['name']:<{width}}  {r['kind']:<16}  {r['key_id']:<20}  {r['created']}"
             print(terminal_safe(line))
         print(UNVERIFIED_NOTE)
+    if not args.json:
+        _print_sessions()
     return 0
+
+
+def _print_sessions() -> None:
+    """Each profile's session and time left, from a running daemon (a short wait at most)."""
+    from vaultd.commands._client import client
+    from vaultd.commands.status import hms
+    from vaultd.core.termtext import terminal_safe
+    from vaultd.errors import DaemonNotRunning
+
+    try:
+        status = client(timeout=SESSIONS_TIMEOUT).request("status")
+    except DaemonNotRunning:
+        print("vaultd: not running, so no sessions are shown", file=sys.stderr)
+        return
+    profiles = status["profiles"]
+    assert isinstance(profiles, list)  # noqa: S101 - the reply schema guarantees a list
+    print("sessions:" if profiles else "sessions: no profiles configured")
+    for p in profiles:
+        left = p["seconds_left"]
+        state = f"{hms(left)} left" if isinstance(left, int) else "no session"
+        print(terminal_safe(f"  {p['name']:<24} {state}"))

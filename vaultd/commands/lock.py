@@ -25,12 +25,22 @@ FINAL_TRY_PHRASE: Final = "final try"
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("lock", help="drop every cached session and pending approval")
     p.add_argument("--seal", action="store_true", help="also log out of the token")
+    p.add_argument("profile", nargs="?", help="drop only this profile's (as `vaultd clear`)")
     p.set_defaults(func=run_lock)
     p = sub.add_parser("unlock", help="send the token PIN to a sealed daemon (prompted)")
     p.set_defaults(func=run_unlock)
 
 
 def run_lock(args: argparse.Namespace) -> int:
+    from vaultd.errors import BadRequest
+
+    if args.profile is not None:
+        if args.seal:
+            raise BadRequest("--seal seals the whole vault: drop the profile name, or --seal")
+        from vaultd.commands.clear import clear_profile
+
+        clear_profile(args.profile)
+        return 0
     client().request("lock", seal=args.seal)
     print("sealed" if args.seal else "locked: sessions and approvals dropped")
     return 0

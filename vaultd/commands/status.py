@@ -14,7 +14,8 @@ def add_parser(sub: Subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _hms(seconds: int) -> str:
+def hms(seconds: int) -> str:
+    """``seconds`` as H:MM:SS."""
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     assert isinstance(profiles, list)  # noqa: S101 - protocol guarantees a list
     for p in profiles:
         left = p["seconds_left"]
-        state = f"session {_hms(left)} left" if isinstance(left, int) else "no session"
+        state = f"session {hms(left)} left" if isinstance(left, int) else "no session"
         print(terminal_safe(f"  {p['name']:<24} {p['kind']:<8} {p['approval']:<14} {state}"))
     approvals = status["approvals"]
     assert isinstance(approvals, list)  # noqa: S101

@@ -252,9 +252,14 @@ class ApprovalBook:
         self._prune()
         return expired
 
-    def cancel_all(self) -> list[Approval]:
-        """Cancel every pending approval (vault lock); their waiters get ``Denied``."""
-        pending = [r for r in self._records.values() if r.approval.state is ApprovalState.PENDING]
+    def cancel_all(self, profile: str | None = None) -> list[Approval]:
+        """Cancel every pending approval, or those of ``profile`` (vault lock, profile clear);
+        their waiters get ``Denied``."""
+        pending = [
+            r
+            for r in self._records.values()
+            if r.approval.state is ApprovalState.PENDING and profile in (None, r.approval.profile)
+        ]
         return [self._finish(r, ApprovalState.CANCELLED) for r in pending]
 
     # --- waiting ----------------------------------------------------------------------
@@ -327,7 +332,10 @@ class ApprovalBook:
                 "the prompt in `vaultd tui` or with `vaultd approve`"
             )
         if approval.state is ApprovalState.CANCELLED:
-            raise Denied(f"vault locked: {what} was cancelled; unlock the vault and retry")
+            raise Denied(
+                f"vault locked or profile cleared: {what} was cancelled; request again "
+                "(after `vaultd unlock` if the vault is sealed)"
+            )
         if approval.state is ApprovalState.UNAVAILABLE:
             raise ApprovalUnavailable(f"{what} ended: {NOBODY_TO_ASK}")
         raise Denied(f"{what} was denied by the user")

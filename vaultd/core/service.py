@@ -757,6 +757,18 @@ class VaultService:
             self.sealed = True
         await self.audit_event("lock", outcome="sealed" if seal else "locked")
 
+    async def clear(self, profile_name: str) -> None:
+        """Drop one profile's cached session and pending approvals, and forget its deny
+        cooldown (`vaultd clear`); sessions of other profiles, even roles chained from it,
+        stay."""
+        if profile_name not in self._profiles:
+            raise UnknownProfile(f"no profile {profile_name!r} in the vaultd config")
+        key = f"profile:{profile_name}"
+        self.cache.purge(key)
+        self.flight.forget(key)
+        self.approvals.cancel_all(profile_name)
+        await self.audit_event("clear", profile=profile_name, outcome="cleared")
+
     def seal(self) -> None:
         """The token went away: wipe everything, refuse requests until unlocked."""
         self.sealed = True

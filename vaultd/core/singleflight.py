@@ -26,6 +26,7 @@ DEFAULT_COOLDOWN_SECONDS = 30.0
 class _Flight:
     task: asyncio.Task[Any]
     waiters: int = 0
+    cooldown: bool = True
 
 
 class SingleFlight:
@@ -79,6 +80,13 @@ class SingleFlight:
         self._cooldown_until.clear()
         self._epoch += 1
 
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key``'s cooldown; its execution already running sets none when it ends."""
+        self._cooldown_until.pop(key, None)
+        flight = self._flights.get(key)
+        if flight is not None:
+            flight.cooldown = False
+
     def _check_cooldown(self, key: Hashable) -> None:
         until = self._cooldown_until.get(key)
         if until is None:
@@ -97,7 +105,11 @@ class SingleFlight:
         try:
             return await fn()
         except (Denied, ApprovalTimeout):
-            if epoch == self._epoch and self._cooldown > 0:
+            flight = self._flights.get(key)
+            quiet = (
+                flight is not None and flight.task is asyncio.current_task() and not flight.cooldown
+            )
+            if epoch == self._epoch and self._cooldown > 0 and not quiet:
                 self._cooldown_until[key] = self._clock.monotonic() + self._cooldown
             raise
         finally:

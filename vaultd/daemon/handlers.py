@@ -122,7 +122,11 @@ async def status(d: Daemon, request: StatusRequest, conn: Connection) -> Reply:
 
 @handles(LockRequest)
 async def lock(d: Daemon, request: LockRequest, conn: Connection) -> Reply:
-    await d.lock(seal=request.seal)
+    profile = None if request.seal else request.profile  # a seal always seals everything
+    if profile:
+        await d.service.clear(profile)
+    else:
+        await d.lock(seal=request.seal)
     return {}
 
 

@@ -22,7 +22,8 @@ Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is a
 - ``approve``: ``id`` (``^[A-Za-z0-9_-]{1,64}$``), optional ``code`` (str, 1 to 16 characters);
 - ``deny``: ``id``;
 - ``status``: no fields;
-- ``lock``: optional ``seal`` (bool);
+- ``lock``: optional ``seal`` (bool), optional ``profile`` (drop only that profile's session and
+  pending approvals; with ``seal`` everything is dropped and sealed all the same);
 - ``unlock``: ``pin`` (str, 1 to 256 characters), optional ``confirm_final_try`` (bool: the
   person typed the confirmation to spend a token's final PIN try);
 - ``events``: no fields; a subscription on which the server keeps pushing event frames.
@@ -134,10 +135,12 @@ class StatusRequest:
 
 @dataclass(frozen=True, slots=True)
 class LockRequest:
-    """Drop cached sessions and grants; ``seal`` also closes the token session."""
+    """Drop cached sessions and grants; ``seal`` also closes the token session; ``profile``
+    drops only that profile's session and pending approvals."""
 
     op: ClassVar[str] = "lock"
     seal: bool = False
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +256,10 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),
     "status": (StatusRequest, {}),
-    "lock": (LockRequest, {"seal": _Field(bool, required=False)}),
+    "lock": (
+        LockRequest,
+        {"seal": _Field(bool, required=False), "profile": _Field(str, False, pattern=PROFILE_RE)},
+    ),
     "unlock": (
         UnlockRequest,
         {"pin": _Field(str, max_len=256), "confirm_final_try": _Field(bool, required=False)},

@@ -193,3 +193,25 @@ async def test_abandoned_failure_is_consumed() -> None:
 def test_max_waiters_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_waiters"):
         SingleFlight(FakeClock(), max_waiters=0)
+
+
+async def test_forget_drops_one_keys_cooldown_and_the_running_flight_sets_none() -> None:
+    sf = SingleFlight(FakeClock(), cooldown_seconds=30)
+    for key in ("a", "b"):
+        denied = Work(error=Denied("no"))
+        denied.release.set()
+        with pytest.raises(Denied):
+            await sf.run(key, denied)
+    sf.forget("a")
+    ok = Work()
+    ok.release.set()
+    assert await sf.run("a", ok) is ok.outcome
+    with pytest.raises(DeniedCooldown):
+        await sf.run("b", ok)
+    cancelled = Work(error=Denied("profile cleared"))
+    (task,) = await burst(sf, "a", cancelled, 1)
+    sf.forget("a")  # while it runs: its Denied must not start a cooldown
+    cancelled.release.set()
+    with pytest.raises(Denied):
+        await task
+    assert await sf.run("a", ok) is ok.outcome

@@ -133,6 +133,8 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("code int", _req(op="approve", id="a", code=123456), "'code'"),
     ("deny code", _req(op="deny", id="a", code="123456"), "'code'"),
     ("seal int", _req(op="lock", seal=0), "'seal'"),
+    ("lock profile pattern", _req(op="lock", profile="a b"), "'profile'"),
+    ("lock profile int", _req(op="lock", profile=1), "'profile'"),
     ("pin empty", _req(op="unlock", pin=""), "'pin'"),
     ("pin long", _req(op="unlock", pin="1" * 257), "'pin'"),
     ("pin surrogate", b'{"v":1,"op":"unlock","pin":"\\ud800"}', "'pin'"),
