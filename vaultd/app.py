@@ -174,12 +174,12 @@ def prepare_data_dir(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings, token: SealingKey) -> SealedStore:
-    """The sealed store in the data dir, anchored in the token (or key store)."""
+    """The sealed store in the data dir, anchored and index-tagged by the token (or key store)."""
     from vaultd.store.files import SealedStore
     from vaultd.system.clock import SystemClock
 
     data_dir = prepare_data_dir(settings)
-    return SealedStore(data_dir / STORE_FILE, token, token, SystemClock())
+    return SealedStore(data_dir / STORE_FILE, token, token, SystemClock(), authenticator=token)
 
 
 @contextmanager

@@ -64,6 +64,15 @@ def algorithm_for(key_id: str) -> int:
     return _SCHEME_ALGORITHMS.get(scheme, ALG_AES_256_GCM) if sep else ALG_AES_256_GCM
 
 
+def seals_publicly(key_id: str) -> bool:
+    """Whether records under ``key_id`` are sealed with only a public key (token ECDH).
+
+    Anyone who can read that public key can seal such records, so a store of them must be
+    authenticated by a token operation only the key holder can do (``vaultd.store.files``).
+    """
+    return algorithm_for(key_id) != ALG_AES_256_GCM
+
+
 def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes]:
     if len(blob) < MIN_BLOB_LEN:
         raise RecordCorrupt(
