@@ -71,3 +71,11 @@ def test_scheme_open_compares_the_sealing_schemes() -> None:
     for variant in ("token AEAD", "token ECDH", "ECDH seal"):
         assert f"\n{variant} " in out
     assert "summary: a token ECDH open takes " in out
+
+
+def test_recipients_open_compares_one_and_two_recipients() -> None:
+    out = run_quick("recipients_open.py")
+    for scheme in ("token AEAD", "token ECDH"):
+        for variant in ("1 key", "set of 1", "set of 2", "set of 2, recovery"):
+            assert f"\n{scheme}, {variant} " in out
+        assert f"summary: {scheme}: an open with 2 recipients takes " in out

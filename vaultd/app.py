@@ -189,13 +189,20 @@ def prepare_data_dir(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings, token: SealingKey) -> SealedStore:
-    """The sealed store in the data dir, anchored in the token (or key store).
+    """The sealed store in the data dir, anchored and index-tagged by the token (or key store).
 
     Each store operation holds the cross-process store lock for that operation only.
     """
     data_dir = prepare_data_dir(settings)
     lock = StoreFileLock(data_dir / LOCK_FILE)
-    return SealedStore(data_dir / STORE_FILE, token, token, SystemClock(), file_lock=lock.held)
+    return SealedStore(
+        data_dir / STORE_FILE,
+        token,
+        token,
+        SystemClock(),
+        file_lock=lock.held,
+        authenticator=token,
+    )
 
 
 @dataclass

@@ -6,14 +6,18 @@ Blob layout (all integers big-endian)::
     version    1 byte    0x01
     algorithm  1 byte    0x01 = AES-256-GCM in the token (token AEAD)
                          0x02 = ECDH P-256 in the token, HKDF-SHA256 + AES-256-GCM on the host
+                         0x03 = a data key wrapped to each of a set of recipients (a token and
+                                backups such as a recovery key), AES-256-GCM on the host
     key id     1-byte length (1..255) + UTF-8 bytes
     iv         12 bytes  from ``wrapper.random(12)``
-    body       ciphertext || 16-byte tag; for 0x02, the 65-byte ephemeral point first
+    body       ciphertext || 16-byte tag; for 0x02, the 65-byte ephemeral point first; for
+               0x03, the recipient stanzas first (``vaultd.keys.recipients``)
 
-The algorithm follows from the key id: ``ecdh-p256:...`` ids seal with 0x02, all others with
-0x01, and a blob whose algorithm byte disagrees with its key id is corrupt.  Both are in the
-AAD, and the store binds the key id in its index, so a record sealed under one scheme never
-opens under another (no downgrade).
+The algorithm follows from the key id: ``ecdh-p256:...`` ids seal with 0x02,
+``recipients:...`` ids (a hash of the recipient set) with 0x03, all others with 0x01, and a
+blob whose algorithm byte disagrees with its key id is corrupt.  Both are in the AAD, and the
+store binds the key id in its index, so a record sealed under one scheme never opens under
+another (no downgrade).
 
 The AAD is :func:`pack_fields` over magic, version, algorithm, key id, kind, name, generation
 (8 bytes) and the caller's non-secret ``context``.  Each field is length-prefixed, so no two
@@ -31,11 +35,16 @@ MAGIC = b"VDE1"
 VERSION = 1
 ALG_AES_256_GCM = 1
 ALG_ECDH_P256 = 2
+ALG_RECIPIENTS = 3
 IV_LEN = 12
 TAG_LEN = 16
 POINT_LEN = 65
-_SCHEME_ALGORITHMS = {"ecdh-p256": ALG_ECDH_P256}
-_MIN_BODY = {ALG_AES_256_GCM: TAG_LEN, ALG_ECDH_P256: POINT_LEN + TAG_LEN}
+_SCHEME_ALGORITHMS = {"ecdh-p256": ALG_ECDH_P256, "recipients": ALG_RECIPIENTS}
+_MIN_BODY = {
+    ALG_AES_256_GCM: TAG_LEN,
+    ALG_ECDH_P256: POINT_LEN + TAG_LEN,
+    ALG_RECIPIENTS: 1 + TAG_LEN,
+}
 MAX_KEY_ID_LEN = 255
 MAX_GENERATION = 2**64 - 1
 
@@ -62,6 +71,16 @@ def algorithm_for(key_id: str) -> int:
     """The envelope algorithm of records sealed under ``key_id`` (its ``scheme:`` prefix)."""
     scheme, sep, _ = key_id.partition(":")
     return _SCHEME_ALGORITHMS.get(scheme, ALG_AES_256_GCM) if sep else ALG_AES_256_GCM
+
+
+def seals_publicly(key_id: str) -> bool:
+    """Whether anyone with a public key can seal records under ``key_id`` (token ECDH, or a
+    recipient set, which holds a recovery key or a token ECDH key).
+
+    Anyone who can read that public key can seal such records, so a store of them must be
+    authenticated by a token operation only the key holder can do (``vaultd.store.files``).
+    """
+    return algorithm_for(key_id) != ALG_AES_256_GCM
 
 
 def _split(blob: bytes) -> tuple[EnvelopeHeader, bytes]:

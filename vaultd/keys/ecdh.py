@@ -104,6 +104,20 @@ def seal_to(token_point: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> byte
     return ephemeral + AESGCM(key).encrypt(iv, plaintext, aad)
 
 
+def open_with_secret(
+    secret: bytes, ephemeral: bytes, token_point: bytes, iv: bytes, ciphertext: bytes, aad: bytes
+) -> bytes:
+    """HKDF and AES-GCM on the host, given the ECDH ``secret``; a mismatch -> ``RecordCorrupt``."""
+    key = record_key(secret, ephemeral, token_point, aad)
+    try:
+        return AESGCM(key).decrypt(iv, ciphertext, aad)
+    except InvalidTag:
+        raise _corrupt(
+            "failed authentication (its ephemeral point, IV, ciphertext, tag or context does "
+            "not match)"
+        ) from None
+
+
 def _corrupt(reason: str) -> RecordCorrupt:
     return RecordCorrupt(f"a sealed record {reason}; restore it from a backup or add it again")
 
@@ -282,15 +296,8 @@ class EcdhTokenKey:
         ephemeral, ciphertext = split_body(bytes(iv), bytes(body))
         with self._use("deriving a record key") as st:
             secret = _derive(st.private_key, ephemeral)
-        key = record_key(secret, ephemeral, self._point, bytes(aad))
-        del secret  # immutable bytes cannot be wiped; drop the only reference at once
-        try:
-            return AESGCM(key).decrypt(bytes(iv), ciphertext, bytes(aad))
-        except InvalidTag:
-            raise _corrupt(
-                "failed authentication (its ephemeral point, IV, ciphertext, tag or context does "
-                "not match)"
-            ) from None
+        # immutable bytes cannot be wiped; the only reference dies with this call
+        return open_with_secret(secret, ephemeral, self._point, bytes(iv), ciphertext, bytes(aad))
 
     def mac(self, data: bytes) -> bytes:
         """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or ``ecdsa-p256:`` || r || s."""

@@ -14,6 +14,14 @@ record moved to another name, an edited metadata field or a record from an older
 context lists every (kind, name): adding or dropping a record, or editing ``G``, makes the whole
 file ``StoreUnreadable``.
 
+Under a key that seals with only a public key (token ECDH: ``ecdh-p256:`` key ids), anyone who
+can read that key from the token (no PIN needed) could seal records and an index of their own.
+Such a store also carries ``"index_tag": B64``: the token's audit tag (HMAC-SHA256 in the token,
+or an ECDSA P-256 signature by a token key) over a SHA-256 of the key id, ``G``, the index blob
+and every record with its metadata.  Only the token's owner can make it, so a forged store, or
+one forged record in a real store, is ``StoreUnreadable`` (docs/threat-model.md T6).  Token
+AEAD stores need no tag (only the token can seal) and keep the format of the previous release.
+
 Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
 kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
 load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
@@ -27,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import hashlib
 import json
 import logging
 import os
@@ -36,11 +45,13 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
-from vaultd.core.envelope import MAX_GENERATION, pack_fields, seal, unseal
+from vaultd.core.envelope import MAX_GENERATION, pack_fields, seal, seals_publicly, unseal
 from vaultd.core.model import RECORD_NAME_RE, RecordInfo, RecordKind, utc
 from vaultd.core.ports import Clock, GenerationAnchor, KeyWrapper
 from vaultd.errors import (
+    AuditTampered,
     ConfigError,
     RecordCorrupt,
     RecordExists,
@@ -64,10 +75,22 @@ FORMAT_VERSION = 1
 MAX_FILE_SIZE = 16 * 1024 * 1024
 INDEX_KIND = "store-index"
 INDEX_NAME = "index"
+INDEX_TAG_DOMAIN = b"vaultd/store-index-tag/v1"
 _TOP_KEYS = frozenset({"generation", "key_id", "index", "records"})
+_TAGGED_TOP_KEYS = _TOP_KEYS | {"index_tag"}
 _RECORD_KEYS = frozenset({"kind", "name", "created", "masked_id", "root", "blob"})
 
 _Key = tuple[RecordKind, str]
+
+
+class IndexAuthenticator(Protocol):
+    """A tag only the key's holder can make: the token's audit MAC or signature."""
+
+    def mac(self, data: bytes) -> bytes: ...
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Raise ``AuditTampered`` unless ``tag`` is this key's tag of ``data``."""
+        ...
 
 
 class _Malformed(Exception):
@@ -108,12 +131,32 @@ class _State:
     records: dict[_Key, _Record]
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    generation: int
+    key_id: str
+    index: bytes
+    records: dict[_Key, _Record]
+    index_tag: bytes | None
+
+
 def _context(created: str, masked_id: str, root: bool) -> bytes:
     return pack_fields(created.encode(), masked_id.encode(), b"1" if root else b"0")
 
 
 def _index_context(keys: builtins.list[_Key]) -> bytes:
     return pack_fields(*(pack_fields(k.value.encode(), n.encode()) for k, n in sorted(keys)))
+
+
+def _tag_digest(
+    key_id: str, generation: int, index: bytes, records: builtins.list[_Record]
+) -> bytes:
+    """What the index tag covers: key id, generation, index blob, every record and its blob."""
+    fields = [INDEX_TAG_DOMAIN, key_id.encode(), generation.to_bytes(8, "big"), index]
+    for r in sorted(records, key=lambda r: r.key):
+        meta = _context(r.created, r.masked_id, r.root)
+        fields.append(pack_fields(r.kind.value.encode(), r.name.encode(), meta, r.blob))
+    return hashlib.sha256(pack_fields(*fields)).digest()
 
 
 def _rfc3339(dt: datetime) -> str:
@@ -158,9 +201,12 @@ def _parse_record(obj: object) -> _Record:
     return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob)
 
 
-def _parse_body(obj: object) -> tuple[int, str, bytes, dict[_Key, _Record]]:
-    if not isinstance(obj, dict) or set(obj) != _TOP_KEYS:
-        raise _Malformed(f"the body must be a JSON object with exactly {sorted(_TOP_KEYS)}")
+def _parse_body(obj: object) -> _Parsed:
+    if not isinstance(obj, dict) or set(obj) not in (_TOP_KEYS, _TAGGED_TOP_KEYS):
+        raise _Malformed(
+            f"the body must be a JSON object with exactly {sorted(_TOP_KEYS)}, and "
+            "optionally index_tag"
+        )
     generation, key_id, records = obj["generation"], obj["key_id"], obj["records"]
     if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
         raise _Malformed("the generation is not a non-negative integer")
@@ -174,7 +220,8 @@ def _parse_body(obj: object) -> tuple[int, str, bytes, dict[_Key, _Record]]:
         if record.key in by_key:
             raise _Malformed(f"record {record.kind}/{record.name} appears twice")
         by_key[record.key] = record
-    return generation, key_id, _b64(obj["index"], "the index"), by_key
+    tag = _b64(obj["index_tag"], "the index tag") if "index_tag" in obj else None
+    return _Parsed(generation, key_id, _b64(obj["index"], "the index"), by_key, tag)
 
 
 class SealedStore:
@@ -183,6 +230,8 @@ class SealedStore:
     Every method re-reads and verifies the file; writes go through :func:`atomic_write`.
     ``file_lock()`` (the cross-process :class:`~vaultd.store.file_lock.StoreFileLock`) is held
     around each operation, and only for that operation.
+    A ``wrapper`` that seals with a public key (token ECDH) needs an ``authenticator`` (the
+    token's audit key) to tag and check the index; ``ValueError`` without one.
     """
 
     def __init__(
@@ -193,7 +242,13 @@ class SealedStore:
         clock: Clock,
         *,
         file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
+        authenticator: IndexAuthenticator | None = None,
     ) -> None:
+        if authenticator is None and seals_publicly(wrapper.key_id):
+            raise ValueError(
+                f"key {wrapper.key_id!r} seals with a public key: the store needs an "
+                "authenticator (the token's audit key) to tag its index"
+            )
         self.path = path
         self.prev_path = path.with_name(path.name + PREV_SUFFIX)
         self._wrapper = wrapper
@@ -201,6 +256,7 @@ class SealedStore:
         self._clock = clock
         self._thread_lock = threading.Lock()
         self._file_lock = file_lock
+        self._authenticator = authenticator
         self._cleaned = False
 
     # --- public API ------------------------------------------------------------------------
@@ -333,7 +389,7 @@ class SealedStore:
         finally:
             os.close(fd)
 
-    def _parse(self, data: bytes) -> tuple[int, str, bytes, dict[_Key, _Record]]:
+    def _parse(self, data: bytes) -> _Parsed:
         line, newline, body = data.partition(b"\n")
         if not newline:
             raise self._unreadable("it is empty or truncated (no header line)")
@@ -358,7 +414,8 @@ class SealedStore:
         if not self.exists():
             raise self._unreadable("the file does not exist (run `vaultd init` to create one)")
         check_private(self.path, is_dir=False)
-        generation, key_id, index, records = self._parse(self._read())
+        parsed = self._parse(self._read())
+        generation, key_id, records = parsed.generation, parsed.key_id, parsed.records
         anchored = self._anchor.read_generation()
         if anchored is None:  # a token without data objects: no rollback protection
             anchored = generation
@@ -379,10 +436,11 @@ class SealedStore:
                 f"it is sealed under key id {key_id!r} but the token's key is "
                 f"{self._wrapper.key_id!r}; use the token that holds {key_id!r}"
             )
+        self._check_tag(parsed)
         try:
             unseal(
                 self._wrapper,
-                index,
+                parsed.index,
                 kind=INDEX_KIND,
                 name=INDEX_NAME,
                 generation=generation,
@@ -396,6 +454,28 @@ class SealedStore:
             log.warning("store generation %d was not anchored; advancing the anchor", generation)
             self._anchor.advance_generation(generation)
         return _State(generation, records)
+
+    def _check_tag(self, parsed: _Parsed) -> None:
+        """Verify the index tag; required where anyone with the public key could seal."""
+        if parsed.index_tag is None:
+            if seals_publicly(parsed.key_id):
+                raise self._unreadable(
+                    "it has no index tag, which every store sealed with the token's public key "
+                    "carries: it was not written by vaultd with this token (forged?)"
+                )
+            return
+        if self._authenticator is None:
+            raise self._unreadable("it carries an index tag that this key cannot check")
+        digest = _tag_digest(
+            parsed.key_id, parsed.generation, parsed.index, builtins.list(parsed.records.values())
+        )
+        try:
+            self._authenticator.mac_verify(digest, parsed.index_tag)
+        except AuditTampered:
+            raise self._unreadable(
+                "its index tag by the token's audit key does not match its records: it was "
+                "not written by vaultd with this token (forged, or records edited)"
+            ) from None
 
     def _find(self, state: _State, kind: RecordKind, name: str) -> _Record:
         try:
@@ -443,12 +523,16 @@ class SealedStore:
             generation=generation,
             context=_index_context([r.key for r in records]),
         )
-        body = {
+        key_id = self._wrapper.key_id
+        body: dict[str, object] = {
             "generation": generation,
-            "key_id": self._wrapper.key_id,
+            "key_id": key_id,
             "index": base64.b64encode(index).decode("ascii"),
             "records": [r.to_json() for r in records],
         }
+        if self._authenticator is not None and seals_publicly(key_id):
+            tag = self._authenticator.mac(_tag_digest(key_id, generation, index, records))
+            body["index_tag"] = base64.b64encode(tag).decode("ascii")
         header = MAGIC + b" " + str(FORMAT_VERSION).encode() + b"\n"
         return header + json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 

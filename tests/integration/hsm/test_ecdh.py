@@ -127,7 +127,7 @@ def test_store_of_one_scheme_does_not_open_under_the_other(
 ) -> None:
     path = tmp_path / "data" / "store.vault"
     vault = open_ecdh()
-    store = SealedStore(path, vault, vault, FakeClock())
+    store = SealedStore(path, vault, vault, FakeClock(), authenticator=vault)
     store.initialize()
     store.put(RecordKind.KEY_PAIR, "prod", b"secret")
     assert store.get(RecordKind.KEY_PAIR, "prod") == b"secret"

@@ -1,0 +1,105 @@
+"""The offline recovery key: a P-256 key pair whose private half is shown once and never stored.
+
+Made at ``vaultd init`` (or ``vaultd keys add --recovery``), it is a backup recipient of every
+record (:mod:`vaultd.keys.recipients`): each record's data key is also sealed to its public
+point, as with a token ECDH key (ephemeral ECDH, HKDF-SHA256, AES-256-GCM on the host), so a
+vault whose token is lost opens with the recovery key typed in.
+
+The private scalar is written for a person as :func:`to_words`: RFC 4648 base32 of the 32-byte
+scalar and a 2-byte SHA-256 checksum, in eleven groups of five (``ABCDE-FGHIJ-...``), so a
+mistyped group is caught (:func:`from_words`) before any record is tried.  It is read from a
+terminal without echo or from stdin, never from argv or the environment's variables.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from vaultd.errors import ConfigError
+from vaultd.keys.ecdh import open_with_secret, seal_to, split_body
+
+KIND: Final = "recovery-p256"
+"""Recipient ids of recovery keys start with ``recovery-p256:``."""
+_CHECKSUM_LEN: Final = 2
+_GROUP: Final = 5
+_SCALAR_LEN: Final = 32
+_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_CURVE: Final = ec.SECP256R1()
+
+
+def recipient_id(point: bytes) -> str:
+    """The recipient id of the recovery key with uncompressed public ``point``."""
+    return f"{KIND}:{hashlib.sha256(point).hexdigest()[:32]}"
+
+
+def _checksum(scalar: bytes) -> bytes:
+    return hashlib.sha256(b"vaultd recovery key\x00" + scalar).digest()[:_CHECKSUM_LEN]
+
+
+class RecoveryKey:
+    """A recovery key pair in memory: seals to and opens from its public point."""
+
+    def __init__(self, scalar: bytes) -> None:
+        """Internal: use :func:`generate` or :func:`from_words`."""
+        value = int.from_bytes(scalar)
+        if len(scalar) != _SCALAR_LEN or not 1 <= value < _ORDER:
+            raise ConfigError("the recovery key is not a valid P-256 key; check what you typed")
+        self._scalar = scalar
+        self._private = ec.derive_private_key(value, _CURVE)
+        self.public_point = self._private.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        self.id = recipient_id(self.public_point)
+
+    def to_words(self) -> str:
+        """The private key as eleven dash-separated groups of five base32 characters."""
+        text = base64.b32encode(self._scalar + _checksum(self._scalar)).decode().rstrip("=")
+        return "-".join(text[i : i + _GROUP] for i in range(0, len(text), _GROUP))
+
+    def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal to this key's public point (no private key needed)."""
+        return seal_to(self.public_point, iv, plaintext, aad)
+
+    def unwrap(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
+        """Open what :meth:`wrap` sealed; ``RecordCorrupt`` on any mismatch."""
+        ephemeral, ciphertext = split_body(iv, body)
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ephemeral)
+        secret = self._private.exchange(ec.ECDH(), peer)
+        return open_with_secret(secret, ephemeral, self.public_point, iv, ciphertext, aad)
+
+
+def generate() -> RecoveryKey:
+    """A new recovery key from the host's random generator."""
+    while True:
+        scalar = secrets.token_bytes(_SCALAR_LEN)
+        if 1 <= int.from_bytes(scalar) < _ORDER:
+            return RecoveryKey(scalar)
+
+
+def from_words(text: str) -> RecoveryKey:
+    """Parse :meth:`RecoveryKey.to_words` output (spaces, dashes and case are ignored).
+
+    ``ConfigError`` naming what is wrong (length, alphabet, checksum), never echoing the input.
+    """
+    clean = "".join(text.split()).replace("-", "").upper()
+    want = -(-(_SCALAR_LEN + _CHECKSUM_LEN) * 8 // 5)
+    if len(clean) != want:
+        raise ConfigError(
+            f"the recovery key has {len(clean)} characters, not {want}: type all eleven groups"
+        )
+    try:
+        raw = base64.b32decode(clean + "=" * (-len(clean) % 8))
+    except ValueError:
+        raise ConfigError(
+            "the recovery key holds characters outside A-Z and 2-7; check what you typed"
+        ) from None
+    scalar, check = raw[:_SCALAR_LEN], raw[_SCALAR_LEN:]
+    if not secrets.compare_digest(check, _checksum(scalar)):
+        raise ConfigError("the recovery key's checksum does not match: a group is mistyped")
+    return RecoveryKey(scalar)
