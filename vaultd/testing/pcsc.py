@@ -27,13 +27,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaultd.testing.piv_card import PivCard
-from vaultd.testing.vpcd import VpcdCardClient, free_port_pair
+from vaultd.testing.piv_process import PivCardProcess
+from vaultd.testing.vpcd import free_port_pair
 
 READER_PREFIX = "Yubico YubiKey vpcd"
 _LIB_DIRS = (
@@ -86,19 +86,26 @@ def missing_parts() -> list[str]:
 class PivStack:
     """A running pcscd with the emulated card in its reader."""
 
-    card: PivCard
-    client: VpcdCardClient
+    card: PivCardProcess
     reader_name: str
     socket_path: Path
     ykcs11: Path | None
     opensc: Path | None
 
 
-def _wait(predicate: object, what: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait(
+    predicate: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[bytes],
+    card: PivCardProcess,
+    timeout: float,
+) -> None:
     deadline = time.monotonic() + timeout
-    while not (predicate() if callable(predicate) else predicate):
+    while not predicate():
         if proc.poll() is not None:
             raise RuntimeError(f"pcscd exited ({proc.returncode}) before {what}")
+        if card.started and not card.is_alive():
+            raise RuntimeError(f"the card process died before {what}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.02)
@@ -106,9 +113,14 @@ def _wait(predicate: object, what: str, proc: subprocess.Popen[bytes], timeout: 
 
 @contextmanager
 def piv_stack(
-    directory: Path, card: PivCard, *, apdu_log: bool = False, timeout: float = 15.0
+    directory: Path,
+    card_state: Path,
+    *,
+    touch_timeout: float = 15.0,
+    apdu_log: bool = False,
+    timeout: float = 15.0,
 ) -> Iterator[PivStack]:
-    """Start pcscd and serve ``card`` in its reader; stop both on exit.
+    """Start pcscd and put the card kept in ``card_state`` in its reader; stop both on exit.
 
     ``directory`` holds ``conf/reader.conf``, ``run/`` (the socket) and ``pcscd.log`` (with every
     APDU when ``apdu_log``). Sets ``PCSCLITE_CSOCK_NAME`` for this process while running.
@@ -121,9 +133,9 @@ def piv_stack(
     for d in (conf, run):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
     socket_path = run / "pcscd" / "pcscd.comm"
-    client = VpcdCardClient(card.transmit, card.power_cycle, free_port_pair())
+    card = PivCardProcess(card_state, free_port_pair(), touch_timeout=touch_timeout)
     (conf / "reader.conf").write_text(
-        f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME /dev/null:{client.port}\nLIBPATH {driver}\n'
+        f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME /dev/null:{card.port}\nLIBPATH {driver}\n'
     )
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
@@ -140,12 +152,11 @@ def piv_stack(
     previous = os.environ.get("PCSCLITE_CSOCK_NAME")
     os.environ["PCSCLITE_CSOCK_NAME"] = str(socket_path)
     try:
-        _wait(socket_path.exists, "the pcscd socket", proc, timeout)
-        client.start()
-        _wait(client.powered.is_set, "the card to be powered", proc, timeout)
+        _wait(socket_path.exists, "the pcscd socket", proc, card, timeout)
+        card.start()
+        _wait(card.powered.is_set, "the card to be powered", proc, card, timeout)
         yield PivStack(
             card,
-            client,
             f"{READER_PREFIX} 00 00",
             socket_path,
             find_ykcs11(),
@@ -164,4 +175,4 @@ def piv_stack(
                 proc.kill()
                 proc.wait()
         log.close()
-        client.stop()
+        card.stop()

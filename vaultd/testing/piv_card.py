@@ -201,15 +201,15 @@ class PivCard:
         *,
         touch: Touch = touch_auto,
         touch_timeout: float = 15.0,
-        state: PivState | None = None,
     ) -> None:
-        """Load ``state_path``, or create it from ``state`` (a fresh card when None)."""
+        """Load the card from ``state_path``, or make a fresh one there."""
         logger.critical("emulated PIV card: tests and demo only, keys in clear (%s)", state_path)
         self.path = state_path
-        if state is None and state_path.exists():
-            state = PivState.load(state_path)
-        self.state = state or PivState(serial=secrets.randbelow(90_000_000) + 10_000_000)
-        self.state.save(state_path)
+        if state_path.exists():
+            self.state = PivState.load(state_path)
+        else:
+            self.state = PivState(serial=secrets.randbelow(90_000_000) + 10_000_000)
+            self.state.save(state_path)
         self.touch = touch
         self.touch_timeout = touch_timeout
         self.touches = 0

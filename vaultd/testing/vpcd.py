@@ -39,6 +39,7 @@ Transmit = Callable[[bytes], bytes]
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         chunk = conn.recv(n - len(buf))
         if not chunk:
             return None
@@ -104,6 +105,7 @@ class VpcdCardClient:
                 self._stop.wait(0.05)
                 continue
             conn.settimeout(None)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with conn:
                 self._conn = conn
                 if self._stop.is_set():
