@@ -107,7 +107,7 @@ def test_wrong_pin_is_pin_incorrect_and_costs_a_retry(stack: PivStack, token: pk
 def test_keygen_with_the_management_key_as_so_pin(stack: PivStack) -> None:
     assert stack.ykcs11 is not None
     lib = pkcs11.lib(str(stack.ykcs11))
-    lib.reinitialize()  # SO login refuses while any read-only session is open (a failed login leaks one)
+    lib.reinitialize()  # SO login refuses while a read-only session is open in the process
     token = lib.get_token(token_label=f"YubiKey PIV #{stack.card.state().serial}")
     with token.open(rw=True, so_pin=SO_PIN) as so:
         public, private = so.generate_keypair(
