@@ -53,6 +53,12 @@ def _first(patterns: list[str]) -> Path | None:
     return None
 
 
+def find_pcscd() -> Path | None:
+    """The pcscd daemon (often in /usr/sbin, outside a user's PATH), or None."""
+    found = shutil.which("pcscd") or shutil.which("pcscd", path="/usr/sbin:/usr/local/sbin")
+    return Path(found) if found else None
+
+
 def find_vpcd_driver() -> Path | None:
     """vsmartcard's vpcd reader driver, or None."""
     return _first([f"{d}/pcsc/drivers/serial/libifdvpcd.so*" for d in _LIB_DIRS])
@@ -73,7 +79,7 @@ def missing_parts() -> list[str]:
     missing = [
         name
         for name, found in (
-            ("pcscd", shutil.which("pcscd")),
+            ("pcscd", find_pcscd()),
             ("unshare", shutil.which("unshare")),
             ("vsmartcard-vpcd (libifdvpcd.so)", find_vpcd_driver()),
         )
@@ -126,8 +132,8 @@ def piv_stack(
     APDU when ``apdu_log``). Sets ``PCSCLITE_CSOCK_NAME`` for this process while running.
     """
     missing = missing_parts()
-    driver = find_vpcd_driver()
-    if missing or driver is None:
+    pcscd, driver = find_pcscd(), find_vpcd_driver()
+    if missing or pcscd is None or driver is None:
         raise RuntimeError(f"missing: {', '.join(missing)}")
     conf, run = directory / "conf", directory / "run"
     for d in (conf, run):
@@ -141,10 +147,10 @@ def piv_stack(
     if os.geteuid() != 0:
         unshare[1:1] = ["--user", "--map-root-user"]
     flags = "-f -a -d" if apdu_log else "-f -i"
-    script = f'mount --bind "$1" /run && exec pcscd {flags} -c "$2"'
+    script = f'mount --bind "$1" /run && exec "$3" {flags} -c "$2"'
     log = (directory / "pcscd.log").open("wb")
     proc = subprocess.Popen(
-        [*unshare, "sh", "-c", script, "sh", str(run), str(conf)],
+        [*unshare, "sh", "-c", script, "sh", str(run), str(conf), str(pcscd)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

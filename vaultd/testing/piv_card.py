@@ -15,7 +15,7 @@ Protocol facts relied on:
   ``F7`` (``01`` algorithm, ``02`` PIN and touch policy, ``03`` origin, ``04`` public key, ``05``
   is-default, ``06`` retries total/left; ``6A 88`` for an empty slot), SET MANAGEMENT KEY ``FF``.
 - GENERAL AUTHENTICATE (``87``) wraps its data in ``7C``. For the management key (slot ``9B``,
-  P1 ``03`` 3DES or ``0C`` AES-192): ``80`` empty asks for a witness (random block encrypted under
+  P1 ``03`` 3DES or ``0A`` AES-192): ``80`` empty asks for a witness (random block encrypted under
   the key); ``80`` decrypted witness plus ``81`` host challenge answers ``82`` (the challenge
   encrypted); ``81`` empty asks for a challenge the host answers with ``82``. For a private key:
   ``82`` empty plus ``81`` data signs (ECDSA on the left-padded hash, DER; raw RSA), ``85`` peer
@@ -75,7 +75,7 @@ DEFAULT_PIN = "123456"
 DEFAULT_PUK = "12345678"
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 
-ALG_3DES, ALG_AES192 = 0x03, 0x0C
+ALG_3DES, ALG_AES192 = 0x03, 0x0A
 ALG_RSA2048, ALG_P256, ALG_P384 = 0x07, 0x11, 0x14
 PIN_NEVER, PIN_ONCE, PIN_ALWAYS = 1, 2, 3
 TOUCH_NEVER, TOUCH_ALWAYS, TOUCH_CACHED = 1, 2, 3

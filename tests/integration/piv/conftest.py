@@ -83,6 +83,7 @@ def piv_session(stack: PivStack) -> Iterator[PivSession]:
         yield PivSession(ScardSmartCardConnection(connection))
     finally:
         connection.disconnect()
+        connection.release()  # its PC/SC context; left to __del__ it fails once pcscd is gone
 
 
 def _certificate(public: ec.EllipticCurvePublicKey, name: str) -> x509.Certificate:
