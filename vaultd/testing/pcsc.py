@@ -81,6 +81,7 @@ def missing_parts() -> list[str]:
         for name, found in (
             ("pcscd", find_pcscd()),
             ("unshare", shutil.which("unshare")),
+            ("setpriv", shutil.which("setpriv")),
             ("vsmartcard-vpcd (libifdvpcd.so)", find_vpcd_driver()),
         )
         if not found
@@ -143,9 +144,10 @@ def piv_stack(
     (conf / "reader.conf").write_text(
         f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME /dev/null:{card.port}\nLIBPATH {driver}\n'
     )
-    unshare = ["unshare", "--mount", "--propagation", "private"]
+    # pdeathsig: pcscd goes when this process does, even if it is killed outright.
+    unshare = ["setpriv", "--pdeathsig", "TERM", "unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
-        unshare[1:1] = ["--user", "--map-root-user"]
+        unshare[5:5] = ["--user", "--map-root-user"]
     flags = "-f -a -d" if apdu_log else "-f -i"
     script = f'mount --bind "$1" /run && exec "$3" {flags} -c "$2"'
     log = (directory / "pcscd.log").open("wb")

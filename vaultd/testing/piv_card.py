@@ -27,11 +27,12 @@ Protocol facts relied on:
   policy: never, always, or cached (15 s after a touch). A touch that does not come answers
   ``69 82``, as a YubiKey does when its touch times out.
 - Defaults: retired slots and ``9A``/``9D`` PIN once, ``9C`` always, ``9E`` never; touch never.
-- Quirks learned from the modules: ykcs11 2.2 opens a session with ATTEST (``F9``; this card
-  answers ``6D 00``, so ykcs11 falls back to GET METADATA) and GET METADATA for each of the 24 key
-  slots, then GET DATA for every PIV object (about 115 APDUs). OpenSC lists retired slots only if
-  the Key History object (``5FC10C``, tag ``C1`` = number of retired keys with on-card
-  certificates) says so, and finds keys only through their certificates.
+- Quirks learned from the modules: ykcs11 2.2's first C_OpenSession sends, per key slot, ATTEST
+  (``F9``; this card answers ``6D 00``, so ykcs11 falls back to GET METADATA), then GET DATA for
+  every PIV object: 84 APDUs on a card with one key. ykcs11 2.2 authenticates the management key
+  with 3DES only (P1 ``03``), so it cannot log the SO in on a card with an AES key. OpenSC lists
+  retired slots only if the Key History object (``5FC10C``, tag ``C1`` = number of retired keys
+  with on-card certificates) says so, and finds keys only through their certificates.
 """
 
 from __future__ import annotations

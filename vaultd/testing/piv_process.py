@@ -6,7 +6,9 @@ and pcscd then asks vpcd for the ATR; a card thread in the same process cannot a
 GIL, so the test process deadlocks. In its own process the card always answers.
 
 The parent steers the child through shared values: whether a touch comes, and counters of
-touches and APDUs. The card's state is read back from its JSON file (written atomically).
+touches and APDUs. The card's state is read back from its JSON file (written atomically). The
+child is spawned, not forked (the parent may hold PKCS#11 modules and threads), so a script that
+starts one needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class PivCardProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the child (the card leaves the reader)."""
+        if not self.started:
+            return
         self._stop.set()
         deadline = time.monotonic() + timeout
         self._proc.join(max(0.0, deadline - time.monotonic()))

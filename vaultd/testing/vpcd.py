@@ -14,6 +14,10 @@ HOST:PORT``, vpcd connecting to the card) is unusable in Debian's vpcd 0.8: once
 fails or drops, its presence poll calls ``select`` on fd -1 and glibc aborts pcscd ("bit out of
 range 0 - FD_SETSIZE on fd_set").
 
+Latency: Debian's vpcd 0.8 sends the 2-byte length and the APDU in two ``send`` calls. With
+Nagle's algorithm on its side and delayed ACKs on ours, every APDU waited ~40 ms (a ykcs11 session
+open took 4 s). Setting ``TCP_QUICKACK`` before each read brings a round trip to well under 1 ms.
+
 The ATR is a YubiKey 5's over USB. Its T0 byte ``FD`` makes yubikit treat the connection as USB
 (extended APDUs); its historical bytes carry compact-TLV tag 5 "YubiKey", which makes OpenSC's
 PIV driver treat the card as a YubiKey (and send GET VERSION).
