@@ -51,7 +51,10 @@ def _run(
 
     client = VpcdCardClient(transmit, card.power_cycle, port)
     client.start()
+    parent = multiprocessing.parent_process()
     while not stop.wait(0.02):
+        if parent is None or not parent.is_alive():  # killed outright: do not outlive it
+            break
         if client.powered.is_set():
             powered.set()
         else:
