@@ -1,0 +1,139 @@
+"""The emulated PIV card and its vpcd client, run in a child process.
+
+Why a process and not a thread: python-pkcs11 holds the GIL through ``C_Finalize`` and
+``C_Initialize`` (``lib.reinitialize()``). ykcs11's ``C_Finalize`` disconnects with a card reset,
+and pcscd then asks vpcd for the ATR; a card thread in the same process cannot answer without the
+GIL, so the test process deadlocks. In its own process the card always answers.
+
+The parent steers the child through shared values: whether a touch comes, and counters of
+touches and APDUs. The card's state is read back from its JSON file (written atomically). The
+child is spawned, not forked (the parent may hold PKCS#11 modules and threads), so a script that
+starts one needs the usual ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.sharedctypes
+import time
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from vaultd.testing.piv_card import PivCard, PivState, touch_never
+from vaultd.testing.vpcd import VpcdCardClient
+
+_ctx = multiprocessing.get_context("spawn")
+
+
+def _run(
+    state_path: Path,
+    port: int,
+    touch_timeout: float,
+    touch_comes: multiprocessing.sharedctypes.Synchronized[int],
+    touches: multiprocessing.sharedctypes.Synchronized[int],
+    apdus: multiprocessing.sharedctypes.Synchronized[int],
+    powered: Event,
+    stop: Event,
+) -> None:
+    def touch(timeout: float) -> bool:
+        if not touch_comes.value:
+            return touch_never(timeout)
+        with touches.get_lock():
+            touches.value += 1
+        return True
+
+    card = PivCard(state_path, touch=touch, touch_timeout=touch_timeout)
+
+    def transmit(apdu: bytes) -> bytes:
+        with apdus.get_lock():
+            apdus.value += 1
+        return card.transmit(apdu)
+
+    client = VpcdCardClient(transmit, card.power_cycle, port)
+    client.start()
+    parent = multiprocessing.parent_process()
+    while not stop.wait(0.02):
+        if parent is None or not parent.is_alive():  # killed outright: do not outlive it
+            break
+        if client.powered.is_set():
+            powered.set()
+        else:
+            powered.clear()
+    client.stop()
+
+
+class PivCardProcess:
+    """Runs ``PivCard(state_path)`` in a child process, connected to vpcd on ``port``."""
+
+    def __init__(self, state_path: Path, port: int, *, touch_timeout: float = 15.0) -> None:
+        """Set up (the card state file is created by the child if absent); :meth:`start` runs."""
+        self.state_path = state_path
+        self.port = port
+        self._touch_comes = _ctx.Value("b", 1)
+        self._touches = _ctx.Value("i", 0)
+        self._apdus = _ctx.Value("i", 0)
+        self.powered = _ctx.Event()
+        """Set while vpcd has the card powered up (pcscd then lists it as present)."""
+        self._stop = _ctx.Event()
+        self._proc = _ctx.Process(
+            target=_run,
+            args=(
+                state_path,
+                port,
+                touch_timeout,
+                self._touch_comes,
+                self._touches,
+                self._apdus,
+                self.powered,
+                self._stop,
+            ),
+            name="piv-card",
+            daemon=True,
+        )
+
+    @property
+    def touch_comes(self) -> bool:
+        """Whether the user touches the key when asked (else the touch times out)."""
+        return bool(self._touch_comes.value)
+
+    @touch_comes.setter
+    def touch_comes(self, value: bool) -> None:
+        self._touch_comes.value = int(value)
+
+    @property
+    def touches(self) -> int:
+        """Touches given so far."""
+        return int(self._touches.value)
+
+    @property
+    def apdus(self) -> int:
+        """Command APDUs the card has answered so far."""
+        return int(self._apdus.value)
+
+    def state(self) -> PivState:
+        """The card's state as last saved."""
+        return PivState.load(self.state_path)
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran."""
+        return self._proc.pid is not None
+
+    def is_alive(self) -> bool:
+        """Whether the child still runs."""
+        return self._proc.is_alive()
+
+    def start(self) -> None:
+        """Start the child."""
+        self._proc.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the child (the card leaves the reader)."""
+        if not self.started:
+            return
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        self._proc.join(max(0.0, deadline - time.monotonic()))
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
