@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from vaultd.core.ports import Clock
     from vaultd.ipc.peercred import PeerCred
     from vaultd.keys.pkcs11 import PinState
+    from vaultd.keys.recovery import RecoveryKey
     from vaultd.settings import Settings
 
 STORE_FILE = "store.vault"
@@ -203,6 +204,13 @@ def open_store(settings: Settings, token: SealingKey) -> SealedStore:
         file_lock=lock.held,
         authenticator=token,
     )
+
+
+def recovery_store(settings: Settings, key: RecoveryKey) -> SealedStore:
+    """The store in the data dir read with a typed recovery key alone (the token is lost)."""
+    data_dir = prepare_data_dir(settings)
+    lock = StoreFileLock(data_dir / LOCK_FILE)
+    return SealedStore.for_recovery(data_dir / STORE_FILE, key, SystemClock(), file_lock=lock.held)
 
 
 @dataclass

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "add",
     "list",
     "remove",
+    "keys",
+    "rekey",
     "serve",
     "credproc_help",
     "approvals",

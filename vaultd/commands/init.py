@@ -25,6 +25,11 @@ def add_parser(sub: Subparsers) -> None:
         "--pin-source",
         help="first run: keyring, file:/absolute/path or prompt (else the keyring when usable)",
     )
+    p.add_argument(
+        "--no-backup",
+        action="store_true",
+        help="make no recovery key: the vault is lost with the token",
+    )
     p.set_defaults(func=run)
 
 
@@ -81,7 +86,9 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault, uses_token
     from vaultd.commands.init_config import default_pin_file, keyring_usable
+    from vaultd.commands.keys import show_recovery_key
     from vaultd.errors import ConfigError
+    from vaultd.keys import recovery
     from vaultd.settings import default_config_path
 
     path = default_config_path()
@@ -101,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         )
     with opened_vault(cfg, create_key=True) as vault:
         created = not vault.store.exists()
+        backup = None if args.no_backup or not created else recovery.generate()
         if created:
             vault.store.initialize()
+            if backup is not None:
+                vault.store.reseal([backup.backup()])
         else:
             vault.store.list()  # verifies header, generation and key id
         if uses_token(cfg):
@@ -115,4 +125,8 @@ def run(args: argparse.Namespace) -> int:
                 f"({vault.token.key_id}; AES-256, {kind})"
             )
         print(f"store {'created' if created else 'present'}: {cfg.data_dir}")
+    if backup is not None:
+        show_recovery_key(backup)
+    elif created:
+        print("no backup key (--no-backup): the vault is lost with the token")
     return 0

@@ -79,6 +79,17 @@ class TokenRecipient:
         return self._key.decrypt(iv, body, aad)
 
 
+class AbsentRecipient:
+    """A recipient known by id alone (the lost token, while a recovery key opens the store)."""
+
+    def __init__(self, rid: str) -> None:
+        self.id = rid
+
+    def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Refuse: there is nothing here to seal to."""
+        raise HsmError(f"recipient {self.id!r} is not present; vaultd cannot seal to it")
+
+
 def set_key_id(ids: Sequence[str]) -> str:
     """The key id of the recipient set ``ids``."""
     digest = hashlib.sha256(pack_fields(*(i.encode() for i in sorted(ids)))).hexdigest()

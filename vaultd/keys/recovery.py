@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Final
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vaultd.errors import ConfigError
 from vaultd.keys.ecdh import open_with_secret, seal_to, split_body
@@ -31,11 +35,47 @@ _GROUP: Final = 5
 _SCALAR_LEN: Final = 32
 _ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _CURVE: Final = ec.SECP256R1()
+_AUTH_POINT_SEED: Final = b"vaultd/recovery-auth-point/v1"
+_AUTH_INFO: Final = b"vaultd/recovery-auth-key/v1"
+
+
+@cache
+def _auth_point() -> ec.EllipticCurvePublicKey:
+    """H: the first SHA-256(seed || counter) that is the x of a P-256 point (even y).
+
+    Found by hashing, so nobody knows its private key: ``ECDH(b, H)`` is known only to the
+    holder of ``b``.
+    """
+    counter = 0
+    while True:
+        x = hashlib.sha256(_AUTH_POINT_SEED + counter.to_bytes(4, "big")).digest()
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, b"\x02" + x)
+        except ValueError:
+            counter += 1
+
+
+def auth_tag(auth_key: bytes, digest: bytes) -> bytes:
+    """HMAC-SHA256 of a store digest under a backup's authentication key."""
+    return hmac.new(auth_key, digest, hashlib.sha256).digest()
 
 
 def recipient_id(point: bytes) -> str:
     """The recipient id of the recovery key with uncompressed public ``point``."""
     return f"{KIND}:{hashlib.sha256(point).hexdigest()[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """A recovery key enrolled in a store: its public point and authentication key K."""
+
+    point: bytes
+    auth_key: bytes = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        """The recipient id."""
+        return recipient_id(self.point)
 
 
 def _checksum(scalar: bytes) -> bytes:
@@ -66,12 +106,45 @@ class RecoveryKey:
         """Seal to this key's public point (no private key needed)."""
         return seal_to(self.public_point, iv, plaintext, aad)
 
+    def auth_key(self) -> bytes:
+        """K = HKDF(ECDH(this key, H)): a MAC key only this key's holder can re-derive.
+
+        Sealed under the vault's recipients at enrolment, it tags every store write, so a store
+        opened with this key alone (token lost) is still checked for forgery.
+        """
+        secret = self._private.exchange(ec.ECDH(), _auth_point())
+        hkdf = HKDF(hashes.SHA256(), 32, salt=self.public_point, info=_AUTH_INFO)
+        return hkdf.derive(secret)
+
+    def backup(self) -> Backup:
+        """This key as a store's backup: its point and K."""
+        return Backup(self.public_point, self.auth_key())
+
     def unwrap(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
         """Open what :meth:`wrap` sealed; ``RecordCorrupt`` on any mismatch."""
         ephemeral, ciphertext = split_body(iv, body)
         peer = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ephemeral)
         secret = self._private.exchange(ec.ECDH(), peer)
         return open_with_secret(secret, ephemeral, self.public_point, iv, ciphertext, aad)
+
+
+class PublicRecovery:
+    """A recovery key as a recipient known only by its public point (the store file's)."""
+
+    def __init__(self, point: bytes) -> None:
+        """``ConfigError`` unless ``point`` is an uncompressed P-256 point."""
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point)
+        except ValueError:
+            raise ConfigError("a recovery key's public point is not on P-256") from None
+        if len(point) != 65:
+            raise ConfigError("a recovery key's public point is not uncompressed")
+        self.public_point = point
+        self.id = recipient_id(point)
+
+    def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Seal to the public point."""
+        return seal_to(self.public_point, iv, plaintext, aad)
 
 
 def generate() -> RecoveryKey:

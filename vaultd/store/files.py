@@ -22,6 +22,14 @@ and every record with its metadata.  Only the token's owner can make it, so a fo
 one forged record in a real store, is ``StoreUnreadable`` (docs/threat-model.md T6).  Token
 AEAD stores need no tag (only the token can seal) and keep the format of the previous release.
 
+A store with backup keys (:mod:`vaultd.keys.recipients`, :mod:`vaultd.keys.recovery`) is
+sealed to a recipient set (key id ``recipients:...``) and also carries ``"recipients"``: the
+token as ``{"id": ...}`` and each recovery key as ``{"id", "public", "auth", "tag"}``, where
+``auth`` is its authentication key K sealed to the set and ``tag`` is HMAC(K) over the same
+digest as the index tag (which then also covers every recipient's id, point and ``auth``).
+Opened with a recovery key alone (token lost), the store is checked by re-deriving K from the
+typed key: only a holder of the recovery key or of the token could have written the tag.
+
 Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
 kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
 load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
@@ -36,13 +44,14 @@ import base64
 import binascii
 import builtins
 import hashlib
+import hmac
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -52,6 +61,7 @@ from vaultd.core.model import RECORD_NAME_RE, RecordInfo, RecordKind, utc
 from vaultd.core.ports import Clock, GenerationAnchor, KeyWrapper
 from vaultd.errors import (
     AuditTampered,
+    BadRequest,
     ConfigError,
     RecordCorrupt,
     RecordExists,
@@ -60,6 +70,15 @@ from vaultd.errors import (
     StoreRollback,
     StoreUnreadable,
 )
+from vaultd.keys.recipients import (
+    AbsentRecipient,
+    Opener,
+    Recipient,
+    RecipientSet,
+    TokenRecipient,
+    set_key_id,
+)
+from vaultd.keys.recovery import Backup, PublicRecovery, RecoveryKey, auth_tag, recipient_id
 from vaultd.store.atomic import (
     PREV_SUFFIX,
     atomic_write,
@@ -77,7 +96,9 @@ INDEX_KIND = "store-index"
 INDEX_NAME = "index"
 INDEX_TAG_DOMAIN = b"vaultd/store-index-tag/v1"
 _TOP_KEYS = frozenset({"generation", "key_id", "index", "records"})
-_TAGGED_TOP_KEYS = _TOP_KEYS | {"index_tag"}
+_OPTIONAL_TOP_KEYS = frozenset({"index_tag", "recipients"})
+_BACKUP_KEYS = frozenset({"id", "public", "auth", "tag"})
+BACKUP_AUTH_KIND = "backup-auth"
 _RECORD_KEYS = frozenset({"kind", "name", "created", "masked_id", "root", "blob"})
 
 _Key = tuple[RecordKind, str]
@@ -126,9 +147,28 @@ class _Record:
 
 
 @dataclass(frozen=True, slots=True)
+class _Entry:
+    """One recipient in the file: the token (id alone) or a recovery key (all four)."""
+
+    id: str
+    public: bytes | None = None
+    auth: bytes = b""
+    tag: bytes = b""
+
+    def to_json(self) -> dict[str, object]:
+        if self.public is None:
+            return {"id": self.id}
+        fields = {"public": self.public, "auth": self.auth, "tag": self.tag}
+        out: dict[str, object] = {"id": self.id}
+        return out | {k: base64.b64encode(v).decode("ascii") for k, v in fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class _State:
     generation: int
     records: dict[_Key, _Record]
+    wrapper: KeyWrapper
+    entries: tuple[_Entry, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +178,40 @@ class _Parsed:
     index: bytes
     records: dict[_Key, _Record]
     index_tag: bytes | None
+    entries: tuple[_Entry, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every record's plaintext and the backups of one store generation, for a re-seal."""
+
+    generation: int
+    records: builtins.list[tuple[RecordInfo, bytes]]
+    backups: builtins.list[Backup]
+
+
+class _Unanchored:
+    """No generation anchor: a store opened with a recovery key alone (the token is lost)."""
+
+    def read_generation(self) -> int | None:
+        return None
+
+    def advance_generation(self, value: int) -> None:
+        """Nothing to advance."""
+
+
+class _NoToken:
+    """The wrapper of a store opened without its token: it can neither seal nor open."""
+
+    key_id = "absent"
+
+    def random(self, n: int) -> bytes:
+        return os.urandom(n)
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        raise BadRequest("the token is absent: a store opened with a recovery key is read-only")
+
+    decrypt = encrypt
 
 
 def _context(created: str, masked_id: str, root: bool) -> bytes:
@@ -149,13 +223,20 @@ def _index_context(keys: builtins.list[_Key]) -> bytes:
 
 
 def _tag_digest(
-    key_id: str, generation: int, index: bytes, records: builtins.list[_Record]
+    key_id: str,
+    generation: int,
+    index: bytes,
+    records: builtins.list[_Record],
+    entries: tuple[_Entry, ...] | None = None,
 ) -> bytes:
-    """What the index tag covers: key id, generation, index blob, every record and its blob."""
+    """What the index tag covers: key id, generation, index blob, every record and its blob,
+    and (with backups) every recipient's id, point and sealed K."""
     fields = [INDEX_TAG_DOMAIN, key_id.encode(), generation.to_bytes(8, "big"), index]
     for r in sorted(records, key=lambda r: r.key):
         meta = _context(r.created, r.masked_id, r.root)
         fields.append(pack_fields(r.kind.value.encode(), r.name.encode(), meta, r.blob))
+    for e in entries or ():
+        fields.append(pack_fields(e.id.encode(), e.public or b"", e.auth))
     return hashlib.sha256(pack_fields(*fields)).digest()
 
 
@@ -201,11 +282,36 @@ def _parse_record(obj: object) -> _Record:
     return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob)
 
 
+def _parse_entry(obj: object) -> _Entry:
+    if not isinstance(obj, dict) or set(obj) not in ({"id"}, _BACKUP_KEYS):
+        raise _Malformed(f"a recipient must be an object with id, or {sorted(_BACKUP_KEYS)}")
+    rid = obj["id"]
+    if not isinstance(rid, str) or not rid:
+        raise _Malformed("a recipient id is missing")
+    if "public" not in obj:
+        return _Entry(rid)
+    public = _b64(obj["public"], f"recipient {rid[:80]!r} public point")
+    if recipient_id(public) != rid:
+        raise _Malformed(f"recipient {rid[:80]!r} does not match its public point")
+    return _Entry(rid, public, _b64(obj["auth"], "a sealed K"), _b64(obj["tag"], "a tag"))
+
+
+def _parse_entries(obj: object) -> tuple[_Entry, ...]:
+    if not isinstance(obj, list) or not obj:
+        raise _Malformed("recipients is not a non-empty list")
+    entries = tuple(_parse_entry(item) for item in obj)
+    if len({e.id for e in entries}) != len(entries):
+        raise _Malformed("a recipient appears twice")
+    if sum(e.public is None for e in entries) != 1:
+        raise _Malformed("the recipients must name exactly one token")
+    return entries
+
+
 def _parse_body(obj: object) -> _Parsed:
-    if not isinstance(obj, dict) or set(obj) not in (_TOP_KEYS, _TAGGED_TOP_KEYS):
+    if not isinstance(obj, dict) or not _TOP_KEYS <= set(obj) <= _TOP_KEYS | _OPTIONAL_TOP_KEYS:
         raise _Malformed(
             f"the body must be a JSON object with exactly {sorted(_TOP_KEYS)}, and "
-            "optionally index_tag"
+            "optionally index_tag and recipients"
         )
     generation, key_id, records = obj["generation"], obj["key_id"], obj["records"]
     if type(generation) is not int or not 0 <= generation <= MAX_GENERATION:
@@ -221,7 +327,8 @@ def _parse_body(obj: object) -> _Parsed:
             raise _Malformed(f"record {record.kind}/{record.name} appears twice")
         by_key[record.key] = record
     tag = _b64(obj["index_tag"], "the index tag") if "index_tag" in obj else None
-    return _Parsed(generation, key_id, _b64(obj["index"], "the index"), by_key, tag)
+    entries = _parse_entries(obj["recipients"]) if "recipients" in obj else None
+    return _Parsed(generation, key_id, _b64(obj["index"], "the index"), by_key, tag, entries)
 
 
 class SealedStore:
@@ -243,8 +350,9 @@ class SealedStore:
         *,
         file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
         authenticator: IndexAuthenticator | None = None,
+        recovery: RecoveryKey | None = None,
     ) -> None:
-        if authenticator is None and seals_publicly(wrapper.key_id):
+        if authenticator is None and recovery is None and seals_publicly(wrapper.key_id):
             raise ValueError(
                 f"key {wrapper.key_id!r} seals with a public key: the store needs an "
                 "authenticator (the token's audit key) to tag its index"
@@ -257,7 +365,20 @@ class SealedStore:
         self._thread_lock = threading.Lock()
         self._file_lock = file_lock
         self._authenticator = authenticator
+        self._recovery = recovery
         self._cleaned = False
+
+    @classmethod
+    def for_recovery(
+        cls,
+        path: Path,
+        key: RecoveryKey,
+        clock: Clock,
+        *,
+        file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
+    ) -> SealedStore:
+        """The store read with a typed recovery key alone: read-only, checked by its K tag."""
+        return cls(path, _NoToken(), _Unanchored(), clock, file_lock=file_lock, recovery=key)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -302,7 +423,7 @@ class SealedStore:
             state = self._load()
             record = self._find(state, kind, name)
             try:
-                return self._open(record, state.generation)
+                return self._open(state, record)
             except RecordCorrupt as exc:
                 raise RecordCorrupt(
                     f"{kind} record {name!r} in {self.path} is corrupt ({exc}); "
@@ -337,7 +458,7 @@ class SealedStore:
             old = state.records.get((kind, name))
             created = old.created if keep_created and old else _rfc3339(self._clock.now())
             blob = seal(
-                self._wrapper,
+                state.wrapper,
                 plaintext,
                 kind=kind.value,
                 name=name,
@@ -355,6 +476,39 @@ class SealedStore:
             self._find(state, kind, name)
             keep = [r for k, r in state.records.items() if k != (kind, name)]
             self._commit(state, keep, None)
+
+    def recipients(self) -> builtins.list[str]:
+        """The ids of everyone who can open the store: the token first, then recovery keys."""
+        with self._locked():
+            state = self._load()
+        if state.entries is None:
+            return [self._wrapper.key_id]
+        return [e.id for e in sorted(state.entries, key=lambda e: e.public is not None)]
+
+    def snapshot(self) -> Snapshot:
+        """Every record opened, and the backups' K; ``RecordCorrupt`` names a bad record."""
+        with self._locked():
+            return self._snapshot(self._load())
+
+    def reseal(self, backups: Sequence[Backup] | None = None) -> None:
+        """Re-seal every record to the token and ``backups`` (``None``: the backups the store
+        has; ``[]``: the token alone, the format of a store without backups), atomically."""
+        with self._locked():
+            snap = self._snapshot(self._load())
+            self._write_snapshot(snap, snap.backups if backups is None else backups)
+
+    def adopt(self, snap: Snapshot, backups: Sequence[Backup]) -> None:
+        """Write ``snap`` sealed to this store's token and ``backups``, replacing the file.
+
+        For a recovery: the token here is new, so its anchor is first brought to the
+        snapshot's generation; a crash anywhere leaves a file the token or the recovery key
+        opens, and running the recovery again completes it.
+        """
+        with self._locked():
+            anchored = self._anchor.read_generation()
+            if anchored is not None and anchored < snap.generation:
+                self._anchor.advance_generation(snap.generation)
+            self._write_snapshot(snap, backups, max(snap.generation, anchored or 0))
 
     # --- reading --------------------------------------------------------------------------
 
@@ -415,7 +569,7 @@ class SealedStore:
             raise self._unreadable("the file does not exist (run `vaultd init` to create one)")
         check_private(self.path, is_dir=False)
         parsed = self._parse(self._read())
-        generation, key_id, records = parsed.generation, parsed.key_id, parsed.records
+        generation, records = parsed.generation, parsed.records
         anchored = self._anchor.read_generation()
         if anchored is None:  # a token without data objects: no rollback protection
             anchored = generation
@@ -431,15 +585,11 @@ class SealedStore:
                 f"its generation {generation} is ahead of the token's anchor {anchored} "
                 "(a store from another token?)"
             )
-        if key_id != self._wrapper.key_id:
-            raise self._unreadable(
-                f"it is sealed under key id {key_id!r} but the token's key is "
-                f"{self._wrapper.key_id!r}; use the token that holds {key_id!r}"
-            )
+        wrapper = self._wrapper_for(parsed)
         self._check_tag(parsed)
         try:
             unseal(
-                self._wrapper,
+                wrapper,
                 parsed.index,
                 kind=INDEX_KIND,
                 name=INDEX_NAME,
@@ -453,10 +603,60 @@ class SealedStore:
         if generation == anchored + 1:
             log.warning("store generation %d was not anchored; advancing the anchor", generation)
             self._anchor.advance_generation(generation)
-        return _State(generation, records)
+        return _State(generation, records, wrapper, parsed.entries)
+
+    def _opener(self) -> Opener:
+        return self._recovery or TokenRecipient(self._wrapper)
+
+    def _wrapper_for(self, parsed: _Parsed) -> KeyWrapper:
+        """The token itself, or the recipient set the file names, opened by this store's key."""
+        if parsed.entries is None:
+            if parsed.key_id != self._wrapper.key_id:
+                raise self._unreadable(
+                    f"it is sealed under key id {parsed.key_id!r} but the token's key is "
+                    f"{self._wrapper.key_id!r}; use the token that holds {parsed.key_id!r}"
+                )
+            return self._wrapper
+        ids = [e.id for e in parsed.entries]
+        if parsed.key_id != set_key_id(ids):
+            raise self._unreadable("its recipient list does not match its key id (edited?)")
+        opener = self._opener()
+        if opener.id not in ids:
+            raise self._unreadable(
+                f"it is sealed to {', '.join(ids)}; {opener.id!r} is not one of them (another "
+                "token or recovery key?)"
+            )
+        return RecipientSet([self._recipient(e, opener) for e in parsed.entries], opener)
+
+    @staticmethod
+    def _recipient(entry: _Entry, opener: Opener) -> Recipient:
+        if entry.id == opener.id:
+            return opener
+        if entry.public is None:
+            return AbsentRecipient(entry.id)
+        return PublicRecovery(entry.public)
+
+    def _check_recovery_tag(self, parsed: _Parsed, key: RecoveryKey) -> None:
+        """The store opened by a recovery key alone: its K tag, not the token's, vouches."""
+        entry = next(e for e in parsed.entries or () if e.id == key.id)
+        digest = _tag_digest(
+            parsed.key_id,
+            parsed.generation,
+            parsed.index,
+            builtins.list(parsed.records.values()),
+            parsed.entries,
+        )
+        if not hmac.compare_digest(entry.tag, auth_tag(key.auth_key(), digest)):
+            raise self._unreadable(
+                "its tag by the recovery key does not match its records: it was not written by "
+                "vaultd with this vault's token (forged, or records edited)"
+            )
 
     def _check_tag(self, parsed: _Parsed) -> None:
         """Verify the index tag; required where anyone with the public key could seal."""
+        if self._recovery is not None:
+            self._check_recovery_tag(parsed, self._recovery)
+            return
         if parsed.index_tag is None:
             if seals_publicly(parsed.key_id):
                 raise self._unreadable(
@@ -467,7 +667,11 @@ class SealedStore:
         if self._authenticator is None:
             raise self._unreadable("it carries an index tag that this key cannot check")
         digest = _tag_digest(
-            parsed.key_id, parsed.generation, parsed.index, builtins.list(parsed.records.values())
+            parsed.key_id,
+            parsed.generation,
+            parsed.index,
+            builtins.list(parsed.records.values()),
+            parsed.entries,
         )
         try:
             self._authenticator.mac_verify(digest, parsed.index_tag)
@@ -483,63 +687,133 @@ class SealedStore:
         except KeyError:
             raise RecordNotFound(f"no {kind} record named {name!r} in {self.path}") from None
 
-    def _open(self, record: _Record, generation: int) -> bytes:
+    def _open(self, state: _State, record: _Record) -> bytes:
         return unseal(
-            self._wrapper,
+            state.wrapper,
             record.blob,
             kind=record.kind.value,
             name=record.name,
-            generation=generation,
+            generation=state.generation,
             context=_context(record.created, record.masked_id, record.root),
         )
 
+    def _backups(self, state: _State) -> builtins.list[Backup]:
+        """Each recovery key's point and K, unsealed from the file."""
+        backups = []
+        for e in state.entries or ():
+            if e.public is not None:
+                k = unseal(state.wrapper, e.auth, kind=BACKUP_AUTH_KIND, name=e.id, generation=0)
+                backups.append(Backup(e.public, k))
+        return backups
+
+    def _snapshot(self, state: _State) -> Snapshot:
+        opened = []
+        for key in sorted(state.records):
+            record = state.records[key]
+            try:
+                opened.append((record.info(), self._open(state, record)))
+            except RecordCorrupt:
+                raise RecordCorrupt(
+                    f"{record.kind} record {record.name!r} in {self.path} is corrupt, so it "
+                    "cannot be re-sealed; remove it (`vaultd remove`) and try again"
+                ) from None
+        return Snapshot(state.generation, opened, self._backups(state))
+
     # --- writing --------------------------------------------------------------------------
 
-    def _reseal(self, record: _Record, old: int, new: int) -> _Record:
+    def _reseal(self, state: _State, record: _Record, new: int) -> _Record:
         try:
-            plaintext = self._open(record, old)
+            plaintext = self._open(state, record)
         except RecordCorrupt:
             log.warning("%s record %r is corrupt; keeping it unchanged", record.kind, record.name)
             return record
+        return self._sealed(state.wrapper, record.info(), plaintext, new)
+
+    def _sealed(
+        self, wrapper: KeyWrapper, info: RecordInfo, plaintext: bytes, generation: int
+    ) -> _Record:
+        record = _Record(
+            info.kind, info.name, _rfc3339(info.created), info.masked_id, info.root, b""
+        )
         blob = seal(
-            self._wrapper,
+            wrapper,
             plaintext,
             kind=record.kind.value,
             name=record.name,
-            generation=new,
+            generation=generation,
             context=_context(record.created, record.masked_id, record.root),
         )
         return _Record(
             record.kind, record.name, record.created, record.masked_id, record.root, blob
         )
 
-    def _serialize(self, generation: int, records: builtins.list[_Record]) -> bytes:
+    def _set_for(self, backups: Sequence[Backup]) -> KeyWrapper:
+        """The token alone, or the recipient set of the token and ``backups``."""
+        if not backups:
+            return self._wrapper
+        token = TokenRecipient(self._wrapper)
+        return RecipientSet([token, *(PublicRecovery(b.point) for b in backups)], token)
+
+    def _write_snapshot(
+        self, snap: Snapshot, backups: Sequence[Backup], base: int | None = None
+    ) -> None:
+        generation = (snap.generation if base is None else base) + 1
+        wrapper = self._set_for(backups)
+        records = [self._sealed(wrapper, info, text, generation) for info, text in snap.records]
+        data = self._serialize(generation, records, wrapper, backups)
+        atomic_write(self.path, data, keep_previous=True)
+        self._anchor.advance_generation(generation)
+
+    def _serialize(
+        self,
+        generation: int,
+        records: builtins.list[_Record],
+        wrapper: KeyWrapper | None = None,
+        backups: Sequence[Backup] = (),
+    ) -> bytes:
+        wrapper = wrapper or self._wrapper
         records = sorted(records, key=lambda r: r.key)
         index = seal(
-            self._wrapper,
+            wrapper,
             b"",
             kind=INDEX_KIND,
             name=INDEX_NAME,
             generation=generation,
             context=_index_context([r.key for r in records]),
         )
-        key_id = self._wrapper.key_id
+        key_id = wrapper.key_id
         body: dict[str, object] = {
             "generation": generation,
             "key_id": key_id,
             "index": base64.b64encode(index).decode("ascii"),
             "records": [r.to_json() for r in records],
         }
+        entries = self._entries(wrapper, backups) if backups else None
+        digest = _tag_digest(key_id, generation, index, records, entries)
+        if entries is not None:
+            tags = {b.id: auth_tag(b.auth_key, digest) for b in backups}
+            body["recipients"] = [
+                (e if e.public is None else replace(e, tag=tags[e.id])).to_json() for e in entries
+            ]
         if self._authenticator is not None and seals_publicly(key_id):
-            tag = self._authenticator.mac(_tag_digest(key_id, generation, index, records))
+            tag = self._authenticator.mac(digest)
             body["index_tag"] = base64.b64encode(tag).decode("ascii")
         header = MAGIC + b" " + str(FORMAT_VERSION).encode() + b"\n"
         return header + json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 
+    def _entries(self, wrapper: KeyWrapper, backups: Sequence[Backup]) -> tuple[_Entry, ...]:
+        """The token and each backup with its K sealed to ``wrapper`` (tags come later)."""
+        entries = [_Entry(self._wrapper.key_id)]
+        for b in backups:
+            auth = seal(wrapper, b.auth_key, kind=BACKUP_AUTH_KIND, name=b.id, generation=0)
+            entries.append(_Entry(b.id, b.point, auth))
+        return tuple(entries)
+
     def _commit(self, state: _State, keep: builtins.list[_Record], new: _Record | None) -> None:
         generation = state.generation + 1
-        records = [self._reseal(r, state.generation, generation) for r in keep]
+        records = [self._reseal(state, r, generation) for r in keep]
         if new is not None:
             records.append(new)
-        atomic_write(self.path, self._serialize(generation, records), keep_previous=True)
+        data = self._serialize(generation, records, state.wrapper, self._backups(state))
+        atomic_write(self.path, data, keep_previous=True)
         self._anchor.advance_generation(generation)

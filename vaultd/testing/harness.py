@@ -241,7 +241,7 @@ def create_installation(
             config[key] = value
     inst = Installation(root=root, token=token, config=config, sts_url=sts_url)
     inst.write_config()
-    inst.vaultd("init")
+    inst.vaultd("init", "--no-backup")
     return inst
 
 
