@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vaultd.core.model import RecordKind
+from vaultd.keys import recovery
 from vaultd.keys.schemes import open_token_key
 from vaultd.store.audit import AuditLog, verify
 from vaultd.store.files import SealedStore
@@ -25,9 +26,8 @@ PIN = "fixture-pin-1234"  # a throwaway test PIN (see the fixture's README)
 KEY_ID = "52adf34e1470de7fde7663f3b3f319e9"
 
 
-def test_a_token_aead_store_of_the_previous_release_opens(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _previous_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """The fixture's token and data dir copied into ``tmp_path``; the module and data dir."""
     module = find_softhsm_module()
     if module is None:
         pytest.skip("SoftHSM2 is not installed")
@@ -40,6 +40,13 @@ def test_a_token_aead_store_of_the_previous_release_opens(
         file.chmod(0o600)
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
     reinitialize(module)
+    return module, data
+
+
+def test_a_token_aead_store_of_the_previous_release_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, data = _previous_release(tmp_path, monkeypatch)
     key = open_token_key(module, "vaultd-v1", "vaultd-kek", PIN)  # scheme auto
     try:
         assert key.key_id == KEY_ID
@@ -54,3 +61,20 @@ def test_a_token_aead_store_of_the_previous_release_opens(
         assert store.names(RecordKind.KEY_PAIR) == ["legacy", "new"]
     finally:
         key.close()
+
+
+def test_a_store_of_the_previous_release_is_re_sealed_to_a_recovery_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, data = _previous_release(tmp_path, monkeypatch)
+    rec = recovery.generate()
+    key = open_token_key(module, "vaultd-v1", "vaultd-kek", PIN)
+    try:
+        store = SealedStore(data / "store.vault", key, key, FakeClock(), authenticator=key)
+        store.reseal([rec.backup()])
+        assert store.recipients() == [KEY_ID, rec.id]
+        assert store.get(RecordKind.KEY_PAIR, "legacy") == b"fixture plaintext, not a secret"
+    finally:
+        key.close()
+    snap = SealedStore.for_recovery(data / "store.vault", rec, FakeClock()).snapshot()
+    assert snap.records[0][1] == b"fixture plaintext, not a secret"
