@@ -3,15 +3,17 @@ _vaultd() {
     local cur words
     cur="${COMP_WORDS[COMP_CWORD]}"
     if [ "$COMP_CWORD" -eq 1 ]; then
-        COMPREPLY=($(compgen -W "init pin add list remove serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
+        COMPREPLY=($(compgen -W "init pin add list remove keys rekey serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo" -- "$cur"))
         return
     fi
     case "${COMP_WORDS[1]}" in
-        init) words="--help --module --pin-source --token" ;;
+        init) words="--help --module --no-backup --pin-source --token" ;;
         pin) words="--help file store" ;;
         add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;
         remove) words="--help --yes" ;;
+        keys) words="--help add list recover remove" ;;
+        rekey) words="--help" ;;
         serve) words="--help" ;;
         credential-process) words="--allow-root-daemon --help --socket" ;;
         approvals) words="--help --json" ;;

@@ -110,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
         created = not vault.store.exists()
         backup = None if args.no_backup or not created else recovery.generate()
         if created:
-            vault.store.initialize()
-            if backup is not None:
-                vault.store.reseal([backup.backup()])
+            vault.store.initialize([] if backup is None else [backup.backup()])
         else:
             vault.store.list()  # verifies header, generation and key id
         if uses_token(cfg):

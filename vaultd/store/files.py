@@ -392,8 +392,9 @@ class SealedStore:
         """Whether a store file (or anything else) is at ``path``."""
         return os.path.lexists(self.path)
 
-    def initialize(self) -> None:
-        """Create an empty store at the anchor's generation; refuses if a file is present."""
+    def initialize(self, backups: Sequence[Backup] = ()) -> None:
+        """Create an empty store at the anchor's generation, sealed to the token and
+        ``backups``; refuses if a file is present."""
         with self._locked():
             ensure_private_dir(self.path.parent)
             self._cleanup()
@@ -402,7 +403,8 @@ class SealedStore:
                     f"a store already exists at {self.path}; vaultd will not overwrite it"
                 )
             generation = self._anchor.read_generation() or 0
-            atomic_write(self.path, self._serialize(generation, []))
+            wrapper = self._set_for(backups)
+            atomic_write(self.path, self._serialize(generation, [], wrapper, backups))
 
     def list(self) -> builtins.list[RecordInfo]:
         """Non-secret facts about every record, sorted by kind and name."""
