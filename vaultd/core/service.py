@@ -776,8 +776,12 @@ class VaultService:
         self.approvals.cancel_all()
         self.flight.clear()
 
-    def status(self) -> dict[str, object]:
-        """Profiles, cached sessions and pending approvals (no secrets)."""
+    def status(self, root_records: frozenset[str] = frozenset()) -> dict[str, object]:
+        """Profiles, cached sessions and pending approvals (no secrets).
+
+        ``root_records`` names the stored root key pairs: a profile is ``root`` (offered for
+        break-glass) when it is an AssumeRoot profile or its credentials are one of them.
+        """
         now = self._p.clock.now()
         sessions = {e.key.removeprefix("profile:"): e for e in self.cache.entries()}
         profiles = []
@@ -794,6 +798,7 @@ class VaultService:
                     "seconds_left": int(entry.seconds_left) if entry else None,
                     "target_account": p.target_account,
                     "root_task": p.root_task,
+                    "root": p.kind is ProfileKind.ASSUME_ROOT or p.credentials in root_records,
                 }
             )
         return {

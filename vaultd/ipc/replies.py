@@ -90,6 +90,7 @@ class ProfileStatus(TypedDict):
     seconds_left: int | None
     target_account: str | None
     root_task: str | None
+    root: bool
 
 
 class ReportRowView(TypedDict):

@@ -112,3 +112,14 @@ def test_touch_profile_without_a_seed_fails_closed(
     assert code != 0 and out == b""
     assert b"APPROVAL_UNAVAILABLE" in err and b"mfa add-totp" in err
     assert fake_sts.calls() == 0
+
+
+def test_the_report_counts_the_enrolled_authenticators(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    """The daemon hands the report its enrolled FIDO2 credentials (it once passed none)."""
+    inst = touch_vault(make_vault, tmp_path)
+    (row,) = json.loads(inst.vaultd("report", "--json").stdout)
+    assert row["name"] == "dev" and row["mfa_method"] == ["touch"]
+    assert row["authenticators"] == 1
+    assert row["profiles"] == ["admin", "dev"]

@@ -190,6 +190,7 @@ def _status() -> dict[str, object]:
         "seconds_left": 3600,
         "target_account": None,
         "root_task": None,
+        "root": False,
     }
     return {
         "sealed": False,
