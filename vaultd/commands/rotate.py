@@ -56,6 +56,7 @@ vaultd stored the key (not IAM's CreateDate)."""
 def run_report(args: argparse.Namespace) -> int:
     import json
 
+    from vaultd.commands._table import columns
     from vaultd.core.termtext import terminal_safe
 
     reply = client().request("report")
@@ -70,11 +71,8 @@ def run_report(args: argparse.Namespace) -> int:
     if not rows:
         print("no stored key pairs: add one with `vaultd add NAME`")
         return 0
-    table = [REPORT_HEADER, *(_report_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(REPORT_HEADER))]
-    for line in table:
-        cells = (c.ljust(w) for c, w in zip(line, widths, strict=True))
-        print(terminal_safe("  ".join(cells).rstrip()))
+    for line in columns(REPORT_HEADER, (_report_cells(row) for row in rows)):
+        print(terminal_safe(line))
     return 0
 
 

@@ -147,6 +147,7 @@ class StatusReply(TypedDict):
     """``status``: the service's state plus the daemon's own."""
 
     sealed: bool
+    sealed_reason: str | None
     now: str
     profiles: list[ProfileStatus]
     approvals: list[ApprovalView]

@@ -194,6 +194,7 @@ def _status() -> dict[str, object]:
     }
     return {
         "sealed": False,
+        "sealed_reason": None,
         "now": "2025-05-26T12:00:00Z",
         "profiles": [profile, {**profile, "expires_at": None, "seconds_left": None}],
         "approvals": [_approval()],
