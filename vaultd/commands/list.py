@@ -1,6 +1,7 @@
-"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. When the
-daemon runs, the text listing then shows each profile's session and its time left (when it does
-not, stderr says so).
+"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. The text
+listing has headers and shows a TOTP seed by its MFA device's serial (its record name is a hash
+of it) when a profile names that device.  When the daemon runs, it then shows each profile's
+session and its time left, and the active break-glass grants (when it does not, stderr says so).
 
 These come from the records' plaintext headers, read without opening (authenticating) each
 record, so anyone who can write the store could have changed them: the listing says so, and

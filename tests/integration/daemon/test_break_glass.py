@@ -207,3 +207,20 @@ def test_status_marks_root_profiles_and_the_report_counts_break_glass_use(
                               "USED", "ROTATION"]  # fmt: skip
     (root_line,) = [line for line in lines if line.startswith("root ")]
     assert "never" not in root_line and " stored " in root_line and root_line.endswith(" ok")
+
+
+def test_list_and_status_show_the_active_grants(
+    root_vault: Installation, fake_sts: FakeSts
+) -> None:
+    reply = DaemonClient(root_vault.socket).request(
+        "breakglass", profile="root", reason="grant listing", code="123456", pin=PIN
+    )
+    grant = reply["grant"]
+    assert isinstance(grant, dict)
+    listed = root_vault.vaultd("list").stdout.decode().split("\n\n")[-1].splitlines()
+    assert listed[0].split() == ["BREAK-GLASS", "GRANT", "PROFILE", "EXPIRES", "REASON"]
+    assert listed[1].split() == [grant["id"], "root", grant["expires_at"], "grant", "listing"]
+    status = root_vault.vaultd("status").stdout.decode().split("\n\n")
+    (grants,) = [block for block in status if block.startswith("GRANT ")]
+    assert grants.splitlines()[1].split()[:4] == [grant["id"], "root", grant["expires_at"], "yes"]
+    assert ROOT_SECRET not in "".join(listed + status)
