@@ -1,11 +1,12 @@
 """The break-glass screen: a short root session after a reason and two factors (docs/threat-model.md
 T18).
 
-Pick a root profile (stored root keys, or AssumeRoot: then also the member account and the
-task, see :mod:`.root_target`), type a reason (8-500 characters), then the security key PIN
-(the daemon asks the key for user verification) and the 6-digit MFA code (the root account's,
-or for AssumeRoot the source profile's device).
-Nothing is sent until the reason and code are complete; the PIN and code leave the fields the
+Pick a root profile (only those the daemon marks ``root``: stored root keys, or AssumeRoot:
+then also the member account and the task, see :mod:`.root_target`), type a reason (8-500
+characters), then the security key PIN (required: the daemon asks the key for user
+verification, FIDO2_PIN_REQUIRED without it) and the 6-digit MFA code (the root account's, or
+for AssumeRoot the source profile's device).
+Nothing is sent until the reason, PIN and code are complete; the PIN and code leave the fields the
 moment they are sent.  While the daemon waits for the touch the screen says so.  On success the
 credentials are read once (``grant``) into the :class:`GrantPanel`, the only place they exist
 in the TUI; "End now" (``grant_end``) and leaving the screen wipe them.  Active grants are
@@ -43,14 +44,14 @@ from .data import (
     reason_ok,
 )
 from .grant import GrantPanel
-from .root_target import ASSUME_ROOT_KIND, RootTarget
+from .root_target import RootTarget
 from .widgets import ConnectionLine
 
-ROOT_KINDS = frozenset({"session", ASSUME_ROOT_KIND})
 PROFILE_HINT = "choose the root profile"
 TARGET_HINT = "choose the member account and the root task"
 SOURCE_CODE_HINT = "enter the 6-digit code of the source profile's MFA device (a fresh session)"
 REASON_HINT = "type a reason of 8-500 characters (it goes to the audit log)"
+PIN_HINT = "enter the security key PIN (required: the key verifies you after the touch)"
 CODE_HINT = "enter the root account's 6-digit MFA code"
 READY_HINT = "Enter or Start opens the session"
 TOUCH_PROMPT = "touch your security key (user verification)"
@@ -61,6 +62,10 @@ class BreakGlassScreen(Screen[None]):
     """Open a break-glass grant and show its credentials once."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        # Priority: focus moves while Tab is dispatched, before the keys typed after it are
+        # (a bubbled Tab moved it late, and fast typing landed in the previous field).
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
         Binding("escape", "leave", "Back (clears credentials)"),
         Binding("ctrl+q", "app.quit", "Quit"),
     ]
@@ -83,7 +88,7 @@ class BreakGlassScreen(Screen[None]):
             yield Input(placeholder="reason (8-500 characters, audited)", id="reason")
         yield RootTarget(classes="bg-row", id="root-target")
         with Horizontal(classes="bg-row"):
-            yield Input(placeholder="security key PIN (optional)", password=True, id="pin")
+            yield Input(placeholder="security key PIN (required)", password=True, id="pin")
             yield Input(
                 placeholder="root 6-digit TOTP code",
                 restrict=r"[0-9]{0,6}",
@@ -114,7 +119,7 @@ class BreakGlassScreen(Screen[None]):
     # --- the form --------------------------------------------------------------------------
 
     def _show_status(self, status: DaemonStatus | None) -> None:
-        self._rows = tuple(p for p in status.profiles if p.kind in ROOT_KINDS) if status else ()
+        self._rows = tuple(p for p in status.profiles if p.root) if status else ()
         choices = tuple(p.name for p in self._rows)
         if choices != self._choices:  # set_options resets the choice: only on a change
             self._choices = choices
@@ -134,6 +139,8 @@ class BreakGlassScreen(Screen[None]):
             return TARGET_HINT
         if not reason_ok(self.query_one("#reason", Input).value):
             return REASON_HINT
+        if not self.query_one("#pin", Input).value:
+            return PIN_HINT
         if not CODE_RE.fullmatch(self.query_one("#code", Input).value):
             return CODE_HINT if target is None else SOURCE_CODE_HINT
         return None
@@ -175,8 +182,7 @@ class BreakGlassScreen(Screen[None]):
         target = self.query_one(RootTarget).picked()
         reason = self.query_one("#reason", Input).value
         pin_field, code_field = self.query_one("#pin", Input), self.query_one("#code", Input)
-        code = Secret(code_field.value)
-        pin = Secret(pin_field.value) if pin_field.value else None
+        code, pin = Secret(code_field.value), Secret(pin_field.value)
         pin_field.value = code_field.value = ""  # the factors leave the screen now
         self.query_one("#bg-error", Label).update("")
         self.query_one("#bg-touch", Label).update(TOUCH_PROMPT)
@@ -190,16 +196,14 @@ class BreakGlassScreen(Screen[None]):
         profile: str,
         reason: str,
         code: Secret,
-        pin: Secret | None,
+        pin: Secret,
         target: tuple[str, str] | None,
     ) -> None:
         send = partial(self._client.request, "breakglass", profile=profile, reason=reason)
         if target is not None:
             send = partial(send, account=target[0], task=target[1])
         try:
-            reply = await (
-                send(code=code.value) if pin is None else send(code=code.value, pin=pin.value)
-            )
+            reply = await send(code=code.value, pin=pin.value)
             grant, exports = grant_of(reply), export_lines(reply)
         except (VaultError, OSError) as exc:
             self._failed(exc)

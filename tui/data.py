@@ -151,6 +151,7 @@ class ProfileRow:
     expires_at: datetime | None
     target_account: str | None = None
     root_task: str | None = None
+    root: bool = False  # stored root keys or AssumeRoot: offered for break-glass
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> ProfileRow:
@@ -164,6 +165,7 @@ class ProfileRow:
             expires_at=_time(obj, "expires_at") if expires is not None else None,
             target_account=account if isinstance(account, str) else None,
             root_task=task if isinstance(task, str) else None,
+            root=obj.get("root") is True,
         )
 
     def seconds_left(self, now: datetime) -> float | None:

@@ -174,6 +174,13 @@ class AuditSettings(_Section):
     """Rotate the log (keeping the hash chain) once it would grow past this size."""
 
 
+class ReportSettings(_Section):
+    """The credential report (`vaultd report`)."""
+
+    rotation_days: int = Field(90, ge=1, le=3650)
+    """A stored key pair older than this many days is marked due for rotation (`ROTATE`)."""
+
+
 class ProfileSettings(_Section):
     """One profile, in AWS config vocabulary."""
 
@@ -337,6 +344,7 @@ class Settings(BaseSettings):
     fido2: Fido2Settings = Fido2Settings()
     plugins: PluginSettings = PluginSettings()
     audit: AuditSettings = AuditSettings()
+    report: ReportSettings = ReportSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     """One `[profiles.NAME]` table per profile (see below)."""
 

@@ -264,6 +264,7 @@ class FakeDaemonClient:
                 "seconds_left": int((p.expires_at - now).total_seconds()) if p.expires_at else None,
                 "target_account": p.target_account,
                 "root_task": p.root_task,
+                "root": p.root or p.kind == "assume_root",
             }
             for p in self.profiles
         ]

@@ -7,6 +7,7 @@ Nothing is sent before the form is complete; the credentials are read once into 
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 from textual.widgets._footer import FooterKey
@@ -14,6 +15,7 @@ from vaultd.tui.app import VaultApp
 from vaultd.tui.approval import ApprovalDialog
 from vaultd.tui.breakglass import (
     CODE_HINT,
+    PIN_HINT,
     PROFILE_HINT,
     READY_HINT,
     REASON_HINT,
@@ -29,6 +31,7 @@ from .conftest import SIZE, wait_for
 from .fakes import ROOT_CODE, ROOT_KEY_ID, ROOT_SECRET, ROOT_TOKEN, FakeDaemonClient, FakeProfile
 
 REASON = "MFA lost"  # 8 characters: the shortest the daemon takes
+PIN = "0815"
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +70,7 @@ async def fill(
     *,
     profile: str = "root",
     reason: str = REASON,
-    pin: str = "",
+    pin: str = PIN,
     code: str = "",
     typed: bool = False,
 ) -> None:
@@ -89,13 +92,14 @@ async def fill(
     assert select.selection == (profile or None)
 
 
-async def test_b_and_the_footer_open_the_screen_with_root_candidates(
+async def test_b_and_the_footer_open_the_screen_with_root_profiles_only(
     app: VaultApp, fake: FakeDaemonClient
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_screen(pilot, app)
         select = screen.query_one("#profile", Select)
-        assert [str(o[0]) for o in select._options[1:]] == ["dev", "ops", "root"]  # no roles
+        # Only what the daemon marks root: not the IAM-user session profiles, not roles.
+        assert [str(o[0]) for o in select._options[1:]] == ["root"]
         assert start_disabled(app) and text(app, "#bg-hint") == PROFILE_HINT
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
@@ -109,11 +113,12 @@ async def test_b_and_the_footer_open_the_screen_with_root_candidates(
     [
         ({"reason": "", "code": ROOT_CODE}, REASON_HINT),
         ({"reason": " MFA    ", "code": ROOT_CODE}, REASON_HINT),
+        ({"pin": "", "code": ROOT_CODE}, PIN_HINT),
         ({"code": ""}, CODE_HINT),
         ({"code": "24681"}, CODE_HINT),
         ({"profile": "", "code": ROOT_CODE}, PROFILE_HINT),
     ],
-    ids=["no-reason", "short-reason", "no-code", "incomplete-code", "no-profile"],
+    ids=["no-reason", "short-reason", "no-pin", "no-code", "incomplete-code", "no-profile"],
 )
 async def test_incomplete_form_sends_nothing(
     app: VaultApp, fake: FakeDaemonClient, fields: dict[str, str], hint: str
@@ -133,6 +138,25 @@ async def test_incomplete_form_sends_nothing(
         assert fake.audit_log == []
 
 
+async def test_keys_typed_right_after_tab_land_in_the_next_field(
+    app: VaultApp, fake: FakeDaemonClient
+) -> None:
+    """A burst of keys, as a terminal delivers fast typing: posted at once, where ``pilot.press``
+    would wait for the app to go idle after each key (and so hide the race)."""
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app)
+        screen.query_one("#profile", Select).value = "root"
+        screen.query_one("#reason", Input).focus()
+        await pilot.pause()
+        for key in [*REASON, "tab", *PIN, "tab", *ROOT_CODE, "shift+tab"]:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await pilot.pause()
+        values = [screen.query_one(s, Input).value for s in ("#reason", "#pin", "#code")]
+        assert values == [REASON, PIN, ROOT_CODE]
+        assert app.focused is screen.query_one("#pin", Input)
+        assert fake.requests("breakglass") == []
+
+
 async def test_success_shows_the_credentials_once_and_end_now_clears_them(
     app: VaultApp, fake: FakeDaemonClient, clock: FakeClock
 ) -> None:
@@ -140,7 +164,7 @@ async def test_success_shows_the_credentials_once_and_end_now_clears_them(
     fake.hold_touch = True
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_screen(pilot, app)
-        await fill(pilot, app, pin="0815", code=ROOT_CODE, typed=True)
+        await fill(pilot, app, code=ROOT_CODE, typed=True)
         assert not start_disabled(app) and text(app, "#bg-hint") == READY_HINT
         await pilot.press("enter")
         await wait_for(pilot, lambda: fake.requests("breakglass"), "sent")
@@ -238,7 +262,6 @@ async def test_leaving_clears_and_the_grant_cannot_be_shown_again(
 @pytest.mark.parametrize(
     ("profile", "pin", "code", "error"),
     [
-        ("dev", "", ROOT_CODE, "BREAK_GLASS_ONLY: "),
         ("root", "9999", ROOT_CODE, "FIDO2_PIN_INVALID: "),
         ("root", "0815", "135790", "MFA_REJECTED: "),
     ],
@@ -246,7 +269,7 @@ async def test_leaving_clears_and_the_grant_cannot_be_shown_again(
 async def test_refusals_are_shown_and_release_nothing(
     app: VaultApp, fake: FakeDaemonClient, profile: str, pin: str, code: str, error: str
 ) -> None:
-    fake.fido2_pin = "0815" if profile == "root" else None
+    fake.fido2_pin = PIN
     async with app.run_test(size=SIZE) as pilot:
         await open_screen(pilot, app)
         await fill(pilot, app, profile=profile, pin=pin, code=code)

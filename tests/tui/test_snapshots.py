@@ -46,7 +46,8 @@ def test_approval_dialog_snapshot(
 def test_break_glass_screen_snapshot(
     snap_compare: SnapCompare, app: VaultApp, fake: FakeDaemonClient, clock: FakeClock
 ) -> None:
-    """The form filled but for the last code digits, an earlier grant listed; no credentials."""
+    """The form filled but for the PIN (labelled required, and asked for) and the last code
+    digits, an earlier grant listed; no credentials."""
     fake.profiles.append(FakeProfile("root", root=True))
     expires = clock.now() + timedelta(minutes=10)
     fake.grants["k3v9x2m7q1"] = FakeGrant("k3v9x2m7q1", "root", "rotate leaked key", expires)
@@ -58,7 +59,6 @@ def test_break_glass_screen_snapshot(
         await wait_for(pilot, lambda: isinstance(app.screen, BreakGlassScreen), "screen")
         app.screen.query_one("#profile", Select).value = "root"
         app.screen.query_one("#reason", Input).value = "MFA device lost"
-        app.screen.query_one("#pin", Input).value = "0815"
         app.screen.query_one("#code", Input).focus()
         await pilot.press(*"246")
         await pilot.pause()

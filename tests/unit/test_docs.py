@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vaultd import errors
 from vaultd.commands.config_reference import render
+from vaultd.core import access_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +27,19 @@ def test_setting_types_read_as_a_user_writes_them() -> None:
         assert noise not in text, noise
     assert '`"code"` or `"touch"` or `"touch-or-code"`' in text
     assert "list of strings" in text and "string (optional)" in text
+
+
+def test_policy_reference_is_current_and_complete() -> None:
+    committed = (ROOT / "docs" / "policy.md").read_text()
+    assert committed == access_policy.reference(), (
+        "run `python -c 'import vaultd.core.access_policy as p; print(p.reference(), end=\"\")' "
+        "> docs/policy.md`"
+    )
+    assert set(access_policy.ACTION_HELP) == set(access_policy.ACTIONS)
+    assert set(access_policy.CONDITION_KEY_HELP) == set(access_policy.CONDITION_KEYS)
+    for name in ("vaultd:AssumeRoot", "vaultd:Exec", "vaultd:Rotate", "vaultd:TargetAccount",
+                 "vaultd:RootTask", "vaultd:ClientExecutable"):  # fmt: skip
+        assert f"| `{name}` |" in committed
 
 
 def test_error_code_reference_is_current() -> None:

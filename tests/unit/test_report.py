@@ -243,3 +243,28 @@ def test_last_rotated_counts_only_stored_rotations(tmp_path: Path) -> None:
     log.record("rotation_step", {"name": "dev", "step": "store", "outcome": "STORE_ERROR"})
     log.record("rotation_step", {"name": "ops", "step": "create", "outcome": "ok"})
     assert last_rotated_from_audit(path) == {"dev": datetime(2026, 3, 1, tzinfo=UTC)}
+
+
+def test_last_used_counts_break_glass_reads(tmp_path: Path) -> None:
+    """Root keys are used only through break-glass: each session read is a use."""
+    path = tmp_path / "audit.log"
+    clock = FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
+    log = _audit(path, clock)
+    log.record("release", {"profile": "root", "action": "credential_process"})
+    for _ in range(2):
+        clock.advance(60)
+        log.record("breakglass_requested", {"profile": "root", "reason": "MFA lost"})
+        log.record("breakglass_read", {"profile": "root", "grant": "g"})
+    clock.advance(60)
+    log.record("breakglass_refused", {"profile": "root", "outcome": "MFA_REJECTED"})
+    assert last_used_from_audit(path) == {"root": datetime(2026, 3, 1, 0, 2, tzinfo=UTC)}
+
+
+def test_the_rotation_threshold_is_a_setting() -> None:
+    from vaultd.settings import ReportSettings, Settings
+
+    assert ReportSettings().rotation_days == 90
+    assert Settings(report={"rotation_days": 30}).report.rotation_days == 30
+    for bad in (0, 3651, "soon"):
+        with pytest.raises(ValueError, match="rotation_days"):
+            Settings(report={"rotation_days": bad})

@@ -1,6 +1,7 @@
-"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. When the
-daemon runs, the text listing then shows each profile's session and its time left (when it does
-not, stderr says so).
+"""`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. The text
+listing has headers and shows a TOTP seed by its MFA device's serial (its record name is a hash
+of it) when a profile names that device.  When the daemon runs, it then shows each profile's
+session and its time left, and the active break-glass grants (when it does not, stderr says so).
 
 These come from the records' plaintext headers, read without opening (authenticating) each
 record, so anyone who can write the store could have changed them: the listing says so, and
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
 from vaultd.commands._args import Subparsers, settings
 
@@ -40,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from vaultd.app import opened_vault
-    from vaultd.core.termtext import terminal_safe
 
-    with opened_vault(settings()) as vault:
+    config = settings()
+    with opened_vault(config) as vault:
         infos = vault.store.list()
+    serials = _serials_by_seed_name(p.mfa_serial for p in config.profiles.values())
     rows = [
         {
             "name": info.name,
@@ -55,22 +58,43 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
-    elif not rows:
-        print("no records: add one with `vaultd add NAME`")
-    else:
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            line = f"{r['name']:<{width}}  {r['kind']:<16}  {r['key_id']:<20}  {r['created']}"
-            print(terminal_safe(line))
-        print(UNVERIFIED_NOTE)
-    if not args.json:
-        _print_sessions()
+        return 0
+    _print_records(rows, serials)
+    _print_daemon()
     return 0
 
 
-def _print_sessions() -> None:
-    """Each profile's session and time left, from a running daemon (a short wait at most)."""
+def _serials_by_seed_name(serials: Iterable[str | None]) -> dict[str, str]:
+    """Seed record name (a hash of the serial) to the MFA device serial, for the configured
+    devices; a seed of a device no profile names keeps its record name."""
+    from vaultd.core.records import seed_record_name
+
+    return {seed_record_name(s): s for s in set(serials) if s is not None}
+
+
+def _print_records(rows: list[dict[str, str]], serials: dict[str, str]) -> None:
+    from vaultd.commands._table import columns
+    from vaultd.core.termtext import terminal_safe
+
+    if not rows:
+        print("no records: add one with `vaultd add NAME`")
+        return
+    shown = [
+        (serials.get(r["name"], r["name"]) if r["kind"] == "totp_seed" else r["name"],
+         r["kind"], r["key_id"] or "-", r["created"])
+        for r in rows
+    ]  # fmt: skip
+    header = ("NAME (MFA DEVICE FOR SEEDS)", "KIND", "KEY ID", "STORED")
+    for line in columns(header, shown):
+        print(terminal_safe(line))
+    print(UNVERIFIED_NOTE)
+
+
+def _print_daemon() -> None:
+    """Each profile's session and the break-glass grants, from a running daemon (a short wait
+    at most)."""
     from vaultd.commands._client import client
+    from vaultd.commands._table import columns
     from vaultd.commands.status import hms
     from vaultd.core.termtext import terminal_safe
     from vaultd.errors import DaemonNotRunning
@@ -80,10 +104,17 @@ def _print_sessions() -> None:
     except DaemonNotRunning:
         print("vaultd: not running, so no sessions are shown", file=sys.stderr)
         return
-    profiles = status["profiles"]
-    assert isinstance(profiles, list)  # noqa: S101 - the reply schema guarantees a list
-    print("sessions:" if profiles else "sessions: no profiles configured")
-    for p in profiles:
-        left = p["seconds_left"]
-        state = f"{hms(left)} left" if isinstance(left, int) else "no session"
-        print(terminal_safe(f"  {p['name']:<24} {state}"))
+    profiles, grants = status["profiles"], status["grants"]
+    assert isinstance(profiles, list) and isinstance(grants, list)  # noqa: S101 - schema
+    print("\nsessions:" if profiles else "\nsessions: no profiles configured")
+    rows = [
+        (p["name"], f"{hms(p['seconds_left'])} left" if isinstance(p["seconds_left"], int)
+         else "no session")
+        for p in profiles
+    ]  # fmt: skip
+    lines = columns(("PROFILE", "SESSION"), rows) if rows else []
+    if grants:
+        grant_rows = [(g["id"], g["profile"], g["expires_at"], g["reason"]) for g in grants]
+        lines += ["", *columns(("BREAK-GLASS GRANT", "PROFILE", "EXPIRES", "REASON"), grant_rows)]
+    for line in lines:
+        print(terminal_safe(line))

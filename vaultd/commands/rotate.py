@@ -48,8 +48,16 @@ def run_rotate(args: argparse.Namespace) -> int:
     return 0 if result.get("old_key_deleted") else 1
 
 
+REPORT_HEADER = ("NAME", "KIND", "ACCESS KEY", "AGE", "AGE FROM", "LAST USED", "ROTATION")
+"""The text table's columns.  AGE FROM says which date the age counts from: ``stored``, when
+vaultd stored the key (not IAM's CreateDate)."""
+
+
 def run_report(args: argparse.Namespace) -> int:
     import json
+
+    from vaultd.commands._table import columns
+    from vaultd.core.termtext import terminal_safe
 
     reply = client().request("report")
     if args.csv:
@@ -60,10 +68,21 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for row in rows:
-        due = "ROTATE" if row.get("rotation_due") else "ok"
-        print(
-            f"{row['name']:<20} {row['kind']:<9} {row['access_key_id']:<22} "
-            f"age {row.get('age_days')}d  last used {row.get('last_used') or 'never'}  {due}"
-        )
+    if not rows:
+        print("no stored key pairs: add one with `vaultd add NAME`")
+        return 0
+    for line in columns(REPORT_HEADER, (_report_cells(row) for row in rows)):
+        print(terminal_safe(line))
     return 0
+
+
+def _report_cells(row: dict[str, object]) -> tuple[str, ...]:
+    return (
+        str(row["name"]),
+        str(row["kind"]),
+        str(row["access_key_id"]),
+        f"{row['age_days']}d",
+        "stored",
+        str(row.get("last_used") or "never"),
+        "DUE" if row.get("rotation_due") else "ok",
+    )

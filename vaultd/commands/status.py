@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
@@ -22,22 +23,44 @@ def hms(seconds: int) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from vaultd.core.termtext import terminal_safe
-
     status = client().request("status")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"vaultd pid {status['pid']}: {'SEALED' if status['sealed'] else 'unsealed'}")
-    profiles = status["profiles"]
-    assert isinstance(profiles, list)  # noqa: S101 - protocol guarantees a list
-    for p in profiles:
-        left = p["seconds_left"]
-        state = f"session {hms(left)} left" if isinstance(left, int) else "no session"
-        print(terminal_safe(f"  {p['name']:<24} {p['kind']:<8} {p['approval']:<14} {state}"))
-    approvals = status["approvals"]
-    assert isinstance(approvals, list)  # noqa: S101
-    for a in approvals:
-        line = f"  pending approval {a['id']} for {a['profile']} (expires {a['expires_at']})"
-        print(terminal_safe(line))
+    for line in status_lines(status):
+        print(line)
     return 0
+
+
+def status_lines(status: dict[str, object]) -> list[str]:
+    """The text form of a ``status`` reply: the seal and why, then headed tables of profiles,
+    break-glass grants and pending approvals (every field terminal-safe)."""
+    from vaultd.core.termtext import terminal_safe
+
+    state = f"SEALED: {status['sealed_reason']}" if status["sealed"] else "unsealed"
+    lines = [f"vaultd pid {status['pid']}: {state}"]
+    profiles, grants, approvals = status["profiles"], status["grants"], status["approvals"]
+    assert isinstance(profiles, list) and isinstance(grants, list)  # noqa: S101 - schema
+    assert isinstance(approvals, list)  # noqa: S101 - schema
+    profile_rows = [(p["name"], p["kind"], p["approval"], _session(p)) for p in profiles]
+    grant_rows = [
+        (g["id"], g["profile"], g["expires_at"], "yes" if g["read"] else "no", g["reason"])
+        for g in grants
+    ]
+    approval_rows = [(a["id"], a["profile"], a["expires_at"]) for a in approvals]
+    lines += _table(("PROFILE", "KIND", "APPROVAL", "SESSION"), profile_rows, "no profiles")
+    lines += _table(("GRANT", "PROFILE", "EXPIRES", "READ", "REASON"), grant_rows, "no grants")
+    lines += _table(("APPROVAL", "PROFILE", "EXPIRES"), approval_rows, "no pending approvals")
+    return [terminal_safe(line) for line in lines]
+
+
+def _session(profile: dict[str, object]) -> str:
+    left = profile["seconds_left"]
+    return f"{hms(left)} left" if isinstance(left, int) else "no session"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> list[str]:
+    """A blank line, then the headed table, or just ``empty`` without rows."""
+    from vaultd.commands._table import columns
+
+    return ["", *(columns(header, rows) if rows else [empty])]

@@ -78,6 +78,61 @@ CONDITION_KEYS: Mapping[str, KeyType] = {
     "aws:CurrentTime": KeyType.DATE,
 }
 _KEYS_FOLDED = {name.lower(): name for name in CONDITION_KEYS}
+
+ACTION_HELP: Mapping[str, str] = {
+    "vaultd:GetCredentials": "release a profile's session to `credential_process` (and to "
+    "`vaultd login`'s federation session)",
+    "vaultd:Exec": "release a profile's session to `vaultd exec`, `vaultd export` and the "
+    "container credentials endpoint",
+    "vaultd:BreakGlass": "open a break-glass session with stored root keys (after the touch "
+    "with user verification)",
+    "vaultd:Export": "reserved: no request is checked against it yet (`vaultd export` is "
+    "`vaultd:Exec`)",
+    "vaultd:Rotate": "rotate a stored access key (`vaultd rotate`)",
+    "vaultd:AssumeRoot": "open an AssumeRoot break-glass session in a member account",
+}
+"""One line per action of :data:`ACTIONS` (docs/policy.md)."""
+
+CONDITION_KEY_HELP: Mapping[str, str] = {
+    "vaultd:ClientExecutable": "the requesting program and its parent's (a list: a statement "
+    "may name either); unreadable, it fails closed. Advisory against same-uid code",
+    "vaultd:ClientUid": "the requester's uid (from the socket's peer credentials)",
+    "vaultd:ClientPid": "the requester's pid",
+    "vaultd:MultiFactorAuthPresent": "true for actions checked after the user passed MFA "
+    "(`vaultd:BreakGlass`, `vaultd:Rotate` once approved, `vaultd:AssumeRoot`); absent otherwise",
+    "vaultd:MultiFactorAuthAge": "reserved: vaultd does not supply it yet (a condition on it "
+    "matches as on a missing key)",
+    "vaultd:Profile": "the profile's name (also the resource `profile/NAME`)",
+    "vaultd:TargetAccount": "`vaultd:AssumeRoot` only: the member account id",
+    "vaultd:RootTask": "`vaultd:AssumeRoot` only: the root task's name, such as "
+    "`IAMAuditRootUserCredentials`",
+    "aws:CurrentTime": "the daemon's clock at the request (for `Date*` operators)",
+}
+"""One line per condition key of :data:`CONDITION_KEYS` (docs/policy.md)."""
+
+
+def reference() -> str:
+    """docs/policy.md: every action and condition key, from the tables above."""
+    lines = [
+        "# Access policy actions and condition keys",
+        "",
+        "<!-- Generated: `python -c 'import vaultd.core.access_policy as p; "
+        'print(p.reference(), end="")\' > docs/policy.md` -->',
+        "",
+        "Resources are `profile/NAME`. Evaluation follows IAM: deny by default, an explicit "
+        "allow is needed, and an explicit deny wins.",
+        "",
+        "| action | what it allows |",
+        "| --- | --- |",
+        *(f"| `{a}` | {ACTION_HELP[a]} |" for a in ACTIONS),
+        "",
+        "| condition key | type | value |",
+        "| --- | --- | --- |",
+        *(f"| `{k}` | {t.value} | {CONDITION_KEY_HELP[k]} |" for k, t in CONDITION_KEYS.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 _TIME_KEYS = frozenset(k for k, kind in CONDITION_KEYS.items() if kind is KeyType.DATE)
 MEMO_SIZE = 1024
 """Decisions a policy remembers before it starts afresh."""

@@ -2,7 +2,9 @@
 
 :func:`build_report` is pure; the facts it needs from the audit log (last use, last rotation)
 come in through the :class:`AuditFacts` port (:mod:`vaultd.store.audit_facts` reads them).
-Only masked key ids appear in a row; nothing secret is read or written here.
+Only masked key ids appear in a row; nothing secret is read or written here.  ``created`` and
+``age_days`` count from when vaultd stored the key (the record's header), not from IAM's
+CreateDate: reading that (ListAccessKeys) would need an MFA session of the key itself.
 """
 
 from __future__ import annotations
@@ -215,8 +217,10 @@ def credential_report(
     profiles: Mapping[str, Profile],
     facts: AuditFacts,
     now: datetime,
+    rotation_days: int,
 ) -> dict[str, object]:
-    """The ``report`` reply: rows (JSON values) and the same rows as CSV."""
+    """The ``report`` reply: rows (JSON values) and the same rows as CSV; a key older than
+    ``rotation_days`` (setting ``report.rotation_days``) is due for rotation."""
     rows = build_report(
         records,
         last_used=facts.last_used(),
@@ -224,6 +228,7 @@ def credential_report(
         profiles=profiles,
         seeds=seeds,
         now=now,
+        rotation_days=rotation_days,
         last_rotated=facts.last_rotated(),
     )
     return {"rows": json.loads(to_json(rows)), "csv": to_csv(rows)}

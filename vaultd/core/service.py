@@ -62,6 +62,8 @@ T = TypeVar("T")
 EventSink = Callable[[str, Approval], Awaitable[None]]
 APPROVAL_PENDING = "approval_pending"
 TOUCH_NEEDED = "touch_needed"
+SEALED_SESSION_ENDED = "the token session ended (token removed or logged out): run `vaultd unlock`"
+SEALED_BY_LOCK = "sealed by `vaultd lock --seal` (or the daemon's own seal): run `vaultd unlock`"
 
 
 def _consume(task: asyncio.Future[object]) -> None:
@@ -190,6 +192,7 @@ class VaultService:
         self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
+        self.sealed_reason = SEALED_SESSION_ENDED  # why, while sealed (shown by `vaultd status`)
         self.touch_waiting: set[str] = set()
         self._wipers: list[Callable[[], None]] = []
         self._serial_locks: dict[str, asyncio.Lock] = {}
@@ -754,7 +757,7 @@ class VaultService:
         self.approvals.cancel_all()
         self.flight.clear()
         if seal:
-            self.sealed = True
+            self.sealed, self.sealed_reason = True, SEALED_BY_LOCK
         await self.audit_event("lock", outcome="sealed" if seal else "locked")
 
     async def clear(self, profile_name: str) -> None:
@@ -769,15 +772,20 @@ class VaultService:
         self.approvals.cancel_all(profile_name)
         await self.audit_event("clear", profile=profile_name, outcome="cleared")
 
-    def seal(self) -> None:
-        """The token went away: wipe everything, refuse requests until unlocked."""
-        self.sealed = True
+    def seal(self, reason: str = SEALED_SESSION_ENDED) -> None:
+        """The token went away (or never logged in: ``reason`` says): wipe everything, refuse
+        requests until unlocked."""
+        self.sealed, self.sealed_reason = True, reason
         self._wipe()
         self.approvals.cancel_all()
         self.flight.clear()
 
-    def status(self) -> dict[str, object]:
-        """Profiles, cached sessions and pending approvals (no secrets)."""
+    def status(self, root_records: frozenset[str] = frozenset()) -> dict[str, object]:
+        """Profiles, cached sessions and pending approvals (no secrets).
+
+        ``root_records`` names the stored root key pairs: a profile is ``root`` (offered for
+        break-glass) when it is an AssumeRoot profile or its credentials are one of them.
+        """
         now = self._p.clock.now()
         sessions = {e.key.removeprefix("profile:"): e for e in self.cache.entries()}
         profiles = []
@@ -794,10 +802,12 @@ class VaultService:
                     "seconds_left": int(entry.seconds_left) if entry else None,
                     "target_account": p.target_account,
                     "root_task": p.root_task,
+                    "root": p.kind is ProfileKind.ASSUME_ROOT or p.credentials in root_records,
                 }
             )
         return {
             "sealed": self.sealed,
+            "sealed_reason": self.sealed_reason if self.sealed else None,
             "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.approvals.pending()],

@@ -20,10 +20,13 @@ class DaemonFacts:
 
 
 def daemon_status(
-    service: VaultService, breakglass: BreakGlassDesk, facts: DaemonFacts
+    service: VaultService,
+    breakglass: BreakGlassDesk,
+    facts: DaemonFacts,
+    root_records: frozenset[str] = frozenset(),
 ) -> dict[str, object]:
-    """The ``status`` reply."""
-    status = service.status()
+    """The ``status`` reply; ``root_records`` names the stored root key pairs."""
+    status = service.status(root_records)
     status.update(
         keystore=facts.keystore,
         hardware=facts.hardware,

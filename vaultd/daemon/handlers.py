@@ -18,7 +18,7 @@ from vaultd.core.report import credential_report
 from vaultd.core.rotation import rotate
 from vaultd.core.status import daemon_status
 from vaultd.daemon.events import forward
-from vaultd.errors import AuditTampered
+from vaultd.errors import AuditTampered, Sealed
 from vaultd.fido2.gate import load_enrolled
 from vaultd.ipc.protocol import (
     ApprovalsRequest,
@@ -117,7 +117,11 @@ async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
 
 @handles(StatusRequest)
 async def status(d: Daemon, request: StatusRequest, conn: Connection) -> Reply:
-    return daemon_status(d.service, d.breakglass, d.facts())
+    roots: frozenset[str] = frozenset()
+    with contextlib.suppress(Sealed):  # the record headers say which pairs are root keys
+        infos = await d.service.run_io(lambda: d.parts.owner.with_store(lambda s: s.list()))
+        roots = frozenset(i.name for i in infos if i.kind is RecordKind.KEY_PAIR and i.root)
+    return daemon_status(d.service, d.breakglass, d.facts(), roots)
 
 
 @handles(LockRequest)
@@ -220,6 +224,7 @@ async def report(d: Daemon, request: ReportRequest, conn: Connection) -> Reply:
             profiles=d.service.profiles,
             facts=d.parts.audit_facts,
             now=d.parts.clock.now(),
+            rotation_days=d.settings.report.rotation_days,
         )
 
     return await d.service.run_io(build)

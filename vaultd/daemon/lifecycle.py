@@ -245,12 +245,16 @@ class Daemon:
 
     # --- life cycle ------------------------------------------------------------------------
 
+    def _start_sealed(self, reason: str) -> None:
+        """Stay sealed from the start (on the worker: nothing is cached yet to wipe)."""
+        self.service.sealed, self.service.sealed_reason = True, reason
+
     def _unseal_at_start(self) -> None:
         if not app.uses_token(self.settings):
             self.owner.unseal(bytearray())  # a software key store needs no PIN
             return
         if self.settings.pkcs11.pin_source == "prompt":
-            self.service.sealed = True
+            self._start_sealed("started sealed (pkcs11.pin_source = prompt): run `vaultd unlock`")
             log.warning("started sealed: run `vaultd unlock` to enter the token PIN")
             return
         pin = app.read_pin(self.settings)
@@ -259,11 +263,14 @@ class Daemon:
         except (HsmPinIncorrect, HsmPinLocked) as exc:
             # No automatic retry (docs/threat-model.md T9): a restart loop (systemd
             # Restart=on-failure) would spend one PIN try per start until the token locks.
-            self.service.sealed = True
+            self._start_sealed(f"started sealed, the token refused the PIN: {exc.message}")
             log.error("started sealed: %s", exc)
         except HsmPinFinalTry:
             # Never spend the last try unattended (T9): a person must confirm it.
-            self.service.sealed = True
+            self._start_sealed(
+                "started sealed: the token is at its final PIN try; run `vaultd unlock` and "
+                "type `final try` when asked"
+            )
             log.warning(
                 "started sealed: token %r is at its final PIN try (one more wrong PIN locks "
                 "it), so the PIN from %s was not tried; check that PIN, then run `vaultd "

@@ -90,6 +90,7 @@ class ProfileStatus(TypedDict):
     seconds_left: int | None
     target_account: str | None
     root_task: str | None
+    root: bool
 
 
 class ReportRowView(TypedDict):
@@ -146,6 +147,7 @@ class StatusReply(TypedDict):
     """``status``: the service's state plus the daemon's own."""
 
     sealed: bool
+    sealed_reason: str | None
     now: str
     profiles: list[ProfileStatus]
     approvals: list[ApprovalView]

@@ -1,4 +1,5 @@
-"""The audit facts the credential report shows: last use and last rotation, per name.
+"""The audit facts the credential report shows: last use (releases and break-glass reads) and
+last rotation, per name.
 
 Read tolerantly (rotated files too; anything unreadable is skipped): the report is
 informational, and `vaultd audit verify` is the check.  The ``AuditFacts`` port of
@@ -63,8 +64,12 @@ def _latest_by(path: Path, event: str, key: str, **match: str) -> dict[str, date
 
 
 def last_used_from_audit(path: Path) -> dict[str, datetime]:
-    """Latest ``release`` time per profile in the audit log ``path`` (rotated files too)."""
-    return _latest_by(path, "release", "profile")
+    """Latest use per profile in the audit log ``path`` (rotated files too): a ``release``, or
+    a break-glass session read (``breakglass_read``: root keys are used only that way)."""
+    used = _latest_by(path, "release", "profile")
+    for name, when in _latest_by(path, "breakglass_read", "profile").items():
+        used[name] = max(when, used.get(name, when))
+    return used
 
 
 def last_rotated_from_audit(path: Path) -> dict[str, datetime]:

@@ -188,3 +188,39 @@ def test_a_status_polling_thief_gets_no_grant(root_vault: Installation, fake_sts
     (read,) = [a for a in audit_lines(root_vault) if a["event"] == "breakglass_read"]
     client = read["client"]
     assert isinstance(client, dict) and client["pid"] == os.getpid()
+
+
+def test_status_marks_root_profiles_and_the_report_counts_break_glass_use(
+    root_vault: Installation, fake_sts: FakeSts
+) -> None:
+    status = json.loads(root_vault.vaultd("status", "--json").stdout)
+    assert {p["name"]: p["root"] for p in status["profiles"]} == {"dev": False, "root": True}
+    for code in ("123456", "654321"):  # two break-glass sessions, no credential_process use
+        done = break_glass(root_vault, {"code": code, "pin": PIN})
+        assert done.returncode == 0, done.stderr
+    report = json.loads(root_vault.vaultd("report", "--json").stdout)
+    (row,) = [r for r in report if r["name"] == "root"]
+    read = max(a["time"] for a in audit_lines(root_vault) if a["event"] == "breakglass_read")
+    assert isinstance(read, str) and row["last_used"] == read[:19] + "Z"
+    header, *lines = root_vault.vaultd("report").stdout.decode().splitlines()
+    assert header.split() == ["NAME", "KIND", "ACCESS", "KEY", "AGE", "AGE", "FROM", "LAST",
+                              "USED", "ROTATION"]  # fmt: skip
+    (root_line,) = [line for line in lines if line.startswith("root ")]
+    assert "never" not in root_line and " stored " in root_line and root_line.endswith(" ok")
+
+
+def test_list_and_status_show_the_active_grants(
+    root_vault: Installation, fake_sts: FakeSts
+) -> None:
+    reply = DaemonClient(root_vault.socket).request(
+        "breakglass", profile="root", reason="grant listing", code="123456", pin=PIN
+    )
+    grant = reply["grant"]
+    assert isinstance(grant, dict)
+    listed = root_vault.vaultd("list").stdout.decode().split("\n\n")[-1].splitlines()
+    assert listed[0].split() == ["BREAK-GLASS", "GRANT", "PROFILE", "EXPIRES", "REASON"]
+    assert listed[1].split() == [grant["id"], "root", grant["expires_at"], "grant", "listing"]
+    status = root_vault.vaultd("status").stdout.decode().split("\n\n")
+    (grants,) = [block for block in status if block.startswith("GRANT ")]
+    assert grants.splitlines()[1].split()[:4] == [grant["id"], "root", grant["expires_at"], "yes"]
+    assert ROOT_SECRET not in "".join(listed + status)

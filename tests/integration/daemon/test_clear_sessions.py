@@ -36,10 +36,11 @@ def session(inst: Installation, profile: str, code: str | None) -> None:
 
 
 def sessions(inst: Installation) -> dict[str, str]:
-    """The sessions section of `vaultd list`: profile -> state."""
+    """The sessions table of `vaultd list` (under its header): profile -> state."""
     out = inst.vaultd("list").stdout.decode()
-    section = out.split("\nsessions:\n", 1)[1]
-    return dict(line.split(None, 1) for line in section.splitlines())
+    header, *rows = out.split("\nsessions:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert header.split() == ["PROFILE", "SESSION"]
+    return dict(line.split(None, 1) for line in rows)
 
 
 @pytest.mark.parametrize("command", [("clear",), ("lock",)])

@@ -464,6 +464,29 @@ def test_prompt_pin_source_starts_sealed_and_unlocks_over_the_socket(
     assert inst.stop_daemon() == 0  # SIGTERM stops cleanly
 
 
+def test_status_says_why_the_daemon_is_sealed(make_vault: MakeVault) -> None:
+    from vaultd.ipc.client import DaemonClient
+
+    inst = make_vault(start=False)
+    pin = Path(inst.config["pkcs11"]["pin_source"].removeprefix("file:")).read_text()
+    inst.config["pkcs11"]["pin_source"] = "prompt"
+    inst.write_config()
+    inst.start_daemon()
+    first, *rest = inst.vaultd("status").stdout.decode().splitlines()
+    assert first.endswith(
+        ": SEALED: started sealed (pkcs11.pin_source = prompt): run `vaultd unlock`"
+    )
+    assert rest[:2] == ["", "PROFILE  KIND     APPROVAL  SESSION"]
+    assert rest[-3:] == ["no grants", "", "no pending approvals"]
+    DaemonClient(inst.socket).request("unlock", pin=pin)
+    assert inst.vaultd("status").stdout.decode().splitlines()[0].endswith(": unsealed")
+    assert json.loads(inst.vaultd("status", "--json").stdout)["sealed_reason"] is None
+    inst.vaultd("lock", "--seal")
+    status = json.loads(inst.vaultd("status", "--json").stdout)
+    assert status["sealed"] is True
+    assert status["sealed_reason"].startswith("sealed by `vaultd lock --seal`")
+
+
 def test_a_wrong_pin_file_starts_sealed_and_is_never_retried(
     make_vault: MakeVault, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyotp
 
+from vaultd.core.records import seed_record_name
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import MFA_SERIAL, Installation
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
@@ -112,3 +113,28 @@ def test_touch_profile_without_a_seed_fails_closed(
     assert code != 0 and out == b""
     assert b"APPROVAL_UNAVAILABLE" in err and b"mfa add-totp" in err
     assert fake_sts.calls() == 0
+
+
+def test_the_report_counts_the_enrolled_authenticators(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    """The daemon hands the report its enrolled FIDO2 credentials (it once passed none)."""
+    inst = touch_vault(make_vault, tmp_path)
+    (row,) = json.loads(inst.vaultd("report", "--json").stdout)
+    assert row["name"] == "dev" and row["mfa_method"] == ["touch"]
+    assert row["authenticators"] == 1
+    assert row["profiles"] == ["admin", "dev"]
+
+
+def test_list_shows_a_seed_by_its_mfa_device_under_headers(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    inst = touch_vault(make_vault, tmp_path)
+    out = inst.vaultd("list").stdout.decode()
+    records, sessions = out.split("\nsessions:\n")
+    header, *rows = records.splitlines()
+    assert header.split() == ["NAME", "(MFA", "DEVICE", "FOR", "SEEDS)", "KIND", "KEY", "ID",
+                              "STORED"]  # fmt: skip
+    (seed,) = [r for r in rows if " totp_seed " in r]
+    assert seed.startswith(MFA_SERIAL + " ") and seed_record_name(MFA_SERIAL) not in out
+    assert sessions.splitlines()[0].split() == ["PROFILE", "SESSION"]

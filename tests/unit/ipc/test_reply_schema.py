@@ -190,9 +190,11 @@ def _status() -> dict[str, object]:
         "seconds_left": 3600,
         "target_account": None,
         "root_task": None,
+        "root": False,
     }
     return {
         "sealed": False,
+        "sealed_reason": None,
         "now": "2025-05-26T12:00:00Z",
         "profiles": [profile, {**profile, "expires_at": None, "seconds_left": None}],
         "approvals": [_approval()],
