@@ -37,6 +37,7 @@ from vaultd.store.file_lock import StoreFileLock
 from vaultd.store.files import SealedStore
 from vaultd.store.state import StateFile
 from vaultd.system.clock import SystemClock
+from vaultd.system.prompt_drivers import DialogPrompter
 
 if TYPE_CHECKING:
     from vaultd.core.ports import Clock
@@ -280,6 +281,7 @@ class DaemonParts:
     gate: TouchGate
     codes: CodeSource
     notify: Notifier
+    prompter: DialogPrompter
 
 
 def sts_client() -> StsClient:
@@ -327,6 +329,7 @@ def daemon_parts(
         gate=gate,
         codes=_code_source(settings, owner, plugins, ledger, clock, notify),
         notify=notify,
+        prompter=DialogPrompter(),
     )
 
 

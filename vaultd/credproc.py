@@ -24,7 +24,9 @@ to stdout in one write loop; nothing else ever reaches stdout.  An ``approval_pe
 (only then is ``json`` imported) makes the client print the request on ``/dev/tty`` and read a
 6-digit code there in a background thread, sent as an ``approve`` request on a second
 connection; the final reply is awaited meanwhile and ends the prompt.  Without a terminal it
-just waits (``vaultd approve`` or the TUI can answer).
+sends its ``DISPLAY``/``WAYLAND_DISPLAY`` (if any; the frame is unchanged without one), where
+the daemon may ask in a dialog (``approval.prompt``), and just waits (a dialog, the TUI or
+``vaultd approve`` answers).
 
 Exit status: 0 on success; 1 on any error, with one ``vaultd: CODE: message`` line on stderr
 and an empty stdout; 2 on a usage error.
@@ -55,6 +57,7 @@ NOT_RUNNING = (
 )
 _ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _PROFILE_CHARS = _ID_CHARS | frozenset(b".")
+_DISPLAY_CHARS = _PROFILE_CHARS | frozenset(b":/")
 _RETRY_CODES = frozenset({"CODE_MALFORMED", "CODE_REUSED", "MFA_REJECTED"})
 
 
@@ -520,6 +523,20 @@ def _open_tty() -> int:
         return -1
 
 
+def _display_fields() -> bytes:
+    """The ``display`` fields of a client with no terminal: its ``DISPLAY`` (``aqua`` on
+    macOS) and ``WAYLAND_DISPLAY``, where the daemon may draw a prompt dialog; b"" for none."""
+    fields = b""
+    for field, value in (
+        (b"display", "aqua" if sys.platform == "darwin" else _getenv(b"DISPLAY")),
+        (b"wayland_display", _getenv(b"WAYLAND_DISPLAY")),
+    ):
+        raw = value.encode("utf-8", "replace")
+        if 1 <= len(raw) <= 255 and all(c in _DISPLAY_CHARS for c in raw):
+            fields += b',"' + field + b'":"' + raw + b'"'
+    return fields
+
+
 def fetch(
     path: str, profile: str, action: str = "credential_process", *, allow_root: bool = False
 ) -> bytes:
@@ -534,7 +551,7 @@ def fetch(
     tty = _open_tty()
     terminal: _Terminal | None = None
     try:
-        interactive = b"true" if tty >= 0 else b"false"
+        interactive = b"true" if tty >= 0 else (b"false" + _display_fields())
         op = b"credentials" if action == "credential_process" else action.encode()
         body = b'{"v":1,"op":"' + op + b'","profile":"' + profile.encode()
         _send(sock, _frame(body + b'","interactive":' + interactive + b"}"))

@@ -316,6 +316,13 @@ class ApprovalUnavailable(GateError):
     fix = "start `vaultd tui`, run the command from a terminal, or enrol the factor it names"
 
 
+class PromptFailed(GateError):
+    """The prompt dialog (approval.prompt) could not ask for the code or answered nonsense."""
+
+    code = "PROMPT_FAILED"
+    fix = "install the dialog approval.prompt names, or set approval.prompt to another one"
+
+
 class ApprovalNotFound(GateError):
     """No pending approval has that id."""
 

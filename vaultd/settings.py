@@ -133,6 +133,14 @@ class ApprovalSettings(_Section):
     out_of_band: bool = False
     """Let `vaultd approve` (another terminal, a script, a notifier telling the user) answer code
     approvals that no terminal or TUI shows; off by default: deny when nobody can be asked."""
+    prompt: Literal["auto", "terminal", "pinentry", "zenity", "kdialog", "osascript", "none"] = (
+        "auto"
+    )
+    """How a code approval reaches a client with no terminal but a display (an IDE, a GUI tool):
+    `auto` asks on an open `vaultd tui`, else runs pinentry on the client's display; a dialog
+    name always runs that dialog (pinentry over Assuan, or zenity, kdialog, osascript);
+    `terminal` and `none` run no dialog (the client's terminal, `vaultd tui` or, with
+    out_of_band, `vaultd approve` answer)."""
     scope: Literal["session", "user"] = "session"
     """Who an approval covers, like sudo's tty tickets: `session` releases a profile's session
     only to processes of the approved login session (kernel session id), others are asked

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from vaultd.core import serving
-from vaultd.core.model import CODE_RE, ApprovalMethod, Requester
+from vaultd.core.model import CODE_RE, ApprovalMethod, ClientDisplay, Requester
 from vaultd.core.ports import Clock
 from vaultd.errors import (
     ApprovalNotFound,
@@ -75,6 +75,26 @@ def code_approval_deliverable(*, interactive: bool, approvers: int, out_of_band:
     could only time out, so it is refused at once with ``APPROVAL_UNAVAILABLE``.
     """
     return interactive or approvers > 0 or out_of_band
+
+
+PROMPT_DIALOGS = ("pinentry", "zenity", "kdialog", "osascript")
+"""The dialogs ``approval.prompt`` can name, which the daemon runs itself."""
+
+
+def prompt_dialog(
+    setting: str, *, interactive: bool, approvers: int, display: ClientDisplay | None
+) -> str | None:
+    """The dialog the daemon runs for a typed-code approval, or None when it runs none.
+
+    Only for a client with no terminal of its own but a display.  ``auto`` prefers an
+    attached `vaultd tui` and otherwise uses pinentry; a named dialog is always used then;
+    ``terminal`` and ``none`` never run one (the client's terminal or the TUI asks, as before).
+    """
+    if interactive or display is None or setting not in ("auto", *PROMPT_DIALOGS):
+        return None
+    if setting == "auto":
+        return None if approvers else "pinentry"
+    return setting
 
 
 def _rfc3339(dt: datetime) -> str:

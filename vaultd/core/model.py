@@ -107,6 +107,31 @@ class Requester:
     parent_executable: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientDisplay:
+    """The graphical session a client without a terminal runs in, as the client reports it.
+
+    ``display`` is its ``DISPLAY`` (``"aqua"`` on macOS), ``wayland_display`` its
+    ``WAYLAND_DISPLAY``; display names are not secrets.  A prompt dialog is drawn there.
+    """
+
+    display: str = ""
+    wayland_display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CodePrompt:
+    """What a prompt dialog shows when it asks for an MFA code (docs/threat-model.md T2)."""
+
+    driver: str
+    approval_id: str
+    profile: str
+    serial: str
+    requester: Requester
+    where: ClientDisplay
+    timeout: float
+
+
 def mask_key(access_key_id: str) -> str:
     """Mask an access key id for display: first four and last four characters."""
     if len(access_key_id) <= 8:

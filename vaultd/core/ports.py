@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from vaultd.core.model import LongTermCredentials, SessionCredentials
+from vaultd.core.model import CodePrompt, LongTermCredentials, SessionCredentials
 
 
 class Clock(Protocol):
@@ -132,6 +132,15 @@ class CodeSource(Protocol):
 
     def code_for(self, serial: str) -> tuple[str, float]:
         """A fresh code and the seconds to wait before its time step starts."""
+        ...
+
+
+class CodePrompter(Protocol):
+    """Runs a prompt dialog (pinentry, zenity, ...) that asks for a 6-digit MFA code."""
+
+    async def ask_code(self, prompt: CodePrompt) -> str | None:
+        """The code typed, or None when the user cancelled; raises ``PromptFailed`` when the
+        dialog cannot run or answers something else.  Cancelling the task closes the dialog."""
         ...
 
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from vaultd.core import serving
 from vaultd.core.access_policy import ContextValue, Policy, default_policy, enforce
@@ -28,11 +28,15 @@ from vaultd.core.approvals import (
     NOBODY_TO_ASK,
     Approval,
     ApprovalBook,
+    Resolution,
     code_approval_deliverable,
+    prompt_dialog,
 )
 from vaultd.core.cache import DEFAULT_IDLE_SECONDS, SessionCache
 from vaultd.core.model import (
     ApprovalMethod,
+    ClientDisplay,
+    CodePrompt,
     LongTermCredentials,
     Profile,
     ProfileKind,
@@ -41,7 +45,7 @@ from vaultd.core.model import (
     mask_key,
 )
 from vaultd.core.otp_ledger import OtpLedger, step_for
-from vaultd.core.ports import Clock, CodeSource, Gate, Notifier, StsClient
+from vaultd.core.ports import Clock, CodePrompter, CodeSource, Gate, Notifier, StsClient
 from vaultd.core.singleflight import SingleFlight
 from vaultd.errors import (
     ApprovalUnavailable,
@@ -60,13 +64,15 @@ from vaultd.errors import (
 
 T = TypeVar("T")
 EventSink = Callable[[str, Approval], Awaitable[None]]
+Reach = tuple[bool, ClientDisplay | None]
+"""How a client can be asked: it prompts on its own terminal; the display it runs on."""
 APPROVAL_PENDING = "approval_pending"
 TOUCH_NEEDED = "touch_needed"
 SEALED_SESSION_ENDED = "the token session ended (token removed or logged out): run `vaultd unlock`"
 SEALED_BY_LOCK = "sealed by `vaultd lock --seal` (or the daemon's own seal): run `vaultd unlock`"
 
 
-def _consume(task: asyncio.Future[object]) -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     """Retrieve a finished background task's exception so it is not reported as lost."""
     if not task.cancelled():
         task.exception()
@@ -128,6 +134,7 @@ class Ports:
     gate: Gate | None = None
     codes: CodeSource | None = None
     notify: Notifier = _no_notify
+    prompter: CodePrompter | None = None
 
 
 def requester_fields(r: Requester) -> dict[str, object]:
@@ -180,9 +187,12 @@ class VaultService:
         out_of_band: bool = False,
         approvers: Callable[[], int] = _no_approvers,
         session_scopes: bool = False,
+        prompt: str = "terminal",
     ) -> None:
         """``approvers()`` counts the attached approvers (TUIs) now; ``out_of_band`` lets
-        :meth:`approve` answer code approvals that no terminal or approver shows;
+        :meth:`approve` answer code approvals that no terminal or approver shows; ``prompt``
+        (setting ``approval.prompt``) picks the dialog run for a client with a display but no
+        terminal (:func:`~vaultd.core.approvals.prompt_dialog`, through ``ports.prompter``);
         ``session_scopes`` (setting ``approval.scope = "session"``) releases a cached session
         only to the scopes (login sessions) an approval was made in."""
         self._profiles = dict(profiles)
@@ -203,6 +213,7 @@ class VaultService:
         self._approvers = approvers
         self._approver_only: set[str] = set()
         self._session_scopes = session_scopes
+        self._prompt = prompt if ports.prompter is not None else "terminal"
         self._approved_scopes: dict[str, set[str]] = {}
 
     @property
@@ -226,6 +237,7 @@ class VaultService:
         interactive: bool = False,
         kept_for: str | None = None,
         scope: str = "",
+        display: ClientDisplay | None = None,
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
 
@@ -239,14 +251,22 @@ class VaultService:
         away fills the cache but is not recorded as a release (nothing left the daemon).
         ``interactive``: the client shows the approval to its user (a terminal prompt), so a
         typed-code approval can be answered even with no TUI attached (see
-        :meth:`approver_detached`).
+        :meth:`approver_detached`).  ``display``: the graphical session of a client with no
+        terminal, where a prompt dialog may ask (setting ``approval.prompt``).
 
         Every refusal is audited (best effort: when the audit log itself fails, the request is
         refused all the same).
         """
         try:
             return await self._credentials(
-                profile_name, requester, action, on_event, alive, interactive, kept_for, scope
+                profile_name,
+                requester,
+                action,
+                on_event,
+                alive,
+                (interactive, display),
+                kept_for,
+                scope,
             )
         except AuditError:
             raise
@@ -268,7 +288,7 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
         alive: Callable[[], bool] | None,
-        interactive: bool,
+        reach: Reach,
         kept_for: str | None,
         scope: str,
     ) -> SessionCredentials:
@@ -296,9 +316,7 @@ class VaultService:
             )
             creds = await self.flight.run(
                 self._flight_key(key, scope),
-                lambda: self._fresh_session(
-                    profile, requester, action, on_event, interactive, scope
-                ),
+                lambda: self._fresh_session(profile, requester, action, on_event, reach, scope),
             )
             self._approved_scopes.setdefault(key, set()).add(scope)
         if alive is not None and not alive():
@@ -373,7 +391,7 @@ class VaultService:
         requester: Requester,
         action: str,
         on_event: EventSink | None,
-        interactive: bool,
+        reach: Reach,
         scope: str,
     ) -> SessionCredentials:
         if profile.kind is ProfileKind.ROLE and profile.source_profile is not None:
@@ -386,13 +404,11 @@ class VaultService:
                 if base is None:
                     base = await self.flight.run(
                         self._flight_key(source_key, scope),
-                        lambda: self._mfa_call(
-                            source, requester, action, on_event, profile, interactive
-                        ),
+                        lambda: self._mfa_call(source, requester, action, on_event, profile, reach),
                     )
                     self._approved_scopes.setdefault(source_key, set()).add(scope)
                 return await self._assume_role(profile, base, None, None)
-        return await self._mfa_call(profile, requester, action, on_event, profile, interactive)
+        return await self._mfa_call(profile, requester, action, on_event, profile, reach)
 
     def _cached(self, key: str, scope: str) -> SessionCredentials | None:
         """The cached session under ``key`` if ``scope`` may have it without a new approval."""
@@ -412,7 +428,7 @@ class VaultService:
         action: str,
         on_event: EventSink | None,
         asked_for: Profile,
-        interactive: bool,
+        reach: Reach,
     ) -> SessionCredentials:
         """GetSessionToken (or a direct AssumeRole) with the long-lived keys and a fresh code.
 
@@ -428,9 +444,7 @@ class VaultService:
                     "served to credential_process; use `vaultd break-glass`"
                 )
             self.ledger.check_allowed(serial, self._p.clock.now())
-            code = await self._obtain_code(
-                asked_for, serial, requester, action, on_event, interactive
-            )
+            code = await self._obtain_code(asked_for, serial, requester, action, on_event, reach)
             if profile.kind is ProfileKind.ROLE:
                 session = await self.counting_failures(
                     serial, self._assume_role(profile, keys, serial, code)
@@ -553,29 +567,47 @@ class VaultService:
         requester: Requester,
         action: str,
         on_event: EventSink | None,
-        interactive: bool,
+        reach: Reach,
     ) -> str:
         """Open an approval and get a fresh code: typed by the user, or generated from the
         sealed seed after a verified FIDO2 touch.  Either way the code is marked used.
 
         A typed-code approval nobody can be asked for is refused before it opens
         (``ApprovalUnavailable``); a touch approval always opens: the key is the prompter.
+        A client with a display but no terminal may be asked by a dialog the daemon runs.
         """
+        interactive, display = reach
         method = await self._approval_method(profile, serial)
-        if method is ApprovalMethod.CODE and not self._deliverable(interactive):
-            raise ApprovalUnavailable(
-                f"profile {profile.name!r} needs a typed MFA code, but {NOBODY_TO_ASK}"
+        dialog = None
+        if method is ApprovalMethod.CODE:
+            dialog = prompt_dialog(
+                self._prompt, interactive=interactive, approvers=self._approvers(), display=display
             )
+            if not self._deliverable(interactive or dialog is not None):
+                raise ApprovalUnavailable(
+                    f"profile {profile.name!r} needs a typed MFA code, but {NOBODY_TO_ASK}"
+                )
         approval = self.approvals.open(profile.name, action, requester, method)
-        if method is ApprovalMethod.CODE and not interactive:
+        if method is ApprovalMethod.CODE and not interactive and dialog is None:
             self._approver_only.add(approval.id)  # before any await: an approver may leave
+        prompt = None
+        if dialog is not None and display is not None:
+            timeout = max(0.0, approval.deadline_mono - self._p.clock.monotonic())
+            prompt = CodePrompt(
+                dialog, approval.id, profile.name, serial, requester, display, timeout
+            )
         try:
-            return await self._answer(approval, serial, on_event, interactive)
+            return await self._answer(approval, serial, on_event, interactive, prompt)
         finally:
             self._approver_only.discard(approval.id)
 
     async def _answer(
-        self, approval: Approval, serial: str, on_event: EventSink | None, interactive: bool
+        self,
+        approval: Approval,
+        serial: str,
+        on_event: EventSink | None,
+        interactive: bool,
+        prompt: CodePrompt | None,
     ) -> str:
         """Announce an opened approval, then wait for its code (typed, or after a touch)."""
         profile, method = approval.profile, approval.methods
@@ -590,7 +622,7 @@ class VaultService:
             await on_event(APPROVAL_PENDING, approval)
         try:
             if method is ApprovalMethod.CODE:
-                code = await self._typed_code(approval, serial)
+                code = await self._typed_code(approval, serial, prompt)
             else:
                 code = await self._touch_or_typed_code(approval, serial, on_event, interactive)
         except VaultError as exc:
@@ -639,9 +671,41 @@ class VaultService:
             '"code")'
         )
 
-    async def _typed_code(self, approval: Approval, serial: str) -> str:
-        resolution = await self.approvals.wait(approval.id)
+    async def _typed_code(self, approval: Approval, serial: str, prompt: CodePrompt | None) -> str:
+        waiting = asyncio.ensure_future(self.approvals.wait(approval.id))
+        try:
+            if prompt is not None:
+                await self._run_dialog(prompt, waiting)
+            resolution = await waiting
+        finally:
+            waiting.cancel()
+            waiting.add_done_callback(_consume)
         return await self._accept_typed(resolution.code, serial)
+
+    async def _run_dialog(self, prompt: CodePrompt, waiting: asyncio.Future[Resolution]) -> None:
+        """Run the prompt dialog until it or the approval (answered elsewhere, timed out)
+        ends.  Its code approves, its cancel denies; when it fails, or answers a malformed
+        code, the approval is withdrawn (nothing released) and its error raised."""
+        prompter = self._p.prompter
+        assert prompter is not None  # noqa: S101 - no prompt is built without one
+        dialog = asyncio.ensure_future(prompter.ask_code(prompt))
+        try:
+            both: set[asyncio.Future[Any]] = {dialog, waiting}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                return
+            answer = dialog.result()
+            if answer is None:
+                await self.deny(prompt.approval_id)
+            else:
+                self.approvals.approve(prompt.approval_id, code=answer)
+        except VaultError:
+            with contextlib.suppress(VaultError):
+                self.approvals.withdraw(prompt.approval_id)
+            raise
+        finally:
+            dialog.cancel()
+            dialog.add_done_callback(_consume)
 
     async def _accept_typed(self, code: str | None, serial: str) -> str:
         if code is None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vaultd.aws.credential_process import render
-from vaultd.core.model import RecordKind
+from vaultd.core.model import ClientDisplay, RecordKind
 from vaultd.core.report import credential_report
 from vaultd.core.rotation import rotate
 from vaultd.core.status import daemon_status
@@ -83,8 +83,16 @@ async def _release(
         alive=lambda: not conn.closed,
         interactive=request.interactive,
         scope=conn.scope,
+        display=_display(request),
     )
     return credentials_reply(render(creds))
+
+
+def _display(request: CredentialsRequest | ExecRequest) -> ClientDisplay | None:
+    """The graphical session the client reported, if any."""
+    if request.display is None and request.wayland_display is None:
+        return None
+    return ClientDisplay(request.display or "", request.wayland_display or "")
 
 
 @handles(CredentialsRequest)

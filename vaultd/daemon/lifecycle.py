@@ -99,6 +99,7 @@ class Daemon:
             gate=parts.gate,
             codes=parts.codes,
             notify=parts.notify,
+            prompter=parts.prompter,
         )
         self.service = VaultService(
             profiles_from(settings),
@@ -112,6 +113,7 @@ class Daemon:
             out_of_band=settings.approval.out_of_band,
             approvers=lambda: len(self.subscribers),
             session_scopes=settings.approval.scope == "session",
+            prompt=settings.approval.prompt,
         )
         self.subscribers = Subscribers(self.service)
         self._uid = os.getuid()

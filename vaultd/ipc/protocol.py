@@ -15,7 +15,9 @@ integer) and over-long strings are all ``BAD_REQUEST``, and the message names th
 Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is accepted):
 
 - ``credentials``: ``profile`` (``^[A-Za-z0-9._-]{1,64}$``), optional ``interactive`` (bool: the
-  client can prompt on its terminal); judged as ``vaultd:GetCredentials``;
+  client can prompt on its terminal), optional ``display`` and ``wayland_display`` (the
+  client's ``DISPLAY`` (``aqua`` on macOS) and ``WAYLAND_DISPLAY``, sent by a client with no
+  terminal, ``^[A-Za-z0-9:._/-]{1,255}$``); judged as ``vaultd:GetCredentials``;
 - ``exec``: the same fields, for `vaultd exec`; judged as ``vaultd:Exec`` (the server derives
   the action from the op, never from a client field: ``docs/threat-model.md`` T33);
 - ``approvals``: no fields;
@@ -91,6 +93,8 @@ class CredentialsRequest:
     op: ClassVar[str] = "credentials"
     profile: str
     interactive: bool = False
+    display: str | None = None
+    wayland_display: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class ExecRequest:
     op: ClassVar[str] = "exec"
     profile: str
     interactive: bool = False
+    display: str | None = None
+    wayland_display: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +252,16 @@ class _Field:
 
 _PROFILE = _Field(str, pattern=PROFILE_RE)
 _ID = _Field(str, pattern=ID_RE)
+_DISPLAY = _Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:._/-]{1,255}"))
+_RELEASE = {
+    "profile": _PROFILE,
+    "interactive": _Field(bool, required=False),
+    "display": _DISPLAY,
+    "wayland_display": _DISPLAY,
+}
 _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
-    "credentials": (
-        CredentialsRequest,
-        {"profile": _PROFILE, "interactive": _Field(bool, required=False)},
-    ),
-    "exec": (ExecRequest, {"profile": _PROFILE, "interactive": _Field(bool, required=False)}),
+    "credentials": (CredentialsRequest, _RELEASE),
+    "exec": (ExecRequest, _RELEASE),
     "approvals": (ApprovalsRequest, {}),
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),

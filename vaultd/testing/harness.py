@@ -222,7 +222,8 @@ def create_installation(
         # terminal; pass extra={"approval": {"out_of_band": False}} to test the default.
         # Every harness client runs in a session of its own (no terminal), so the tests of
         # the cache use scope "user"; tests of approval scopes pass {"scope": "session"}.
-        "approval": {"out_of_band": True, "scope": "user"},
+        # No prompt dialog on a developer's desktop: tests of approval.prompt set it.
+        "approval": {"out_of_band": True, "scope": "user", "prompt": "terminal"},
         "profiles": {
             name: dict(p)
             for name, p in (

@@ -155,3 +155,11 @@ async def raw_exchange(path: Path, data: bytes, *, shut_write: bool = False) -> 
             while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), 10):
                 received += chunk
         return received
+
+
+@pytest.fixture(autouse=True)
+def no_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients start with no display (as here, unlike a desktop): a client without a terminal
+    sends its display, which the tests that check it set themselves."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -223,3 +223,33 @@ async def test_the_command_setup_writes_gets_the_credentials(
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert (proc.returncode, out, err) == (0, output, b"")
     assert recorder.requests == [CredentialsRequest(profile="-dev", interactive=False)]
+
+
+@pytest.mark.parametrize(
+    ("display", "wayland", "sent"),
+    [
+        (":3", "wayland-1", {"display": ":3", "wayland_display": "wayland-1"}),
+        ("localhost:10.0", None, {"display": "localhost:10.0"}),
+        (
+            ':0","interactive":true',
+            "/run/user/1000/wayland-0",
+            {"wayland_display": "/run/user/1000/wayland-0"},
+        ),  # a value the daemon would refuse is not sent
+    ],
+)
+async def test_a_client_without_a_terminal_sends_its_display(
+    sock_path: Path,
+    recorder: Any,
+    serve: Any,
+    output: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    display: str,
+    wayland: str | None,
+    sent: dict[str, str],
+) -> None:
+    monkeypatch.setenv("DISPLAY", display)
+    if wayland is not None:
+        monkeypatch.setenv("WAYLAND_DISPLAY", wayland)
+    async with serve(sock_path, recorder):
+        assert await run_credproc("--socket", str(sock_path), "dev") == (0, output, b"")
+    assert recorder.requests == [CredentialsRequest(profile="dev", interactive=False, **sent)]

@@ -269,3 +269,12 @@ def test_request_bodies_either_parse_or_raise_bad_request(obj: dict[str, object]
     for name, value in obj.items():
         if name not in ("v", "op"):
             assert getattr(request, name) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("display", ""), ("display", ':0"'), ("wayland_display", "w" * 256), ("display", 0)],
+)
+def test_a_bad_display_is_refused(name: str, value: object) -> None:
+    with pytest.raises(BadRequest, match=f"field '{name}'"):
+        decode_request(_req(op="credentials", profile="dev", **{name: value}))

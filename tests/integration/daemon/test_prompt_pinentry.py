@@ -1,0 +1,180 @@
+"""approval.prompt through a real daemon: a client with a display but no terminal is asked by
+pinentry (docs/threat-model.md T2).
+
+Real `vaultd serve` on a SoftHSM2 token, a real credential_process client in a session of its
+own (no terminal) with ``DISPLAY`` set, FakeSts.  The dialog is the real ``pinentry-curses``,
+standing in for the graphical flavours: a ``pinentry`` on the daemon's PATH that runs it on a
+tmux pane (``--ttyname``), where the test types the code with ``tmux send-keys`` as a person
+would.  A stand-in pinentry that answers garbage shows the failure path end to end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultd.testing.fake_sts import FakeSts
+from vaultd.testing.harness import Installation
+
+MakeVault = Callable[..., Installation]
+CODE = "493817"
+AUTO = {"approval": {"prompt": "auto", "out_of_band": False}}
+
+
+class Pane:
+    """A private tmux server whose one pane is the terminal pinentry-curses draws on."""
+
+    def __init__(self) -> None:
+        self.socket = f"vaultd-pin-{uuid.uuid4().hex[:12]}"
+        self.run("new-session", "-d", "-s", "pin", "-x", "100", "-y", "30", "sleep 600")
+        self.tty = self.run("display", "-p", "-t", "pin", "#{pane_tty}").strip()
+
+    def run(self, *args: str) -> str:
+        argv = ["tmux", "-L", self.socket, *args]
+        proc = subprocess.run(argv, capture_output=True, check=True, timeout=10)
+        return proc.stdout.decode(errors="replace")
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "pin")
+
+    def wait_for(self, text: str, wait: float = 20.0) -> str:
+        """Poll the pane until ``text`` shows (a guard against hangs, not a timing check)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
+
+
+@pytest.fixture
+def pane() -> Iterator[Pane]:
+    if shutil.which("tmux") is None or shutil.which("pinentry-curses") is None:
+        pytest.skip("needs tmux and pinentry-curses (apt-get install tmux pinentry-curses)")
+    server = Pane()
+    try:
+        yield server
+    finally:
+        subprocess.run(["tmux", "-L", server.socket, "kill-server"], capture_output=True)
+
+
+def put_on_path(monkeypatch: pytest.MonkeyPatch, bin_dir: Path, script: str) -> None:
+    """A ``pinentry`` on the daemon's PATH (the daemon inherits the test's environment)."""
+    bin_dir.mkdir()
+    pinentry = bin_dir / "pinentry"
+    pinentry.write_text(script)
+    pinentry.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
+
+
+def client(inst: Installation, *, display: bool = True) -> subprocess.Popen[bytes]:
+    """credential_process in a session of its own: no terminal; an X display unless told."""
+    env = {k: v for k, v in inst.env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if display:
+        env["DISPLAY"] = ":42"
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaultd", "credential-process", "dev"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    out, err = proc.communicate(timeout=40)  # a guard against a hang, not a timing check
+    return proc.returncode, out, err
+
+
+def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
+    make_vault: MakeVault,
+    fake_sts: FakeSts,
+    pane: Pane,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {pane.tty} --ttytype screen "$@"\n'
+    put_on_path(monkeypatch, tmp_path / "bin", wrapper)
+    inst = make_vault(extra=AUTO, start=False)
+    inst.start_daemon()
+    proc = client(inst)
+    screen = pane.wait_for("MFA code:")
+    assert "(pid " in screen and "profile dev" in screen and "Approve" in screen
+    pane.run("send-keys", "-t", "pin", CODE)
+    pane.run("send-keys", "-t", "pin", "Enter")
+    status, out, err = finish(proc)
+    assert status == 0, err.decode()
+    assert b'"AccessKeyId"' in out
+    (sts_call,) = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
+    assert sts_call.token_code == CODE
+
+
+def test_pinentry_curses_cancel_denies(
+    make_vault: MakeVault,
+    fake_sts: FakeSts,
+    pane: Pane,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {pane.tty} --ttytype screen "$@"\n'
+    put_on_path(monkeypatch, tmp_path / "bin", wrapper)
+    inst = make_vault(extra=AUTO, start=False)
+    inst.start_daemon()
+    proc = client(inst)
+    pane.wait_for("<Deny>")
+    for key in ("Tab", "Tab", "Enter"):  # past <OK> to <Deny>, and press it
+        pane.run("send-keys", "-t", "pin", key)
+    status, out, err = finish(proc)
+    assert (status, out) == (1, b"")
+    assert err.startswith(b"vaultd: DENIED:") and err.count(b"\n") == 1
+    assert fake_sts.calls("GetSessionToken") == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ("#!/bin/sh\necho 'OK hi'\nread x\necho 'what is this'\n", b"PROMPT_FAILED"),
+        ("#!/bin/sh\nexit 4\n", b"PROMPT_FAILED"),
+        (
+            "#!/bin/sh\necho OK\nwhile read c; do case $c in GETPIN) echo 'D 12ab'; echo OK;; "
+            "*) echo OK;; esac; done\n",
+            b"CODE_MALFORMED",
+        ),
+    ],
+    ids=["garbage", "dies", "not-6-digits"],
+)
+def test_a_broken_pinentry_is_one_clear_error_and_nothing_released(
+    make_vault: MakeVault,
+    fake_sts: FakeSts,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    script: str,
+    error: bytes,
+) -> None:
+    put_on_path(monkeypatch, tmp_path / "bin", script)
+    inst = make_vault(extra=AUTO, start=False)
+    inst.start_daemon()
+    status, out, err = finish(client(inst))
+    assert (status, out) == (1, b"")
+    assert err.startswith(b"vaultd: " + error + b":") and err.count(b"\n") == 1
+    assert fake_sts.calls("GetSessionToken") == 0
+    assert inst.vaultd("approvals", "--json").stdout.strip() == b"[]"
+
+
+def test_no_display_still_fails_fast_with_approval_unavailable(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault(extra=AUTO)
+    status, out, err = finish(client(inst, display=False))
+    assert (status, out) == (1, b"")
+    assert err.startswith(b"vaultd: APPROVAL_UNAVAILABLE:")
+    assert fake_sts.calls() == 0
