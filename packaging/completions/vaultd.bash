@@ -7,7 +7,7 @@ _vaultd() {
         return
     fi
     case "${COMP_WORDS[1]}" in
-        init) words="--help --module --pin-source --token" ;;
+        init) words="--help --management-key-stdin --module --pin-source --token" ;;
         pin) words="--help file store" ;;
         add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;

@@ -6,7 +6,7 @@ if (( CURRENT == 2 )); then
 fi
 local -a opts live
 case $words[2] in
-    init) opts=(--help --module --pin-source --token) ;;
+    init) opts=(--help --management-key-stdin --module --pin-source --token) ;;
     pin) opts=(--help file store) ;;
     add) opts=(--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root) ;;
     list) opts=(--help --json) ;;

@@ -25,7 +25,30 @@ def add_parser(sub: Subparsers) -> None:
         "--pin-source",
         help="first run: keyring, file:/absolute/path or prompt (else the keyring when usable)",
     )
+    p.add_argument(
+        "--management-key-stdin",
+        action="store_true",
+        help="PIV card: read the management key (hex) from stdin to generate keys; else the "
+        "factory default is tried, with a warning",
+    )
     p.set_defaults(func=run)
+
+
+def _management_key() -> bytes:
+    """The PIV management key from one line of stdin: 24 bytes (3DES) in hex."""
+    from vaultd.errors import ConfigError
+
+    text = sys.stdin.readline().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 24:
+        raise ConfigError(
+            "--management-key-stdin wants the PIV management key as 48 hex digits (3DES, as "
+            "ykcs11 takes it) on one line of stdin"
+        )
+    return key
 
 
 def _first_run(args: argparse.Namespace) -> int:
@@ -70,6 +93,16 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
         f"token {token_label!r}: key {key_label!r} ready (token ECDH: P-256, sensitive, never "
         f"extractable; {key.key_id}; audit: {info.get('audit')})"
     )
+    from vaultd.keys.ecdh import EcdhTokenKey
+
+    for slot in key.generated if isinstance(key, EcdhTokenKey) else ():
+        text += f"\ngenerated a P-256 key in PIV {slot}"
+        if "factory default" in slot:
+            text += (
+                "\nWARNING: the card still has the factory default management key, which anyone "
+                "can use to replace its keys: change it (`ykman piv access "
+                "change-management-key --protect`)"
+            )
     if not info.get("rollback_protection"):
         text += (
             "\nWARNING: this token keeps no data objects, so rollback protection is unavailable "
@@ -99,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             f'pin_source = "{default_pin_file(default_config_path())}" in [pkcs11] and run '
             '`vaultd pin file PATH`, or pin_source = "prompt"'
         )
-    with opened_vault(cfg, create_key=True) as vault:
+    management_key = _management_key() if args.management_key_stdin else None
+    with opened_vault(cfg, create_key=True, management_key=management_key) as vault:
         created = not vault.store.exists()
         if created:
             vault.store.initialize()

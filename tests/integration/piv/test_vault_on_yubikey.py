@@ -1,0 +1,100 @@
+"""A vault sealed by the emulated YubiKey through Yubico's unchanged ykcs11 (issue 14).
+
+`vaultd init` generates the vault key (slot 82) and the audit key (9a) with the factory default
+management key; `vaultd add`, `vaultd serve` and the real AWS CLI through credential_process with
+an approval (FakeSts); `vaultd doctor` says rollback protection is unavailable. The card is
+fresh for this module (see conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultd.testing.fake_sts import FakeSts
+from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.pcsc import PivStack
+from vaultd.testing.softhsm import SoftHsmToken
+
+from .conftest import PIN, SO_PIN
+
+ACCESS_KEY_ID = "AKIACANARY0000000001"
+SECRET = "CanarySecretKey0000000000000000000000001"
+
+
+def _card_token(stack: PivStack, root: Path) -> SoftHsmToken:
+    """The card as the harness's token: ykcs11's module path and token label, the card PIN."""
+    assert stack.ykcs11 is not None
+    label = f"YubiKey PIV #{stack.card.state().serial}"
+    return SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
+
+
+@pytest.fixture(scope="module")
+def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    """`vaultd init` on the fresh card, one key pair added; the daemon not started."""
+    root = tmp_path_factory.mktemp("yk-vault")
+    with FakeSts() as sts:
+        inst = create_installation(
+            root, sts_url=sts.url, token=_card_token(stack, root), extra={"pkcs11": {}}
+        )
+        inst.add_key_pair("dev", ACCESS_KEY_ID, SECRET)
+        with inst:
+            yield inst
+
+
+def test_init_generated_both_keys_with_the_default_management_key(
+    stack: PivStack, vault: Installation
+) -> None:
+    keys = stack.card.state().keys
+    assert {f"{slot:02x}" for slot in keys} >= {"82", "9a"}
+    store = json.loads((vault.data_dir / "store.vault").read_bytes().partition(b"\n")[2])
+    assert store["key_id"].startswith("ecdh-p256:")
+    again = vault.vaultd("init")  # finds the keys now: nothing generated, no warning
+    assert b"generated" not in again.stdout and b"store present" in again.stdout
+
+
+def test_the_aws_cli_gets_credentials_through_the_yubikey(vault: Installation) -> None:
+    vault.start_daemon()
+    aws = [sys.executable, "-m", "awscli", "sts", "get-caller-identity", "--profile", "admin"]
+    proc = subprocess.Popen(
+        aws, env=vault.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    approve_pending(vault, "909090", profile="admin")
+    out, err = proc.communicate(timeout=60)  # a guard against a hang, not a timing check
+    assert proc.returncode == 0, err
+    assert json.loads(out)["Account"] == "123456789012"
+    assert SECRET.encode() not in out + err
+    vault.stop_daemon()
+    doctor = vault.vaultd("doctor", check=False).stdout.decode()
+    assert "scheme token ECDH (ecdh-p256:" in doctor
+    assert "rollback protection is unavailable" in doctor
+    assert vault.vaultd("audit", "verify", check=False).returncode == 0
+
+
+def _with_empty_vault_slot(vault: Installation) -> None:
+    vault.config["pkcs11"]["piv_slot"] = "8f"
+    vault.write_config()
+
+
+def test_a_wrong_or_malformed_management_key_generates_nothing(
+    stack: PivStack, vault: Installation
+) -> None:
+    _with_empty_vault_slot(vault)
+    try:
+        for given, says in (
+            (b"00" * 24 + b"\n", b"the card refused the management key"),
+            (b"not hex\n", b"48 hex digits"),
+            (b"0102\n", b"48 hex digits"),
+        ):
+            refused = vault.vaultd("init", "--management-key-stdin", input=given, check=False)
+            assert refused.returncode != 0
+            assert says in refused.stderr and len(refused.stderr.splitlines()) == 1
+            assert 0x8F not in stack.card.state().keys
+    finally:
+        vault.config["pkcs11"].pop("piv_slot")
+        vault.write_config()
