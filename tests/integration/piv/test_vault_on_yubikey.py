@@ -2,7 +2,8 @@
 
 `vaultd init` generates the vault key (slot 82) and the audit key (9a) with the factory default
 management key; `vaultd add`, `vaultd serve` and the real AWS CLI through credential_process with
-an approval (FakeSts); `vaultd doctor` says rollback protection is unavailable. The card is
+an approval (FakeSts); `vaultd doctor` says rollback protection is unavailable; the card
+removed mid-run seals the daemon and releases nothing. The card is
 fresh for this module (see conftest).
 """
 
@@ -98,3 +99,26 @@ def test_a_wrong_or_malformed_management_key_generates_nothing(
     finally:
         vault.config["pkcs11"].pop("piv_slot")
         vault.write_config()
+
+
+def test_the_card_removed_mid_run_seals_and_releases_nothing(
+    stack: PivStack, vault: Installation
+) -> None:
+    """Last in this module: the card process cannot come back once stopped."""
+    vault.start_daemon()  # a new daemon: no session cached, so the release opens the record
+    assert b"unsealed" in vault.vaultd("status").stdout
+    stack.card.stop()  # the YubiKey leaves the reader
+    client = subprocess.Popen(
+        [sys.executable, "-m", "vaultd", "credential-process", "dev"],
+        env=vault.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # The request's audit record is the first token call (signed by the 9a key): it fails, the
+    # daemon seals, and the request is refused before any approval is asked for.
+    out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
+    assert client.returncode != 0 and out == b""
+    assert len(err.strip().splitlines()) == 1, err
+    assert b"nothing was released" in err and SECRET.encode() not in err
+    assert b"SEALED" in vault.vaultd("status", check=False).stdout
