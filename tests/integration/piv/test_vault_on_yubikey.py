@@ -3,8 +3,7 @@
 `vaultd init` generates the vault key (slot 82) and the audit key (9a) with the factory default
 management key; `vaultd add`, `vaultd serve` and the real AWS CLI through credential_process with
 an approval (FakeSts); `vaultd doctor` says rollback protection is unavailable; the card
-removed mid-run seals the daemon and releases nothing. The card is
-fresh for this module (see conftest).
+removed mid-run seals the daemon and releases nothing. The card is fresh for this module.
 """
 
 from __future__ import annotations
