@@ -83,6 +83,8 @@ def _unconfigured() -> bool:
 
 def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
     """What init made: the scheme, and what this token cannot do (SECURITY.md)."""
+    from vaultd.keys.ecdh import EcdhTokenKey
+
     info = key.inspect()
     if info.get("scheme") != "ecdh-p256":
         return (
@@ -90,19 +92,12 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
             "extractable)"
         )
     text = (
-        f"token {token_label!r}: key {key_label!r} ready (token ECDH: P-256, sensitive, never "
+        f"token {token_label!r}: key {info.get('key_label')!r} ready (token ECDH: P-256, "
+        "sensitive, never "
         f"extractable; {key.key_id}; audit: {info.get('audit')})"
     )
-    from vaultd.keys.ecdh import EcdhTokenKey
-
-    for slot in key.generated if isinstance(key, EcdhTokenKey) else ():
-        text += f"\ngenerated a P-256 key in PIV {slot}"
-        if "factory default" in slot:
-            text += (
-                "\nWARNING: the card still has the factory default management key, which anyone "
-                "can use to replace its keys: change it (`ykman piv access "
-                "change-management-key --protect`)"
-            )
+    for note in key.notes if isinstance(key, EcdhTokenKey) else ():
+        text += f"\n{note}"
     if not info.get("rollback_protection"):
         text += (
             "\nWARNING: this token keeps no data objects, so rollback protection is unavailable "

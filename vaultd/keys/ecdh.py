@@ -225,8 +225,8 @@ class EcdhTokenKey:
         self._key_label = key_label
         self._key_id = key_id_for(point)
         self._lock = threading.Lock()
-        self.generated: list[str] = []
-        """The PIV slots :meth:`open` generated keys in, and with which management key."""
+        self.notes: list[str] = []
+        """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
 
     @classmethod
     def open(
@@ -251,9 +251,9 @@ class EcdhTokenKey:
 
         On a PIV card (:mod:`vaultd.keys.piv`) the keys are those in ``piv_slots`` (vault,
         audit), found by CKA_ID; ``create_key`` generates a missing one with ``management_key``
-        (the factory default when ``None``), recorded in :attr:`generated`.
+        (the factory default when ``None``), recorded in :attr:`notes`.
         """
-        generated = (
+        notes = (
             _generate_piv(module_path, token_label, piv_slots, management_key) if create_key else []
         )
         lib, token, session = login_session(
@@ -276,7 +276,7 @@ class EcdhTokenKey:
         state = _Open(session, private_key, audit_key, anchored)
         shown = f"PIV slot {piv_slots[0]}" if piv.is_piv(token) else key_label
         key = cls(lib=lib, token=token, state=state, point=point, key_label=shown)
-        key.generated = generated
+        key.notes = notes
         return key
 
     @property
@@ -559,19 +559,34 @@ def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
 def _generate_piv(
     module_path: str, token_label: str, slots: tuple[str, str], management_key: bytes | None
 ) -> list[str]:
-    """On a PIV card, generate the keys missing from ``slots``; what was generated, in words."""
+    """On a PIV card, generate the keys missing from ``slots`` and have the card's Key History
+    count them (for OpenSC); what was done, in words."""
     import pkcs11
 
+    key = management_key or piv.DEFAULT_MANAGEMENT_KEY
     with _translated("generating the PIV keys"):
         lib = pkcs11.lib(module_path)
         token = _find_token(lib, token_label, module_path)
         if not piv.is_piv(token):
             return []
+        reader = token.slot.slot_description
         missing = piv.missing_slots(token, slots)
-        if missing:
-            piv.generate(lib, token_label, missing, management_key or piv.DEFAULT_MANAGEMENT_KEY)
-    default = " with the factory default management key" if management_key is None else ""
-    return [f"slot {slot}{default}" for slot in missing]
+        if not missing:
+            return []
+        piv.generate(lib, token_label, missing, key)
+    notes = [f"generated a P-256 key in PIV slot {slot}" for slot in missing]
+    if management_key is None:
+        notes.append(
+            "WARNING: the card still has the factory default management key, which anyone can "
+            "use to replace its keys: change it (`ykman piv access change-management-key "
+            "--protect`)"
+        )
+    if not piv.count_retired_keys(reader, list(slots), key):
+        notes.append(
+            "WARNING: the card's Key History object could not be written (install vaultd"
+            "[yubikey]), so OpenSC will not list the retired slot; ykcs11 works without it"
+        )
+    return notes
 
 
 def _find_piv_keys(session: Session, slots: tuple[str, str]) -> tuple[Any, bytes, _Audit]:

@@ -10,6 +10,10 @@ card.  The audit key defaults to 9a because OpenSC offers retired EC keys for de
 ykcs11 generates a key at SO login, whose PIN is the management key in hex; it refuses SO login
 while any read-only session is open in the process, so the module is reinitialised around it.
 Debian's ykcs11 2.2 sends no PIN or touch policy: the card's defaults apply.
+
+ykcs11 writes a certificate with each key it generates, but OpenSC lists a retired slot only
+when the Key History object (5FC10C) counts it, and no PKCS#11 module writes that object: with
+yubikit (the ``yubikey`` extra) :func:`count_retired_keys` writes it with the management key.
 """
 
 from __future__ import annotations
@@ -85,3 +89,46 @@ def generate(lib: Pkcs11Lib, token_label: str, slots: list[str], management_key:
                 store=True,
             )
     lib.reinitialize()
+
+
+def _retired_index(slot: str) -> int:
+    """1 for slot 82 .. 20 for slot 95; 0 for 9a, 9c, 9d, 9e."""
+    return 0 if slot in _NAMED else int(slot, 16) - 0x81
+
+
+def count_retired_keys(reader: str, slots: list[str], management_key: bytes) -> bool:
+    """Make the Key History object of the card in ``reader`` count the retired ``slots``.
+
+    Keeps a larger count already there. False when yubikit (the ``yubikey`` extra) is not
+    installed or no PC/SC reader has that name; OpenSC then does not list those slots.
+    """
+    needed = max(map(_retired_index, slots), default=0)
+    if not needed:
+        return True
+    try:
+        from smartcard.System import readers  # type: ignore[import-untyped]
+        from ykman.pcsc import ScardSmartCardConnection
+        from yubikit.core import Tlv
+        from yubikit.core.smartcard import ApduError
+        from yubikit.piv import OBJECT_ID, PivSession
+    except ImportError:
+        return False
+    found = [r for r in readers() if str(r) == reader.strip()]
+    if not found:
+        return False
+    connection = found[0].createConnection()
+    connection.connect()
+    try:
+        session = PivSession(ScardSmartCardConnection(connection))  # type: ignore[no-untyped-call]
+        try:
+            counted = Tlv.parse_dict(session.get_object(OBJECT_ID.KEY_HISTORY)).get(0xC1, b"\0")
+        except ApduError:  # no such object yet
+            counted = b"\0"
+        if counted[0] < needed:
+            session.authenticate(management_key)
+            history = Tlv(0xC1, bytes([needed])) + Tlv(0xC2, b"\0") + Tlv(0xFE, b"")
+            session.put_object(OBJECT_ID.KEY_HISTORY, history)
+    finally:
+        connection.disconnect()
+        connection.release()
+    return True

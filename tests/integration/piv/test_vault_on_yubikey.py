@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pkcs11
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts
@@ -97,6 +98,38 @@ def test_a_wrong_or_malformed_management_key_generates_nothing(
             assert 0x8F not in stack.card.state().keys
     finally:
         vault.config["pkcs11"].pop("piv_slot")
+        vault.write_config()
+
+
+def test_the_same_store_serves_through_opensc(stack: PivStack, vault: Installation) -> None:
+    """Records are bound to the card's public key, not to the module that reaches it."""
+    assert stack.opensc is not None
+    history = stack.card.state().objects[0x5FC10C]
+    assert history.startswith("53") and "c10101" in history.lower()  # init counted slot 82
+    lib = pkcs11.lib(str(stack.opensc))
+    lib.reinitialize()  # OpenSC reads the card's objects once, at C_Initialize
+    (opensc_label,) = [t.label for t in lib.get_tokens()]
+    pkcs11_config = dict(vault.config["pkcs11"])
+    vault.config["pkcs11"].update(module=str(stack.opensc), token_label=opensc_label)
+    vault.write_config()
+    try:
+        vault.start_daemon()
+        client = subprocess.Popen(
+            [sys.executable, "-m", "vaultd", "credential-process", "dev"],
+            env=vault.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        approve_pending(vault, "343434", profile="dev")
+        out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
+        assert client.returncode == 0, err
+        assert json.loads(out)["AccessKeyId"]
+        vault.stop_daemon()
+        assert vault.vaultd("audit", "verify", check=False).returncode == 0
+    finally:
+        vault.stop_daemon()
+        vault.config["pkcs11"] = pkcs11_config
         vault.write_config()
 
 
