@@ -393,22 +393,36 @@ _EC_POLICY: Final = (
 _EC_EXPECTED: Final = (True, True, True, False, True, True)
 
 
+_NO_TOUCH: Final = (
+    "the token refused the ECDH of a record open (FunctionFailed), as a YubiKey does when its key "
+    "wants a touch (touch policy always or cached) and none came in time; nothing was opened: "
+    "touch the key when it blinks and retry"
+)
+
+
 def _derive(private_key: Any, ephemeral: bytes) -> bytes:
     """ECDH with CKD_NULL in the token; the shared X coordinate, its session object destroyed.
 
     ykcs11 reports CKA_DERIVE=false, so python-pkcs11 attaches no ``derive_key``: call the
-    mixin's method directly.
+    mixin's method directly. A touch that never comes is ykcs11's FunctionFailed (card 69 82).
     """
-    derived = DeriveMixin.derive_key(
-        private_key,
-        KeyType.GENERIC_SECRET,
-        _SECRET_LEN * 8,
-        store=False,
-        capabilities=MechanismFlag(0),
-        mechanism=Mechanism.ECDH1_DERIVE,
-        mechanism_param=(KDF.NULL, None, ephemeral),
-        template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
-    )
+    try:
+        derived = DeriveMixin.derive_key(
+            private_key,
+            KeyType.GENERIC_SECRET,
+            _SECRET_LEN * 8,
+            store=False,
+            capabilities=MechanismFlag(0),
+            mechanism=Mechanism.ECDH1_DERIVE,
+            mechanism_param=(KDF.NULL, None, ephemeral),
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+            },
+        )
+    except pkerr.FunctionFailed:
+        raise HsmError(_NO_TOUCH) from None
     try:
         secret = bytes(derived[Attribute.VALUE])
     finally:

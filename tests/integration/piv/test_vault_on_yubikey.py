@@ -16,13 +16,17 @@ from pathlib import Path
 
 import pkcs11
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
+from vaultd.errors import HsmError
+from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, create_installation
 from vaultd.testing.pcsc import PivStack
 from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN
+from .conftest import PIN, SO_PIN, _certificate, piv_session
 
 ACCESS_KEY_ID = "AKIACANARY0000000001"
 SECRET = "CanarySecretKey0000000000000000000000001"
@@ -131,6 +135,36 @@ def test_the_same_store_serves_through_opensc(stack: PivStack, vault: Installati
         vault.stop_daemon()
         vault.config["pkcs11"] = pkcs11_config
         vault.write_config()
+
+
+def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
+    """A key made with yubikit with touch policy "always" (ykcs11 2.2 cannot set a policy)."""
+    with piv_session(stack) as piv:
+        piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+        public = piv.generate_key(
+            SLOT.RETIRED3, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS
+        )
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        piv.put_certificate(SLOT.RETIRED3, _certificate(public, "vaultd touch"))  # ykcs11 lists it
+    assert stack.ykcs11 is not None
+    card = _card_token(stack, Path("/nonexistent"))
+    module, label = card.module_path, card.label
+    pkcs11.lib(module).reinitialize()
+    key = EcdhTokenKey.open(module, label, "unused", PIN, piv_slots=("84", "9a"))
+    try:
+        iv, aad = key.random(12), b"record"
+        body = key.encrypt(iv, b"touch-me", aad)  # sealing needs no touch
+        stack.card.touch_comes = False
+        with pytest.raises(HsmError, match="touch the key when it blinks"):
+            key.decrypt(iv, body, aad)  # the card gives up after its touch timeout (0.3 s here)
+        assert not key.sealed  # a missing touch is no lost token
+        stack.card.touch_comes = True
+        touches = stack.card.touches
+        assert key.decrypt(iv, body, aad) == b"touch-me"
+        assert stack.card.touches == touches + 1
+    finally:
+        stack.card.touch_comes = True
+        key.close()
 
 
 def test_the_card_removed_mid_run_seals_and_releases_nothing(
