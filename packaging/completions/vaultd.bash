@@ -38,7 +38,7 @@ _vaultd() {
         config-reference) words="--help" ;;
         completion) words="--help" ;;
         doctor) words="--help --try-pin" ;;
-        demo) words="--help --keep" ;;
+        demo) words="--help --keep --yubikey" ;;
         *) words="" ;;
     esac
     if [[ "$cur" == -* ]]; then

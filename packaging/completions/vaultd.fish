@@ -82,3 +82,4 @@ complete -c vaultd -n '__fish_seen_subcommand_from doctor' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from doctor' -l try-pin
 complete -c vaultd -n '__fish_seen_subcommand_from demo' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from demo' -l keep
+complete -c vaultd -n '__fish_seen_subcommand_from demo' -l yubikey

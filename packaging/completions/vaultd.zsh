@@ -37,7 +37,7 @@ case $words[2] in
     config-reference) opts=(--help) ;;
     completion) opts=(--help) ;;
     doctor) opts=(--help --try-pin) ;;
-    demo) opts=(--help --keep) ;;
+    demo) opts=(--help --keep --yubikey) ;;
 esac
 if [[ $PREFIX == -* ]]; then
   compadd -a opts

@@ -18,6 +18,8 @@ yubikit (the ``yubikey`` extra) :func:`count_retired_keys` writes it with the ma
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Token
@@ -28,6 +30,7 @@ from vaultd.errors import HsmError
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib
+    from yubikit.piv import PivSession
 
 DEFAULT_MANAGEMENT_KEY: Final = bytes.fromhex("010203040506070801020304050607080102030405060708")
 """The factory default PIV management key (3DES): anyone may use it, change it."""
@@ -106,20 +109,14 @@ def count_retired_keys(reader: str, slots: list[str], management_key: bytes) -> 
     if not needed:
         return True
     try:
-        from smartcard.System import readers  # type: ignore[import-untyped]
-        from ykman.pcsc import ScardSmartCardConnection
         from yubikit.core import Tlv
         from yubikit.core.smartcard import ApduError
-        from yubikit.piv import OBJECT_ID, PivSession
+        from yubikit.piv import OBJECT_ID
     except ImportError:
         return False
-    found = [r for r in readers() if str(r) == reader.strip()]
-    if not found:
-        return False
-    connection = found[0].createConnection()
-    connection.connect()
-    try:
-        session = PivSession(ScardSmartCardConnection(connection))  # type: ignore[no-untyped-call]
+    with yubikit_session(reader) as session:
+        if session is None:
+            return False
         try:
             counted = Tlv.parse_dict(session.get_object(OBJECT_ID.KEY_HISTORY)).get(0xC1, b"\0")
         except ApduError:  # no such object yet
@@ -128,7 +125,28 @@ def count_retired_keys(reader: str, slots: list[str], management_key: bytes) -> 
             session.authenticate(management_key)
             history = Tlv(0xC1, bytes([needed])) + Tlv(0xC2, b"\0") + Tlv(0xFE, b"")
             session.put_object(OBJECT_ID.KEY_HISTORY, history)
+    return True
+
+
+@contextmanager
+def yubikit_session(reader: str) -> Iterator[PivSession | None]:
+    """yubikit's PivSession on the card in PC/SC ``reader``; None without yubikit (the
+    ``yubikey`` extra) or without such a reader."""
+    try:
+        from smartcard.System import readers  # type: ignore[import-untyped]
+        from ykman.pcsc import ScardSmartCardConnection
+        from yubikit.piv import PivSession
+    except ImportError:
+        yield None
+        return
+    found = [r for r in readers() if str(r) == reader.strip()]
+    if not found:
+        yield None
+        return
+    connection = found[0].createConnection()
+    connection.connect()
+    try:
+        yield PivSession(ScardSmartCardConnection(connection))  # type: ignore[no-untyped-call]
     finally:
         connection.disconnect()
         connection.release()
-    return True
