@@ -1,4 +1,4 @@
-"""A record open per sealing scheme on two SoftHSM2 tokens of one module, side by side (issue 14).
+"""A record open per sealing scheme, on SoftHSM2 and on the emulated YubiKey (issue 14).
 
 Each variant opens the same kind of 200-byte record through ``vaultd.core.envelope.unseal``
 (parse, AAD, key checks) with the record sealed once beforehand; the variants run in
@@ -7,7 +7,13 @@ interleaved batches and the median batch rate is reported, with ratios to token 
 - ``token AEAD`` : ``TokenKey``: AES-256-GCM decrypt inside the token;
 - ``token ECDH`` : ``EcdhTokenKey``: one C_DeriveKey(ECDH1_DERIVE, CKD_NULL) in the token, the
   secret read and its session object destroyed, HKDF-SHA256 and AES-256-GCM on the host;
-- ``ECDH seal``  : sealing under token ECDH (host only: ephemeral key pair, ECDH, HKDF, GCM).
+- ``ECDH seal``  : sealing under token ECDH (host only: ephemeral key pair, ECDH, HKDF, GCM);
+- ``ECDH ykcs11`` / ``ECDH OpenSC`` : token ECDH on the emulated YubiKey (slot 82, touch never)
+  behind a private pcscd, through Yubico's ykcs11 and OpenSC's PIV driver, one module at a
+  time (not interleaved: each module's SELECT would reset the other's PIN state).  The card is
+  a Python emulator over vpcd, so these say what the modules and PC/SC cost, not a real card.
+
+The SoftHSM2 variants run in interleaved batches; the card variants in their own rounds.
 
     python bench/scheme_open.py [--quick]
 """
@@ -21,12 +27,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pkcs11
 from _common import median, parse_quick, table
 
 from vaultd.core import envelope
 from vaultd.core.ports import KeyWrapper
 from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.keys.pkcs11 import TokenKey
+from vaultd.testing.pcsc import find_opensc_pkcs11, find_ykcs11, missing_parts, piv_stack
+from vaultd.testing.piv_card import DEFAULT_PIN
 from vaultd.testing.softhsm import create_token
 
 RECORD = os.urandom(200)
@@ -57,9 +66,35 @@ def _rate(op: Callable[[], None], count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
+def _card_rates(tmp: Path, rounds: int, batch: int) -> dict[str, list[float]]:
+    """Median-ready rates of a token ECDH open on the emulated card, per module."""
+    if missing_parts() or find_ykcs11() is None or find_opensc_pkcs11() is None:
+        print("(no PIV stack here: pcscd, vsmartcard-vpcd, ykcs11, opensc; card rows skipped)")
+        return {}
+    rates: dict[str, list[float]] = {}
+    with piv_stack(tmp / "pcsc", tmp / "card.json") as stack:
+        ykcs11 = str(stack.ykcs11)
+        label = f"YubiKey PIV #{stack.card.state().serial}"
+        # init's path: ykcs11 generates slots 82 and 9a, yubikit writes the Key History
+        EcdhTokenKey.open(ykcs11, label, "-", DEFAULT_PIN, create_key=True).close()
+        for name, module in (("ECDH ykcs11", ykcs11), ("ECDH OpenSC", str(stack.opensc))):
+            lib = pkcs11.lib(module)
+            lib.reinitialize()
+            (token_label,) = [t.label for t in lib.get_tokens()]
+            key = EcdhTokenKey.open(module, token_label, "-", DEFAULT_PIN)
+            try:
+                op = _opener(key)
+                _rate(op, 2)  # warm up
+                rates[name] = [_rate(op, batch) for _ in range(rounds)]
+            finally:
+                key.close()
+    return rates
+
+
 def main() -> int:
     quick = parse_quick(__doc__ or "")
     rounds, batch = (2, 20) if quick else (15, 300)
+    card_rounds, card_batch = (2, 5) if quick else (5, 40)
     with tempfile.TemporaryDirectory(prefix="vaultd-bench-schemes-") as tmp:
         token = create_token(Path(tmp), label="bench-aead")
         second = create_token(Path(tmp), label="bench-ecdh")  # one login per token
@@ -82,13 +117,17 @@ def main() -> int:
         finally:
             aead.close()
             ecdh.close()
+        rates.update(_card_rates(Path(tmp), card_rounds, card_batch))
     med = {name: median(r) for name, r in rates.items()}
     base = med["token AEAD"]
     rows = [
         (name, f"{med[name]:,.0f}", f"{1e3 / med[name]:.3f}", f"{base / med[name]:.1f}x")
-        for name in variants
+        for name in med
     ]
-    print(f"a 200-byte record, SoftHSM2: {rounds} interleaved rounds of {batch}\n")
+    print(
+        f"a 200-byte record, SoftHSM2: {rounds} interleaved rounds of {batch}; emulated card: "
+        f"{card_rounds} rounds of {card_batch} per module\n"
+    )
     print(table(["variant", "ops/s", "ms/op", "time vs token AEAD open"], rows))
     print(
         f"\nsummary: a token ECDH open takes {base / med['token ECDH']:.1f}x the time of a token "

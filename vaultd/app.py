@@ -123,8 +123,12 @@ def open_token(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
+    management_key: bytes | None = None,
 ) -> SealingKey:
     """Log in to the token and check its vault key, under ``pkcs11.scheme``.
+
+    On a PIV card, ``create_key`` generates missing keys with ``management_key`` (the factory
+    default when ``None``).
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
     person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
@@ -139,6 +143,8 @@ def open_token(
         scheme=settings.pkcs11.scheme,
         create_key=create_key,
         confirm_final_try=confirm_final_try,
+        piv_slots=(settings.pkcs11.piv_slot, settings.pkcs11.piv_audit_slot),
+        management_key=management_key,
     )
 
 
@@ -148,6 +154,7 @@ def open_key(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
+    management_key: bytes | None = None,
 ) -> SealingKey:
     """The vault key ``keystore`` names: the token (logged in with ``pin``) or a key store.
 
@@ -155,7 +162,13 @@ def open_key(
     whatever ``create_key``.
     """
     if uses_token(settings):
-        return open_token(settings, pin, create_key=create_key, confirm_final_try=confirm_final_try)
+        return open_token(
+            settings,
+            pin,
+            create_key=create_key,
+            confirm_final_try=confirm_final_try,
+            management_key=management_key,
+        )
     return open_keystore(settings)
 
 
@@ -223,7 +236,9 @@ class OpenStore:
 
 
 @contextmanager
-def opened_vault(settings: Settings, *, create_key: bool = False) -> Iterator[OpenStore]:
+def opened_vault(
+    settings: Settings, *, create_key: bool = False, management_key: bytes | None = None
+) -> Iterator[OpenStore]:
     """Read the PIN, log in, open the store; log out and wipe the PIN afterwards.
 
     A key store plugin needs no PIN and no module.  No store lock is held across the ``with``
@@ -234,7 +249,7 @@ def opened_vault(settings: Settings, *, create_key: bool = False) -> Iterator[Op
         module_path(settings)  # refuse a bad module before asking for a PIN
         pin = read_pin(settings)
     try:
-        token = open_key(settings, pin, create_key=create_key)
+        token = open_key(settings, pin, create_key=create_key, management_key=management_key)
     finally:
         pin[:] = bytes(len(pin))
     try:

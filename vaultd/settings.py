@@ -64,6 +64,10 @@ def default_socket() -> Path:
     return Path(f"/tmp/vaultd-{os.getuid()}") / "vaultd.sock"  # noqa: S108 - private 0700 dir
 
 
+PIV_SLOT_RE = r"^(9[acde]|8[2-9a-f]|9[0-5])$"
+"""A PIV key slot as ``ykman`` names it: 9a, 9c, 9d, 9e or a retired slot 82..95."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -87,6 +91,18 @@ class Pkcs11Settings(_Section):
     """How records are sealed: `aead` (AES-256-GCM inside the token), `ecdh` (a P-256 token
     key; the KDF and AES-GCM run on the host) or `auto` (the token's ECDH key if present, else
     probed: `aead` where the token has AES-GCM, HMAC and data objects). SECURITY.md compares."""
+    piv_slot: str = Field("82", pattern=PIV_SLOT_RE)
+    """On a PIV card (YubiKey through ykcs11, OpenSC's PIV driver): the slot of the vault's
+    P-256 key (retired slot 82 by default); `vaultd init` generates it when empty."""
+    piv_audit_slot: str = Field("9a", pattern=PIV_SLOT_RE)
+    """On a PIV card: the slot of the key that signs audit batches (9a by default: OpenSC lets
+    retired keys derive but not sign); `vaultd init` generates it when empty."""
+
+    @model_validator(mode="after")
+    def _distinct_piv_slots(self) -> Pkcs11Settings:
+        if self.piv_slot == self.piv_audit_slot:
+            raise ValueError("piv_slot and piv_audit_slot must name two different slots")
+        return self
 
     @field_validator("pin_source")
     @classmethod

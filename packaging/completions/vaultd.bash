@@ -7,7 +7,7 @@ _vaultd() {
         return
     fi
     case "${COMP_WORDS[1]}" in
-        init) words="--help --module --no-backup --pin-source --token" ;;
+        init) words="--help --management-key-stdin --module --no-backup --pin-source --token" ;;
         pin) words="--help file store" ;;
         add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;
@@ -40,7 +40,7 @@ _vaultd() {
         config-reference) words="--help" ;;
         completion) words="--help" ;;
         doctor) words="--help --try-pin" ;;
-        demo) words="--help --keep" ;;
+        demo) words="--help --keep --yubikey" ;;
         *) words="" ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -2,6 +2,7 @@
 complete -c vaultd -f -n __fish_use_subcommand -a 'init pin add list remove keys rekey serve credential-process approvals approve deny status lock unlock clear exec export import login fido2 mfa break-glass tui policy audit rotate report setup plugins config-reference completion doctor demo'
 complete -c vaultd -f -n 'not __fish_use_subcommand' -a '(vaultd __complete (commandline -opc)[2..-1] "$(commandline -ct)" 2>/dev/null)'
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l help
+complete -c vaultd -n '__fish_seen_subcommand_from init' -l management-key-stdin
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l module
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l no-backup
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l pin-source
@@ -88,3 +89,4 @@ complete -c vaultd -n '__fish_seen_subcommand_from doctor' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from doctor' -l try-pin
 complete -c vaultd -n '__fish_seen_subcommand_from demo' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from demo' -l keep
+complete -c vaultd -n '__fish_seen_subcommand_from demo' -l yubikey

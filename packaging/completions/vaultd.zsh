@@ -6,7 +6,7 @@ if (( CURRENT == 2 )); then
 fi
 local -a opts live
 case $words[2] in
-    init) opts=(--help --module --no-backup --pin-source --token) ;;
+    init) opts=(--help --management-key-stdin --module --no-backup --pin-source --token) ;;
     pin) opts=(--help file store) ;;
     add) opts=(--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root) ;;
     list) opts=(--help --json) ;;
@@ -39,7 +39,7 @@ case $words[2] in
     config-reference) opts=(--help) ;;
     completion) opts=(--help) ;;
     doctor) opts=(--help --try-pin) ;;
-    demo) opts=(--help --keep) ;;
+    demo) opts=(--help --keep --yubikey) ;;
 esac
 if [[ $PREFIX == -* ]]; then
   compadd -a opts

@@ -56,3 +56,24 @@ def test_approval_timeout_outside_the_core_bounds_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=r"approval\.timeout_seconds"):
         _load(tmp_path, monkeypatch, f"[approval]\ntimeout_seconds = {seconds}\n")
+
+
+@pytest.mark.parametrize(
+    ("lines", "ok"),
+    [
+        ('piv_slot = "95"\npiv_audit_slot = "9c"\n', True),
+        ('piv_slot = "96"\n', False),  # past the last retired slot
+        ('piv_slot = "9b"\n', False),  # the management key's slot holds no key pair
+        ('piv_slot = "9A"\n', False),
+        ('piv_slot = "9a"\n', False),  # the same slot as the audit key
+    ],
+)
+def test_piv_slots_are_key_slots_and_distinct(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: str, ok: bool
+) -> None:
+    text = f"[pkcs11]\n{lines}"
+    if ok:
+        _load(tmp_path, monkeypatch, text)
+    else:
+        with pytest.raises(ConfigError, match="piv_"):
+            _load(tmp_path, monkeypatch, text)

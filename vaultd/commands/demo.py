@@ -1,22 +1,65 @@
 """`vaultd demo`: the whole product end to end, offline, in a throw-away directory.
 
-A SoftHSM2 token, moto_server on 127.0.0.1 as STS and IAM, an IAM user with a virtual MFA
-device, the software FIDO2 authenticator (touched automatically), a real `vaultd serve`, and
-the real AWS CLI asking for credentials through `credential_process` — first a session
-profile, then a role chained from it — with one touch and no typed code.
+A SoftHSM2 token (with ``--yubikey``: an emulated YubiKey through Yubico's ykcs11, touch
+policy always, so each record open is a touch), moto_server on 127.0.0.1 as STS and IAM, an
+IAM user with a virtual MFA device, the software FIDO2 authenticator (touched automatically), a
+real `vaultd serve`, and the real AWS CLI asking for credentials through `credential_process` —
+first a session profile, then a role chained from it — with one touch and no typed code.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
+
+if TYPE_CHECKING:
+    from vaultd.testing.softhsm import SoftHsmToken
 
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="run the offline end-to-end demo (SoftHSM2, moto, soft key)")
     p.add_argument("--keep", action="store_true", help="keep the demo directory afterwards")
+    p.add_argument(
+        "--yubikey",
+        action="store_true",
+        help="seal with an emulated YubiKey through Yubico's ykcs11 (touch always; needs pcscd, "
+        "vsmartcard-vpcd, ykcs11 and the yubikey extra)",
+    )
     p.set_defaults(func=run)
+
+
+@contextmanager
+def _emulated_yubikey(root: Path) -> Iterator[SoftHsmToken]:
+    """A private pcscd with an emulated YubiKey whose slot 82 key wants a touch per use.
+
+    The key is made with yubikit (ykcs11 2.2 cannot set a touch policy); `vaultd init` then
+    finds it and generates the audit key in 9a.  The card touches itself when asked.
+    """
+    from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
+
+    from vaultd.errors import ConfigError
+    from vaultd.keys.piv import yubikit_session
+    from vaultd.testing.pcsc import find_ykcs11, missing_parts, piv_stack
+    from vaultd.testing.piv_card import DEFAULT_PIN
+    from vaultd.testing.softhsm import SoftHsmToken
+
+    missing = missing_parts() + ([] if find_ykcs11() else ["ykcs11"])
+    if missing:
+        raise ConfigError(f"the YubiKey demo needs {', '.join(missing)}: apt-get install them")
+    with piv_stack(root / "pcsc", root / "card.json") as stack:
+        with yubikit_session(stack.reader_name) as piv:
+            if piv is None:
+                raise ConfigError("the YubiKey demo needs the yubikey extra (yubikey-manager)")
+            piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+            piv.generate_key(SLOT.RETIRED1, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
+        label = f"YubiKey PIV #{stack.card.state().serial}"
+        yield SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, DEFAULT_PIN, "")
+        print(f"    the emulated YubiKey was touched {stack.card.touches} time(s)")
 
 
 def _say(step: str) -> None:
@@ -30,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
     import sys
     import tempfile
-    from pathlib import Path
 
     from vaultd.errors import ConfigError
     from vaultd.testing.harness import create_installation
@@ -51,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="vaultd-demo-"))
     try:
         _say("Starting moto_server (STS and IAM) on 127.0.0.1")
-        with moto_process() as moto:
+        with moto_process() as moto, ExitStack() as cards:
             print(f"    {moto.url}")
             _say("Creating IAM user 'alice' with an access key, a virtual MFA device, a role")
             key_id, secret = moto.create_user_with_key("alice")
@@ -59,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
             role_arn = moto.create_role("Admin")
             print(f"    key {key_id[:4]}...{key_id[-4:]}, MFA {serial}, role {role_arn}")
 
-            _say("Creating a SoftHSM2 token and `vaultd init` (AES-256 key made in the token)")
+            token = None
+            if args.yubikey:
+                _say("An emulated YubiKey (slot 82: P-256, touch always) behind a private pcscd")
+                token = cards.enter_context(_emulated_yubikey(root))
+                _say("`vaultd init` through Yubico's ykcs11 (token ECDH; audit key made in 9a)")
+            else:
+                _say("Creating a SoftHSM2 token and `vaultd init` (AES-256 key made in the token)")
             device = root / "security-key.json"
             inst = create_installation(
                 root / "vault",
@@ -69,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 },
                 sts_url=moto.url,
                 extra={"fido2": {"devices": [f"soft:{device}"]}},
+                token=token,
             )
             print(inst.config_path.read_text().rstrip())
 

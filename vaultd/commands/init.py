@@ -30,7 +30,30 @@ def add_parser(sub: Subparsers) -> None:
         action="store_true",
         help="make no recovery key: the vault is lost with the token",
     )
+    p.add_argument(
+        "--management-key-stdin",
+        action="store_true",
+        help="PIV card: read the management key (hex) from stdin to generate keys; else the "
+        "factory default is tried, with a warning",
+    )
     p.set_defaults(func=run)
+
+
+def _management_key() -> bytes:
+    """The PIV management key from one line of stdin: 24 bytes (3DES) in hex."""
+    from vaultd.errors import ConfigError
+
+    text = sys.stdin.readline().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 24:
+        raise ConfigError(
+            "--management-key-stdin wants the PIV management key as 48 hex digits (3DES, as "
+            "ykcs11 takes it) on one line of stdin"
+        )
+    return key
 
 
 def _first_run(args: argparse.Namespace) -> int:
@@ -65,6 +88,8 @@ def _unconfigured() -> bool:
 
 def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
     """What init made: the scheme, and what this token cannot do (SECURITY.md)."""
+    from vaultd.keys.ecdh import EcdhTokenKey
+
     info = key.inspect()
     if info.get("scheme") != "ecdh-p256":
         return (
@@ -72,9 +97,12 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
             "extractable)"
         )
     text = (
-        f"token {token_label!r}: key {key_label!r} ready (token ECDH: P-256, sensitive, never "
+        f"token {token_label!r}: key {info.get('key_label')!r} ready (token ECDH: P-256, "
+        "sensitive, never "
         f"extractable; {key.key_id}; audit: {info.get('audit')})"
     )
+    for note in key.notes if isinstance(key, EcdhTokenKey) else ():
+        text += f"\n{note}"
     if not info.get("rollback_protection"):
         text += (
             "\nWARNING: this token keeps no data objects, so rollback protection is unavailable "
@@ -106,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             f'pin_source = "{default_pin_file(default_config_path())}" in [pkcs11] and run '
             '`vaultd pin file PATH`, or pin_source = "prompt"'
         )
-    with opened_vault(cfg, create_key=True) as vault:
+    management_key = _management_key() if args.management_key_stdin else None
+    with opened_vault(cfg, create_key=True, management_key=management_key) as vault:
         created = not vault.store.exists()
         backup = None if args.no_backup or not created else recovery.generate()
         if created:

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
+from asn1crypto.keys import ECDomainParameters  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,6 +44,7 @@ from pkcs11._pkcs11 import DeriveMixin  # type: ignore[attr-defined]  # absent f
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, RecordCorrupt, Sealed
+from vaultd.keys import piv
 from vaultd.keys.pkcs11 import (
     _MAC,
     IV_LEN,
@@ -50,6 +52,7 @@ from vaultd.keys.pkcs11 import (
     TAG_LEN,
     _close_quietly,
     _find_key,
+    _find_token,
     _is_device_error,
     _translate,
     _translated,
@@ -222,6 +225,8 @@ class EcdhTokenKey:
         self._key_label = key_label
         self._key_id = key_id_for(point)
         self._lock = threading.Lock()
+        self.notes: list[str] = []
+        """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
 
     @classmethod
     def open(
@@ -234,6 +239,8 @@ class EcdhTokenKey:
         create_key: bool = False,
         confirm_final_try: bool = False,
         audit: AuditMode = "auto",
+        piv_slots: tuple[str, str] = ("82", "9a"),
+        management_key: bytes | None = None,
     ) -> EcdhTokenKey:
         """Log in once, find (or with ``create_key`` generate) the P-256 key and the audit key.
 
@@ -241,23 +248,36 @@ class EcdhTokenKey:
         <vaultd.keys.pkcs11.TokenKey.open>`. The audit key is an HMAC key if one is labelled
         ``<key_label>-audit``, else an EC key of that label; ``create_key`` makes the HMAC key
         where the token offers SHA256_HMAC (``audit="auto"``), else an ECDSA key.
+
+        On a PIV card (:mod:`vaultd.keys.piv`) the keys are those in ``piv_slots`` (vault,
+        audit), found by CKA_ID; ``create_key`` generates a missing one with ``management_key``
+        (the factory default when ``None``), recorded in :attr:`notes`.
         """
+        notes = (
+            _generate_piv(module_path, token_label, piv_slots, management_key) if create_key else []
+        )
         lib, token, session = login_session(
             module_path, token_label, pin, confirm_final_try=confirm_final_try
         )
         try:
             with _translated("checking the keys"):
-                private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                if piv.is_piv(token):
+                    private_key, point, audit_key = _find_piv_keys(session, piv_slots)
+                else:
+                    private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                    mode = _audit_mode(token, audit)
+                    audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
                 if create_key:
                     _trial(private_key, point)
-                mode = _audit_mode(token, audit)
-                audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
                 anchored = _probe_anchor(session)
         except BaseException:
             _close_quietly(session)
             raise
         state = _Open(session, private_key, audit_key, anchored)
-        return cls(lib=lib, token=token, state=state, point=point, key_label=key_label)
+        shown = f"PIV slot {piv_slots[0]}" if piv.is_piv(token) else key_label
+        key = cls(lib=lib, token=token, state=state, point=point, key_label=shown)
+        key.notes = notes
+        return key
 
     @property
     def key_id(self) -> str:
@@ -373,22 +393,36 @@ _EC_POLICY: Final = (
 _EC_EXPECTED: Final = (True, True, True, False, True, True)
 
 
+_NO_TOUCH: Final = (
+    "the token refused the ECDH of a record open (FunctionFailed), as a YubiKey does when its key "
+    "wants a touch (touch policy always or cached) and none came in time; nothing was opened: "
+    "touch the key when it blinks and retry"
+)
+
+
 def _derive(private_key: Any, ephemeral: bytes) -> bytes:
     """ECDH with CKD_NULL in the token; the shared X coordinate, its session object destroyed.
 
     ykcs11 reports CKA_DERIVE=false, so python-pkcs11 attaches no ``derive_key``: call the
-    mixin's method directly.
+    mixin's method directly. A touch that never comes is ykcs11's FunctionFailed (card 69 82).
     """
-    derived = DeriveMixin.derive_key(
-        private_key,
-        KeyType.GENERIC_SECRET,
-        _SECRET_LEN * 8,
-        store=False,
-        capabilities=MechanismFlag(0),
-        mechanism=Mechanism.ECDH1_DERIVE,
-        mechanism_param=(KDF.NULL, None, ephemeral),
-        template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
-    )
+    try:
+        derived = DeriveMixin.derive_key(
+            private_key,
+            KeyType.GENERIC_SECRET,
+            _SECRET_LEN * 8,
+            store=False,
+            capabilities=MechanismFlag(0),
+            mechanism=Mechanism.ECDH1_DERIVE,
+            mechanism_param=(KDF.NULL, None, ephemeral),
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+            },
+        )
+    except pkerr.FunctionFailed:
+        raise HsmError(_NO_TOUCH) from None
     try:
         secret = bytes(derived[Attribute.VALUE])
     finally:
@@ -466,7 +500,7 @@ def _generate_ec(session: Session, label: str, usage: Literal["derive", "sign"])
 
 def _check_ec(key: _KeyObject, label: str, role: str) -> None:
     try:
-        if key[Attribute.KEY_TYPE] != KeyType.EC or bytes(key[Attribute.EC_PARAMS]) != _P256:
+        if key[Attribute.KEY_TYPE] != KeyType.EC or not _is_p256(bytes(key[Attribute.EC_PARAMS])):
             raise _unsafe(role, label, "is not a P-256 key", "KEY_TYPE")
         for attr, expected in zip(_EC_POLICY, _EC_EXPECTED, strict=True):
             if key[attr] != expected:
@@ -479,6 +513,33 @@ def _check_ec(key: _KeyObject, label: str, role: str) -> None:
                 )
     except (pkerr.AttributeTypeInvalid, pkerr.AttributeSensitive) as exc:
         raise _unsafe(role, label, "cannot be checked, so it is refused", "unreadable") from exc
+
+
+_P256_SPECIFIED: Final = (
+    2**256 - 2**224 + 2**192 + 2**96 - 1,
+    bytes.fromhex("5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b"),
+    bytes.fromhex(
+        "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+        "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"
+    ),
+    0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+)
+"""P-256's prime, b, generator and order, as explicit parameters state them."""
+
+
+def _is_p256(params: bytes) -> bool:
+    """Whether CKA_EC_PARAMS names P-256: its OID, or (ykcs11) its explicit parameters."""
+    if params == _P256:
+        return True
+    try:
+        domain = ECDomainParameters.load(params)
+        if domain.name != "specified":
+            return False
+        spec = domain.chosen.native
+        found = (spec["field_id"]["parameters"], spec["curve"]["b"], spec["base"], spec["order"])
+    except (ValueError, TypeError, KeyError):
+        return False
+    return found == _P256_SPECIFIED
 
 
 def _public_point(session: Session, private_key: _KeyObject, label: str, role: str) -> bytes:
@@ -507,6 +568,57 @@ def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
     mechanisms = token.slot.get_mechanisms()
     wanted = {Mechanism.SHA256_HMAC, Mechanism.GENERIC_SECRET_KEY_GEN}
     return "hmac" if wanted <= set(mechanisms) else "ecdsa"
+
+
+def _generate_piv(
+    module_path: str, token_label: str, slots: tuple[str, str], management_key: bytes | None
+) -> list[str]:
+    """On a PIV card, generate the keys missing from ``slots`` and have the card's Key History
+    count them (for OpenSC); what was done, in words."""
+    import pkcs11
+
+    key = management_key or piv.DEFAULT_MANAGEMENT_KEY
+    with _translated("generating the PIV keys"):
+        lib = pkcs11.lib(module_path)
+        token = _find_token(lib, token_label, module_path)
+        if not piv.is_piv(token):
+            return []
+        reader = token.slot.slot_description
+        missing = piv.missing_slots(token, slots)
+        if not missing:
+            return []
+        piv.generate(lib, token_label, missing, key)
+    notes = [f"generated a P-256 key in PIV slot {slot}" for slot in missing]
+    if management_key is None:
+        notes.append(
+            "WARNING: the card still has the factory default management key, which anyone can "
+            "use to replace its keys: change it (`ykman piv access change-management-key "
+            "--protect`)"
+        )
+    if not piv.count_retired_keys(reader, list(slots), key):
+        notes.append(
+            "WARNING: the card's Key History object could not be written (install vaultd"
+            "[yubikey]), so OpenSC will not list the retired slot; ykcs11 works without it"
+        )
+    return notes
+
+
+def _find_piv_keys(session: Session, slots: tuple[str, str]) -> tuple[Any, bytes, _Audit]:
+    """The vault key (derive) and the audit key (sign) of a PIV card, by their slots' CKA_IDs."""
+    vault_key, point = _piv_key(session, slots[0], "ECDH key")
+    audit_key, audit_point = _piv_key(session, slots[1], "audit signing key")
+    public = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, audit_point)
+    return vault_key, point, _EcdsaAudit(audit_key, public)
+
+
+def _piv_key(session: Session, slot: str, role: str) -> tuple[Any, bytes]:
+    label = f"PIV slot {slot}"
+    query = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: piv.cka_id(slot)}
+    found = list(session.get_objects(query))
+    if len(found) != 1:
+        raise _unsafe(role, label, "holds no key this module shows; run `vaultd init`", "missing")
+    _check_ec(found[0], label, role)
+    return found[0], _public_point(session, found[0], label, role)
 
 
 def _find_audit(

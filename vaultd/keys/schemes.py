@@ -4,8 +4,9 @@
 data objects inside the token: SoftHSM2, CloudHSM, Luna.  ``token ECDH``
 (:class:`~vaultd.keys.ecdh.EcdhTokenKey`) needs EC P-256 key generation and ECDH1_DERIVE: the
 PIV family (YubiKey through ykcs11, OpenSC cards), TPMs.  ``auto`` keeps a P-256 key already
-labelled for vaultd, else probes the token: its mechanism list, and at ``vaultd init`` a trial
-operation of each part of token AEAD, in session objects that vanish with the session.
+labelled for vaultd, takes ``ecdh`` on a PIV card, else probes the token: its mechanism list,
+and at ``vaultd init`` a trial operation of each part of token AEAD, in session objects that
+vanish with the session.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session
 from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
+from vaultd.keys import piv
 from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated
 
@@ -45,6 +47,8 @@ def choose_scheme(
     with _translated("probing what the token can do"):
         token = _find_token(pkcs11.lib(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
+        if piv.is_piv(token):
+            return "ecdh"
         with token.open(rw=True) as session:
             if _has_ec_key(session, key_label):
                 return "ecdh"
@@ -68,17 +72,23 @@ def open_token_key(
     scheme: str = "auto",
     create_key: bool = False,
     confirm_final_try: bool = False,
+    piv_slots: tuple[str, str] = ("82", "9a"),
+    management_key: bytes | None = None,
 ) -> SealingKey:
-    """Open the vault key under the scheme :func:`choose_scheme` picks (see the key classes)."""
+    """Open the vault key under the scheme :func:`choose_scheme` picks (see the key classes).
+
+    ``piv_slots`` and ``management_key`` are for PIV cards (:mod:`vaultd.keys.piv`).
+    """
     chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
-    opener = EcdhTokenKey.open if chosen == "ecdh" else TokenKey.open
-    return opener(
-        module_path,
-        token_label,
-        key_label,
-        pin,
+    args = (module_path, token_label, key_label, pin)
+    if chosen == "aead":
+        return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
+    return EcdhTokenKey.open(
+        *args,
         create_key=create_key,
         confirm_final_try=confirm_final_try,
+        piv_slots=piv_slots,
+        management_key=management_key,
     )
 
 

@@ -199,12 +199,18 @@ def create_installation(
     sts_url: str | None = None,
     extra: Mapping[str, Any] | None = None,
     token_label: str = "vaultd",  # noqa: S107 - a label, not a password
+    token: SoftHsmToken | None = None,
 ) -> Installation:
-    """A fresh token and config in ``root`` (which must exist), then `vaultd init`."""
+    """A fresh token and config in ``root`` (which must exist), then `vaultd init`.
+
+    ``token`` names another module's token (the emulated PIV card) instead of a new SoftHSM2
+    one; its ``conf_path`` is then unused.
+    """
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     (root / "home").mkdir(mode=0o700, exist_ok=True)
-    token = create_token(root / "hsm", label=token_label)
+    token = token or create_token(root / "hsm", label=token_label)
+    token_label = token.label
     pin_file = root / "pin"
     pin_file.write_text(token.user_pin)
     os.chmod(pin_file, 0o600)
