@@ -117,6 +117,39 @@ def read_pin(settings: Settings) -> bytearray:
     return _read_pin(settings.pkcs11.pin_source, token_label=settings.pkcs11.token_label)
 
 
+def open_token_key(
+    module_path: str,
+    token_label: str,
+    key_label: str,
+    pin: str | bytearray,
+    *,
+    scheme: str = "auto",
+    create_key: bool = False,
+    confirm_final_try: bool = False,
+    piv_slots: tuple[str, str] = ("82", "9a"),
+    management_key: bytes | None = None,
+) -> SealingKey:
+    """Open the vault key under the scheme :func:`~vaultd.keys.schemes.choose_scheme` picks.
+
+    ``piv_slots`` and ``management_key`` are for PIV cards (:mod:`vaultd.keys.piv`).
+    """
+    from vaultd.keys.ecdh import EcdhTokenKey
+    from vaultd.keys.pkcs11 import TokenKey
+    from vaultd.keys.schemes import choose_scheme
+
+    chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
+    args = (module_path, token_label, key_label, pin)
+    if chosen == "aead":
+        return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
+    return EcdhTokenKey.open(
+        *args,
+        create_key=create_key,
+        confirm_final_try=confirm_final_try,
+        piv_slots=piv_slots,
+        management_key=management_key,
+    )
+
+
 def open_token(
     settings: Settings,
     pin: bytearray,
@@ -133,8 +166,6 @@ def open_token(
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
     person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
-    from vaultd.keys.schemes import open_token_key
-
     return open_token_key(
         module_path(settings),
         settings.pkcs11.token_label,

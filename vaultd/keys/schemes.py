@@ -18,11 +18,10 @@ from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
 from vaultd.keys import piv
-from vaultd.keys.ecdh import EcdhTokenKey
-from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated
+from vaultd.keys.pkcs11 import _find_token, _translated
 
 if TYPE_CHECKING:
-    from vaultd.core.ports import SealingKey
+    pass
 
 Scheme = Literal["aead", "ecdh"]
 _AEAD_MECHANISMS: Final = frozenset(
@@ -60,35 +59,6 @@ def choose_scheme(
         f"token {token_label!r} offers neither AES-GCM with HMAC and data objects nor EC P-256 "
         "with ECDH1_DERIVE, so vaultd cannot seal with it; see SECURITY.md for the tokens "
         "that work"
-    )
-
-
-def open_token_key(
-    module_path: str,
-    token_label: str,
-    key_label: str,
-    pin: str | bytearray,
-    *,
-    scheme: str = "auto",
-    create_key: bool = False,
-    confirm_final_try: bool = False,
-    piv_slots: tuple[str, str] = ("82", "9a"),
-    management_key: bytes | None = None,
-) -> SealingKey:
-    """Open the vault key under the scheme :func:`choose_scheme` picks (see the key classes).
-
-    ``piv_slots`` and ``management_key`` are for PIV cards (:mod:`vaultd.keys.piv`).
-    """
-    chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
-    args = (module_path, token_label, key_label, pin)
-    if chosen == "aead":
-        return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
-    return EcdhTokenKey.open(
-        *args,
-        create_key=create_key,
-        confirm_final_try=confirm_final_try,
-        piv_slots=piv_slots,
-        management_key=management_key,
     )
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.app import open_token_key
 from vaultd.core.model import RecordKind
 from vaultd.core.ports import SealingKey
 from vaultd.errors import HsmError, StoreUnreadable
 from vaultd.keys import recovery
-from vaultd.keys.schemes import open_token_key
 from vaultd.store.files import SealedStore
 from vaultd.testing.clock import FakeClock
 from vaultd.testing.softhsm import SoftHsmToken

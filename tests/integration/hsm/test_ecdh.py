@@ -13,13 +13,14 @@ import pytest
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as pkerr
 
+from vaultd.app import open_token_key
 from vaultd.core.envelope import ALG_ECDH_P256, parse_header, seal, unseal
 from vaultd.core.model import RecordKind
 from vaultd.errors import AuditRecordTampered, HsmKeyUnsafe, RecordCorrupt, Sealed, StoreUnreadable
 from vaultd.keys import ecdh
 from vaultd.keys.ecdh import SIGNATURE_PREFIX, EcdhTokenKey
 from vaultd.keys.pkcs11 import TokenKey
-from vaultd.keys.schemes import choose_scheme, open_token_key
+from vaultd.keys.schemes import choose_scheme
 from vaultd.store.audit import AuditLog, verify
 from vaultd.store.files import SealedStore
 from vaultd.testing.clock import FakeClock

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from vaultd.app import open_token_key
 from vaultd.core.model import RecordKind
 from vaultd.keys import recovery
-from vaultd.keys.schemes import open_token_key
 from vaultd.store.audit import AuditLog, verify
 from vaultd.store.files import SealedStore
 from vaultd.testing.clock import FakeClock
