@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from vaultd.app import open_token_key
 from vaultd.core.envelope import ALG_RECIPIENTS, parse_header, seal, unseal
 from vaultd.core.ports import SealingKey
 from vaultd.errors import RecordCorrupt
 from vaultd.keys import recovery
 from vaultd.keys.recipients import RecipientSet, TokenRecipient, set_key_id
-from vaultd.keys.schemes import open_token_key
 from vaultd.testing.softhsm import SoftHsmToken
 
 pytestmark = pytest.mark.hsm
