@@ -68,7 +68,8 @@ def _from_keyring(token_label: str) -> bytearray:
         ) from exc
     if not pin:
         raise ConfigError(
-            f"no PIN for token {token_label!r} in the OS keyring; store it with `vaultd pin store`"
+            f"no PIN for token {token_label!r} in the OS keyring (service {KEYRING_SERVICE!r}, "
+            f"user {user!r}); store it with `vaultd pin store`"
         )
     return bytearray(pin.encode("utf-8"))
 
