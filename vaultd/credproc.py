@@ -538,13 +538,18 @@ def _display_fields() -> bytes:
 
 
 def fetch(
-    path: str, profile: str, action: str = "credential_process", *, allow_root: bool = False
+    path: str,
+    profile: str,
+    action: str = "credential_process",
+    *,
+    allow_root: bool = False,
+    duration: int | None = None,
 ) -> bytes:
     """Ask the daemon for ``profile`` and return the checked credential JSON.
 
     ``action`` is ``credential_process`` or ``exec`` (`vaultd exec`): the op sent, from which
     the daemon derives what its policy judges; ``allow_root`` also trusts a daemon run by root
-    (see :func:`daemon_uids`).
+    (see :func:`daemon_uids`); ``duration`` (exec only) asks for a session of that length.
     """
     uids = daemon_uids(allow_root)
     sock = _connect(path, uids)
@@ -554,7 +559,8 @@ def fetch(
         interactive = b"true" if tty >= 0 else (b"false" + _display_fields())
         op = b"credentials" if action == "credential_process" else action.encode()
         body = b'{"v":1,"op":"' + op + b'","profile":"' + profile.encode()
-        _send(sock, _frame(body + b'","interactive":' + interactive + b"}"))
+        extra = b"" if duration is None else b',"duration":' + str(int(duration)).encode()
+        _send(sock, _frame(body + b'","interactive":' + interactive + extra + b"}"))
         while True:
             reply = _read_frame(sock)
             output = fast_output(reply)

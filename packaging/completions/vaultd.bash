@@ -23,7 +23,7 @@ _vaultd() {
         lock) words="--help --seal" ;;
         unlock) words="--help" ;;
         clear) words="--help" ;;
-        exec) words="--env --help --ini --json --region --server" ;;
+        exec) words="--duration --env --help --ini --json --region --server" ;;
         export) words="--format --help --region" ;;
         import) words="--help aws-config" ;;
         login) words="--duration --help --print" ;;

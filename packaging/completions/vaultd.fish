@@ -41,6 +41,7 @@ complete -c vaultd -n '__fish_seen_subcommand_from lock' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from lock' -l seal
 complete -c vaultd -n '__fish_seen_subcommand_from unlock' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from clear' -l help
+complete -c vaultd -n '__fish_seen_subcommand_from exec' -l duration
 complete -c vaultd -n '__fish_seen_subcommand_from exec' -l env
 complete -c vaultd -n '__fish_seen_subcommand_from exec' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from exec' -l ini

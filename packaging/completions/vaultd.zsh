@@ -22,7 +22,7 @@ case $words[2] in
     lock) opts=(--help --seal) ;;
     unlock) opts=(--help) ;;
     clear) opts=(--help) ;;
-    exec) opts=(--env --help --ini --json --region --server) ;;
+    exec) opts=(--duration --env --help --ini --json --region --server) ;;
     export) opts=(--format --help --region) ;;
     import) opts=(--help aws-config) ;;
     login) opts=(--duration --help --print) ;;

@@ -55,8 +55,9 @@ Fetch = Callable[[], bytes]
 """Returns the profile's session as credential_process Version 1 JSON (as the daemon sends it)."""
 
 
-def fetch_from_daemon(socket: str, profile: str) -> bytes:
-    """The session JSON for ``profile`` from the daemon (action ``exec``).
+def fetch_from_daemon(socket: str, profile: str, *, duration: int | None = None) -> bytes:
+    """The session JSON for ``profile`` from the daemon (action ``exec``; ``duration`` asks for
+    a session of that length).
 
     Approval prompts go to ``/dev/tty`` (see :mod:`vaultd.credproc`); a daemon error is raised as
     the matching :class:`~vaultd.errors.VaultError`.
@@ -65,7 +66,7 @@ def fetch_from_daemon(socket: str, profile: str) -> bytes:
     from vaultd.ipc.protocol import error_from_reply
 
     try:
-        return fetch(socket, profile, action="exec")
+        return fetch(socket, profile, action="exec", duration=duration)
     except Failure as failure:
         raise error_from_reply({"code": failure.code, "message": failure.message}) from None
 

@@ -1,5 +1,6 @@
-"""`vaultd exec [--server] [--region R] PROFILE [-- CMD ARGS]`: run CMD (default: ``$SHELL``)
-with the profile's session; `vaultd exec --env|--json|--ini PROFILE` prints it (`vaultd export`)."""
+"""`vaultd exec [--server] [--duration S] [--region R] PROFILE [-- CMD ARGS]`: run CMD
+(default: ``$SHELL``) with the profile's session; `vaultd exec --env|--json|--ini PROFILE`
+prints it (`vaultd export`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def add_parser(sub: Subparsers) -> None:
         action="store_true",
         help="serve the session on a local container-credentials endpoint instead of "
         "putting it in the command's environment",
+    )
+    p.add_argument(
+        "--duration",
+        type=int,
+        metavar="SECONDS",
+        help="ask STS for a session of this length instead of the profile's (within what AWS "
+        "allows for the profile; cached apart from the profile's own session)",
     )
     p.add_argument(
         "--region",
@@ -125,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
     base = region_environment(cfg, args.profile, args.region, dict(os.environ))
     socket = str(cfg.socket)
     if args.server:
-        return _run_with_server(args.profile, command, socket, base)
-    env = session_environment(fetch_from_daemon(socket, args.profile), args.profile, base)
+        return _run_with_server(args.profile, command, socket, base, args.duration)
+    output = fetch_from_daemon(socket, args.profile, duration=args.duration)
+    env = session_environment(output, args.profile, base)
     try:
         os.execvpe(command[0], command, env)  # noqa: S606 - the user's own command
     except OSError as exc:
@@ -141,18 +150,23 @@ def _print_session(args: argparse.Namespace, command: list[str]) -> int:
 
     if command:
         raise BadRequest(f"--{args.format} prints the session and runs nothing: drop the command")
-    if args.server:
-        raise BadRequest(f"--{args.format} prints the session: it does not go with --server")
+    if args.server or args.duration is not None:
+        raise BadRequest(
+            f"--{args.format} prints the profile's session: it goes with neither --server nor "
+            "--duration"
+        )
     print(export_text(args.profile, args.format, args.region), end="")
     return 0
 
 
-def _run_with_server(profile: str, command: list[str], socket: str, base: dict[str, str]) -> int:
+def _run_with_server(
+    profile: str, command: list[str], socket: str, base: dict[str, str], duration: int | None
+) -> int:
     """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
 
     from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 
-    server = CredentialServer(lambda: fetch_from_daemon(socket, profile))
+    server = CredentialServer(lambda: fetch_from_daemon(socket, profile, duration=duration))
     try:
         server.source.current()  # the first approval happens before the command starts
         server.start()

@@ -55,6 +55,11 @@ class SessionCache:
         self._idle = idle_seconds
         self._entries: dict[str, _Stored] = {}
 
+    @property
+    def floor(self) -> int:
+        """Seconds a session must have left to be served."""
+        return self._floor
+
     def _idle_out(self, key: str, stored: _Stored) -> bool:
         """Drop ``key`` and say so if it has not been served for the idle limit."""
         if self._clock.monotonic() - stored.mono_last_use < self._idle:

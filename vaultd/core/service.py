@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +50,7 @@ from vaultd.core.singleflight import SingleFlight
 from vaultd.errors import (
     ApprovalUnavailable,
     AuditError,
+    BadRequest,
     BreakGlassOnly,
     ClientGone,
     CodeMalformed,
@@ -238,8 +239,12 @@ class VaultService:
         kept_for: str | None = None,
         scope: str = "",
         display: ClientDisplay | None = None,
+        duration: int | None = None,
     ) -> SessionCredentials:
         """A servable session for ``profile_name``, asking the user when a code is needed.
+
+        ``duration`` asks for a session of that many seconds instead of the profile's
+        (`vaultd exec --duration`); it is cached apart from the profile's own session.
 
         ``kept_for`` names the daemon's own use of a session that never leaves it (``key_rotation``,
         ``federation``): it is audited as ``session_used`` with that purpose, not as a release.
@@ -267,6 +272,7 @@ class VaultService:
                 (interactive, display),
                 kept_for,
                 scope,
+                duration,
             )
         except AuditError:
             raise
@@ -291,6 +297,7 @@ class VaultService:
         reach: Reach,
         kept_for: str | None,
         scope: str,
+        duration: int | None = None,
     ) -> SessionCredentials:
         if self.sealed:
             raise Sealed("the vault is sealed: run `vaultd unlock`")
@@ -299,6 +306,8 @@ class VaultService:
             raise UnknownProfile(
                 f"no profile {profile_name!r} in the vaultd config: add [profiles.{profile_name}]"
             )
+        if duration is not None:
+            profile = self._with_duration(profile, duration)
         if profile.kind is ProfileKind.ASSUME_ROOT:
             raise BreakGlassOnly(
                 f"profile {profile.name!r} is an AssumeRoot profile: its root sessions last at "
@@ -306,7 +315,7 @@ class VaultService:
                 f"from {action}; run `vaultd break-glass {profile.name} --reason TEXT -- CMD`"
             )
         await self._authorize(action, profile, requester)
-        key = f"profile:{profile.name}"
+        key = self._session_key(profile)
         creds = self._cached(key, scope)
         if creds is None:
             # A request that must wait (approval, STS) is audited when it starts; a cache
@@ -410,6 +419,27 @@ class VaultService:
                 return await self._assume_role(profile, base, None, None)
         return await self._mfa_call(profile, requester, action, on_event, profile, reach)
 
+    def _with_duration(self, profile: Profile, seconds: int) -> Profile:
+        """``profile`` asking STS for ``seconds``; ``BadRequest`` outside what AWS allows for
+        its kind, or too short to be served at all (the serving floor)."""
+        try:
+            serving.validate_duration(profile.kind, seconds, chained=False, field="duration")
+        except ConfigError as exc:
+            raise BadRequest(f"field duration: {exc.message}") from None
+        if seconds <= self.cache.floor:
+            raise BadRequest(
+                f"field duration: {seconds} s is not more than the {self.cache.floor} s a session "
+                "must have left to be served; ask for more"
+            )
+        return replace(profile, duration_seconds=seconds)
+
+    def _session_key(self, profile: Profile) -> str:
+        """The cache key of ``profile``'s session; one of another length (`vaultd exec
+        --duration`) is cached apart, so it never answers the profile's own requests."""
+        configured = self._profiles.get(profile.name)
+        own = configured is None or configured.duration_seconds == profile.duration_seconds
+        return f"profile:{profile.name}" + ("" if own else f"@{profile.duration_seconds}")
+
     def _cached(self, key: str, scope: str) -> SessionCredentials | None:
         """The cached session under ``key`` if ``scope`` may have it without a new approval."""
         if self._session_scopes and scope not in self._approved_scopes.get(key, ()):
@@ -464,7 +494,7 @@ class VaultService:
                     ),
                 )
                 serving.validate_expiration(session.expiration, self._p.clock.now())
-                self.cache.put(f"profile:{profile.name}", session)
+                self.cache.put(self._session_key(profile), session)
             return session
 
     async def counting_failures(
@@ -509,7 +539,7 @@ class VaultService:
                 self.cache.purge(f"profile:{profile.source_profile}")
             raise
         serving.validate_expiration(session.expiration, self._p.clock.now())
-        self.cache.put(f"profile:{profile.name}", session)
+        self.cache.put(self._session_key(profile), session)
         return session
 
     async def _authorize(self, action: str, profile: Profile, requester: Requester) -> None:

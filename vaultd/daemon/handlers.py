@@ -73,7 +73,11 @@ def handles(
 
 
 async def _release(
-    d: Daemon, request: CredentialsRequest | ExecRequest, conn: Connection, action: str
+    d: Daemon,
+    request: CredentialsRequest | ExecRequest,
+    conn: Connection,
+    action: str,
+    duration: int | None = None,
 ) -> Reply:
     creds = await d.service.credentials(
         request.profile,
@@ -84,6 +88,7 @@ async def _release(
         interactive=request.interactive,
         scope=conn.scope,
         display=_display(request),
+        duration=duration,
     )
     return credentials_reply(render(creds))
 
@@ -103,7 +108,7 @@ async def credentials(d: Daemon, request: CredentialsRequest, conn: Connection) 
 
 @handles(ExecRequest)
 async def exec_session(d: Daemon, request: ExecRequest, conn: Connection) -> Reply:
-    return await _release(d, request, conn, "exec")
+    return await _release(d, request, conn, "exec", request.duration)
 
 
 @handles(ApprovalsRequest)

@@ -106,6 +106,7 @@ class ExecRequest:
     interactive: bool = False
     display: str | None = None
     wayland_display: str | None = None
+    duration: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ _RELEASE = {
 }
 _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "credentials": (CredentialsRequest, _RELEASE),
-    "exec": (ExecRequest, _RELEASE),
+    "exec": (ExecRequest, {**_RELEASE, "duration": _Field(int, required=False)}),
     "approvals": (ApprovalsRequest, {}),
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),

@@ -84,3 +84,66 @@ def test_exec_refuses_to_nest(make_vault: MakeVault, marker: str) -> None:
         check=False,
     )
     assert done.returncode != 0 and b"already in a vaultd exec session" in done.stderr
+
+
+def _exec_env(inst: Installation, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vaultd",
+            "exec",
+            *args,
+            "--",
+            "sh",
+            "-c",
+            "echo $AWS_ACCESS_KEY_ID",
+        ],
+        env=inst.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # no terminal: approved with `vaultd approve`
+    )
+
+
+def test_duration_asks_sts_for_that_session_length_and_is_cached_apart(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """Issue 17: `vaultd exec --duration` (aws-vault's flag) asks STS for that length."""
+    inst = make_vault()
+    proc = _exec_env(inst, "--duration", "7200", "dev")
+    approve_pending(inst, "123456", profile="dev")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    sent = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
+    assert [r.duration_seconds for r in sent] == [7200]
+    again = _exec_env(inst, "--duration", "7200", "dev")  # the same length: from the cache
+    cached, why = again.communicate(timeout=60)
+    assert again.returncode == 0, why
+    assert cached == out
+    plain = _exec_env(inst, "dev")  # the profile's own session is another one
+    approve_pending(inst, "654321", profile="dev")
+    assert plain.communicate(timeout=60)[0] != out
+    assert fake_sts.calls("GetSessionToken") == 2
+
+
+@pytest.mark.parametrize("seconds", ["600", "900", "999999"])
+def test_a_bad_duration_is_one_line_and_nothing_is_asked(
+    make_vault: MakeVault, fake_sts: FakeSts, seconds: str
+) -> None:
+    inst = make_vault()
+    proc = _exec_env(inst, "--duration", seconds, "dev")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and out == b""
+    assert len(err.decode().strip().splitlines()) == 1, err
+    assert b"duration" in err
+    assert fake_sts.calls() == 0
+
+
+def test_a_duration_that_is_not_a_number_is_a_usage_error(make_vault: MakeVault) -> None:
+    inst = make_vault(start=False)
+    proc = _exec_env(inst, "--duration", "abc", "dev")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and out == b""
+    assert err.decode().strip().splitlines()[-1].endswith("--duration: invalid int value: 'abc'")
