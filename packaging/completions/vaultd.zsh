@@ -13,7 +13,7 @@ case $words[2] in
     remove) opts=(--help --yes) ;;
     serve) opts=(--help) ;;
     credential-process) opts=(--allow-root-daemon --help --socket) ;;
-    approvals) opts=(--help --json) ;;
+    approvals) opts=(--clear-cooldown --help --json) ;;
     approve) opts=(--code --help) ;;
     deny) opts=(--help) ;;
     status) opts=(--help --json) ;;

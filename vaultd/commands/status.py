@@ -29,15 +29,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"vaultd pid {status['pid']}: {'SEALED' if status['sealed'] else 'unsealed'}")
-    profiles = status["profiles"]
-    assert isinstance(profiles, list)  # noqa: S101 - protocol guarantees a list
+    profiles, cooldowns = status["profiles"], status["cooldowns"]
+    assert isinstance(profiles, list) and isinstance(cooldowns, dict)  # noqa: S101 - protocol
     for p in profiles:
         left = p["seconds_left"]
         state = f"session {hms(left)} left" if isinstance(left, int) else "no session"
+        if p["name"] in cooldowns:
+            state += f"; denied, cooldown {cooldowns[p['name']]} s (--clear-cooldown ends it)"
         print(terminal_safe(f"  {p['name']:<24} {p['kind']:<8} {p['approval']:<14} {state}"))
-    approvals = status["approvals"]
-    assert isinstance(approvals, list)  # noqa: S101
+    approvals, in_progress = status["approvals"], status["in_progress"]
+    assert isinstance(approvals, list) and isinstance(in_progress, list)  # noqa: S101
     for a in approvals:
         line = f"  pending approval {a['id']} for {a['profile']} (expires {a['expires_at']})"
         print(terminal_safe(line))
+    for r in in_progress:
+        print(terminal_safe(f"  approval {r['id']} for {r['profile']}: {r['message']}"))
     return 0

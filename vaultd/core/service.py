@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -59,15 +60,28 @@ from vaultd.errors import (
 )
 
 T = TypeVar("T")
-EventSink = Callable[[str, Approval], Awaitable[None]]
 APPROVAL_PENDING = "approval_pending"
 TOUCH_NEEDED = "touch_needed"
+NEXT_CODE_WAIT = "next_code_wait"
+CALLING_STS = "calling_sts"
+
+
+class EventSink(Protocol):
+    """Tells the waiting client how its request goes: ``kind`` with a ``message`` for the
+    progress events (``next_code_wait``, ``calling_sts``)."""
+
+    def __call__(self, kind: str, approval: Approval, message: str = "", /) -> Awaitable[None]: ...
 
 
 def _consume(task: asyncio.Future[object]) -> None:
     """Retrieve a finished background task's exception so it is not reported as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def _profile_of(flight_key: object) -> str:
+    """The profile name in a flight key (``profile:NAME``, ``|SCOPE`` with session scopes)."""
+    return str(flight_key).removeprefix("profile:").split("|", 1)[0]
 
 
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
@@ -191,6 +205,7 @@ class VaultService:
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
         self.sealed = False
         self.touch_waiting: set[str] = set()
+        self.progress: dict[str, dict[str, str]] = {}
         self._wipers: list[Callable[[], None]] = []
         self._serial_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
@@ -417,7 +432,8 @@ class VaultService:
         device queue behind each other instead of prompting at once.
         """
         creds_name, serial = self._source_of(profile)
-        async with self._serial_locks.setdefault(serial, asyncio.Lock()):
+        lock = self._serial_locks.setdefault(serial, asyncio.Lock())
+        async with lock, self._progress_until_done(asked_for.name):
             keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
             if keys.root:
                 raise BreakGlassOnly(
@@ -596,7 +612,34 @@ class VaultService:
             )
             raise
         await self.audit_event("approval_granted", profile=profile, approval=approval.id)
+        await self._progress(approval, CALLING_STS, "calling STS", on_event, interactive)
         return code
+
+    @contextlib.asynccontextmanager
+    async def _progress_until_done(self, profile: str) -> AsyncIterator[None]:
+        """Drop ``profile``'s progress line when its request ends, whatever the outcome."""
+        try:
+            yield
+        finally:
+            self.progress.pop(profile, None)
+
+    async def _progress(
+        self,
+        approval: Approval,
+        kind: str,
+        message: str,
+        on_event: EventSink | None,
+        interactive: bool,
+    ) -> None:
+        """Say where an answered request stands: to the requester's terminal, else to the
+        notifier (a program with no terminal), and in `vaultd approvals` and status."""
+        self.progress[approval.profile] = {
+            "id": approval.id, "profile": approval.profile, "state": kind, "message": message,
+        }  # fmt: skip
+        if not interactive:
+            self._p.notify(kind, approval.profile, "info", message)
+        if on_event is not None:
+            await on_event(kind, approval, message)
 
     def _deliverable(self, interactive: bool) -> bool:
         return code_approval_deliverable(
@@ -711,6 +754,11 @@ class VaultService:
         code, wait = await self.run_io(lambda: codes.code_for(serial))
         await self.save_ledger()
         if wait > 0:
+            message = (
+                f"touch received, waiting {math.ceil(wait)} s for the next code "
+                "(AWS accepts each code once)"
+            )
+            await self._progress(approval, NEXT_CODE_WAIT, message, on_event, interactive)
             await asyncio.sleep(wait)
         return code
 
@@ -769,6 +817,23 @@ class VaultService:
         self.approvals.cancel_all(profile_name)
         await self.audit_event("clear", profile=profile_name, outcome="cleared")
 
+    def cooldowns(self) -> dict[str, int]:
+        """The profiles in a deny cooldown, with the whole seconds left."""
+        left: dict[str, int] = {}
+        for key, seconds in self.flight.cooldowns().items():
+            name = _profile_of(key)
+            left[name] = max(left.get(name, 0), math.ceil(seconds))
+        return left
+
+    async def clear_cooldown(self, profile_name: str) -> None:
+        """End ``profile_name``'s deny cooldown now (`vaultd approvals --clear-cooldown`)."""
+        if profile_name not in self._profiles:
+            raise UnknownProfile(f"no profile {profile_name!r} in the vaultd config")
+        for key in self.flight.cooldowns():
+            if _profile_of(key) == profile_name:
+                self.flight.forget(key)
+        await self.audit_event("cooldown_cleared", profile=profile_name)
+
     def seal(self) -> None:
         """The token went away: wipe everything, refuse requests until unlocked."""
         self.sealed = True
@@ -802,7 +867,13 @@ class VaultService:
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.approvals.pending()],
             "touch_needed": sorted(self.touch_waiting),
+            "in_progress": self.in_progress(),
+            "cooldowns": self.cooldowns(),
         }
+
+    def in_progress(self) -> list[dict[str, str]]:
+        """Answered approvals still on their way to a session, by profile name."""
+        return [self.progress[name] for name in sorted(self.progress)]
 
     # --- plumbing ------------------------------------------------------------------------
 

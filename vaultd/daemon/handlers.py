@@ -100,7 +100,14 @@ async def exec_session(d: Daemon, request: ExecRequest, conn: Connection) -> Rep
 
 @handles(ApprovalsRequest)
 async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> Reply:
-    return {"approvals": [a.as_dict() for a in d.service.approvals.pending()]}
+    service = d.service
+    if request.clear_cooldown:
+        await service.clear_cooldown(request.clear_cooldown)
+    return {
+        "approvals": [a.as_dict() for a in service.approvals.pending()],
+        "in_progress": service.in_progress(),
+        "cooldowns": service.cooldowns(),
+    }
 
 
 @handles(ApproveRequest)

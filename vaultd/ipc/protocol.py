@@ -104,9 +104,10 @@ class ExecRequest:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalsRequest:
-    """List pending approvals."""
+    """List pending approvals; ``clear_cooldown`` first ends that profile's deny cooldown."""
 
     op: ClassVar[str] = "approvals"
+    clear_cooldown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +253,10 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
         {"profile": _PROFILE, "interactive": _Field(bool, required=False)},
     ),
     "exec": (ExecRequest, {"profile": _PROFILE, "interactive": _Field(bool, required=False)}),
-    "approvals": (ApprovalsRequest, {}),
+    "approvals": (
+        ApprovalsRequest,
+        {"clear_cooldown": _Field(str, False, pattern=PROFILE_RE)},
+    ),
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),
     "status": (StatusRequest, {}),

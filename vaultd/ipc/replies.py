@@ -70,6 +70,15 @@ class ApprovalView(TypedDict):
     requested_by: RequesterView
 
 
+class ProgressView(TypedDict):
+    """An answered approval on its way to a session: ``state`` is the last progress event."""
+
+    id: str
+    profile: str
+    state: str
+    message: str
+
+
 class GrantView(TypedDict):
     """A break-glass grant's public facts (``Grant.as_dict``)."""
 
@@ -137,9 +146,12 @@ class UnlockReply(TypedDict):
 
 
 class ApprovalsReply(TypedDict):
-    """``approvals``."""
+    """``approvals``: pending ones, answered ones on their way, and deny cooldowns (seconds
+    left, by profile)."""
 
     approvals: list[ApprovalView]
+    in_progress: list[ProgressView]
+    cooldowns: dict[str, int]
 
 
 class StatusReply(TypedDict):
@@ -150,6 +162,8 @@ class StatusReply(TypedDict):
     profiles: list[ProfileStatus]
     approvals: list[ApprovalView]
     touch_needed: list[str]
+    in_progress: list[ProgressView]
+    cooldowns: dict[str, int]
     keystore: str
     hardware: bool
     grants: list[GrantView]
@@ -221,6 +235,15 @@ class PendingEvent(TypedDict):
     methods: str
 
 
+class ProgressEvent(TypedDict):
+    """``next_code_wait`` and ``calling_sts``: an answered request's next step, as a line to
+    show."""
+
+    id: str
+    profile: str
+    message: str
+
+
 class ApprovalChange(TypedDict):
     """``approval_opened`` and ``approval_resolved``, pushed to the TUI."""
 
@@ -231,6 +254,8 @@ EVENTS: Final[Mapping[str, type]] = {
     "subscribed": EmptyReply,
     APPROVAL_PENDING: PendingEvent,
     "touch_needed": PendingEvent,
+    "next_code_wait": ProgressEvent,
+    "calling_sts": ProgressEvent,
     "approval_opened": ApprovalChange,
     "approval_resolved": ApprovalChange,
 }

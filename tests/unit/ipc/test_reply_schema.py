@@ -197,6 +197,8 @@ def _status() -> dict[str, object]:
         "profiles": [profile, {**profile, "expires_at": None, "seconds_left": None}],
         "approvals": [_approval()],
         "touch_needed": [],
+        "in_progress": [],
+        "cooldowns": {"ops": 12},
         "keystore": "pkcs11",
         "hardware": False,
         "grants": [_grant()],
@@ -204,6 +206,10 @@ def _status() -> dict[str, object]:
         "socket": "/run/vaultd/vaultd.sock",
         "pid": 7,
     }
+
+
+def _progress() -> dict[str, object]:
+    return {"id": "abc", "profile": "dev", "state": "calling_sts", "message": "calling STS"}
 
 
 def _report() -> dict[str, object]:
@@ -222,7 +228,7 @@ def _rotation() -> dict[str, object]:
 VALID: list[tuple[str, dict[str, object] | bytes]] = [
     ("credentials", credentials_reply(SESSION_OUTPUT)),
     ("federation", credentials_reply(SESSION_OUTPUT)),
-    ("approvals", {"approvals": [_approval()]}),
+    ("approvals", {"approvals": [_approval()], "in_progress": [_progress()], "cooldowns": {}}),
     ("status", _status()),
     ("breakglass", {"grant": _grant(), "output": json.loads(SESSION_OUTPUT)}),
     ("report", _report()),
