@@ -51,6 +51,7 @@ from vaultd.errors import (
     ClientGone,
     CodeMalformed,
     ConfigError,
+    DeniedCooldown,
     MfaRejected,
     PolicyDenied,
     Sealed,
@@ -82,6 +83,19 @@ def _consume(task: asyncio.Future[object]) -> None:
 def _profile_of(flight_key: object) -> str:
     """The profile name in a flight key (``profile:NAME``, ``|SCOPE`` with session scopes)."""
     return str(flight_key).removeprefix("profile:").split("|", 1)[0]
+
+
+def _named_cooldown(exc: DeniedCooldown) -> DeniedCooldown:
+    """``exc`` saying which profile cools down (a chained role's may be its source's) and how
+    to end it."""
+    name = _profile_of(exc.key)
+    return DeniedCooldown(
+        f"a request for profile {name!r} was just denied or timed out: retry after "
+        f"{math.ceil(exc.retry_after)} s, or end the cooldown with "
+        f"`vaultd approvals --clear-cooldown {name}`",
+        retry_after=exc.retry_after,
+        key=exc.key,
+    )
 
 
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
@@ -306,12 +320,15 @@ class VaultService:
             await self.audit_event(
                 "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
-            creds = await self.flight.run(
-                self._flight_key(key, scope),
-                lambda: self._fresh_session(
-                    profile, requester, action, on_event, interactive, scope
-                ),
-            )
+            try:
+                creds = await self.flight.run(
+                    self._flight_key(key, scope),
+                    lambda: self._fresh_session(
+                        profile, requester, action, on_event, interactive, scope
+                    ),
+                )
+            except DeniedCooldown as exc:
+                raise _named_cooldown(exc) from None
             self._approved_scopes.setdefault(key, set()).add(scope)
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")

@@ -106,6 +106,7 @@ class SingleFlight:
         raise DeniedCooldown(
             f"a request for this profile was just denied or timed out; retry after {wait} s",
             retry_after=left,
+            key=key,
         )
 
     async def _execute(self, key: Hashable, epoch: int, fn: Callable[[], Awaitable[T]]) -> T:

@@ -17,7 +17,7 @@ from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
 from vaultd.keys.ecdh import EcdhTokenKey
-from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated
+from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated, load_module
 
 if TYPE_CHECKING:
     from vaultd.core.ports import SealingKey
@@ -40,10 +40,8 @@ def choose_scheme(
     """
     if requested in ("aead", "ecdh"):
         return "ecdh" if requested == "ecdh" else "aead"
-    import pkcs11
-
     with _translated("probing what the token can do"):
-        token = _find_token(pkcs11.lib(module_path), token_label, module_path)
+        token = _find_token(load_module(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
         with token.open(rw=True) as session:
             if _has_ec_key(session, key_label):

@@ -37,7 +37,8 @@ def test_a_deny_cools_down_its_profile_only_until_cleared(
     inst = make_vault(profiles=PROFILES)
     deny_dev(inst)
     code, out, err = finish(credproc(inst, "dev"))
-    assert code != 0 and out == b"" and b"retry after" in err
+    assert code != 0 and out == b"" and b"COOLDOWN" in err and b"retry after" in err
+    assert b"--clear-cooldown dev" in err
     listed = inst.vaultd("approvals").stdout.decode()
     assert "profile dev: denied, cooldown " in listed and "--clear-cooldown dev" in listed
     assert "ops" not in listed

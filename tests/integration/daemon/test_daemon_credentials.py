@@ -142,7 +142,7 @@ def test_deny_fails_every_waiter_and_starts_a_cooldown(
     for code, out, err in [
         finish(p, timeout=30) for p in [credproc(inst, "dev") for _ in range(BURST)]
     ]:
-        assert code != 0 and out == b"" and b"DENIED" in err
+        assert code != 0 and out == b"" and b"COOLDOWN" in err  # was DENIED (issue 16)
     assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
     opened = (inst.data_dir / "audit.log").read_text().count('"approval_opened"')
     assert opened == 1

@@ -165,3 +165,14 @@ def _until_the_used_step_nearly_ends(inst: Installation) -> int:
         spent = 1
     time.sleep(max(0.0, 27 - time.time() % 30))
     return spent
+
+
+def test_no_key_plugged_in_is_its_own_code(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    inst = touch_vault(make_vault, tmp_path)
+    (tmp_path / "key1.json").rename(tmp_path / "unplugged.json")
+    code, out, err = finish(credproc(inst, "dev"), timeout=90)
+    assert code != 0 and out == b""
+    assert err.startswith(b"vaultd: FIDO2_NO_DEVICE: ") and err.count(b"\n") == 1, err
+    assert fake_sts.calls() == 0

@@ -91,7 +91,7 @@ async def test_deny_starts_cooldown_that_fails_fast(error: Exception) -> None:
     assert all(isinstance(r, DeniedCooldown) for r in second)
     cooldown = second[0]
     assert isinstance(cooldown, DeniedCooldown)
-    assert cooldown.code == "DENIED"
+    assert cooldown.code == "COOLDOWN"  # was DENIED: one code per cause (issue 16)
     assert cooldown.retry_after == pytest.approx(20)
     assert "retry after 20 s" in str(cooldown)
 
