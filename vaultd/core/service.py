@@ -98,6 +98,11 @@ def _named_cooldown(exc: DeniedCooldown) -> DeniedCooldown:
     )
 
 
+def _by(answerer: Requester | None) -> dict[str, object]:
+    """The audit field naming who answered an approval (none when the caller is the core)."""
+    return {} if answerer is None else {"by": requester_fields(answerer)}
+
+
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
     """The default notifier: nothing to tell."""
 
@@ -794,14 +799,21 @@ class VaultService:
 
     # --- approvals, lock, status ---------------------------------------------------------
 
-    async def approve(self, approval_id: str, code: str | None) -> None:
-        """Answer a pending approval with a code."""
-        self.approvals.approve(approval_id, code=code)
+    async def approve(
+        self, approval_id: str, code: str | None, by: Requester | None = None
+    ) -> None:
+        """Answer a pending approval with a code; ``by`` is the answering process."""
+        approval = self.approvals.approve(approval_id, code=code)
+        await self.audit_event(
+            "approval_answered", profile=approval.profile, approval=approval.id, **_by(by)
+        )
 
-    async def deny(self, approval_id: str) -> None:
+    async def deny(self, approval_id: str, by: Requester | None = None) -> None:
         """Deny a pending approval (final for every waiter; starts a cooldown)."""
         approval = self.approvals.deny(approval_id)
-        await self.audit_event("approval_denied", profile=approval.profile, approval=approval.id)
+        await self.audit_event(
+            "approval_denied", profile=approval.profile, approval=approval.id, **_by(by)
+        )
 
     def on_wipe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the vault locks or seals (grants held elsewhere)."""

@@ -112,13 +112,13 @@ async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> R
 
 @handles(ApproveRequest)
 async def approve(d: Daemon, request: ApproveRequest, conn: Connection) -> Reply:
-    await d.service.approve(request.id, request.code)
+    await d.service.approve(request.id, request.code, conn.requester)
     return {}
 
 
 @handles(DenyRequest)
 async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
-    await d.service.deny(request.id)
+    await d.service.deny(request.id, conn.requester)
     return {}
 
 

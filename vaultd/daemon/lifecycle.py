@@ -14,7 +14,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from vaultd import app
 from vaultd.core.breakglass import BreakGlassDesk
@@ -24,6 +25,7 @@ from vaultd.core.status import DaemonFacts
 from vaultd.core.unlock_limit import UnlockLimiter
 from vaultd.daemon.events import Subscribers
 from vaultd.daemon.handlers import HANDLERS, Reply
+from vaultd.daemon.journal import LoggedAudit
 from vaultd.errors import (
     AuditError,
     BadRequest,
@@ -43,6 +45,7 @@ from vaultd.store.instance_lock import DataDirLock
 from vaultd.store.policy_file import load_policy
 from vaultd.system.hardening import harden_process
 
+T = TypeVar("T")
 log = logging.getLogger("vaultd.daemon")
 
 HOUSEKEEPING_INTERVAL = 1.0
@@ -70,6 +73,12 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
     }
 
 
+def _log_token_lost(exc: Sealed) -> None:
+    log.warning(
+        "token lost (%s): sealed, every session dropped; run `vaultd unlock` once it is back", exc
+    )
+
+
 def _kind(p: ProfileSettings) -> ProfileKind:
     if p.assume_root:
         return ProfileKind.ASSUME_ROOT
@@ -90,11 +99,11 @@ class Daemon:
             clock=parts.clock,
             sts=parts.sts,
             secrets=parts.owner,
-            audit=parts.audit,
+            audit=LoggedAudit(parts.audit),
             state=parts.state,
             # The owner's methods hand their token work to its worker themselves, so a bound
             # record's touch waits on an I/O thread, never on the worker.
-            run_token=asyncio.to_thread,
+            run_token=self._run_token,
             run_io=asyncio.to_thread,
             gate=parts.gate,
             codes=parts.codes,
@@ -129,6 +138,15 @@ class Daemon:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.service.seal)
 
+    async def _run_token(self, fn: Callable[[], T]) -> T:
+        """Run a token call off the loop; log a token lost while unsealed (the service seals)."""
+        try:
+            return await asyncio.to_thread(fn)
+        except Sealed as exc:
+            if not self.service.sealed:
+                _log_token_lost(exc)
+            raise
+
     def _audit_mac(self, data: bytes) -> bytes:
         # Called on an I/O thread; the owner runs it on its worker.
         try:
@@ -147,6 +165,7 @@ class Daemon:
         """Seal on a token lost mid-run; say plainly that a sealed vault cannot sign records."""
         lost = not self.service.sealed
         if self._loop is not None and lost:
+            _log_token_lost(exc)
             self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
         why = "the token was lost or stopped answering" if lost else str(exc)
         return AuditError(
