@@ -23,12 +23,18 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from vaultd.core.termtext import terminal_safe
+    from vaultd.settings import config_digest
 
     status = client().request("status")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
     print(f"vaultd pid {status['pid']}: {'SEALED' if status['sealed'] else 'unsealed'}")
+    if status["config_digest"] != config_digest():
+        print(
+            "warning: the config file changed since the daemon loaded it; reload it with "
+            f"`kill -HUP {status['pid']}` (or `systemctl --user reload vaultd`)"
+        )
     profiles, cooldowns = status["profiles"], status["cooldowns"]
     assert isinstance(profiles, list) and isinstance(cooldowns, dict)  # noqa: S101 - protocol
     for p in profiles:

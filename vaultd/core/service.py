@@ -846,6 +846,35 @@ class VaultService:
         self.approvals.cancel_all(profile_name)
         await self.audit_event("clear", profile=profile_name, outcome="cleared")
 
+    async def reload(
+        self, profiles: Mapping[str, Profile], policy: Policy, *, out_of_band: bool
+    ) -> dict[str, list[str]]:
+        """Take a reloaded config (SIGHUP): the sessions, approvals and cooldowns of profiles
+        that were removed or changed (or whose source profile was) are dropped; every other
+        session stays.  Returns the profile names ``added``, ``removed`` and ``changed``."""
+        old = self._profiles
+        changed = {n for n, p in profiles.items() if n in old and old[n] != p}
+        removed = set(old) - set(profiles)
+        dropped = changed | removed
+        dropped |= {n for n, p in old.items() if p.source_profile in dropped}
+        for name in dropped:
+            self.cache.purge(f"profile:{name}")
+            self._approved_scopes.pop(f"profile:{name}", None)
+            self.approvals.cancel_all(name)
+        for key in self.flight.cooldowns():
+            if _profile_of(key) in dropped:
+                self.flight.forget(key)
+        self._profiles = dict(profiles)
+        self._policy = policy
+        self._out_of_band = out_of_band
+        summary = {
+            "added": sorted(set(profiles) - set(old)),
+            "removed": sorted(removed),
+            "changed": sorted(dropped - removed),
+        }
+        await self.audit_event("reload", **summary)
+        return summary
+
     def cooldowns(self) -> dict[str, int]:
         """The profiles in a deny cooldown, with the whole seconds left."""
         left: dict[str, int] = {}

@@ -2,7 +2,8 @@
 
 Start-up order: harden the process (no core dumps, not dumpable), check the data dir, open
 the audit log, log in to the token (or start sealed when ``pin_source = "prompt"``), then
-bind the socket.  SIGTERM/SIGINT stop; SIGHUP drops every cached session and approval.
+bind the socket.  SIGTERM/SIGINT stop; SIGHUP reloads the profiles and the policy (see
+:meth:`Daemon.reload`).
 Every adapter comes from :func:`vaultd.app.daemon_parts`; the token and the store are used only
 through their one owner (:mod:`vaultd.daemon.token_owner`).
 """
@@ -35,12 +36,13 @@ from vaultd.errors import (
     InternalError,
     ReplySchemaViolation,
     Sealed,
+    VaultError,
 )
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import Request
 from vaultd.ipc.replies import check_reply
 from vaultd.ipc.server import Connection
-from vaultd.settings import ProfileSettings, Settings
+from vaultd.settings import ProfileSettings, Settings, config_digest, load_settings
 from vaultd.store.instance_lock import DataDirLock
 from vaultd.store.policy_file import load_policy
 from vaultd.system.hardening import harden_process
@@ -79,6 +81,23 @@ def _log_token_lost(exc: Sealed) -> None:
     )
 
 
+def _restart_only_changes(running: Settings, loaded: Settings) -> list[str]:
+    """The settings edited in ``loaded`` that a reload does not apply (``[approval] timeout``,
+    ``[pkcs11]``, ``socket``...), by name."""
+    old, new = running.model_dump(), loaded.model_dump()
+    for dump in (old, new):
+        del dump["profiles"], dump["policy_file"]
+        dump["approval"].pop("out_of_band")
+    edited: list[str] = []
+    for section, value in new.items():
+        before = old.get(section)
+        if isinstance(value, dict) and isinstance(before, dict):
+            edited += [f"{section}.{key}" for key in value if value[key] != before.get(key)]
+        elif value != before:
+            edited.append(section)
+    return sorted(edited)
+
+
 def _kind(p: ProfileSettings) -> ProfileKind:
     if p.assume_root:
         return ProfileKind.ASSUME_ROOT
@@ -90,6 +109,8 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.config_digest = config_digest()
+        """The digest of the config file the running profiles and policy come from."""
         self.parts = parts = app.daemon_parts(
             settings, audit_mac=self._audit_mac, audit_verify=self._audit_verify
         )
@@ -227,7 +248,30 @@ class Daemon:
             token_label=self.settings.pkcs11.token_label,
             socket=str(self.settings.socket),
             pid=os.getpid(),
+            config_digest=self.config_digest,
         )
+
+    async def reload(self) -> None:
+        """SIGHUP: take the profiles, the policy and ``approval.out_of_band`` from the config
+        file again, keeping every session whose profile did not change (`vaultd lock` drops
+        them all); log what changed, and which edited settings wait for a restart.  A config
+        that does not load leaves the running one in place."""
+        digest = config_digest()  # before loading: a later edit still shows as a difference
+        try:
+            settings = load_settings()
+            policy = load_policy(settings.policy_file)
+        except VaultError as exc:
+            log.error("config not reloaded, the running one stays: %s: %s", exc.code, exc)
+            return
+        summary = await self.service.reload(
+            profiles_from(settings), policy, out_of_band=settings.approval.out_of_band
+        )
+        self.config_digest = digest
+        changes = "; ".join(f"{k}: {', '.join(v)}" for k, v in summary.items() if v)
+        log.info("config reloaded (%s)", changes or "no profile changed")
+        restart = _restart_only_changes(self.settings, settings)
+        if restart:
+            log.warning("restart vaultd to apply the edited %s", ", ".join(restart))
 
     async def lock(self, *, seal: bool) -> None:
         """Drop sessions, approvals and grants; with ``seal`` also log out of the token."""
@@ -310,7 +354,7 @@ class Daemon:
         await self.server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.lock(seal=False)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await asyncio.to_thread(self._try_audit, "start", {"outcome": f"pid {os.getpid()}"})
         print(f"vaultd: serving on {self.settings.socket}", flush=True)
         housekeeping = asyncio.create_task(self._housekeeping())

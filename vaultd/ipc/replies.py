@@ -170,6 +170,7 @@ class StatusReply(TypedDict):
     token_label: str
     socket: str
     pid: int
+    config_digest: str
 
 
 class BreakGlassReply(TypedDict):

@@ -205,6 +205,7 @@ def _status() -> dict[str, object]:
         "token_label": "vaultd",
         "socket": "/run/vaultd/vaultd.sock",
         "pid": 7,
+        "config_digest": "0" * 64,
     }
 
 
