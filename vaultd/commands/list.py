@@ -1,6 +1,7 @@
 """`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. When the
-daemon runs, the text listing then shows each profile's session and its time left (when it does
-not, stderr says so).
+daemon runs unsealed it lists them (the token PIN is not asked again), else the token is opened;
+the text listing then shows each profile's session and its time left (when the daemon does not
+run, stderr says so).
 
 These come from the records' plaintext headers, read without opening (authenticating) each
 record, so anyone who can write the store could have changed them: the listing says so, and
@@ -39,20 +40,11 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from vaultd.app import opened_vault
     from vaultd.core.termtext import terminal_safe
 
-    with opened_vault(settings()) as vault:
-        infos = vault.store.list()
-    rows = [
-        {
-            "name": info.name,
-            "kind": "root_key_pair" if info.root else info.kind.value,
-            "key_id": info.masked_id,
-            "created": info.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for info in sorted(infos, key=lambda i: (i.kind.value, i.name))
-    ]
+    rows = _rows_from_daemon()
+    if rows is None:
+        rows = _rows_from_token()
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -66,6 +58,29 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         _print_sessions()
     return 0
+
+
+def _rows_from_daemon() -> list[dict[str, str]] | None:
+    """The records as the running, unsealed daemon lists them (no PIN asked), else None."""
+    from vaultd.commands._client import client
+    from vaultd.errors import DaemonNotRunning, Sealed
+
+    try:
+        reply = client(timeout=SESSIONS_TIMEOUT).request("records")
+    except (DaemonNotRunning, Sealed):
+        return None
+    rows = reply["records"]
+    assert isinstance(rows, list)  # noqa: S101 - the reply schema guarantees a list
+    return rows
+
+
+def _rows_from_token() -> list[dict[str, str]]:
+    """The records read by opening the token (its PIN from ``pkcs11.pin_source``)."""
+    from vaultd.app import opened_vault
+    from vaultd.core.model import record_rows
+
+    with opened_vault(settings()) as vault:
+        return record_rows(vault.store.list())
 
 
 def _print_sessions() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vaultd.aws.credential_process import render
-from vaultd.core.model import RecordKind
+from vaultd.core.model import RecordKind, record_rows
 from vaultd.core.report import credential_report
 from vaultd.core.rotation import rotate
 from vaultd.core.status import daemon_status
@@ -32,6 +32,7 @@ from vaultd.ipc.protocol import (
     FederationRequest,
     GrantEndRequest,
     LockRequest,
+    RecordsRequest,
     ReportRequest,
     RotateRequest,
     StatusRequest,
@@ -208,6 +209,12 @@ async def rotate_key(d: Daemon, request: RotateRequest, conn: Connection) -> Rep
         iam=d.parts.iam,
         scope=conn.scope,
     )
+
+
+@handles(RecordsRequest)
+async def records(d: Daemon, request: RecordsRequest, conn: Connection) -> Reply:
+    infos = await d.service.run_io(lambda: d.parts.owner.with_store(lambda s: s.list()))
+    return {"records": record_rows(infos)}
 
 
 @handles(ReportRequest)

@@ -173,6 +173,13 @@ class RotateRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsRequest:
+    """List the stored records' non-secret facts (`vaultd list` with the daemon running)."""
+
+    op: ClassVar[str] = "records"
+
+
+@dataclass(frozen=True, slots=True)
 class ReportRequest:
     """The credential report (no secrets)."""
 
@@ -229,6 +236,7 @@ Request = (
     | EventsRequest
     | RotateRequest
     | ReportRequest
+    | RecordsRequest
     | BreakGlassRequest
     | GrantEndRequest
     | AuditTailRequest
@@ -271,6 +279,7 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "events": (EventsRequest, {}),
     "rotate": (RotateRequest, {"name": _PROFILE}),
     "report": (ReportRequest, {}),
+    "records": (RecordsRequest, {}),
     "breakglass": (
         BreakGlassRequest,
         {

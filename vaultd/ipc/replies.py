@@ -118,6 +118,15 @@ class ReportRowView(TypedDict):
     authenticator_last_used: str | None
 
 
+class RecordRow(TypedDict):
+    """A stored record's non-secret facts (``vaultd.core.model.record_rows``)."""
+
+    name: str
+    kind: str
+    key_id: str
+    created: str
+
+
 class CredentialProcessOutput(TypedDict):
     """The ``credential_process`` Version 1 document: session credentials only (docs/threat-model.md
     AWS contract)."""
@@ -199,6 +208,12 @@ class RotateReply(TypedDict):
     message: str
 
 
+class RecordsReply(TypedDict):
+    """``records``: the store's records, for `vaultd list`."""
+
+    records: list[RecordRow]
+
+
 class ReportReply(TypedDict):
     """``report``: rows and the same as CSV."""
 
@@ -218,6 +233,7 @@ REPLIES: Final[Mapping[str, type]] = {
     "events": EmptyReply,
     "rotate": RotateReply,
     "report": ReportReply,
+    "records": RecordsReply,
     "breakglass": BreakGlassReply,
     "grant_end": EmptyReply,
     "audit_tail": AuditTailReply,

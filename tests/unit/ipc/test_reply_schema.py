@@ -34,6 +34,7 @@ from vaultd.core.model import (
     RecordKind,
     Requester,
     SessionCredentials,
+    record_rows,
 )
 from vaultd.core.report import build_report, to_csv, to_json
 from vaultd.core.rotation import RotationResult
@@ -233,6 +234,10 @@ VALID: list[tuple[str, dict[str, object] | bytes]] = [
     ("status", _status()),
     ("breakglass", {"grant": _grant(), "output": json.loads(SESSION_OUTPUT)}),
     ("report", _report()),
+    (
+        "records",
+        {"records": record_rows([RecordInfo(RecordKind.KEY_PAIR, "dev", NOW, "AKIA...WXYZ")])},
+    ),
     ("rotate", _rotation()),
     ("audit_tail", {"records": [{"seq": 1, "event": "start", "client": {"pid": 1}}]}),
     ("unlock", {"already_unlocked": False}),
