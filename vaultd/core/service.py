@@ -860,10 +860,8 @@ class VaultService:
         for name in dropped:
             self.cache.purge(f"profile:{name}")
             self._approved_scopes.pop(f"profile:{name}", None)
+            self._forget_cooldowns(name)  # before the cancel: it starts no cooldown
             self.approvals.cancel_all(name)
-        for key in self.flight.cooldowns():
-            if _profile_of(key) in dropped:
-                self.flight.forget(key)
         self._profiles = dict(profiles)
         self._policy = policy
         self._out_of_band = out_of_band
@@ -887,10 +885,16 @@ class VaultService:
         """End ``profile_name``'s deny cooldown now (`vaultd approvals --clear-cooldown`)."""
         if profile_name not in self._profiles:
             raise UnknownProfile(f"no profile {profile_name!r} in the vaultd config")
+        self._forget_cooldowns(profile_name)
+        await self.audit_event("cooldown_cleared", profile=profile_name)
+
+    def _forget_cooldowns(self, profile_name: str) -> None:
+        """End ``profile_name``'s cooldowns (in every scope), and the one its running request
+        would start."""
+        self.flight.forget(f"profile:{profile_name}")
         for key in self.flight.cooldowns():
             if _profile_of(key) == profile_name:
                 self.flight.forget(key)
-        await self.audit_event("cooldown_cleared", profile=profile_name)
 
     def seal(self) -> None:
         """The token went away: wipe everything, refuse requests until unlocked."""
