@@ -36,6 +36,7 @@ from .events import EventsScreen
 from .messages import (
     ApprovalRequested,
     ApprovalResolved,
+    ClearCooldown,
     DaemonConnected,
     DaemonDisconnected,
     StatusReceived,
@@ -183,6 +184,14 @@ class VaultApp(App[None]):
         await self._send(self.client.request("lock"), "locked")
         await self._fetch_status_quietly()
 
+    @on(ClearCooldown)
+    @work(group="answers")
+    async def _clear_cooldown(self, message: ClearCooldown) -> None:
+        """End a profile's deny cooldown, then show the fresh status."""
+        request = self.client.request("approvals", clear_cooldown=message.profile)
+        await self._send(request, "cooldown ended:", message.profile)
+        await self._fetch_status_quietly()
+
     # --- actions (bound on the screens) ----------------------------------------------------
 
     def action_refresh_status(self) -> None:
@@ -257,6 +266,7 @@ class VaultApp(App[None]):
     @on(ApprovalResolved)
     def _approval_resolved(self, message: ApprovalResolved) -> None:
         self._drop(message.approval.id)
+        self.set_timer(SETTLE_SECONDS, self.refresh_status)  # its progress, or a cooldown
 
     def _add(self, approval: PendingApproval) -> None:
         if approval.state != "pending" or approval.id in self._pending:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,16 +18,24 @@ from textual.widgets import DataTable, Footer, Label
 from vaultd.core.termtext import terminal_safe
 
 from .data import DaemonStatus, PendingApproval, ProfileRow, hms
+from .messages import ClearCooldown
 from .widgets import ConnectionLine, DaemonLine
 
 COLUMNS = ("Profile", "Kind", "MFA", "Session", "Left")
 MIN_WIDTHS = {"Session": len("awaiting approval"), "Left": len("100:00:00")}
 
 
-def session_state(row: ProfileRow, now: datetime, waiting: bool) -> tuple[str, str]:
-    """The Session and Left cells for ``row`` at ``now``."""
+PROGRESS = {"next_code_wait": "next code (touched)", "calling_sts": "calling STS"}
+"""The Session cell of an answered approval on its way, by its last progress event."""
+
+
+def session_state(row: ProfileRow, now: datetime, waiting: bool, note: str = "") -> tuple[str, str]:
+    """The Session and Left cells for ``row`` at ``now``; ``note`` (a cooldown, progress)
+    takes the Session cell."""
     left = row.seconds_left(now)
-    if waiting:
+    if note:
+        state = note
+    elif waiting:
         state = "awaiting approval"
     elif left is None:
         state = "none"
@@ -44,6 +53,7 @@ class DashboardScreen(Screen[None]):
         Binding("a", "app.show_events", "Audit"),
         Binding("b", "app.break_glass", "Break-glass"),
         Binding("u", "app.unlock", "Unlock"),
+        Binding("c", "clear_cooldown", "Clear cooldown", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -54,6 +64,8 @@ class DashboardScreen(Screen[None]):
         self._tick = tick
         self._rows: tuple[ProfileRow, ...] = ()
         self._waiting: frozenset[str] = frozenset()
+        self._cooldown_until: dict[str, datetime] = {}
+        self._progress: Mapping[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Label("vaultd — AWS sessions", id="heading")
@@ -73,6 +85,9 @@ class DashboardScreen(Screen[None]):
     def _show_status(self, status: DaemonStatus | None) -> None:
         self._rows = status.profiles if status is not None else ()
         now = self._clock()
+        cooldowns = status.cooldowns if status is not None else {}
+        self._cooldown_until = {n: now + timedelta(seconds=s) for n, s in cooldowns.items()}
+        self._progress = status.in_progress if status is not None else {}
         rows = [
             (
                 *(Text(terminal_safe(v)) for v in (r.name, r.kind, r.approval)),
@@ -99,6 +114,22 @@ class DashboardScreen(Screen[None]):
         table = self.query_one("#profiles", DataTable)
         now = self._clock()
         for row in self._rows:
-            state, left = session_state(row, now, row.name in self._waiting)
+            state, left = session_state(row, now, row.name in self._waiting, self._note(row, now))
             table.update_cell(row.name, "Session", state)
             table.update_cell(row.name, "Left", left)
+
+    def _note(self, row: ProfileRow, now: datetime) -> str:
+        """A running deny cooldown (c clears it), else the answered approval's progress."""
+        until = self._cooldown_until.get(row.name)
+        if until is not None and until > now:
+            return f"denied, {math.ceil((until - now).total_seconds())}s (c)"
+        return PROGRESS.get(self._progress.get(row.name, ""), "")
+
+    def action_clear_cooldown(self) -> None:
+        """End the selected profile's deny cooldown."""
+        table = self.query_one("#profiles", DataTable)
+        if not self._rows or table.cursor_row >= len(self._rows):
+            return
+        profile = self._rows[table.cursor_row].name
+        self._cooldown_until.pop(profile, None)
+        self.post_message(ClearCooldown(profile))

@@ -208,12 +208,19 @@ class DaemonStatus:
     profiles: tuple[ProfileRow, ...]
     approvals: tuple[PendingApproval, ...]
     grants: tuple[GrantInfo, ...] = ()
+    cooldowns: Mapping[str, int] = field(default_factory=dict)
+    """Profiles in a deny cooldown, with the seconds left when the status was sent."""
+    in_progress: Mapping[str, str] = field(default_factory=dict)
+    """Answered approvals on their way to a session: profile -> its last progress event."""
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> DaemonStatus:
-        """Parse a ``status`` reply (``grants`` is absent from daemons without break-glass)."""
+        """Parse a ``status`` reply (``grants``, ``cooldowns`` and ``in_progress`` are absent
+        from older daemons)."""
         sealed = _field(obj, "sealed", bool)
         grants = _list(obj, "grants") if "grants" in obj else []
+        cooldowns = _map(obj, "cooldowns") if "cooldowns" in obj else {}
+        progress = _list(obj, "in_progress") if "in_progress" in obj else []
         return cls(
             sealed=sealed is True,
             token_label=_str(obj, "token_label"),
@@ -222,6 +229,8 @@ class DaemonStatus:
             profiles=tuple(ProfileRow.from_wire(p) for p in _list(obj, "profiles")),
             approvals=tuple(PendingApproval.from_wire(a) for a in _list(obj, "approvals")),
             grants=tuple(GrantInfo.from_wire(g) for g in grants),
+            cooldowns={name: _int(cooldowns, name) for name in cooldowns},
+            in_progress={_str(p, "profile"): _str(p, "state") for p in progress},
         )
 
 

@@ -46,3 +46,11 @@ class DaemonDisconnected(Message):
 
 class DaemonConnected(Message):
     """The event subscription is up (again)."""
+
+
+class ClearCooldown(Message):
+    """The user asked to end ``profile``'s deny cooldown (key c on the dashboard)."""
+
+    def __init__(self, profile: str) -> None:
+        super().__init__()
+        self.profile = profile

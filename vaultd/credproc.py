@@ -23,10 +23,12 @@ reply ``{"v":1,"ok":true,"output":<credential JSON>}`` is checked whole and its 
 to stdout in one write loop; nothing else ever reaches stdout.  An ``approval_pending`` event
 (only then is ``json`` imported) makes the client print the request on ``/dev/tty`` and read a
 6-digit code there in a background thread, sent as an ``approve`` request on a second
-connection; the final reply is awaited meanwhile and ends the prompt.  Without a terminal it
-sends its ``DISPLAY``/``WAYLAND_DISPLAY`` (if any; the frame is unchanged without one), where
-the daemon may ask in a dialog (``approval.prompt``), and just waits (a dialog, the TUI or
-``vaultd approve`` answers).
+connection; the final reply is awaited meanwhile and ends the prompt.  ``touch_needed`` prints
+the request and "touch your security key"; the progress events (``next_code_wait``,
+``calling_sts``) print their line.  Without a terminal it sends its ``DISPLAY``/
+``WAYLAND_DISPLAY`` (if any; the frame is unchanged without one), where the daemon may ask in a
+dialog (``approval.prompt``), and just waits (a dialog, the TUI or ``vaultd approve`` answers;
+the daemon's notifier says the same states).
 
 Exit status: 0 on success; 1 on any error, with one ``vaultd: CODE: message`` line on stderr
 and an empty stdout; 2 on a usage error.
@@ -59,6 +61,7 @@ _ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _PROFILE_CHARS = _ID_CHARS | frozenset(b".")
 _DISPLAY_CHARS = _PROFILE_CHARS | frozenset(b":/")
 _RETRY_CODES = frozenset({"CODE_MALFORMED", "CODE_REUSED", "MFA_REJECTED"})
+_PROGRESS_EVENTS = frozenset({"next_code_wait", "calling_sts"})
 
 
 class Failure(Exception):
@@ -429,6 +432,7 @@ class _Terminal:
 
         self.fd = fd
         self.code_sent = False
+        self.touch_asked = False
         self._lock = threading.Lock()
         self._at_prompt = False
         self._ended = False
@@ -566,20 +570,15 @@ def fetch(
             output = fast_output(reply)
             if output is not None:
                 if terminal is not None:
-                    elsewhere = (
-                        "" if terminal.code_sent else " (approved elsewhere: no code needed)"
-                    )
+                    asked_here = terminal.code_sent or terminal.touch_asked
+                    elsewhere = "" if asked_here else " (approved elsewhere: no code needed)"
                     terminal.end("vaultd: credentials issued" + elsewhere)
                 return output
             msg = _parse(reply)
-            if msg.get("event") == "approval_pending" and tty >= 0 and terminal is None:
-                import threading
-
-                terminal = _Terminal(tty)
-                args = (terminal, path, uids, msg)
-                threading.Thread(target=_prompt, args=args, daemon=True).start()
-            elif "event" not in msg:
+            if "event" not in msg:
                 _end_with_error(terminal, msg)
+            elif tty >= 0:
+                terminal = _show_event(terminal, tty, path, uids, msg)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise Failure("PROTOCOL_ERROR", f"talking to vaultd failed: {reason}") from None
@@ -587,6 +586,32 @@ def fetch(
         sock.close()
         if tty >= 0 and terminal is None:
             posix.close(tty)
+
+
+def _show_event(
+    terminal: _Terminal | None, tty: int, path: str, uids: tuple[int, ...], msg: dict[str, object]
+) -> _Terminal | None:
+    """Show a pushed event on the terminal: the code prompt (``approval_pending``), the touch
+    prompt (``touch_needed``), or a progress line; returns the terminal once it is in use."""
+    event = msg.get("event")
+    if event == "approval_pending" and terminal is None:
+        import threading
+
+        terminal = _Terminal(tty)
+        args = (terminal, path, uids, msg)
+        threading.Thread(target=_prompt, args=args, daemon=True).start()
+    elif event == "touch_needed":
+        touch = f"vaultd: touch your security key for profile {_clean(msg.get('profile'))}"
+        if terminal is None:
+            terminal = _Terminal(tty)
+            approval_id = msg.get("id")
+            if isinstance(approval_id, str) and all(c in _ID_CHARS for c in approval_id.encode()):
+                terminal.say(_request_lines(msg, approval_id))
+        terminal.touch_asked = True
+        terminal.say(touch)
+    elif event in _PROGRESS_EVENTS and terminal is not None and not terminal.code_sent:
+        terminal.say(f"vaultd: {_clean(msg.get('message'))}")
+    return terminal
 
 
 def _end_with_error(terminal: _Terminal | None, msg: dict[str, object]) -> None:

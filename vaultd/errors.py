@@ -175,6 +175,16 @@ class HsmModuleRefused(HsmError):
     fix = "install the module root-owned, or list its path in pkcs11.module_allowlist"
 
 
+class HsmModuleLoadFailed(HsmError):
+    """The PKCS#11 module could not be loaded (missing file, wrong architecture, bad config)."""
+
+    code = "HSM_MODULE_LOAD_FAILED"
+    fix = (
+        "set [pkcs11] module to the path of an installed PKCS#11 library (for SoftHSM2, also "
+        "SOFTHSM2_CONF), then restart the daemon"
+    )
+
+
 class TokenNotFound(HsmError):
     """No token with the configured label is present."""
 
@@ -290,17 +300,21 @@ class GateError(VaultError):
 
 
 class Denied(GateError):
-    """The user denied the request (or a cooldown after a denial is running)."""
+    """The user denied the request."""
 
     code = "DENIED"
 
 
 class DeniedCooldown(Denied):
-    """A request for this key was just denied or timed out; retry after ``retry_after`` s."""
+    """A request for this profile was just denied or timed out; retry after ``retry_after`` s."""
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
+    code = "COOLDOWN"
+    fix = "wait, or end it with `vaultd approvals --clear-cooldown PROFILE`"
+
+    def __init__(self, message: str, *, retry_after: float, key: object = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.key = key
 
 
 class ApprovalTimeout(GateError):
@@ -354,6 +368,13 @@ class BreakGlassOnly(VaultError):
 
 
 # --- FIDO2 authenticators ------------------------------------------------------------------
+
+
+class Fido2NoDevice(ApprovalUnavailable):
+    """No connected FIDO2 authenticator holds an enrolled credential that can answer."""
+
+    code = "FIDO2_NO_DEVICE"
+    fix = "plug in an enrolled security key (`vaultd fido2 list` names them)"
 
 
 class Fido2Rejected(GateError):

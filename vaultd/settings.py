@@ -50,6 +50,20 @@ def default_config_path() -> Path:
     return Path(base) / "vaultd" / "config.toml"
 
 
+def config_digest() -> str:
+    """The SHA-256 (hex) of the config file :func:`load_settings` reads; empty without one.
+
+    The daemon reports the digest of the file it runs with, so `vaultd status` can say when
+    the file changed since (reload it with SIGHUP)."""
+    import hashlib
+
+    path = default_config_path()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/vaultd`` (``~/.local/share/vaultd``)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")

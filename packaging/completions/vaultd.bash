@@ -16,7 +16,7 @@ _vaultd() {
         rekey) words="--help" ;;
         serve) words="--help" ;;
         credential-process) words="--allow-root-daemon --help --socket" ;;
-        approvals) words="--help --json" ;;
+        approvals) words="--clear-cooldown --help --json" ;;
         approve) words="--code --help" ;;
         deny) words="--help" ;;
         status) words="--help --json" ;;

@@ -30,6 +30,7 @@ complete -c vaultd -n '__fish_seen_subcommand_from serve' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from credential-process' -l allow-root-daemon
 complete -c vaultd -n '__fish_seen_subcommand_from credential-process' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from credential-process' -l socket
+complete -c vaultd -n '__fish_seen_subcommand_from approvals' -l clear-cooldown
 complete -c vaultd -n '__fish_seen_subcommand_from approvals' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from approvals' -l json
 complete -c vaultd -n '__fish_seen_subcommand_from approve' -l code

@@ -15,7 +15,7 @@ case $words[2] in
     rekey) opts=(--help) ;;
     serve) opts=(--help) ;;
     credential-process) opts=(--allow-root-daemon --help --socket) ;;
-    approvals) opts=(--help --json) ;;
+    approvals) opts=(--clear-cooldown --help --json) ;;
     approve) opts=(--code --help) ;;
     deny) opts=(--help) ;;
     status) opts=(--help --json) ;;

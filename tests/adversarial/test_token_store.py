@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -177,6 +178,18 @@ async def test_token_lost_while_serving_from_cache_seals(running: Running) -> No
         await running.credentials("dev")
     assert second.value.code == "SEALED"
     assert list(running.daemon.service.cache.entries()) == []
+
+
+async def test_token_loss_is_in_the_daemon_log(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    await running.credentials("dev", code="123456")
+    running.faulty.fail("decrypt", pkerr.DeviceRemoved)
+    with caplog.at_level(logging.INFO, logger="vaultd.daemon"), pytest.raises(Sealed):
+        await running.credentials("ops")
+    lost = [r for r in caplog.records if r.getMessage().startswith("token lost (")]
+    assert [r.levelno for r in lost] == [logging.WARNING]
+    assert "vaultd unlock" in lost[0].getMessage()
 
 
 async def test_fail_closed_while_serving_from_cache_without_the_token(running: Running) -> None:

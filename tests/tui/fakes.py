@@ -128,6 +128,8 @@ class FakeDaemonClient:
         self.hold_touch = False
         self.grants: dict[str, FakeGrant] = {}
         self.audit_log: list[dict[str, object]] = []
+        self.cooldowns: dict[str, int] = {}
+        self.in_progress: list[dict[str, str]] = []
         self._touched = asyncio.Event()
         self._subscribers: list[asyncio.Queue[bytes | None]] = []
 
@@ -229,6 +231,7 @@ class FakeDaemonClient:
         if op == "status":
             return self._status()
         if op == "approvals":
+            self.cooldowns.pop(str(fields.get("clear_cooldown")), None)
             return {"approvals": [a.as_dict() for a in self.book.pending()]}
         if op == "approve":
             self.book.approve(str(fields["id"]), code=getattr(request, "code", None))
@@ -274,6 +277,8 @@ class FakeDaemonClient:
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.book.pending()],
             "touch_needed": [],
+            "cooldowns": dict(self.cooldowns),
+            "in_progress": list(self.in_progress),
             "grants": [g.as_dict() for g in self.grants.values() if g.expires_at > now],
             "token_label": "vaultd",
             "socket": str(SOCKET),

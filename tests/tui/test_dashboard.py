@@ -98,3 +98,34 @@ async def test_starts_before_the_daemon_and_connects_when_it_comes(
         fake.start()
         await wait_for(pilot, lambda: len(rows(app)) == 3, "profiles after start")
         assert text(app, "#connection") == "reconnected"
+
+
+async def test_a_cooldown_counts_down_and_c_ends_it(
+    app: VaultApp, fake: FakeDaemonClient, clock: FakeClock
+) -> None:
+    fake.cooldowns = {"ops": 25}
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(
+            pilot, lambda: rows(app).get("ops", [""] * 4)[3] == "denied, 25s (c)", "cooldown"
+        )
+        assert rows(app)["dev"][3] == "active"
+        clock.advance(5)
+        await wait_for(pilot, lambda: rows(app)["ops"][3] == "denied, 20s (c)", "counts down")
+        await pilot.press("down", "down", "c")
+        await wait_for(pilot, lambda: rows(app)["ops"][3] == "none", "cooldown ended")
+        assert fake.requests("approvals") == [{"clear_cooldown": "ops"}]
+
+
+async def test_an_answered_request_shows_its_progress(
+    app: VaultApp, fake: FakeDaemonClient
+) -> None:
+    message = "touch received, waiting 13 s for the next code (AWS accepts each code once)"
+    fake.in_progress = [
+        {"id": "a1", "profile": "ops", "state": "next_code_wait", "message": message}
+    ]
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(rows(app)) == 3, "profiles shown")
+        assert rows(app)["ops"][3] == "next code (touched)"
+        fake.in_progress = [{**fake.in_progress[0], "state": "calling_sts"}]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: rows(app)["ops"][3] == "calling STS", "calling STS")

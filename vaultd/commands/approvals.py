@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("approvals", help="list pending approvals")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--clear-cooldown",
+        metavar="PROFILE",
+        help="end PROFILE's cooldown after a denied or timed-out approval",
+    )
     p.set_defaults(func=run_list)
     p = sub.add_parser(
         "approve",
@@ -40,13 +45,22 @@ def run_list(args: argparse.Namespace) -> int:
 
     from vaultd.core.termtext import terminal_safe
 
-    approvals = client().request("approvals")["approvals"]
-    assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
+    fields = {"clear_cooldown": args.clear_cooldown} if args.clear_cooldown else {}
+    reply = client().request("approvals", **fields)
+    approvals, in_progress, cooldowns = (
+        reply["approvals"], reply["in_progress"], reply["cooldowns"]
+    )  # fmt: skip
+    assert isinstance(approvals, list) and isinstance(in_progress, list)  # noqa: S101 - protocol
+    assert isinstance(cooldowns, dict)  # noqa: S101 - protocol guarantees an object
+    if args.clear_cooldown:
+        print(terminal_safe(f"cooldown of profile {args.clear_cooldown} ended"))
     if args.json:
         print(json.dumps(approvals, indent=2))
         return 0
-    if not approvals:
+    if not approvals and not in_progress:
         print("no pending approvals")
+    for p in in_progress:
+        print(terminal_safe(f"{p['id']}  {p['profile']}  answered: {p['message']}"))
     for a in approvals:
         who = a["requested_by"]
         program = who["parent_command"] or who["executable"]
@@ -55,6 +69,13 @@ def run_list(args: argparse.Namespace) -> int:
             f"  (cwd {who['cwd'] or '?'})  expires {a['expires_at']}"
         )
         print(terminal_safe(line))
+    for name, left in sorted(cooldowns.items()):
+        print(
+            terminal_safe(
+                f"profile {name}: denied, cooldown {left} s left "
+                f"(end it: vaultd approvals --clear-cooldown {name})"
+            )
+        )
     return 0
 
 

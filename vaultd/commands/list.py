@@ -1,7 +1,9 @@
 """`vaultd list [--json]`: names, kinds, masked key ids, creation times; never secrets. The text
 listing has headers and shows a TOTP seed by its MFA device's serial (its record name is a hash
-of it) when a profile names that device.  When the daemon runs, it then shows each profile's
-session and its time left, and the active break-glass grants (when it does not, stderr says so).
+of it) when a profile names that device.  When the daemon runs unsealed it lists the records
+(the token PIN is not asked again), else the token is opened.  When the daemon runs, the listing
+then shows each profile's session and its time left, and the active break-glass grants (when it
+does not, stderr says so).
 
 These come from the records' plaintext headers, read without opening (authenticating) each
 record, so anyone who can write the store could have changed them: the listing says so, and
@@ -41,27 +43,40 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from vaultd.app import opened_vault
-
     config = settings()
-    with opened_vault(config) as vault:
-        infos = vault.store.list()
+    rows = _rows_from_daemon()
+    if rows is None:
+        rows = _rows_from_token()
     serials = _serials_by_seed_name(p.mfa_serial for p in config.profiles.values())
-    rows = [
-        {
-            "name": info.name,
-            "kind": "root_key_pair" if info.root else info.kind.value,
-            "key_id": info.masked_id,
-            "created": info.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for info in sorted(infos, key=lambda i: (i.kind.value, i.name))
-    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     _print_records(rows, serials)
     _print_daemon()
     return 0
+
+
+def _rows_from_daemon() -> list[dict[str, str]] | None:
+    """The records as the running, unsealed daemon lists them (no PIN asked), else None."""
+    from vaultd.commands._client import client
+    from vaultd.errors import DaemonNotRunning, Sealed
+
+    try:
+        reply = client(timeout=SESSIONS_TIMEOUT).request("records")
+    except (DaemonNotRunning, Sealed):
+        return None
+    rows = reply["records"]
+    assert isinstance(rows, list)  # noqa: S101 - the reply schema guarantees a list
+    return rows
+
+
+def _rows_from_token() -> list[dict[str, str]]:
+    """The records read by opening the token (its PIN from ``pkcs11.pin_source``)."""
+    from vaultd.app import opened_vault
+    from vaultd.core.model import record_rows
+
+    with opened_vault(settings()) as vault:
+        return record_rows(vault.store.list())
 
 
 def _serials_by_seed_name(serials: Iterable[str | None]) -> dict[str, str]:

@@ -36,27 +36,44 @@ def status_lines(status: dict[str, object]) -> list[str]:
     """The text form of a ``status`` reply: the seal and why, then headed tables of profiles,
     break-glass grants and pending approvals (every field terminal-safe)."""
     from vaultd.core.termtext import terminal_safe
+    from vaultd.settings import config_digest
 
     state = f"SEALED: {status['sealed_reason']}" if status["sealed"] else "unsealed"
     lines = [f"vaultd pid {status['pid']}: {state}"]
+    if status["config_digest"] != config_digest():
+        lines.append(
+            "warning: the config file changed since the daemon loaded it; reload it with "
+            f"`kill -HUP {status['pid']}` (or `systemctl --user reload vaultd`)"
+        )
     profiles, grants, approvals = status["profiles"], status["grants"], status["approvals"]
+    cooldowns, in_progress = status["cooldowns"], status["in_progress"]
     assert isinstance(profiles, list) and isinstance(grants, list)  # noqa: S101 - schema
-    assert isinstance(approvals, list)  # noqa: S101 - schema
-    profile_rows = [(p["name"], p["kind"], p["approval"], _session(p)) for p in profiles]
+    assert isinstance(approvals, list) and isinstance(in_progress, list)  # noqa: S101 - schema
+    assert isinstance(cooldowns, dict)  # noqa: S101 - schema
+    profile_rows = [
+        (p["name"], p["kind"], p["approval"], _session(p, cooldowns.get(p["name"])))
+        for p in profiles
+    ]
     grant_rows = [
         (g["id"], g["profile"], g["expires_at"], "yes" if g["read"] else "no", g["reason"])
         for g in grants
     ]
     approval_rows = [(a["id"], a["profile"], a["expires_at"]) for a in approvals]
+    approval_rows += [(r["id"], r["profile"], r["message"]) for r in in_progress]
     lines += _table(("PROFILE", "KIND", "APPROVAL", "SESSION"), profile_rows, "no profiles")
     lines += _table(("GRANT", "PROFILE", "EXPIRES", "READ", "REASON"), grant_rows, "no grants")
-    lines += _table(("APPROVAL", "PROFILE", "EXPIRES"), approval_rows, "no pending approvals")
+    lines += _table(
+        ("APPROVAL", "PROFILE", "EXPIRES OR STATE"), approval_rows, "no pending approvals"
+    )
     return [terminal_safe(line) for line in lines]
 
 
-def _session(profile: dict[str, object]) -> str:
+def _session(profile: dict[str, object], cooldown: object) -> str:
     left = profile["seconds_left"]
-    return f"{hms(left)} left" if isinstance(left, int) else "no session"
+    state = f"{hms(left)} left" if isinstance(left, int) else "no session"
+    if isinstance(cooldown, int):
+        state += f"; denied, cooldown {cooldown} s (--clear-cooldown ends it)"
+    return state
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> list[str]:

@@ -111,7 +111,7 @@ class SessionCache:
         self._entries.pop(key, None)
 
     def wipe(self) -> None:
-        """Drop every session (lock, SIGHUP, sealing)."""
+        """Drop every session (lock, sealing)."""
         self._entries.clear()
 
     def entries(self) -> list[CacheEntry]:

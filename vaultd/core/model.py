@@ -94,6 +94,19 @@ class RecordInfo:
     root: bool = False
 
 
+def record_rows(infos: list[RecordInfo]) -> list[dict[str, str]]:
+    """The `vaultd list` rows (the ``records`` reply), by kind and name; never a secret."""
+    return [
+        {
+            "name": info.name,
+            "kind": "root_key_pair" if info.root else info.kind.value,
+            "key_id": info.masked_id,
+            "created": info.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for info in sorted(infos, key=lambda i: (i.kind.value, i.name))
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Requester:
     """The process behind a request, read from the socket's peer credentials and /proc."""

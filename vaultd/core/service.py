@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -55,6 +56,7 @@ from vaultd.errors import (
     ClientGone,
     CodeMalformed,
     ConfigError,
+    DeniedCooldown,
     MfaRejected,
     PolicyDenied,
     Sealed,
@@ -64,19 +66,50 @@ from vaultd.errors import (
 )
 
 T = TypeVar("T")
-EventSink = Callable[[str, Approval], Awaitable[None]]
 Reach = tuple[bool, ClientDisplay | None]
 """How a client can be asked: it prompts on its own terminal; the display it runs on."""
 APPROVAL_PENDING = "approval_pending"
 TOUCH_NEEDED = "touch_needed"
+NEXT_CODE_WAIT = "next_code_wait"
+CALLING_STS = "calling_sts"
 SEALED_SESSION_ENDED = "the token session ended (token removed or logged out): run `vaultd unlock`"
 SEALED_BY_LOCK = "sealed by `vaultd lock --seal` (or the daemon's own seal): run `vaultd unlock`"
+
+
+class EventSink(Protocol):
+    """Tells the waiting client how its request goes: ``kind`` with a ``message`` for the
+    progress events (``next_code_wait``, ``calling_sts``)."""
+
+    def __call__(self, kind: str, approval: Approval, message: str = "", /) -> Awaitable[None]: ...
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
     """Retrieve a finished background task's exception so it is not reported as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def _profile_of(flight_key: object) -> str:
+    """The profile name in a flight key (``profile:NAME``, ``|SCOPE`` with session scopes)."""
+    return str(flight_key).removeprefix("profile:").split("|", 1)[0]
+
+
+def _named_cooldown(exc: DeniedCooldown) -> DeniedCooldown:
+    """``exc`` saying which profile cools down (a chained role's may be its source's) and how
+    to end it."""
+    name = _profile_of(exc.key)
+    return DeniedCooldown(
+        f"a request for profile {name!r} was just denied or timed out: retry after "
+        f"{math.ceil(exc.retry_after)} s, or end the cooldown with "
+        f"`vaultd approvals --clear-cooldown {name}`",
+        retry_after=exc.retry_after,
+        key=exc.key,
+    )
+
+
+def _by(answerer: Requester | None) -> dict[str, object]:
+    """The audit field naming who answered an approval (none when the caller is the core)."""
+    return {} if answerer is None else {"by": requester_fields(answerer)}
 
 
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
@@ -205,6 +238,7 @@ class VaultService:
         self.sealed = False
         self.sealed_reason = SEALED_SESSION_ENDED  # why, while sealed (shown by `vaultd status`)
         self.touch_waiting: set[str] = set()
+        self.progress: dict[str, dict[str, str]] = {}
         self._wipers: list[Callable[[], None]] = []
         self._serial_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
@@ -323,10 +357,13 @@ class VaultService:
             await self.audit_event(
                 "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
-            creds = await self.flight.run(
-                self._flight_key(key, scope),
-                lambda: self._fresh_session(profile, requester, action, on_event, reach, scope),
-            )
+            try:
+                creds = await self.flight.run(
+                    self._flight_key(key, scope),
+                    lambda: self._fresh_session(profile, requester, action, on_event, reach, scope),
+                )
+            except DeniedCooldown as exc:
+                raise _named_cooldown(exc) from None
             self._approved_scopes.setdefault(key, set()).add(scope)
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")
@@ -466,7 +503,8 @@ class VaultService:
         device queue behind each other instead of prompting at once.
         """
         creds_name, serial = self._source_of(profile)
-        async with self._serial_locks.setdefault(serial, asyncio.Lock()):
+        lock = self._serial_locks.setdefault(serial, asyncio.Lock())
+        async with lock, self._progress_until_done(asked_for.name):
             keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
             if keys.root:
                 raise BreakGlassOnly(
@@ -661,7 +699,34 @@ class VaultService:
             )
             raise
         await self.audit_event("approval_granted", profile=profile, approval=approval.id)
+        await self._progress(approval, CALLING_STS, "calling STS", on_event, interactive)
         return code
+
+    @contextlib.asynccontextmanager
+    async def _progress_until_done(self, profile: str) -> AsyncIterator[None]:
+        """Drop ``profile``'s progress line when its request ends, whatever the outcome."""
+        try:
+            yield
+        finally:
+            self.progress.pop(profile, None)
+
+    async def _progress(
+        self,
+        approval: Approval,
+        kind: str,
+        message: str,
+        on_event: EventSink | None,
+        interactive: bool,
+    ) -> None:
+        """Say where an answered request stands: to the requester's terminal, else to the
+        notifier (a program with no terminal), and in `vaultd approvals` and status."""
+        self.progress[approval.profile] = {
+            "id": approval.id, "profile": approval.profile, "state": kind, "message": message,
+        }  # fmt: skip
+        if not interactive:
+            self._p.notify(kind, approval.profile, "info", message)
+        if on_event is not None:
+            await on_event(kind, approval, message)
 
     def _deliverable(self, interactive: bool) -> bool:
         return code_approval_deliverable(
@@ -808,6 +873,11 @@ class VaultService:
         code, wait = await self.run_io(lambda: codes.code_for(serial))
         await self.save_ledger()
         if wait > 0:
+            message = (
+                f"touch received, waiting {math.ceil(wait)} s for the next code "
+                "(AWS accepts each code once)"
+            )
+            await self._progress(approval, NEXT_CODE_WAIT, message, on_event, interactive)
             await asyncio.sleep(wait)
         return code
 
@@ -826,14 +896,21 @@ class VaultService:
 
     # --- approvals, lock, status ---------------------------------------------------------
 
-    async def approve(self, approval_id: str, code: str | None) -> None:
-        """Answer a pending approval with a code."""
-        self.approvals.approve(approval_id, code=code)
+    async def approve(
+        self, approval_id: str, code: str | None, by: Requester | None = None
+    ) -> None:
+        """Answer a pending approval with a code; ``by`` is the answering process."""
+        approval = self.approvals.approve(approval_id, code=code)
+        await self.audit_event(
+            "approval_answered", profile=approval.profile, approval=approval.id, **_by(by)
+        )
 
-    async def deny(self, approval_id: str) -> None:
+    async def deny(self, approval_id: str, by: Requester | None = None) -> None:
         """Deny a pending approval (final for every waiter; starts a cooldown)."""
         approval = self.approvals.deny(approval_id)
-        await self.audit_event("approval_denied", profile=approval.profile, approval=approval.id)
+        await self.audit_event(
+            "approval_denied", profile=approval.profile, approval=approval.id, **_by(by)
+        )
 
     def on_wipe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the vault locks or seals (grants held elsewhere)."""
@@ -865,6 +942,56 @@ class VaultService:
         self.flight.forget(key)
         self.approvals.cancel_all(profile_name)
         await self.audit_event("clear", profile=profile_name, outcome="cleared")
+
+    async def reload(
+        self, profiles: Mapping[str, Profile], policy: Policy, *, out_of_band: bool
+    ) -> dict[str, list[str]]:
+        """Take a reloaded config (SIGHUP): the sessions, approvals and cooldowns of profiles
+        that were removed or changed (or whose source profile was) are dropped; every other
+        session stays.  Returns the profile names ``added``, ``removed`` and ``changed``."""
+        old = self._profiles
+        changed = {n for n, p in profiles.items() if n in old and old[n] != p}
+        removed = set(old) - set(profiles)
+        dropped = changed | removed
+        dropped |= {n for n, p in old.items() if p.source_profile in dropped}
+        for name in dropped:
+            self.cache.purge(f"profile:{name}")
+            self._approved_scopes.pop(f"profile:{name}", None)
+            self._forget_cooldowns(name)  # before the cancel: it starts no cooldown
+            self.approvals.cancel_all(name)
+        self._profiles = dict(profiles)
+        self._policy = policy
+        self._out_of_band = out_of_band
+        summary = {
+            "added": sorted(set(profiles) - set(old)),
+            "removed": sorted(removed),
+            "changed": sorted(dropped - removed),
+        }
+        await self.audit_event("reload", **summary)
+        return summary
+
+    def cooldowns(self) -> dict[str, int]:
+        """The profiles in a deny cooldown, with the whole seconds left."""
+        left: dict[str, int] = {}
+        for key, seconds in self.flight.cooldowns().items():
+            name = _profile_of(key)
+            left[name] = max(left.get(name, 0), math.ceil(seconds))
+        return left
+
+    async def clear_cooldown(self, profile_name: str) -> None:
+        """End ``profile_name``'s deny cooldown now (`vaultd approvals --clear-cooldown`)."""
+        if profile_name not in self._profiles:
+            raise UnknownProfile(f"no profile {profile_name!r} in the vaultd config")
+        self._forget_cooldowns(profile_name)
+        await self.audit_event("cooldown_cleared", profile=profile_name)
+
+    def _forget_cooldowns(self, profile_name: str) -> None:
+        """End ``profile_name``'s cooldowns (in every scope), and the one its running request
+        would start."""
+        self.flight.forget(f"profile:{profile_name}")
+        for key in self.flight.cooldowns():
+            if _profile_of(key) == profile_name:
+                self.flight.forget(key)
 
     def seal(self, reason: str = SEALED_SESSION_ENDED) -> None:
         """The token went away (or never logged in: ``reason`` says): wipe everything, refuse
@@ -906,7 +1033,13 @@ class VaultService:
             "profiles": profiles,
             "approvals": [a.as_dict() for a in self.approvals.pending()],
             "touch_needed": sorted(self.touch_waiting),
+            "in_progress": self.in_progress(),
+            "cooldowns": self.cooldowns(),
         }
+
+    def in_progress(self) -> list[dict[str, str]]:
+        """Answered approvals still on their way to a session, by profile name."""
+        return [self.progress[name] for name in sorted(self.progress)]
 
     # --- plumbing ------------------------------------------------------------------------
 

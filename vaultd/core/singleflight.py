@@ -87,6 +87,13 @@ class SingleFlight:
         if flight is not None:
             flight.cooldown = False
 
+    def cooldowns(self) -> dict[Hashable, float]:
+        """The keys in a cooldown now, with the seconds left (ended ones are dropped)."""
+        now = self._clock.monotonic()
+        for key in [k for k, until in self._cooldown_until.items() if until <= now]:
+            del self._cooldown_until[key]
+        return {key: until - now for key, until in self._cooldown_until.items()}
+
     def _check_cooldown(self, key: Hashable) -> None:
         until = self._cooldown_until.get(key)
         if until is None:
@@ -99,11 +106,14 @@ class SingleFlight:
         raise DeniedCooldown(
             f"a request for this profile was just denied or timed out; retry after {wait} s",
             retry_after=left,
+            key=key,
         )
 
     async def _execute(self, key: Hashable, epoch: int, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
+        except DeniedCooldown:
+            raise  # another key's cooldown (a chained role's source): it starts none here
         except (Denied, ApprovalTimeout):
             flight = self._flights.get(key)
             quiet = (

@@ -17,6 +17,7 @@ class DaemonFacts:
     token_label: str
     socket: str
     pid: int
+    config_digest: str
 
 
 def daemon_status(
@@ -34,5 +35,6 @@ def daemon_status(
         token_label=facts.token_label,
         socket=facts.socket,
         pid=facts.pid,
+        config_digest=facts.config_digest,
     )
     return status

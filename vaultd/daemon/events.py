@@ -15,9 +15,14 @@ log = logging.getLogger("vaultd.daemon")
 
 
 def forward(conn: Connection) -> EventSink:
-    """Push the service's approval events (`approval_pending`, `touch_needed`) to a client."""
+    """Push the service's approval events (`approval_pending`, `touch_needed`) and progress
+    events (`next_code_wait`, `calling_sts`: those with a message) to a client."""
 
-    async def send(kind: str, approval: Approval) -> None:
+    async def send(kind: str, approval: Approval, message: str = "") -> None:
+        if message:
+            progress = {"id": approval.id, "profile": approval.profile, "message": message}
+            await conn.send_event(kind, progress)
+            return
         fields = approval_pending_fields(
             approval.id, approval.profile, approval.requester, approval.expires_at
         )

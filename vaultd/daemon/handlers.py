@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vaultd.aws.credential_process import render
-from vaultd.core.model import ClientDisplay, RecordKind
+from vaultd.core.model import ClientDisplay, RecordKind, record_rows
 from vaultd.core.report import credential_report
 from vaultd.core.rotation import rotate
 from vaultd.core.status import daemon_status
@@ -32,6 +32,7 @@ from vaultd.ipc.protocol import (
     FederationRequest,
     GrantEndRequest,
     LockRequest,
+    RecordsRequest,
     ReportRequest,
     RotateRequest,
     StatusRequest,
@@ -113,18 +114,25 @@ async def exec_session(d: Daemon, request: ExecRequest, conn: Connection) -> Rep
 
 @handles(ApprovalsRequest)
 async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> Reply:
-    return {"approvals": [a.as_dict() for a in d.service.approvals.pending()]}
+    service = d.service
+    if request.clear_cooldown:
+        await service.clear_cooldown(request.clear_cooldown)
+    return {
+        "approvals": [a.as_dict() for a in service.approvals.pending()],
+        "in_progress": service.in_progress(),
+        "cooldowns": service.cooldowns(),
+    }
 
 
 @handles(ApproveRequest)
 async def approve(d: Daemon, request: ApproveRequest, conn: Connection) -> Reply:
-    await d.service.approve(request.id, request.code)
+    await d.service.approve(request.id, request.code, conn.requester)
     return {}
 
 
 @handles(DenyRequest)
 async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
-    await d.service.deny(request.id)
+    await d.service.deny(request.id, conn.requester)
     return {}
 
 
@@ -218,6 +226,12 @@ async def rotate_key(d: Daemon, request: RotateRequest, conn: Connection) -> Rep
         iam=d.parts.iam,
         scope=conn.scope,
     )
+
+
+@handles(RecordsRequest)
+async def records(d: Daemon, request: RecordsRequest, conn: Connection) -> Reply:
+    infos = await d.service.run_io(lambda: d.parts.owner.with_store(lambda s: s.list()))
+    return {"records": record_rows(infos)}
 
 
 @handles(ReportRequest)

@@ -2,7 +2,8 @@
 
 Start-up order: harden the process (no core dumps, not dumpable), check the data dir, open
 the audit log, log in to the token (or start sealed when ``pin_source = "prompt"``), then
-bind the socket.  SIGTERM/SIGINT stop; SIGHUP drops every cached session and approval.
+bind the socket.  SIGTERM/SIGINT stop; SIGHUP reloads the profiles and the policy (see
+:meth:`Daemon.reload`).
 Every adapter comes from :func:`vaultd.app.daemon_parts`; the token and the store are used only
 through their one owner (:mod:`vaultd.daemon.token_owner`).
 """
@@ -14,7 +15,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from vaultd import app
 from vaultd.core.breakglass import BreakGlassDesk
@@ -24,6 +26,7 @@ from vaultd.core.status import DaemonFacts
 from vaultd.core.unlock_limit import UnlockLimiter
 from vaultd.daemon.events import Subscribers
 from vaultd.daemon.handlers import HANDLERS, Reply
+from vaultd.daemon.journal import LoggedAudit
 from vaultd.errors import (
     AuditError,
     BadRequest,
@@ -33,16 +36,18 @@ from vaultd.errors import (
     InternalError,
     ReplySchemaViolation,
     Sealed,
+    VaultError,
 )
 from vaultd.ipc.peercred import PeerCred
 from vaultd.ipc.protocol import Request
 from vaultd.ipc.replies import check_reply
 from vaultd.ipc.server import Connection
-from vaultd.settings import ProfileSettings, Settings
+from vaultd.settings import ProfileSettings, Settings, config_digest, load_settings
 from vaultd.store.instance_lock import DataDirLock
 from vaultd.store.policy_file import load_policy
 from vaultd.system.hardening import harden_process
 
+T = TypeVar("T")
 log = logging.getLogger("vaultd.daemon")
 
 HOUSEKEEPING_INTERVAL = 1.0
@@ -70,6 +75,29 @@ def profiles_from(settings: Settings) -> dict[str, Profile]:
     }
 
 
+def _log_token_lost(exc: Sealed) -> None:
+    log.warning(
+        "token lost (%s): sealed, every session dropped; run `vaultd unlock` once it is back", exc
+    )
+
+
+def _restart_only_changes(running: Settings, loaded: Settings) -> list[str]:
+    """The settings edited in ``loaded`` that a reload does not apply (``[approval] timeout``,
+    ``[pkcs11]``, ``socket``...), by name."""
+    old, new = running.model_dump(), loaded.model_dump()
+    for dump in (old, new):
+        del dump["profiles"], dump["policy_file"]
+        dump["approval"].pop("out_of_band")
+    edited: list[str] = []
+    for section, value in new.items():
+        before = old.get(section)
+        if isinstance(value, dict) and isinstance(before, dict):
+            edited += [f"{section}.{key}" for key in value if value[key] != before.get(key)]
+        elif value != before:
+            edited.append(section)
+    return sorted(edited)
+
+
 def _kind(p: ProfileSettings) -> ProfileKind:
     if p.assume_root:
         return ProfileKind.ASSUME_ROOT
@@ -81,6 +109,8 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.config_digest = config_digest()
+        """The digest of the config file the running profiles and policy come from."""
         self.parts = parts = app.daemon_parts(
             settings, audit_mac=self._audit_mac, audit_verify=self._audit_verify
         )
@@ -90,11 +120,11 @@ class Daemon:
             clock=parts.clock,
             sts=parts.sts,
             secrets=parts.owner,
-            audit=parts.audit,
+            audit=LoggedAudit(parts.audit),
             state=parts.state,
             # The owner's methods hand their token work to its worker themselves, so a bound
             # record's touch waits on an I/O thread, never on the worker.
-            run_token=asyncio.to_thread,
+            run_token=self._run_token,
             run_io=asyncio.to_thread,
             gate=parts.gate,
             codes=parts.codes,
@@ -131,6 +161,15 @@ class Daemon:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.service.seal)
 
+    async def _run_token(self, fn: Callable[[], T]) -> T:
+        """Run a token call off the loop; log a token lost while unsealed (the service seals)."""
+        try:
+            return await asyncio.to_thread(fn)
+        except Sealed as exc:
+            if not self.service.sealed:
+                _log_token_lost(exc)
+            raise
+
     def _audit_mac(self, data: bytes) -> bytes:
         # Called on an I/O thread; the owner runs it on its worker.
         try:
@@ -149,6 +188,7 @@ class Daemon:
         """Seal on a token lost mid-run; say plainly that a sealed vault cannot sign records."""
         lost = not self.service.sealed
         if self._loop is not None and lost:
+            _log_token_lost(exc)
             self._loop.call_soon_threadsafe(self.service.seal)  # token lost: wipe, seal
         why = "the token was lost or stopped answering" if lost else str(exc)
         return AuditError(
@@ -210,7 +250,30 @@ class Daemon:
             token_label=self.settings.pkcs11.token_label,
             socket=str(self.settings.socket),
             pid=os.getpid(),
+            config_digest=self.config_digest,
         )
+
+    async def reload(self) -> None:
+        """SIGHUP: take the profiles, the policy and ``approval.out_of_band`` from the config
+        file again, keeping every session whose profile did not change (`vaultd lock` drops
+        them all); log what changed, and which edited settings wait for a restart.  A config
+        that does not load leaves the running one in place."""
+        digest = config_digest()  # before loading: a later edit still shows as a difference
+        try:
+            settings = load_settings()
+            policy = load_policy(settings.policy_file)
+        except VaultError as exc:
+            log.error("config not reloaded, the running one stays: %s: %s", exc.code, exc)
+            return
+        summary = await self.service.reload(
+            profiles_from(settings), policy, out_of_band=settings.approval.out_of_band
+        )
+        self.config_digest = digest
+        changes = "; ".join(f"{k}: {', '.join(v)}" for k, v in summary.items() if v)
+        log.info("config reloaded (%s)", changes or "no profile changed")
+        restart = _restart_only_changes(self.settings, settings)
+        if restart:
+            log.warning("restart vaultd to apply the edited %s", ", ".join(restart))
 
     async def lock(self, *, seal: bool) -> None:
         """Drop sessions, approvals and grants; with ``seal`` also log out of the token."""
@@ -300,7 +363,7 @@ class Daemon:
         await self.server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.lock(seal=False)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await asyncio.to_thread(self._try_audit, "start", {"outcome": f"pid {os.getpid()}"})
         print(f"vaultd: serving on {self.settings.socket}", flush=True)
         housekeeping = asyncio.create_task(self._housekeeping())

@@ -29,6 +29,7 @@ from vaultd.errors import (
     ApprovalTimeout,
     ApprovalUnavailable,
     Denied,
+    Fido2NoDevice,
     Fido2PinAuthBlocked,
     Fido2PinBlocked,
     Fido2PinInvalid,
@@ -314,7 +315,7 @@ def assert_presence(
         cancel=cancel,
     )
     if not found:
-        raise ApprovalUnavailable(
+        raise Fido2NoDevice(
             "no connected FIDO2 authenticator holds an enrolled credential that can do this; "
             "plug in an enrolled key (with a PIN set if the profile requires verification)"
         )

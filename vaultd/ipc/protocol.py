@@ -111,9 +111,10 @@ class ExecRequest:
 
 @dataclass(frozen=True, slots=True)
 class ApprovalsRequest:
-    """List pending approvals."""
+    """List pending approvals; ``clear_cooldown`` first ends that profile's deny cooldown."""
 
     op: ClassVar[str] = "approvals"
+    clear_cooldown: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,13 @@ class RotateRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsRequest:
+    """List the stored records' non-secret facts (`vaultd list` with the daemon running)."""
+
+    op: ClassVar[str] = "records"
+
+
+@dataclass(frozen=True, slots=True)
 class ReportRequest:
     """The credential report (no secrets)."""
 
@@ -235,6 +243,7 @@ Request = (
     | EventsRequest
     | RotateRequest
     | ReportRequest
+    | RecordsRequest
     | BreakGlassRequest
     | GrantEndRequest
     | AuditTailRequest
@@ -263,7 +272,10 @@ _RELEASE = {
 _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "credentials": (CredentialsRequest, _RELEASE),
     "exec": (ExecRequest, {**_RELEASE, "duration": _Field(int, required=False)}),
-    "approvals": (ApprovalsRequest, {}),
+    "approvals": (
+        ApprovalsRequest,
+        {"clear_cooldown": _Field(str, False, pattern=PROFILE_RE)},
+    ),
     "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
     "deny": (DenyRequest, {"id": _ID}),
     "status": (StatusRequest, {}),
@@ -278,6 +290,7 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     "events": (EventsRequest, {}),
     "rotate": (RotateRequest, {"name": _PROFILE}),
     "report": (ReportRequest, {}),
+    "records": (RecordsRequest, {}),
     "breakglass": (
         BreakGlassRequest,
         {

@@ -70,6 +70,15 @@ class ApprovalView(TypedDict):
     requested_by: RequesterView
 
 
+class ProgressView(TypedDict):
+    """An answered approval on its way to a session: ``state`` is the last progress event."""
+
+    id: str
+    profile: str
+    state: str
+    message: str
+
+
 class GrantView(TypedDict):
     """A break-glass grant's public facts (``Grant.as_dict``)."""
 
@@ -110,6 +119,15 @@ class ReportRowView(TypedDict):
     authenticator_last_used: str | None
 
 
+class RecordRow(TypedDict):
+    """A stored record's non-secret facts (``vaultd.core.model.record_rows``)."""
+
+    name: str
+    kind: str
+    key_id: str
+    created: str
+
+
 class CredentialProcessOutput(TypedDict):
     """The ``credential_process`` Version 1 document: session credentials only (docs/threat-model.md
     AWS contract)."""
@@ -138,9 +156,12 @@ class UnlockReply(TypedDict):
 
 
 class ApprovalsReply(TypedDict):
-    """``approvals``."""
+    """``approvals``: pending ones, answered ones on their way, and deny cooldowns (seconds
+    left, by profile)."""
 
     approvals: list[ApprovalView]
+    in_progress: list[ProgressView]
+    cooldowns: dict[str, int]
 
 
 class StatusReply(TypedDict):
@@ -152,12 +173,15 @@ class StatusReply(TypedDict):
     profiles: list[ProfileStatus]
     approvals: list[ApprovalView]
     touch_needed: list[str]
+    in_progress: list[ProgressView]
+    cooldowns: dict[str, int]
     keystore: str
     hardware: bool
     grants: list[GrantView]
     token_label: str
     socket: str
     pid: int
+    config_digest: str
 
 
 class BreakGlassReply(TypedDict):
@@ -186,6 +210,12 @@ class RotateReply(TypedDict):
     message: str
 
 
+class RecordsReply(TypedDict):
+    """``records``: the store's records, for `vaultd list`."""
+
+    records: list[RecordRow]
+
+
 class ReportReply(TypedDict):
     """``report``: rows and the same as CSV."""
 
@@ -205,6 +235,7 @@ REPLIES: Final[Mapping[str, type]] = {
     "events": EmptyReply,
     "rotate": RotateReply,
     "report": ReportReply,
+    "records": RecordsReply,
     "breakglass": BreakGlassReply,
     "grant_end": EmptyReply,
     "audit_tail": AuditTailReply,
@@ -223,6 +254,15 @@ class PendingEvent(TypedDict):
     methods: str
 
 
+class ProgressEvent(TypedDict):
+    """``next_code_wait`` and ``calling_sts``: an answered request's next step, as a line to
+    show."""
+
+    id: str
+    profile: str
+    message: str
+
+
 class ApprovalChange(TypedDict):
     """``approval_opened`` and ``approval_resolved``, pushed to the TUI."""
 
@@ -233,6 +273,8 @@ EVENTS: Final[Mapping[str, type]] = {
     "subscribed": EmptyReply,
     APPROVAL_PENDING: PendingEvent,
     "touch_needed": PendingEvent,
+    "next_code_wait": ProgressEvent,
+    "calling_sts": ProgressEvent,
     "approval_opened": ApprovalChange,
     "approval_resolved": ApprovalChange,
 }

@@ -37,6 +37,7 @@ from vaultd.errors import (
     AuditTampered,
     HsmError,
     HsmKeyUnsafe,
+    HsmModuleLoadFailed,
     HsmModuleRefused,
     HsmPinFinalTry,
     HsmPinIncorrect,
@@ -546,6 +547,18 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
+def load_module(module_path: str) -> Pkcs11Lib:
+    """The PKCS#11 library at ``module_path``; ``HsmModuleLoadFailed`` (not ``SEALED``) when
+    it cannot be loaded."""
+    try:
+        return pkcs11.lib(module_path)
+    except pkerr.PKCS11Error as exc:
+        raise HsmModuleLoadFailed(
+            f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); set "
+            "[pkcs11] module to an installed PKCS#11 library"
+        ) from exc
+
+
 def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
     tokens = list(lib.get_tokens(token_label=label))
     if not tokens:
@@ -727,13 +740,7 @@ def login_session(
     """Load the module, find the token by label and log in once (see :meth:`TokenKey.open`)."""
     pin_text = _pin_text(pin)
     with _translated("loading the PKCS#11 module"):
-        try:
-            lib = pkcs11.lib(module_path)
-        except pkerr.PKCS11Error as exc:
-            raise Sealed(
-                f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
-                "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
-            ) from exc
+        lib = load_module(module_path)
         token = _find_token(lib, token_label, module_path)
     return lib, token, _login(token, pin_text, confirm_final_try=confirm_final_try)
 
@@ -787,7 +794,7 @@ class PinState:
 def read_pin_state(module_path: str, token_label: str) -> PinState:
     """Load the module, find the token by label and read its PIN flags; no ``C_Login``."""
     with _translated("reading the token's PIN state"):
-        flags = _find_token(pkcs11.lib(module_path), token_label, module_path).flags
+        flags = _find_token(load_module(module_path), token_label, module_path).flags
     return PinState(
         count_low=bool(flags & TokenFlag.USER_PIN_COUNT_LOW),
         final_try=bool(flags & TokenFlag.USER_PIN_FINAL_TRY),

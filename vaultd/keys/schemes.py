@@ -11,17 +11,14 @@ vanish with the session.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session
 from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
 from vaultd.keys import piv
-from vaultd.keys.pkcs11 import _find_token, _translated
-
-if TYPE_CHECKING:
-    pass
+from vaultd.keys.pkcs11 import _find_token, _translated, load_module
 
 Scheme = Literal["aead", "ecdh"]
 _AEAD_MECHANISMS: Final = frozenset(
@@ -41,10 +38,8 @@ def choose_scheme(
     """
     if requested in ("aead", "ecdh"):
         return "ecdh" if requested == "ecdh" else "aead"
-    import pkcs11
-
     with _translated("probing what the token can do"):
-        token = _find_token(pkcs11.lib(module_path), token_label, module_path)
+        token = _find_token(load_module(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
         if piv.is_piv(token):
             return "ecdh"

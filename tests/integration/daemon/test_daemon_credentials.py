@@ -21,7 +21,7 @@ import pytest
 import vaultd.credproc
 from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts, Fault
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import Installation, approve_pending, wait_for
 
 from .conftest import ACCESS_KEY_ID, SECRET
 
@@ -142,7 +142,7 @@ def test_deny_fails_every_waiter_and_starts_a_cooldown(
     for code, out, err in [
         finish(p, timeout=30) for p in [credproc(inst, "dev") for _ in range(BURST)]
     ]:
-        assert code != 0 and out == b"" and b"DENIED" in err
+        assert code != 0 and out == b"" and b"COOLDOWN" in err  # was DENIED (issue 16)
     assert json.loads(inst.vaultd("approvals", "--json").stdout) == []
     opened = (inst.data_dir / "audit.log").read_text().count('"approval_opened"')
     assert opened == 1
@@ -229,7 +229,11 @@ def test_sts_outage_is_one_attempt_and_a_clear_error(
     assert fake_sts.calls("GetSessionToken") == 1  # an MFA call is never retried
 
 
-def test_lock_and_sighup_drop_cached_sessions(make_vault: MakeVault, fake_sts: FakeSts) -> None:
+def test_lock_drops_cached_sessions_and_sighup_keeps_them(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    """`vaultd lock` drops sessions; SIGHUP (issue 16: it used to drop them too) reloads the
+    config and keeps the sessions of unchanged profiles (see test_reload.py)."""
     inst = make_vault()
     proc = credproc(inst, "dev")
     approve_pending(inst, "121212", profile="dev")
@@ -240,10 +244,9 @@ def test_lock_and_sighup_drop_cached_sessions(make_vault: MakeVault, fake_sts: F
     assert finish(proc)[0] == 0
     assert inst.daemon is not None
     os.kill(inst.daemon.pid, signal.SIGHUP)
-    proc = credproc(inst, "dev")
-    approve_pending(inst, "565656", profile="dev")
-    assert finish(proc)[0] == 0
-    assert fake_sts.calls("GetSessionToken") == 3
+    assert wait_for(lambda: "config reloaded" in inst.log())
+    assert finish(credproc(inst, "dev"))[0] == 0  # served from the cache: nothing asked
+    assert fake_sts.calls("GetSessionToken") == 2
 
 
 def test_sealed_daemon_answers_sealed_until_unlocked(

@@ -100,3 +100,19 @@ def test_missing_token_is_a_clear_error(make_vault: MakeVault) -> None:
     done = inst.vaultd("list", check=False)
     assert done.returncode != 0
     assert b"TOKEN_NOT_FOUND" in done.stderr and b"absent" in done.stderr
+
+
+def test_a_module_that_fails_to_load_has_its_own_code_not_sealed(
+    make_vault: MakeVault, tmp_path: Path
+) -> None:
+    inst = make_vault(start=False)
+    broken = tmp_path / "broken.so"
+    broken.write_bytes(b"not a shared object")
+    inst.config["pkcs11"]["module"] = str(broken)
+    inst.config["pkcs11"]["module_allowlist"] = [str(broken)]
+    inst.write_config()
+    done = inst.vaultd("list", check=False)
+    assert done.returncode == 69 and done.stdout == b""
+    assert done.stderr.count(b"\n") == 1, done.stderr
+    assert b"HSM_MODULE_LOAD_FAILED" in done.stderr and str(broken).encode() in done.stderr
+    assert b"SEALED" not in done.stderr

@@ -8,8 +8,11 @@ never sends one twice.
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +24,9 @@ from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import MFA_SERIAL, Installation
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
+from .test_approval_unavailable import credproc as pty_credproc
+from .test_approval_unavailable import finish as pty_finish
+from .test_approval_unavailable import read_until
 from .test_daemon_credentials import credproc, finish
 
 MakeVault = Callable[..., Installation]
@@ -138,3 +144,61 @@ def test_list_shows_a_seed_by_its_mfa_device_under_headers(
     (seed,) = [r for r in rows if " totp_seed " in r]
     assert seed.startswith(MFA_SERIAL + " ") and seed_record_name(MFA_SERIAL) not in out
     assert sessions.splitlines()[0].split() == ["PROFILE", "SESSION"]
+
+
+def test_the_requesting_terminal_sees_every_state_and_a_cache_hit_sees_nothing(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    """Through a pty: the touch prompt, calling STS, the outcome; a cached session is served
+    without a line; once the current code was used, the wait for the next one is shown there
+    and listed by `vaultd approvals`."""
+    inst = touch_vault(make_vault, tmp_path)
+    master, slave = os.openpty()
+    try:
+        client = pty_credproc(inst, stdin=slave)
+        first = read_until(master, b"credentials issued")
+        assert pty_finish(client)[0] == 0
+        assert b"touch your security key for profile dev" in first, first
+        assert b"program" in first and b"calling STS" in first, first
+        assert b"approved elsewhere" not in first, first
+        assert pty_finish(pty_credproc(inst, stdin=slave))[0] == 0  # cached
+        assert select.select([master], [], [], 0)[0] == []  # not a line on the terminal
+        inst.vaultd("lock")
+        spent = _until_the_used_step_nearly_ends(inst)
+        client = pty_credproc(inst, stdin=slave)
+        shown = read_until(master, b"(AWS accepts each code once)")
+        assert b"touch received, waiting " in shown, shown
+        listed = inst.vaultd("approvals").stdout
+        assert b"dev  answered: touch received, waiting" in listed, listed
+        shown += read_until(master, b"credentials issued")
+        assert pty_finish(client)[0] == 0
+        assert shown.index(b"waiting") < shown.index(b"calling STS"), shown
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert fake_sts.calls("GetSessionToken") == 2 + spent
+
+
+def _until_the_used_step_nearly_ends(inst: Installation) -> int:
+    """The current TOTP step was just used: sleep until it has about 3 s left, so the next
+    touch waits that long for the next step (a short real wait, no fake clock).  With less than
+    that left, the next step is spent first.  Returns the number of sessions this made."""
+    spent = 0
+    if 30 - time.time() % 30 < 4:
+        time.sleep(30 - time.time() % 30 + 0.1)
+        assert finish(credproc(inst, "dev"), timeout=60)[0] == 0
+        inst.vaultd("lock")
+        spent = 1
+    time.sleep(max(0.0, 27 - time.time() % 30))
+    return spent
+
+
+def test_no_key_plugged_in_is_its_own_code(
+    make_vault: MakeVault, fake_sts: FakeSts, tmp_path: Path
+) -> None:
+    inst = touch_vault(make_vault, tmp_path)
+    (tmp_path / "key1.json").rename(tmp_path / "unplugged.json")
+    code, out, err = finish(credproc(inst, "dev"), timeout=90)
+    assert code != 0 and out == b""
+    assert err.startswith(b"vaultd: FIDO2_NO_DEVICE: ") and err.count(b"\n") == 1, err
+    assert fake_sts.calls() == 0

@@ -99,6 +99,21 @@ class Seeds:
         raise AssertionError("the touch never passes here")
 
 
+class TouchedKey:
+    """A touch gate whose key is touched as soon as it waits."""
+
+    def approve(self, approval_id: str, *, on_prompt: Callable[[], None], **kw: object) -> object:
+        on_prompt()
+        return object()
+
+
+class SpentStepSeeds(Seeds):
+    """The current step's code was used: this one is for the next step, a short real wait."""
+
+    def code_for(self, serial: str) -> tuple[str, float]:
+        return "654321", 0.05
+
+
 async def run(fn: Callable[[], T]) -> T:
     return fn()
 
@@ -112,7 +127,12 @@ class World:
     """A service over fakes whose approver count the test sets."""
 
     def __init__(
-        self, *, out_of_band: bool = False, approval: ApprovalMethod = ApprovalMethod.CODE
+        self,
+        *,
+        out_of_band: bool = False,
+        approval: ApprovalMethod = ApprovalMethod.CODE,
+        key: Gate | None = None,
+        seeds: Seeds | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.sts = Sts(self.clock)
@@ -120,7 +140,7 @@ class World:
         self.approvers = 0
         self.events: list[ApprovalEvent] = []
         self.notified: list[str] = []
-        gate: Gate | None = AbsentKey() if approval is not ApprovalMethod.CODE else None
+        gate: Gate | None = key or (AbsentKey() if approval is not ApprovalMethod.CODE else None)
         ports = Ports(
             self.clock,
             self.sts,
@@ -130,7 +150,7 @@ class World:
             run,
             run,
             gate=gate,
-            codes=Seeds() if gate is not None else None,
+            codes=seeds or Seeds() if gate is not None else None,
             notify=lambda event, *_: self.notified.append(event),
         )
         profiles = {
@@ -283,3 +303,34 @@ async def test_touch_or_code_with_no_key_from_a_terminal_waits_for_the_code() ->
     assert [a.id for a in world.service.approvals.pending()] == [aid]
     await world.service.approve(aid, "123456")
     assert (await bounded(asked)).access_key_id == "ASIAFAKE"
+
+
+async def test_a_touch_request_tells_each_state_and_a_cache_hit_asks_nothing() -> None:
+    """The requester gets each state as an event, the notifier too (no terminal), and status
+    shows the answered request while it waits for the next code; a cached session is served
+    with no event and no notification."""
+    world = World(approval=ApprovalMethod.TOUCH, key=TouchedKey(), seeds=SpentStepSeeds())
+    told: list[tuple[str, str, list[dict[str, str]]]] = []
+
+    async def on_event(kind: str, approval: object, message: str = "") -> None:
+        told.append((kind, message, world.service.in_progress()))
+
+    await bounded(world.service.credentials("dev", SCRIPT, on_event=on_event))
+    await asyncio.sleep(0)  # the touch prompt's event is sent by a background task
+    assert world.notified == ["touch_needed", "next_code_wait", "calling_sts"]
+    progress = [(kind, message) for kind, message, _ in told if message]
+    assert progress == [
+        (
+            "next_code_wait",
+            "touch received, waiting 1 s for the next code (AWS accepts each code once)",
+        ),
+        ("calling_sts", "calling STS"),
+    ]
+    assert [kind for kind, message, _ in told if not message] == ["touch_needed"]
+    (during,) = told[-1][2]
+    assert (during["profile"], during["state"]) == ("dev", "calling_sts")
+    assert world.service.in_progress() == []
+    assert world.service.status()["in_progress"] == []
+    before = (len(told), len(world.notified))
+    await bounded(world.service.credentials("dev", SCRIPT, on_event=on_event))
+    assert (len(told), len(world.notified)) == before

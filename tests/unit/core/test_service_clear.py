@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from vaultd.core.access_policy import default_policy
 from vaultd.core.model import Profile, ProfileKind
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.service import Ports, VaultService
@@ -70,3 +71,33 @@ async def test_clear_of_an_unknown_profile_is_refused() -> None:
     service = make(Audit(), Sts())
     with pytest.raises(UnknownProfile, match="no profile 'nope'"):
         await service.clear("nope")
+
+
+async def test_reload_drops_only_changed_and_removed_profiles_and_their_cooldowns() -> None:
+    audit, sts = Audit(), Sts()
+    service = make(audit, sts)
+    await session(service, "dev", "111111")
+    await session(service, "ops", "222222")
+    await service.clear("ops")  # drops the session: the next ops request asks
+    asked = asyncio.ensure_future(service.credentials("ops", ME))
+    while not service.approvals.pending():
+        await asyncio.sleep(0.01)
+    await service.deny(service.approvals.pending()[0].id)  # starts the ops cooldown
+    with pytest.raises(Denied):
+        await asyncio.wait_for(asked, 5)
+    assert service.cooldowns() == {"ops": 30}
+    longer = Profile(
+        "ops", ProfileKind.SESSION, credentials="ops", mfa_serial=SERIAL, duration_seconds=7200
+    )
+    added = Profile("new", ProfileKind.SESSION, credentials="new", mfa_serial=SERIAL)
+    policy = default_policy()  # the one it runs with
+    profiles = {"dev": service.profiles["dev"], "ops": longer, "new": added}
+    summary = await service.reload(profiles, policy, out_of_band=True)
+    assert summary == {"added": ["new"], "removed": [], "changed": ["ops"]}
+    assert audit.events[-1] == "reload"
+    assert cached(service) == ["profile:dev"] and service.cooldowns() == {}
+    await service.credentials("dev", ME)  # still cached: no approval, no STS call
+    await session(service, "ops", "333333")  # no cooldown left: asked again
+    assert sts.calls == ["111111", "222222", "333333"]
+    assert (await service.reload({}, policy, out_of_band=True))["removed"] == ["dev", "new", "ops"]
+    assert cached(service) == []

@@ -91,7 +91,7 @@ async def test_deny_starts_cooldown_that_fails_fast(error: Exception) -> None:
     assert all(isinstance(r, DeniedCooldown) for r in second)
     cooldown = second[0]
     assert isinstance(cooldown, DeniedCooldown)
-    assert cooldown.code == "DENIED"
+    assert cooldown.code == "COOLDOWN"  # was DENIED: one code per cause (issue 16)
     assert cooldown.retry_after == pytest.approx(20)
     assert "retry after 20 s" in str(cooldown)
 
@@ -102,6 +102,32 @@ async def test_deny_starts_cooldown_that_fails_fast(error: Exception) -> None:
     work.error = None
     assert await sf.run("dev", work) is work.outcome
     assert work.calls == 2
+
+
+async def test_a_cooldown_met_inside_another_key_starts_none_there_and_is_listed() -> None:
+    """A chained role meets its source's cooldown: the role gets it, but no cooldown of its
+    own, so ending the source's (``forget``) frees both."""
+    clock = FakeClock()
+    sf = SingleFlight(clock)
+    denied = Work(error=Denied("no"))
+    denied.release.set()
+    with pytest.raises(Denied):
+        await sf.run("profile:dev", denied)
+    clock.advance(10)
+    assert sf.cooldowns() == {"profile:dev": pytest.approx(20)}
+
+    async def chained() -> object:
+        return await sf.run("profile:dev", denied)
+
+    with pytest.raises(DeniedCooldown):
+        await sf.run("profile:admin", chained)
+    assert list(sf.cooldowns()) == ["profile:dev"]
+    sf.forget("profile:dev")
+    assert sf.cooldowns() == {}
+    clock.advance(1)
+    ok = Work()
+    ok.release.set()
+    assert await sf.run("profile:admin", ok) is ok.outcome
 
 
 async def test_clear_drops_cooldowns_and_late_denials() -> None:

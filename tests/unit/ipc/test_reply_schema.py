@@ -34,6 +34,7 @@ from vaultd.core.model import (
     RecordKind,
     Requester,
     SessionCredentials,
+    record_rows,
 )
 from vaultd.core.report import build_report, to_csv, to_json
 from vaultd.core.rotation import RotationResult
@@ -199,13 +200,20 @@ def _status() -> dict[str, object]:
         "profiles": [profile, {**profile, "expires_at": None, "seconds_left": None}],
         "approvals": [_approval()],
         "touch_needed": [],
+        "in_progress": [],
+        "cooldowns": {"ops": 12},
         "keystore": "pkcs11",
         "hardware": False,
         "grants": [_grant()],
         "token_label": "vaultd",
         "socket": "/run/vaultd/vaultd.sock",
         "pid": 7,
+        "config_digest": "0" * 64,
     }
+
+
+def _progress() -> dict[str, object]:
+    return {"id": "abc", "profile": "dev", "state": "calling_sts", "message": "calling STS"}
 
 
 def _report() -> dict[str, object]:
@@ -224,10 +232,14 @@ def _rotation() -> dict[str, object]:
 VALID: list[tuple[str, dict[str, object] | bytes]] = [
     ("credentials", credentials_reply(SESSION_OUTPUT)),
     ("federation", credentials_reply(SESSION_OUTPUT)),
-    ("approvals", {"approvals": [_approval()]}),
+    ("approvals", {"approvals": [_approval()], "in_progress": [_progress()], "cooldowns": {}}),
     ("status", _status()),
     ("breakglass", {"grant": _grant(), "output": json.loads(SESSION_OUTPUT)}),
     ("report", _report()),
+    (
+        "records",
+        {"records": record_rows([RecordInfo(RecordKind.KEY_PAIR, "dev", NOW, "AKIA...WXYZ")])},
+    ),
     ("rotate", _rotation()),
     ("audit_tail", {"records": [{"seq": 1, "event": "start", "client": {"pid": 1}}]}),
     ("unlock", {"already_unlocked": False}),
