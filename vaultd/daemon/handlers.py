@@ -133,7 +133,7 @@ async def lock(d: Daemon, request: LockRequest, conn: Connection) -> Reply:
 @handles(UnlockRequest)
 async def unlock(d: Daemon, request: UnlockRequest, conn: Connection) -> Reply:
     done = await d.unlock(
-        bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try
+        bytearray(request.pin.encode()), final_try_answer=request.final_try_answer
     )
     return {"already_unlocked": not done}
 

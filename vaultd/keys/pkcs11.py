@@ -573,7 +573,7 @@ def _login(token: Token, pin_text: str, *, confirm_final_try: bool) -> Session:
             raise HsmPinFinalTry(
                 f"token {label!r} is at its final PIN try: one more wrong PIN locks it, so no "
                 "login was tried; check the PIN, then run `vaultd unlock` (or unlock in the "
-                "TUI) and type `final try` when asked"
+                "TUI) and type back the words it shows to spend the final try"
             )
         try:
             return token.open(rw=True, user_pin=pin_text)
