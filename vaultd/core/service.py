@@ -729,14 +729,24 @@ class VaultService:
 
     # --- approvals, lock, status ---------------------------------------------------------
 
-    async def approve(self, approval_id: str, code: str | None) -> None:
-        """Answer a pending approval with a code."""
-        self.approvals.approve(approval_id, code=code)
+    async def approve(
+        self, approval_id: str, code: str | None, *, by: Mapping[str, object] | None = None
+    ) -> None:
+        """Answer a pending approval with a code; ``by`` (who answered, through which channel)
+        goes to the audit log."""
+        approval = self.approvals.approve(approval_id, code=code)
+        if by is not None:
+            await self.audit_event(
+                "approval_answered", profile=approval.profile, approval=approval.id, by=dict(by)
+            )
 
-    async def deny(self, approval_id: str) -> None:
+    async def deny(self, approval_id: str, *, by: Mapping[str, object] | None = None) -> None:
         """Deny a pending approval (final for every waiter; starts a cooldown)."""
         approval = self.approvals.deny(approval_id)
-        await self.audit_event("approval_denied", profile=approval.profile, approval=approval.id)
+        who = {} if by is None else {"by": dict(by)}
+        await self.audit_event(
+            "approval_denied", profile=approval.profile, approval=approval.id, **who
+        )
 
     def on_wipe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the vault locks or seals (grants held elsewhere)."""

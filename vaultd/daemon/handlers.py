@@ -103,15 +103,32 @@ async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> R
     return {"approvals": [a.as_dict() for a in d.service.approvals.pending()]}
 
 
+def _answerer(d: Daemon, approval_id: str, conn: Connection) -> dict[str, object]:
+    """Who answers ``approval_id`` on ``conn``, for its audit record: the peer's facts and a
+    channel the server derives (the requesting process itself: its terminal prompt; a process
+    with an events subscription: the TUI; anything else: `vaultd approve`), never a field."""
+    me = conn.requester
+    asked = {a.requester.pid for a in d.service.approvals.pending() if a.id == approval_id}
+    channel = (
+        "terminal_prompt"
+        if me.pid in asked
+        else "tui"
+        if d.subscribers.watching(me.pid)
+        else "vaultd_approve"
+    )
+    return {"uid": me.uid, "pid": me.pid, "executable": me.executable, "channel": channel}
+
+
 @handles(ApproveRequest)
 async def approve(d: Daemon, request: ApproveRequest, conn: Connection) -> Reply:
-    await d.service.approve(request.id, request.code)
+    by = _answerer(d, request.id, conn)
+    await d.service.approve(request.id, request.code, by=by)
     return {}
 
 
 @handles(DenyRequest)
 async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
-    await d.service.deny(request.id)
+    await d.service.deny(request.id, by=_answerer(d, request.id, conn))
     return {}
 
 
