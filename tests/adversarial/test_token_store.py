@@ -454,3 +454,25 @@ async def test_a_confirmation_flag_cannot_spend_the_final_try(
         await run.client.request("unlock", pin=pin, final_try_answer=fresh.value.challenge)
         assert faulty.logins == 1
         assert (await run.client.request("status"))["sealed"] is False
+
+
+# --- a token removed and put back: `vaultd unlock` finds it again (issue 13) ---------------
+
+
+async def test_unlock_reopens_a_token_that_came_back(running: Running) -> None:
+    """The token leaves (its SoftHSM2 directory moves away; the module re-reads its slots, as a
+    real module does on unplug), the daemon seals; it comes back, but the module's slot list
+    still lacks it until re-initialised: `unlock` must do that itself, with no restart."""
+    inst = running.inst
+    await running.credentials("dev", code="123456")
+    (token_dir,) = (inst.token.conf_path.parent / "tokens").iterdir()
+    away = inst.token.conf_path.parent / "token-away"
+    token_dir.rename(away)
+    reinitialize(inst.token.module_path)  # the module notices: the token is gone
+    with pytest.raises((Sealed, AuditError)):
+        await running.credentials("dev")
+    assert (await running.client.request("status"))["sealed"] is True
+    away.rename(token_dir)  # back in the reader; the module has not looked again
+    await running.client.request("unlock", pin=inst.token.user_pin)
+    assert (await running.client.request("status"))["sealed"] is False
+    assert "output" in await running.credentials("ops", code="234567")

@@ -734,8 +734,20 @@ def login_session(
                 f"could not load PKCS#11 module {module_path} ({type(exc).__name__}: {exc}); "
                 "check pkcs11.module (and SOFTHSM2_CONF for SoftHSM2)"
             ) from exc
-        token = _find_token(lib, token_label, module_path)
+        token = _find_again(lib, token_label, module_path)
     return lib, token, _login(token, pin_text, confirm_final_try=confirm_final_try)
+
+
+def _find_again(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
+    """:func:`_find_token`, once more after ``C_Finalize``/``C_Initialize`` when the token is
+    missing or its slot fails: a module keeps the slot list it read at load, so a token removed
+    and put back is found only by a fresh one (`vaultd unlock` then works without a restart).
+    Only called to open the vault key (no session of this module is live then)."""
+    try:
+        return _find_token(lib, label, module_path)
+    except (TokenNotFound, Sealed):
+        lib.reinitialize()
+        return _find_token(lib, label, module_path)
 
 
 def encryptions_label(key_id: str) -> str:

@@ -17,7 +17,7 @@ from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
 from vaultd.keys.ecdh import EcdhTokenKey
-from vaultd.keys.pkcs11 import TokenKey, _find_token, _translated
+from vaultd.keys.pkcs11 import TokenKey, _find_again, _translated
 
 if TYPE_CHECKING:
     from vaultd.core.ports import SealingKey
@@ -43,7 +43,7 @@ def choose_scheme(
     import pkcs11
 
     with _translated("probing what the token can do"):
-        token = _find_token(pkcs11.lib(module_path), token_label, module_path)
+        token = _find_again(pkcs11.lib(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
         with token.open(rw=True) as session:
             if _has_ec_key(session, key_label):
