@@ -220,10 +220,15 @@ class VaultApp(App[None]):
         """Ask for the token PIN (offered only while the daemon is sealed)."""
         self.push_screen(UnlockDialog(self._unlock), self._unlocked)
 
-    async def _unlock(self, pin: Secret, confirm_final_try: bool) -> None:
+    async def _unlock(self, pin: Secret, final_try_answer: str | None) -> None:
+        # final_try_answer: the challenge words the person typed (docs/threat-model.md T9)
+        send = self.client.request
         try:
-            # confirm_final_try is True only after the person typed it (docs/threat-model.md T9)
-            await self.client.request("unlock", pin=pin.value, confirm_final_try=confirm_final_try)
+            await (
+                send("unlock", pin=pin.value)
+                if final_try_answer is None
+                else send("unlock", pin=pin.value, final_try_answer=final_try_answer)
+            )
         finally:
             self.activity += 1
 

@@ -5,8 +5,9 @@ A refused PIN (``HSM_PIN_INCORRECT``, or any other error) is shown and the dialo
 success dismisses it with ``True``, Escape or Cancel with ``False``.
 
 A token at its final PIN try (``HSM_PIN_FINAL_TRY``, docs/threat-model.md T9) is never logged into
-without the person's say-so: the dialog shows the warning and a second field, and sends the PIN
-again with the confirmation only once that field holds exactly :data:`FINAL_TRY_PHRASE`.
+without the person's say-so: the dialog shows the warning with the daemon's one-time challenge
+(a few words) and a second field, and sends the PIN again with the typed words as
+``final_try_answer`` only once they match (a typo is caught here, not spent on the daemon).
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from .data import Secret
 
 PIN_HINT = "enter the token PIN"
 SENDING = "unlocking…"
-FINAL_TRY_PHRASE: Final = "final try"
 FINAL_TRY_WARNING: Final = (
     "[b]FINAL PIN TRY[/b]: one more wrong PIN locks the token (only its SO PIN can reset it). "
-    f"Re-enter the PIN and type [b]{FINAL_TRY_PHRASE}[/b] below to send it; Esc cancels."
+    "Re-enter the PIN and type these words below to send it; Esc cancels:\n"
 )
-CONFIRM_HINT: Final = f"type `{FINAL_TRY_PHRASE}` exactly to use the final PIN try"
+CONFIRM_HINT: Final = "type the words shown exactly to use the final PIN try"
 
-Send = Callable[[Secret, bool], Awaitable[object]]
-"""Sends ``unlock`` with the PIN and whether the person confirmed the final try."""
+Send = Callable[[Secret, str | None], Awaitable[object]]
+"""Sends ``unlock`` with the PIN and the typed final-try words (None before any challenge)."""
 
 
 class UnlockDialog(ModalScreen[bool]):
@@ -47,14 +47,14 @@ class UnlockDialog(ModalScreen[bool]):
     def __init__(self, send: Send) -> None:
         super().__init__()
         self._send = send
-        self._final_try = False
+        self._challenge: str | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("The vault is [b]SEALED[/b]: unlock it with the token PIN", id="title")
             yield Input(placeholder="token PIN", password=True, id="pin")
             yield Label(FINAL_TRY_WARNING, id="final-warning")
-            yield Input(placeholder=f"type: {FINAL_TRY_PHRASE}", id="confirm")
+            yield Input(placeholder="type the words shown above", id="confirm")
             yield Label("Enter unlocks · Esc cancels", id="keys")
             yield Label("", id="hint")
             with Horizontal(id="buttons"):
@@ -62,18 +62,19 @@ class UnlockDialog(ModalScreen[bool]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self._show_final_try(False)
+        self._show_final_try(None)
         self.query_one("#pin", Input).focus()
 
     @property
     def final_try(self) -> bool:
         """True once the daemon said the token is at its final PIN try."""
-        return self._final_try
+        return self._challenge is not None
 
-    def _show_final_try(self, shown: bool) -> None:
-        self._final_try = shown
-        self.query_one("#final-warning", Label).display = shown
-        self.query_one("#confirm", Input).display = shown
+    def _show_final_try(self, challenge: str | None) -> None:
+        self._challenge = challenge
+        warning = self.query_one("#final-warning", Label)
+        warning.update(Text.from_markup(FINAL_TRY_WARNING) + Text(challenge or "", style="bold"))
+        warning.display = self.query_one("#confirm", Input).display = challenge is not None
 
     @on(Input.Submitted, "#pin")
     @on(Input.Submitted, "#confirm")
@@ -85,24 +86,25 @@ class UnlockDialog(ModalScreen[bool]):
             self.query_one("#hint", Label).update(PIN_HINT)
             field.focus()
             return
-        if self._final_try and confirm.value != FINAL_TRY_PHRASE:
+        answer = " ".join(confirm.value.lower().split())
+        if self._challenge is not None and answer != self._challenge:
             self.query_one("#hint", Label).update(CONFIRM_HINT)
             confirm.focus()
             return
         pin, field.value, confirm.value = Secret(field.value), "", ""
         self.query_one("#hint", Label).update(SENDING)
-        self._unlock(pin, self._final_try)
+        self._unlock(pin, answer if self._challenge is not None else None)
 
     @work(exclusive=True, group="unlock")
-    async def _unlock(self, pin: Secret, confirm_final_try: bool) -> None:
+    async def _unlock(self, pin: Secret, final_try_answer: str | None) -> None:
         try:
-            await self._send(pin, confirm_final_try)
+            await self._send(pin, final_try_answer)
         except HsmPinFinalTry as exc:
-            self._show_final_try(True)
+            self._show_final_try(exc.challenge)
             self._refused(f"{exc.code}: {exc.message}")
             return
         except VaultError as exc:
-            self._show_final_try(False)
+            self._show_final_try(None)
             self._refused(f"{exc.code}: {exc.message}")
             return
         except OSError as exc:

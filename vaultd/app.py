@@ -37,6 +37,7 @@ from vaultd.store.file_lock import StoreFileLock
 from vaultd.store.files import SealedStore
 from vaultd.store.state import StateFile
 from vaultd.system.clock import SystemClock
+from vaultd.system.procinfo import describe_process
 from vaultd.system.prompt_drivers import DialogPrompter
 
 if TYPE_CHECKING:
@@ -264,6 +265,15 @@ class OpenStore:
 
     token: SealingKey
     store: SealedStore
+    audit_log: AuditLog
+
+    def audit(self, event: str, **fields: object) -> None:
+        """Append ``event`` to the vault's audit chain, tagged by this command's token session,
+        naming this process (``by``) and the channel ``cli``; a running daemon may append at the
+        same time (the log's writer lock serialises them).  Raises ``AuditError`` on failure."""
+        me = describe_process(os.getpid())
+        by = {"uid": me.uid, "pid": me.pid, "executable": me.executable, "channel": "cli"}
+        self.audit_log.record(event, {**fields, "by": by})
 
 
 @contextmanager
@@ -284,7 +294,14 @@ def opened_vault(
     finally:
         pin[:] = bytes(len(pin))
     try:
-        yield OpenStore(token, open_store(settings, token))
+        audit = AuditLog(
+            settings.audit_path,
+            token.mac,
+            SystemClock(),
+            max_bytes=settings.audit.max_bytes,
+            mac_verify=token.mac_verify,
+        )
+        yield OpenStore(token, open_store(settings, token), audit)
     finally:
         token.close()
 

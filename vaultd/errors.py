@@ -130,9 +130,13 @@ class HsmPinIncorrect(HsmError):
 
 
 class HsmPinFinalTry(HsmError):
-    """The token is at its final PIN try; log in only after the person typed a confirmation."""
+    """The token is at its final PIN try; log in only after the person typed back the challenge."""
 
     code = "HSM_PIN_FINAL_TRY"
+
+    def __init__(self, message: str, *, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
 
 
 class HsmPinLocked(HsmError):

@@ -22,9 +22,12 @@ import pytest
 from pkcs11 import exceptions as pkerr
 
 from vaultd import cli
+from vaultd.core.final_try import TTL as FINAL_TRY_TTL
+from vaultd.core.final_try import FinalTryGate
 from vaultd.daemon import Daemon
 from vaultd.errors import (
     AuditError,
+    BadRequest,
     HsmPinFinalTry,
     HsmPinIncorrect,
     HsmPinLocked,
@@ -35,6 +38,7 @@ from vaultd.ipc.client import AsyncDaemonClient
 from vaultd.ipc.protocol import Event
 from vaultd.keys.pkcs11 import TokenKey
 from vaultd.settings import load_settings
+from vaultd.testing.clock import FakeClock
 from vaultd.testing.faulty_pkcs11 import FaultyPkcs11, PinStep
 from vaultd.testing.harness import MFA_SERIAL, Installation
 from vaultd.testing.softhsm import reinitialize
@@ -246,12 +250,14 @@ async def test_pin_progression_over_the_socket(
             ("HSM_PIN_INCORRECT", True, False),
             ("HSM_PIN_INCORRECT", False, True),
         ]
-        # FINAL_TRY: refused before C_Login until the person confirms; then one login.
-        with pytest.raises(HsmPinFinalTry):
+        # FINAL_TRY: refused before C_Login until the person types the challenge; then one login.
+        with pytest.raises(HsmPinFinalTry) as final:
             await run.client.request("unlock", pin="wrong-4")
-        assert faulty.logins == 3
+        assert faulty.logins == 3 and final.value.challenge
         with pytest.raises(HsmPinLocked) as locked:
-            await run.client.request("unlock", pin="wrong-4", confirm_final_try=True)
+            await run.client.request(
+                "unlock", pin="wrong-4", final_try_answer=final.value.challenge
+            )
         assert faulty.logins == 4
         assert "SO PIN" in str(locked.value)  # recovery text
         # Locked: even the right PIN is refused without touching the token again.
@@ -334,13 +340,11 @@ async def test_daemon_with_a_pin_file_starts_sealed_at_final_try(
         assert (await run.client.request("status"))["sealed"] is True
         assert faulty.logins == 0
         assert "final PIN try" in caplog.text and "vaultd unlock" in caplog.text
-        with pytest.raises(HsmPinFinalTry):
+        with pytest.raises(HsmPinFinalTry) as final:
             await run.client.request("unlock", pin=pin)
-        with pytest.raises(HsmPinFinalTry):
-            await run.client.request("unlock", pin=pin, confirm_final_try=False)
         assert faulty.logins == 0
         assert (await run.client.request("status"))["sealed"] is True
-        await run.client.request("unlock", pin=pin, confirm_final_try=True)
+        await run.client.request("unlock", pin=pin, final_try_answer=final.value.challenge)
         assert faulty.logins == 1
         assert (await run.client.request("status"))["sealed"] is False
     assert pin not in caplog.text
@@ -375,11 +379,13 @@ async def _cli_unlock(
     stdin: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[int, FaultyPkcs11, bool]:
-    """Run `vaultd unlock` (in a thread) against a daemon at FINAL_TRY; status, fake, sealed."""
+    """Run `vaultd unlock` (in a thread) against a daemon at FINAL_TRY whose challenge is always
+    ``otter otter otter``; status, fake, sealed."""
     inst = environment()
     faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)
     monkeypatch.setattr("sys.stdin", stdin)
     async with Serving(inst, faulty) as run:
+        run.daemon.final_try = FinalTryGate(run.daemon.parts.clock, pick=lambda words: "otter")
         status = await asyncio.to_thread(cli.main, ["unlock"])
         sealed = (await run.client.request("status"))["sealed"]
     assert isinstance(sealed, bool)
@@ -391,8 +397,8 @@ async def test_cli_unlock_refuses_the_final_try_without_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """T9: a script cannot spend the final try, even by piping the confirmation phrase."""
-    piped = io.StringIO("final try\n")
+    """T9: a script cannot spend the final try, even by piping the right words."""
+    piped = io.StringIO("otter otter otter\n")
     status, faulty, sealed = await _cli_unlock(environment, piped, monkeypatch)
     err = capsys.readouterr().err
     assert status != 0 and sealed and faulty.logins == 0
@@ -400,16 +406,17 @@ async def test_cli_unlock_refuses_the_final_try_without_a_terminal(
 
 
 @pytest.mark.parametrize(
-    ("typed", "unsealed"), [("final try", True), ("yes", False), ("final try!", False)]
+    ("typed", "unsealed"),
+    [("otter otter otter", True), ("final try", False), ("yes", False), ("", False)],
 )
-async def test_cli_unlock_asks_for_the_typed_confirmation_on_a_terminal(
+async def test_cli_unlock_asks_for_the_typed_challenge_on_a_terminal(
     environment: Callable[..., Installation],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     typed: str,
     unsealed: bool,
 ) -> None:
-    """T9: on a real pty, only the exact phrase sends the PIN again, in exactly one C_Login."""
+    """T9: on a real pty, only the challenge's words send the PIN again, in exactly one C_Login."""
     master, slave = os.openpty()
     with os.fdopen(slave, "r") as tty:
         os.write(master, f"{typed}\n".encode())
@@ -418,6 +425,67 @@ async def test_cli_unlock_asks_for_the_typed_confirmation_on_a_terminal(
         finally:
             os.close(master)
     captured = capsys.readouterr()
-    assert "FINAL PIN try" in captured.err
+    assert "FINAL PIN try" in captured.err and "otter otter otter" in captured.err
     assert (status == 0, sealed, faulty.logins) == (unsealed, not unsealed, int(unsealed))
     assert ("unsealed" in captured.out) is unsealed
+
+
+# --- T9 attacks: a script that has the PIN but not the person ------------------------------
+
+
+async def test_a_confirmation_flag_cannot_spend_the_final_try(
+    environment: Callable[..., Installation],
+) -> None:
+    """T9 attack: the old ``confirm_final_try`` flag, a guessed or replayed answer, an answer
+    with no challenge and an expired one are all refused with no C_Login."""
+    inst = environment()
+    faulty = FaultyPkcs11(inst.token.module_path, pin_state=PinStep.FINAL_TRY)
+    pin = inst.token.user_pin
+    async with Serving(inst, faulty) as run:
+        clock = FakeClock()
+        run.daemon.final_try = FinalTryGate(clock)
+        with pytest.raises(BadRequest, match="'confirm_final_try' is not allowed"):
+            await run.client.request("unlock", pin=pin, confirm_final_try=True)
+        with pytest.raises(HsmPinFinalTry):  # an answer before any challenge
+            await run.client.request("unlock", pin=pin, final_try_answer="final try")
+        with pytest.raises(HsmPinFinalTry) as first:
+            await run.client.request("unlock", pin=pin)
+        with pytest.raises(HsmPinFinalTry) as guessed:  # a wrong guess ends the challenge...
+            await run.client.request("unlock", pin=pin, final_try_answer="amber amber amber")
+        assert "do not match" in guessed.value.message
+        with pytest.raises(HsmPinFinalTry):  # ...so its words are useless afterwards
+            await run.client.request("unlock", pin=pin, final_try_answer=first.value.challenge)
+        with pytest.raises(HsmPinFinalTry) as late:
+            await run.client.request("unlock", pin=pin)
+        clock.advance(FINAL_TRY_TTL + 1)
+        with pytest.raises(HsmPinFinalTry):
+            await run.client.request("unlock", pin=pin, final_try_answer=late.value.challenge)
+        assert faulty.logins == 0
+        assert (await run.client.request("status"))["sealed"] is True
+        with pytest.raises(HsmPinFinalTry) as fresh:
+            await run.client.request("unlock", pin=pin)
+        await run.client.request("unlock", pin=pin, final_try_answer=fresh.value.challenge)
+        assert faulty.logins == 1
+        assert (await run.client.request("status"))["sealed"] is False
+
+
+# --- a token removed and put back: `vaultd unlock` finds it again (issue 13) ---------------
+
+
+async def test_unlock_reopens_a_token_that_came_back(running: Running) -> None:
+    """The token leaves (its SoftHSM2 directory moves away; the module re-reads its slots, as a
+    real module does on unplug), the daemon seals; it comes back, but the module's slot list
+    still lacks it until re-initialised: `unlock` must do that itself, with no restart."""
+    inst = running.inst
+    await running.credentials("dev", code="123456")
+    (token_dir,) = (inst.token.conf_path.parent / "tokens").iterdir()
+    away = inst.token.conf_path.parent / "token-away"
+    token_dir.rename(away)
+    reinitialize(inst.token.module_path)  # the module notices: the token is gone
+    with pytest.raises((Sealed, AuditError)):
+        await running.credentials("dev")
+    assert (await running.client.request("status"))["sealed"] is True
+    away.rename(token_dir)  # back in the reader; the module has not looked again
+    await running.client.request("unlock", pin=inst.token.user_pin)
+    assert (await running.client.request("status"))["sealed"] is False
+    assert "output" in await running.credentials("ops", code="234567")

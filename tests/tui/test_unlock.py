@@ -48,8 +48,8 @@ async def test_wrong_then_right_pin(app: VaultApp, fake: FakeDaemonClient) -> No
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "dialog closed")
         await wait_for(pilot, lambda: "unsealed" in daemon_line(app), "unsealed shown")
         assert fake.requests("unlock") == [
-            {"pin": "0000", "confirm_final_try": False},
-            {"pin": TOKEN_PIN, "confirm_final_try": False},
+            {"pin": "0000"},
+            {"pin": TOKEN_PIN},
         ]
         assert not fake.sealed
         await wait_for(pilot, lambda: "u" not in footer_keys(app), "unlock no longer offered")

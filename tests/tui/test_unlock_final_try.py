@@ -2,8 +2,9 @@
 
 The daemon is the TUI tests' FakeDaemonClient (the TUI needs a daemon whose token state the
 test controls; requests, errors and replies still go through the real codec), extended here
-with a token at FINAL_TRY: an unconfirmed ``unlock`` gets ``HSM_PIN_FINAL_TRY`` without a
-login, a confirmed one is one login. The real daemon's side is in
+with a token at FINAL_TRY: an ``unlock`` without the answer to its challenge gets
+``HSM_PIN_FINAL_TRY`` (with the challenge :data:`WORDS`) without a login, an answered one is one
+login. The real daemon's side is in
 ``tests/adversarial/test_token_store.py``.
 """
 
@@ -40,14 +41,20 @@ class FinalTryDaemon(FakeDaemonClient):
             return await super()._handle(op, fields)
         if self.locked:
             raise HsmPinLocked("the user PIN is locked; reset it with the SO PIN")
-        if self.final_try and fields.get("confirm_final_try") is not True:
-            raise HsmPinFinalTry("the token is at its final PIN try; no login was tried")
+        if self.final_try and fields.get("final_try_answer") != WORDS:
+            raise HsmPinFinalTry(
+                "the token is at its final PIN try; no login was tried", challenge=WORDS
+            )
         self.logins += 1
         if fields["pin"] != TOKEN_PIN:
             self.locked = True
             raise HsmPinLocked("the user PIN is locked; reset it with the SO PIN")
         self.final_try = False
         return await super()._handle(op, fields)
+
+
+WORDS = "otter maple zebra"
+"""The fake daemon's final-try challenge."""
 
 
 @pytest.fixture
@@ -80,15 +87,16 @@ async def open_at_final_try(
     await pilot.press(*TOKEN_PIN, "enter")
     await wait_for(pilot, lambda: hint(app).startswith("HSM_PIN_FINAL_TRY: "), "final try")
     assert dialog.final_try and confirm.display
-    assert "FINAL PIN TRY" in str(dialog.query_one("#final-warning", Label).render())
-    assert fake.requests("unlock") == [{"pin": TOKEN_PIN, "confirm_final_try": False}]
+    warning = str(dialog.query_one("#final-warning", Label).render())
+    assert "FINAL PIN TRY" in warning and WORDS in warning
+    assert fake.requests("unlock") == [{"pin": TOKEN_PIN}]
     assert fake.logins == 0
     pin = dialog.query_one("#pin", Input)
     assert pin.value == "" and app.focused is pin
     return dialog
 
 
-async def test_final_try_is_sent_only_with_the_exact_phrase(
+async def test_final_try_is_sent_only_with_the_challenge_words(
     app: VaultApp, fake: FinalTryDaemon
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
@@ -97,13 +105,16 @@ async def test_final_try_is_sent_only_with_the_exact_phrase(
 
         await pilot.press(*TOKEN_PIN, "enter")  # the PIN alone is not enough
         assert hint(app) == CONFIRM_HINT and app.focused is confirm
-        await pilot.press(*keys("final tr"), "enter")  # nor a near miss
+        await pilot.press(*keys("final try"), "enter")  # nor the old phrase
+        assert hint(app) == CONFIRM_HINT
+        confirm.value = ""
+        await pilot.press(*keys(WORDS[:-1]), "enter")  # nor a near miss
         assert hint(app) == CONFIRM_HINT
         assert len(fake.requests("unlock")) == 1 and fake.logins == 0
 
-        await pilot.press("y", "enter")
+        await pilot.press("a", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "dialog closed")
-        assert fake.requests("unlock")[1:] == [{"pin": TOKEN_PIN, "confirm_final_try": True}]
+        assert fake.requests("unlock")[1:] == [{"pin": TOKEN_PIN, "final_try_answer": WORDS}]
         assert fake.logins == 1 and not fake.sealed
         assert not any(TOKEN_PIN in str(n.message) for n in app._notifications)
 
@@ -113,7 +124,7 @@ async def test_escape_cancels_without_spending_the_final_try(
 ) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await open_at_final_try(app, fake, pilot)
-        await pilot.press(*TOKEN_PIN, "tab", *keys("final try"), "escape")
+        await pilot.press(*TOKEN_PIN, "tab", *keys(WORDS), "escape")
         assert isinstance(app.screen, DashboardScreen)
         assert len(fake.requests("unlock")) == 1
         assert fake.logins == 0 and fake.sealed
@@ -122,7 +133,7 @@ async def test_escape_cancels_without_spending_the_final_try(
 async def test_a_confirmed_wrong_pin_shows_the_lock(app: VaultApp, fake: FinalTryDaemon) -> None:
     async with app.run_test(size=SIZE) as pilot:
         dialog = await open_at_final_try(app, fake, pilot)
-        await pilot.press(*"0000", "tab", *keys("final try"), "enter")
+        await pilot.press(*"0000", "tab", *keys(WORDS), "enter")
         await wait_for(pilot, lambda: hint(app).startswith("HSM_PIN_LOCKED: "), "locked shown")
         assert fake.logins == 1 and fake.locked and fake.sealed
         assert not dialog.final_try and not dialog.query_one("#confirm", Input).display

@@ -151,6 +151,15 @@ def run(args: argparse.Namespace) -> int:
         if bind:
             plaintext = _bind(vault, args.name, plaintext, args.allow_single_authenticator)
         store_key_pair(vault, args.name, creds, plaintext, replace=args.replace)
+        vault.audit(
+            "record_added",
+            kind="key_pair",
+            name=args.name,
+            key=mask_key(creds.access_key_id),
+            root=creds.root,
+            fido2_bound=bind,
+            replaced=args.replace,
+        )
     kind = "root key pair" if creds.root else "key pair"
     bound = ", bound to FIDO2" if bind else ""
     print(f"stored {kind} {args.name!r} ({mask_key(creds.access_key_id)}{bound})")

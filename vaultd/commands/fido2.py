@@ -122,6 +122,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     )
     with opened_vault(conf) as vault:
         save_enrolled(vault.store, cred, new=True)
+        vault.audit("fido2_enrolled", name=args.name, hmac_secret=cred.hmac_secret)
     hmac = "with hmac-secret" if cred.hmac_secret else "without hmac-secret"
     print(f"enrolled FIDO2 authenticator {args.name!r} ({hmac})")
     if not enrolled:
@@ -176,6 +177,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
     with opened_vault(settings()) as vault:
         vault.store.remove(RecordKind.FIDO2_CREDENTIAL, args.name)
+        vault.audit("fido2_removed", name=args.name)
         left = vault.store.names(RecordKind.FIDO2_CREDENTIAL)
     print(f"removed FIDO2 authenticator {args.name!r}")
     if not left:

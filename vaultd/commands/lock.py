@@ -1,25 +1,23 @@
 """`vaultd lock [--seal]` and `vaultd unlock`.
 
 A token at its final PIN try (``HSM_PIN_FINAL_TRY``) is unlocked only after the person types
-:data:`FINAL_TRY_PHRASE` on the terminal (docs/threat-model.md T9). There is deliberately no option
-for it: a script must not be able to spend the last try, so a stdin that is not a terminal is
-refused.
+back, on the terminal, the words of the daemon's one-time challenge (docs/threat-model.md T9,
+:mod:`vaultd.core.final_try`). There is deliberately no option for it, and a stdin that is not a
+terminal is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
 
 if TYPE_CHECKING:
+    from vaultd.errors import HsmPinFinalTry
     from vaultd.settings import Settings
-
-FINAL_TRY_PHRASE: Final = "final try"
-"""What the person must type, exactly, to spend a token's final PIN try."""
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -52,51 +50,58 @@ def run_unlock(args: argparse.Namespace) -> int:
 
     cfg = settings()
     try:
-        already = _send_unlock(cfg, confirm_final_try=False)
-    except HsmPinFinalTry:
-        ask_final_try()
-        already = _send_unlock(cfg, confirm_final_try=True)
+        already = _send_unlock(cfg)
+    except HsmPinFinalTry as exc:
+        already = _send_unlock(cfg, final_try_answer=ask_final_try(exc))
     print("already unlocked" if already else "unsealed")
     return 0
 
 
-def _send_unlock(cfg: Settings, *, confirm_final_try: bool) -> bool:
+def _send_unlock(cfg: Settings, *, final_try_answer: str | None = None) -> bool:
     """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it;
     True when the daemon was unlocked already (it then left the token alone)."""
     from vaultd import app
 
     pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
+    send = client().request
     try:
-        reply = client().request("unlock", pin=pin.decode(), confirm_final_try=confirm_final_try)
+        reply = (
+            send("unlock", pin=pin.decode())
+            if final_try_answer is None
+            else send("unlock", pin=pin.decode(), final_try_answer=final_try_answer)
+        )
         return reply.get("already_unlocked") is True
     finally:
         pin[:] = bytes(len(pin))
 
 
-def ask_final_try() -> None:
-    """Ask the person at the terminal to type :data:`FINAL_TRY_PHRASE`; raise unless they do.
+def ask_final_try(refused: HsmPinFinalTry) -> str:
+    """Show the daemon's final-try challenge on the terminal and return what the person types.
 
-    Raises ``HsmPinFinalTry`` (nothing sent) when stdin is not a terminal or the text differs.
+    Re-raises ``refused`` (nothing sent) when stdin is not a terminal, the daemon sent no
+    challenge, or the person typed nothing.
     """
     from vaultd.errors import HsmPinFinalTry
 
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty() or not refused.challenge:
         raise HsmPinFinalTry(
             "the token is at its final PIN try and stdin is not a terminal, so nothing was "
-            "sent: run `vaultd unlock` in a terminal (or unlock in the TUI) and type "
-            f"`{FINAL_TRY_PHRASE}` when asked"
+            "sent: run `vaultd unlock` in a terminal (or unlock in the TUI) and type back the "
+            "words it shows"
         )
     print(
         "vaultd: the token is at its FINAL PIN try: one more wrong PIN locks it, and only its\n"
         "SO PIN (the token's admin tool) can unlock it again. Check the PIN first.\n"
-        f"Type `{FINAL_TRY_PHRASE}` to send the PIN once more (anything else cancels): ",
+        f"To send the PIN once more, type these words: {refused.challenge}\n"
+        "(anything else, or nothing, cancels): ",
         end="",
         file=sys.stderr,
         flush=True,
     )
-    answer = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    if answer != FINAL_TRY_PHRASE:
+    answer = sys.stdin.readline().strip()
+    if not answer:
         raise HsmPinFinalTry(
             "not confirmed, so the final PIN try was not spent and the vault stays sealed; "
-            f"run `vaultd unlock` again and type `{FINAL_TRY_PHRASE}` to use it"
+            "run `vaultd unlock` again and type back the words it shows"
         )
+    return answer

@@ -51,6 +51,7 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         with opened_vault(settings()) as vault:
             vault.store.put(RecordKind.TOTP_SEED, name, encode_totp_seed(seed))
+            vault.audit("totp_seed_added", serial=args.serial)
     finally:
         seed.wipe()
     print(f"stored the TOTP seed of {args.serial}")
@@ -96,5 +97,6 @@ def run_remove(args: argparse.Namespace) -> int:
         if name not in vault.store.names(RecordKind.TOTP_SEED):
             raise RecordNotFound(f"no MFA seed is stored for {args.serial}")
         vault.store.remove(RecordKind.TOTP_SEED, name)
+        vault.audit("totp_seed_removed", serial=args.serial)
     print(f"removed the TOTP seed of {args.serial}")
     return 0

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
             raise NotConfirmed(f"not removing {args.name!r}: the name typed did not match")
     with opened_vault(settings()) as vault:
         vault.store.remove(RecordKind.KEY_PAIR, args.name)
+        vault.audit("record_removed", kind="key_pair", name=args.name)
     print(f"removed {args.name!r}")
     return 0

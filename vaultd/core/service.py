@@ -107,11 +107,6 @@ def _named_cooldown(exc: DeniedCooldown) -> DeniedCooldown:
     )
 
 
-def _by(answerer: Requester | None) -> dict[str, object]:
-    """The audit field naming who answered an approval (none when the caller is the core)."""
-    return {} if answerer is None else {"by": requester_fields(answerer)}
-
-
 def _no_notify(event: str, profile: str, severity: str, message: str) -> None:
     """The default notifier: nothing to tell."""
 
@@ -897,19 +892,22 @@ class VaultService:
     # --- approvals, lock, status ---------------------------------------------------------
 
     async def approve(
-        self, approval_id: str, code: str | None, by: Requester | None = None
+        self, approval_id: str, code: str | None, *, by: Mapping[str, object] | None = None
     ) -> None:
-        """Answer a pending approval with a code; ``by`` is the answering process."""
+        """Answer a pending approval with a code; ``by`` (who answered, through which channel)
+        goes to the audit log."""
         approval = self.approvals.approve(approval_id, code=code)
-        await self.audit_event(
-            "approval_answered", profile=approval.profile, approval=approval.id, **_by(by)
-        )
+        if by is not None:
+            await self.audit_event(
+                "approval_answered", profile=approval.profile, approval=approval.id, by=dict(by)
+            )
 
-    async def deny(self, approval_id: str, by: Requester | None = None) -> None:
+    async def deny(self, approval_id: str, *, by: Mapping[str, object] | None = None) -> None:
         """Deny a pending approval (final for every waiter; starts a cooldown)."""
         approval = self.approvals.deny(approval_id)
+        who = {} if by is None else {"by": dict(by)}
         await self.audit_event(
-            "approval_denied", profile=approval.profile, approval=approval.id, **_by(by)
+            "approval_denied", profile=approval.profile, approval=approval.id, **who
         )
 
     def on_wipe(self, callback: Callable[[], None]) -> None:

@@ -42,6 +42,10 @@ class Subscribers:
     def __len__(self) -> int:
         return len(self._conns)
 
+    def watching(self, pid: int) -> bool:
+        """Whether process ``pid`` holds a subscription (it is a TUI)."""
+        return any(c.peer.pid == pid for c in self._conns)
+
     async def stream(self, conn: Connection) -> Mapping[str, object]:
         """Push approval events to ``conn`` until it goes away.
 

@@ -124,15 +124,32 @@ async def approvals(d: Daemon, request: ApprovalsRequest, conn: Connection) -> R
     }
 
 
+def _answerer(d: Daemon, approval_id: str, conn: Connection) -> dict[str, object]:
+    """Who answers ``approval_id`` on ``conn``, for its audit record: the peer's facts and a
+    channel the server derives (the requesting process itself: its terminal prompt; a process
+    with an events subscription: the TUI; anything else: `vaultd approve`), never a field."""
+    me = conn.requester
+    asked = {a.requester.pid for a in d.service.approvals.pending() if a.id == approval_id}
+    channel = (
+        "terminal_prompt"
+        if me.pid in asked
+        else "tui"
+        if d.subscribers.watching(me.pid)
+        else "vaultd_approve"
+    )
+    return {"uid": me.uid, "pid": me.pid, "executable": me.executable, "channel": channel}
+
+
 @handles(ApproveRequest)
 async def approve(d: Daemon, request: ApproveRequest, conn: Connection) -> Reply:
-    await d.service.approve(request.id, request.code, conn.requester)
+    by = _answerer(d, request.id, conn)
+    await d.service.approve(request.id, request.code, by=by)
     return {}
 
 
 @handles(DenyRequest)
 async def deny(d: Daemon, request: DenyRequest, conn: Connection) -> Reply:
-    await d.service.deny(request.id, conn.requester)
+    await d.service.deny(request.id, by=_answerer(d, request.id, conn))
     return {}
 
 
@@ -158,7 +175,7 @@ async def lock(d: Daemon, request: LockRequest, conn: Connection) -> Reply:
 @handles(UnlockRequest)
 async def unlock(d: Daemon, request: UnlockRequest, conn: Connection) -> Reply:
     done = await d.unlock(
-        bytearray(request.pin.encode()), confirm_final_try=request.confirm_final_try
+        bytearray(request.pin.encode()), final_try_answer=request.final_try_answer
     )
     return {"already_unlocked": not done}
 

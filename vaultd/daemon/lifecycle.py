@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from vaultd import app
 from vaultd.core.breakglass import BreakGlassDesk
+from vaultd.core.final_try import FinalTryGate
 from vaultd.core.model import Profile, ProfileKind
 from vaultd.core.service import Ports, VaultService
 from vaultd.core.status import DaemonFacts
@@ -150,6 +151,7 @@ class Daemon:
         self.server = app.ipc_server(settings, self.handle, audit_peer_refused=self._peer_refused)
         self.breakglass = BreakGlassDesk(self.service)
         self.unlock_limit = UnlockLimiter(parts.clock)
+        self.final_try = FinalTryGate(parts.clock)
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.owner.on_lost = self._token_lost
@@ -281,32 +283,43 @@ class Daemon:
         if seal:
             await self.owner.run(self.owner.seal)
 
-    async def unlock(self, pin: bytearray, *, confirm_final_try: bool = False) -> bool:
+    async def unlock(self, pin: bytearray, *, final_try_answer: str | None = None) -> bool:
         """Log in with ``pin`` (from `vaultd unlock` or the TUI) and unseal; False, with the
         token untouched, when the vault is unsealed already (a wrong PIN from any client must
         not log a working daemon out of its token).
 
         Wrong PINs are rate-limited (``vaultd.core.unlock_limit``).  A token at its final PIN
-        try raises ``HsmPinFinalTry`` without a login unless the client sends
-        ``confirm_final_try`` (the person typed the confirmation).
+        try raises ``HsmPinFinalTry`` with a fresh challenge, without a login, unless
+        ``final_try_answer`` repeats the last challenge (``vaultd.core.final_try``, T9).
         """
-        if not self.service.sealed and self.owner.live:
-            pin[:] = bytes(len(pin))
-            return False
         try:
-            recent = self.unlock_limit.check()
-            await self.owner.run(
-                lambda: self.owner.unseal(pin, confirm_final_try=confirm_final_try)
-            )
-        except HsmPinIncorrect:
-            self.unlock_limit.failed()
-            log.warning("a wrong token PIN was sent to unlock (%d recent)", recent + 1)
-            raise
+            if not self.service.sealed and self.owner.live:
+                return False
+            confirmed = final_try_answer is not None and self.final_try.answer(final_try_answer)
+            if final_try_answer is not None and not confirmed:
+                raise HsmPinFinalTry(
+                    "the words typed do not match the last final-try challenge, or it expired, "
+                    "so no login was tried: run `vaultd unlock` again and type the new words",
+                    challenge=self.final_try.issue(),
+                )
+            await self._login(pin, confirmed)
         finally:
             pin[:] = bytes(len(pin))
         self.service.sealed = False
         await self.service.audit_event("unlock", outcome="unsealed")
         return True
+
+    async def _login(self, pin: bytearray, confirmed: bool) -> None:
+        """One rate-limited token login; an unconfirmed final try gets a fresh challenge."""
+        recent = self.unlock_limit.check()
+        try:
+            await self.owner.run(lambda: self.owner.unseal(pin, confirm_final_try=confirmed))
+        except HsmPinIncorrect:
+            self.unlock_limit.failed()
+            log.warning("a wrong token PIN was sent to unlock (%d recent)", recent + 1)
+            raise
+        except HsmPinFinalTry as exc:
+            raise HsmPinFinalTry(exc.message, challenge=self.final_try.issue()) from None
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -339,7 +352,7 @@ class Daemon:
             log.warning(
                 "started sealed: token %r is at its final PIN try (one more wrong PIN locks "
                 "it), so the PIN from %s was not tried; check that PIN, then run `vaultd "
-                "unlock` and type `final try` when asked",
+                "unlock` and type back the words it shows",
                 self.settings.pkcs11.token_label,
                 self.settings.pkcs11.pin_source.partition(":")[0],
             )

@@ -26,8 +26,9 @@ Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is a
 - ``status``: no fields;
 - ``lock``: optional ``seal`` (bool), optional ``profile`` (drop only that profile's session and
   pending approvals; with ``seal`` everything is dropped and sealed all the same);
-- ``unlock``: ``pin`` (str, 1 to 256 characters), optional ``confirm_final_try`` (bool: the
-  person typed the confirmation to spend a token's final PIN try);
+- ``unlock``: ``pin`` (str, 1 to 256 characters), optional ``final_try_answer`` (str, 1 to 64
+  characters: the words of the ``challenge`` of the last ``HSM_PIN_FINAL_TRY``, typed back by
+  the person, :mod:`vaultd.core.final_try`);
 - ``events``: no fields; a subscription on which the server keeps pushing event frames.
 
 Strings never hold NUL or unpaired surrogates.  Requests decode into the frozen dataclasses
@@ -80,6 +81,7 @@ _EXTRA_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "check": (str,),
     "count_low": (bool,),
     "final_try": (bool,),
+    "challenge": (str,),
     "attempts_remaining": (int,),
 }
 
@@ -155,13 +157,13 @@ class LockRequest:
 class UnlockRequest:
     """Unseal the vault with the token PIN.
 
-    ``confirm_final_try`` is set only after the person typed a confirmation: without it a
-    token at its final PIN try is not logged into (``HSM_PIN_FINAL_TRY``).
+    A token at its final PIN try is logged into only when ``final_try_answer`` repeats the
+    daemon's last challenge (``HSM_PIN_FINAL_TRY``, docs/threat-model.md T9).
     """
 
     op: ClassVar[str] = "unlock"
     pin: str = field(repr=False)
-    confirm_final_try: bool = False
+    final_try_answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +287,7 @@ _SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
     ),
     "unlock": (
         UnlockRequest,
-        {"pin": _Field(str, max_len=256), "confirm_final_try": _Field(bool, required=False)},
+        {"pin": _Field(str, max_len=256), "final_try_answer": _Field(str, False, max_len=64)},
     ),
     "events": (EventsRequest, {}),
     "rotate": (RotateRequest, {"name": _PROFILE}),

@@ -586,7 +586,7 @@ def _login(token: Token, pin_text: str, *, confirm_final_try: bool) -> Session:
             raise HsmPinFinalTry(
                 f"token {label!r} is at its final PIN try: one more wrong PIN locks it, so no "
                 "login was tried; check the PIN, then run `vaultd unlock` (or unlock in the "
-                "TUI) and type `final try` when asked"
+                "TUI) and type back the words it shows to spend the final try"
             )
         try:
             return token.open(rw=True, user_pin=pin_text)
@@ -741,8 +741,20 @@ def login_session(
     pin_text = _pin_text(pin)
     with _translated("loading the PKCS#11 module"):
         lib = load_module(module_path)
-        token = _find_token(lib, token_label, module_path)
+        token = _find_again(lib, token_label, module_path)
     return lib, token, _login(token, pin_text, confirm_final_try=confirm_final_try)
+
+
+def _find_again(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
+    """:func:`_find_token`, once more after ``C_Finalize``/``C_Initialize`` when the token is
+    missing or its slot fails: a module keeps the slot list it read at load, so a token removed
+    and put back is found only by a fresh one (`vaultd unlock` then works without a restart).
+    Only called to open the vault key (no session of this module is live then)."""
+    try:
+        return _find_token(lib, label, module_path)
+    except (TokenNotFound, Sealed):
+        lib.reinitialize()
+        return _find_token(lib, label, module_path)
 
 
 def encryptions_label(key_id: str) -> str:

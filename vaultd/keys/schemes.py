@@ -18,7 +18,7 @@ from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
 from vaultd.keys import piv
-from vaultd.keys.pkcs11 import _find_token, _translated, load_module
+from vaultd.keys.pkcs11 import _find_again, _translated, load_module
 
 Scheme = Literal["aead", "ecdh"]
 _AEAD_MECHANISMS: Final = frozenset(
@@ -39,7 +39,7 @@ def choose_scheme(
     if requested in ("aead", "ecdh"):
         return "ecdh" if requested == "ecdh" else "aead"
     with _translated("probing what the token can do"):
-        token = _find_token(load_module(module_path), token_label, module_path)
+        token = _find_again(load_module(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
         if piv.is_piv(token):
             return "ecdh"

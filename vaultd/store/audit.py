@@ -22,6 +22,10 @@ its ``prev`` is the hash of the rotated file's last line, so the chain runs unbr
 files.  :func:`verify` walks the rotated files in sequence order, then ``audit.log``.
 Rotated files are never pruned here: deleting one breaks verification from seq 1.
 
+**Two writers.**  The daemon and a CLI command (`vaultd add`, `remove`, ...) may append to the
+same chain: each batch is committed under an exclusive ``flock`` on ``audit.log.lock``, and a
+writer re-reads the tail whenever the log's inode or size is not what its own last batch left.
+
 **Head anchor.** Cutting whole records off the end leaves a valid chain, so after each batch
 of records (see :class:`AuditLog`) the writer replaces ``audit.log.head`` (atomically,
 durably) with the last seq and line hash, MACed by the token, before any caller of the batch
@@ -38,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -60,6 +65,7 @@ GENESIS = "0" * 64
 MAX_LINE = 64 * 1024
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 HEAD_SUFFIX = ".head"
+LOCK_SUFFIX = ".lock"
 MAX_BATCH = 256
 """Records committed together at most (one write, one fsync, one head update)."""
 IDLE_SECONDS = 1.0
@@ -261,6 +267,26 @@ def _replace(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+@contextlib.contextmanager
+def _writer_lock(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock that serialises every process appending to the log ``path``."""
+    fd = _open_regular(path.with_name(path.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """The log's inode and size: what another writer's append or rotation changes."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size
+
+
 def _head_body(tail: Tail) -> bytes:
     """What the head anchor's MAC covers."""
     return _canonical({"anchor": _HEAD_KIND, "digest": tail.digest, "seq": tail.seq})
@@ -377,6 +403,7 @@ class AuditLog:
         self._clock = clock
         self._max_bytes = max_bytes
         self._tail: Tail | None = None  # touched by the writer thread only
+        self._stamp: tuple[int, int] | None = None  # the log as our last batch left it
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Entry] = []
         self._writer: threading.Thread | None = None
@@ -469,14 +496,17 @@ class AuditLog:
     def _commit(self, batch: list[_Entry]) -> None:
         """Chain, MAC and write ``batch``; set each entry's ``error`` on failure."""
         try:
-            tail = self._tail or self._load_tail()
-            chunks, tail = self._chain(batch, tail)
-            for rotate, lines in chunks:
-                if rotate:
-                    self._rotate()
-                _append(self._path, b"".join(lines))
-            if chunks:
-                self._write_head(tail)
+            with _writer_lock(self._path):
+                tail = self._tail if self._stamp == _stamp(self._path) else None
+                tail = tail or self._load_tail()
+                chunks, tail = self._chain(batch, tail)
+                for rotate, lines in chunks:
+                    if rotate:
+                        self._rotate()
+                    _append(self._path, b"".join(lines))
+                if chunks:
+                    self._write_head(tail)
+                self._stamp = _stamp(self._path)
         except OSError as exc:
             self._fail(
                 batch,

@@ -1,5 +1,5 @@
-"""`unlock`'s optional ``confirm_final_try`` (docs/threat-model.md T9): strict bool, default
-False."""
+"""`unlock`'s optional ``final_try_answer`` and the challenge of ``HSM_PIN_FINAL_TRY``
+(docs/threat-model.md T9): no request field says "confirmed"."""
 
 from __future__ import annotations
 
@@ -21,29 +21,33 @@ def _unlock(**fields: object) -> bytes:
     return json.dumps({"v": 1, "op": "unlock", "pin": "1234", **fields}).encode()
 
 
-def test_confirm_final_try_defaults_to_false_and_decodes_true() -> None:
+def test_final_try_answer_is_optional_text() -> None:
     assert decode_request(_unlock()) == UnlockRequest(pin="1234")
-    request = decode_request(_unlock(confirm_final_try=True))
-    assert isinstance(request, UnlockRequest) and request.confirm_final_try is True
-    assert encode_request("unlock", pin="1234", confirm_final_try=True).endswith(
-        b'"confirm_final_try":true}'
+    request = decode_request(_unlock(final_try_answer="amber otter zebra"))
+    assert isinstance(request, UnlockRequest)
+    assert request.final_try_answer == "amber otter zebra"
+    assert encode_request("unlock", pin="1234", final_try_answer="a b c").endswith(
+        b'"final_try_answer":"a b c"}'
     )
 
 
-@pytest.mark.parametrize("value", [1, "true", "final try", None, [True]])
-def test_confirm_final_try_must_be_a_boolean(value: object) -> None:
-    with pytest.raises(BadRequest, match="'confirm_final_try' must be a boolean"):
-        decode_request(_unlock(confirm_final_try=value))
+@pytest.mark.parametrize("value", [True, 1, None, ["amber"], "", "x" * 65])
+def test_final_try_answer_must_be_short_text(value: object) -> None:
+    with pytest.raises(BadRequest, match="'final_try_answer'"):
+        decode_request(_unlock(final_try_answer=value))
 
 
-def test_unknown_fields_are_still_refused() -> None:
-    with pytest.raises(BadRequest, match="'confirm' is not allowed"):
-        decode_request(_unlock(confirm=True))
+@pytest.mark.parametrize("field", ["confirm_final_try", "confirm", "final_try"])
+def test_a_confirmation_flag_is_refused(field: str) -> None:
+    """The old flag is gone: a script setting it gets BAD_REQUEST, never a login."""
+    with pytest.raises(BadRequest, match=f"'{field}' is not allowed"):
+        decode_request(_unlock(**{field: True}))
 
 
-def test_final_try_error_round_trips_to_its_class() -> None:
-    error = HsmPinFinalTry("the token is at its final PIN try; no login was tried")
+def test_final_try_error_round_trips_with_its_challenge() -> None:
+    error = HsmPinFinalTry("the token is at its final PIN try", challenge="amber otter zebra")
     with pytest.raises(HsmPinFinalTry) as raised:
         decode_reply(error_reply(error))
     assert raised.value.code == "HSM_PIN_FINAL_TRY"
     assert raised.value.message == error.message
+    assert raised.value.challenge == "amber otter zebra"

@@ -862,3 +862,34 @@ def test_tag_text_names_a_signature_scheme_and_keeps_hmac_hex() -> None:
     for bad in ("", "AB" * 32, "ecdsa-p256:", "Ecdsa:00", "x:y:00", "ecdsa-p256:0G"):
         with pytest.raises(ValueError):
             tag_bytes(bad)
+
+
+# --- two writers: the daemon and a CLI command on one chain -------------------------------
+
+
+def test_two_writers_interleave_into_one_chain(path: Path) -> None:
+    """A CLI command's AuditLog and the daemon's append to the same chain: each re-reads the
+    tail another writer moved (inode or size changed), so `vaultd audit verify` still passes,
+    across rotations too."""
+    daemon = AuditLog(path, fake_mac, FakeClock(), max_bytes=2048)
+    cli = AuditLog(path, fake_mac, FakeClock(), max_bytes=2048)
+    for i in range(1, 31):
+        (daemon if i % 3 else cli).record("request", {"profile": f"p{i}", "client": CLIENT})
+    assert verify(path, fake_mac_verify) == 30
+    assert rotated_files(path)  # the rotation by one writer did not fool the other
+
+
+def test_two_writers_at_once_never_fork_the_chain(path: Path) -> None:
+    """Concurrent batches from two writers serialise on ``audit.log.lock`` (flock)."""
+    logs = [AuditLog(path, fake_mac, FakeClock()) for _ in range(2)]
+    threads = [
+        threading.Thread(target=write_records, args=(log, 40, 1 + 40 * n))
+        for n, log in enumerate(logs)
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert verify(path, fake_mac_verify) == 160
+    assert oct(os.stat(path.with_name("audit.log.lock")).st_mode & 0o777) == "0o600"
