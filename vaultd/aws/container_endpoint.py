@@ -21,8 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 from vaultd.core import serving
 from vaultd.core.model import SessionCredentials, utc
@@ -30,6 +29,7 @@ from vaultd.core.ports import Clock
 from vaultd.errors import ProtocolError, VaultError
 from vaultd.system import tcp_owner
 from vaultd.system.clock import SystemClock
+from vaultd.system.running import Running
 
 PATH = "/vaultd/credentials"
 REQUEST_TIMEOUT = 5.0
@@ -133,7 +133,7 @@ def _warn_refused(uid: int | None) -> None:
     sys.stderr.write(tcp_owner.refusal_warning(uid, "the credential endpoint") + "\n")
 
 
-class CredentialServer:
+class CredentialServer(Running):
     """The endpoint on 127.0.0.1 (bound at construction, served by :meth:`start`).
 
     ``on_refused`` is called with the uid of every other user's process that connected (403).
@@ -184,18 +184,6 @@ class CredentialServer:
             self._thread.join()
             self._thread = None
         self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _HttpServer(ThreadingHTTPServer):
