@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import Subparsers, list_and_remove, settings
 
 if TYPE_CHECKING:
     from fido2.ctap import CtapDevice
@@ -24,12 +24,11 @@ def add_parser(sub: Subparsers) -> None:
     )
     enroll.add_argument("--name", required=True, help="a label, [A-Za-z0-9._-]{1,64}")
     enroll.set_defaults(func=run_enroll)
-    listing = actions.add_parser("list", help="list enrolled authenticators")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=run_list)
-    remove = actions.add_parser("remove", help="forget an enrolled authenticator")
-    remove.add_argument("name")
-    remove.set_defaults(func=run_remove)
+    list_and_remove(
+        actions,
+        listing=("list enrolled authenticators", run_list),
+        removal=("forget an enrolled authenticator", "name", run_remove),
+    )
 
 
 def _ask_pin() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import Subparsers, list_and_remove, settings
 
 _MAX_INPUT = 4096
 
@@ -25,12 +25,11 @@ def add_parser(sub: Subparsers) -> None:
     )
     add.add_argument("serial", help="the MFA device ARN (or hardware serial)")
     add.set_defaults(func=run_add)
-    listing = actions.add_parser("list", help="list the serials with a stored seed")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=run_list)
-    remove = actions.add_parser("remove", help="delete the stored seed of a serial")
-    remove.add_argument("serial")
-    remove.set_defaults(func=run_remove)
+    list_and_remove(
+        actions,
+        listing=("list the serials with a stored seed", run_list),
+        removal=("delete the stored seed of a serial", "serial", run_remove),
+    )
 
 
 def _read_seed_text() -> str:
