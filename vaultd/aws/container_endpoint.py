@@ -26,7 +26,9 @@ from typing import cast
 from vaultd.core import serving
 from vaultd.core.model import SessionCredentials, utc
 from vaultd.core.ports import Clock
+from vaultd.credproc import Failure, fetch
 from vaultd.errors import ProtocolError, VaultError
+from vaultd.ipc.protocol import error_from_reply
 from vaultd.system import tcp_owner
 from vaultd.system.clock import SystemClock
 from vaultd.system.running import Running
@@ -61,8 +63,6 @@ def fetch_from_daemon(socket: str, profile: str) -> bytes:
     Approval prompts go to ``/dev/tty`` (see :mod:`vaultd.credproc`); a daemon error is raised as
     the matching :class:`~vaultd.errors.VaultError`.
     """
-    from vaultd.credproc import Failure, fetch
-    from vaultd.ipc.protocol import error_from_reply
 
     try:
         return fetch(socket, profile, action="exec")

@@ -31,6 +31,7 @@ def list_and_remove(
 
 def settings() -> Settings:
     """Load settings (lazily: pydantic is imported only by commands that need it)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.settings import load_settings
 
     return load_settings()

@@ -5,11 +5,16 @@ for the approved request and reports its real outcome; Ctrl-C at the prompt deni
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+from vaultd.core.termtext import terminal_safe
+from vaultd.errors import ApprovalNotFound, ClientGone, CodeMalformed, ProtocolError
 
 if TYPE_CHECKING:
     from vaultd.errors import VaultError
@@ -36,10 +41,6 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import json
-
-    from vaultd.core.termtext import terminal_safe
-
     approvals = client().request("approvals")["approvals"]
     assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
     if args.json:
@@ -68,9 +69,6 @@ def read_code(deprecated_arg: str | None, approval: Mapping[str, object]) -> str
     """The MFA code: typed on the terminal without echo, else the first line of stdin; the
     deprecated ``--code`` value still works, with a warning.  Nothing typed or piped raises
     :class:`~vaultd.errors.CodeMalformed`; Ctrl-C at the prompt raises ``KeyboardInterrupt``."""
-    import sys
-
-    from vaultd.errors import CodeMalformed
 
     if deprecated_arg is not None:
         print(
@@ -101,7 +99,6 @@ def read_code(deprecated_arg: str | None, approval: Mapping[str, object]) -> str
 
 def _describe(approval: Mapping[str, object]) -> str:
     """One line naming what is approved: the approval, the profile and the requester."""
-    from vaultd.core.termtext import terminal_safe
 
     who = approval["requested_by"]
     assert isinstance(who, dict)  # noqa: S101 - protocol guarantees an object
@@ -113,8 +110,6 @@ def _describe(approval: Mapping[str, object]) -> str:
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    import sys
-
     daemon = client()
     approval = _pending(daemon, args.id)
     try:
@@ -133,7 +128,6 @@ def run_approve(args: argparse.Namespace) -> int:
 
 def _pending(daemon: DaemonClient, approval_id: str) -> Mapping[str, object]:
     """The pending approval ``approval_id``, or :class:`~vaultd.errors.ApprovalNotFound`."""
-    from vaultd.errors import ApprovalNotFound
 
     approvals = daemon.request("approvals")["approvals"]
     assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
@@ -154,10 +148,6 @@ def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> bool
     against the used-code ledger and sent to STS; the outcome is read from the audit log
     (``audit_tail``), which records both.
     """
-    import sys
-    import time
-
-    from vaultd.errors import ClientGone, ProtocolError
 
     began = time.monotonic()
     told = False
@@ -213,6 +203,7 @@ def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | 
 
 def _failure(code: str, approval: Mapping[str, object]) -> VaultError:
     """The error of a request that failed after its approval was accepted."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.protocol import error_class, error_from_reply
 
     cls = error_class(code)

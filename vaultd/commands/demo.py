@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _quiet_doubles() -> None:
     """The test doubles announce themselves at CRITICAL (never to be mistaken for the real
     thing); in the demo that is expected, so it reads as a note, not an alarm."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import logging  # not loaded by `vaultd --help`, which imports this module's parser
 
     logging.basicConfig(level=logging.ERROR)
@@ -83,6 +84,7 @@ def _quiet_doubles() -> None:
 
 def _install(moto: MotoProcess, root: Path) -> Installation:
     """An IAM user with a key, an MFA device and a role in moto; a vault holding them."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.testing.harness import create_installation
     from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
@@ -118,6 +120,7 @@ def _install(moto: MotoProcess, root: Path) -> Installation:
 
 def _caller_identity(inst: Installation, profile: str) -> bool:
     """Run the real AWS CLI through credential_process; False (and the logs) if it failed."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import subprocess  # not loaded by `vaultd --help`, which imports this module's parser
 
     _say(f"aws sts get-caller-identity --profile {profile}  (credential_process)")

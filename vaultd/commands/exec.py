@@ -4,10 +4,14 @@ with the profile's session; `vaultd exec --env|--json|--ini PROFILE` prints it (
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
-from vaultd.commands.export import FORMATS
+from vaultd.commands.export import FORMATS, export_text
+from vaultd.errors import BadRequest
 
 if TYPE_CHECKING:
     from vaultd.settings import Settings
@@ -59,7 +63,6 @@ def add_parser(sub: Subparsers) -> None:
 
 def session_environment(output: bytes, profile: str, base: dict[str, str]) -> dict[str, str]:
     """The child's environment: ``base`` plus the session from credential_process JSON."""
-    import json
 
     creds = json.loads(output)
     env = {k: v for k, v in base.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
@@ -75,7 +78,7 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
 
 def checked_profile(name: str) -> str:
     """``name`` if it is a profile name (it goes into a request frame); else ``BadRequest``."""
-    from vaultd.errors import BadRequest
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.protocol import PROFILE_RE
 
     if not PROFILE_RE.fullmatch(name):
@@ -85,7 +88,7 @@ def checked_profile(name: str) -> str:
 
 def chosen_region(cfg: Settings, profile: str, region: str | None) -> str | None:
     """``region``, else the profile's region, else None; ``BadRequest`` if not a region name."""
-    from vaultd.errors import BadRequest
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.settings import REGION_RE
 
     configured = cfg.profiles.get(profile)
@@ -106,10 +109,8 @@ def region_environment(
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import fetch_from_daemon
-    from vaultd.errors import BadRequest
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.format is not None:
@@ -136,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_session(args: argparse.Namespace, command: list[str]) -> int:
     """`vaultd exec --env|--json|--ini PROFILE`: `vaultd export --format` under another name."""
-    from vaultd.commands.export import export_text
-    from vaultd.errors import BadRequest
 
     if command:
         raise BadRequest(f"--{args.format} prints the session and runs nothing: drop the command")
@@ -150,6 +149,7 @@ def _print_session(args: argparse.Namespace, command: list[str]) -> int:
 def _run_with_server(profile: str, command: list[str], socket: str, base: dict[str, str]) -> int:
     """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
 
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 
     server = CredentialServer(lambda: fetch_from_daemon(socket, profile))
@@ -163,11 +163,9 @@ def _run_with_server(profile: str, command: list[str], socket: str, base: dict[s
 
 def supervise(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` as a child, forwarding SIGINT and SIGTERM; 128+N if killed by signal N."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import signal
     import subprocess
-    from types import FrameType
-
-    from vaultd.errors import BadRequest
 
     child: subprocess.Popen[bytes] | None = None
 

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.errors import ConfigError
 
 if TYPE_CHECKING:
     from vaultd.core.ports import SealingKey
@@ -29,6 +30,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def _first_run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.commands.init_config import choose, next_commands, write_config
     from vaultd.settings import default_config_path
 
@@ -52,6 +54,7 @@ def _first_run(args: argparse.Namespace) -> int:
 
 def _unconfigured() -> bool:
     """No config file and nothing in the environment says where the vault key lives."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import uses_token
 
     cfg = settings()
@@ -79,9 +82,9 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault, uses_token
     from vaultd.commands.init_config import default_pin_file, keyring_usable
-    from vaultd.errors import ConfigError
     from vaultd.settings import default_config_path
 
     path = default_config_path()

@@ -10,9 +10,14 @@ every field is made terminal-safe (docs/threat-model.md T35).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._client import client
+from vaultd.commands.status import hms
+from vaultd.core.termtext import terminal_safe
+from vaultd.errors import DaemonNotRunning
 
 SESSIONS_TIMEOUT = 3.0
 """Seconds `vaultd list` waits for the daemon's status."""
@@ -37,10 +42,8 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.termtext import terminal_safe
 
     with opened_vault(settings()) as vault:
         infos = vault.store.list()
@@ -70,10 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_sessions() -> None:
     """Each profile's session and time left, from a running daemon (a short wait at most)."""
-    from vaultd.commands._client import client
-    from vaultd.commands.status import hms
-    from vaultd.core.termtext import terminal_safe
-    from vaultd.errors import DaemonNotRunning
 
     try:
         status = client(timeout=SESSIONS_TIMEOUT).request("status")

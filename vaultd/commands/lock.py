@@ -12,8 +12,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Final
 
-from vaultd.commands._args import Subparsers
+from vaultd.commands._args import Subparsers, settings
 from vaultd.commands._client import client
+from vaultd.errors import BadRequest, HsmPinFinalTry
 
 if TYPE_CHECKING:
     from vaultd.settings import Settings
@@ -32,11 +33,10 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_lock(args: argparse.Namespace) -> int:
-    from vaultd.errors import BadRequest
-
     if args.profile is not None:
         if args.seal:
             raise BadRequest("--seal seals the whole vault: drop the profile name, or --seal")
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.commands.clear import clear_profile
 
         clear_profile(args.profile)
@@ -47,9 +47,6 @@ def run_lock(args: argparse.Namespace) -> int:
 
 
 def run_unlock(args: argparse.Namespace) -> int:
-    from vaultd.commands._args import settings
-    from vaultd.errors import HsmPinFinalTry
-
     cfg = settings()
     try:
         already = _send_unlock(cfg, confirm_final_try=False)
@@ -63,6 +60,7 @@ def run_unlock(args: argparse.Namespace) -> int:
 def _send_unlock(cfg: Settings, *, confirm_final_try: bool) -> bool:
     """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it;
     True when the daemon was unlocked already (it then left the token alone)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
 
     pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
@@ -78,7 +76,6 @@ def ask_final_try() -> None:
 
     Raises ``HsmPinFinalTry`` (nothing sent) when stdin is not a terminal or the text differs.
     """
-    from vaultd.errors import HsmPinFinalTry
 
     if not sys.stdin.isatty():
         raise HsmPinFinalTry(

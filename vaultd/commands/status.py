@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+from vaultd.core.termtext import terminal_safe
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -20,10 +22,6 @@ def hms(seconds: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from vaultd.core.termtext import terminal_safe
-
     status = client().request("status")
     if args.json:
         print(json.dumps(status, indent=2))

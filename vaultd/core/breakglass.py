@@ -101,6 +101,7 @@ class BreakGlassDesk:
             )
         return profile
 
+    # Long: the break-glass sequence (checks, both factors, grant, its audit trail) reads in order.
     async def open(
         self,
         profile_name: str,

@@ -668,6 +668,7 @@ class VaultService:
         await self.save_ledger()
         return code
 
+    # Long: one race of touch against typed code; both futures and the cancel share one finally.
     async def _touch_or_typed_code(
         self, approval: Approval, serial: str, on_event: EventSink | None, interactive: bool
     ) -> str:

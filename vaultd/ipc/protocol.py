@@ -484,6 +484,7 @@ def credentials_reply(output: bytes) -> bytes:
     ``ReplySchemaViolation``: a long-term key pair never travels in this reply (docs/threat-model.md
     T28).
     """
+    # Lazy: replies imports this module (import cycle).
     from vaultd.ipc.replies import check_credential_output
 
     check_credential_output(output)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session
+import pkcs11
+from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass, Session
 from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
@@ -40,7 +41,6 @@ def choose_scheme(
     """
     if requested in ("aead", "ecdh"):
         return "ecdh" if requested == "ecdh" else "aead"
-    import pkcs11
 
     with _translated("probing what the token can do"):
         token = _find_token(pkcs11.lib(module_path), token_label, module_path)
@@ -93,7 +93,6 @@ def _has_ec_key(session: Session, key_label: str) -> bool:
 
 def _aead_trial(session: Session) -> bool:
     """AES-GCM, HMAC-SHA256 and a data object, each tried once in session objects."""
-    from pkcs11 import GCMParams
 
     session_only = {Attribute.TOKEN: False, Attribute.PRIVATE: False}
     try:

@@ -151,6 +151,7 @@ class MotoServer(_MotoApi, Running):
 
     def start(self) -> None:
         """Start the server with a private recorder file."""
+        # Lazy: moto takes seconds to import; MotoProcess users never need it here.
         from moto.moto_api import recorder
         from moto.server import ThreadedMotoServer
 
@@ -165,6 +166,7 @@ class MotoServer(_MotoApi, Running):
 
     def stop(self) -> None:
         """Stop the server and restore moto's recorder."""
+        # Lazy: moto takes seconds to import; MotoProcess users never need it here.
         from moto.moto_api import recorder
 
         if self._server is not None:
