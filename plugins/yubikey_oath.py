@@ -48,6 +48,7 @@ _SW_TOUCH_TIMEOUT = 0x6982  # SECURITY_CONDITION_NOT_SATISFIED: nobody touched i
 
 def pcsc_devices() -> list[Opener]:
     """The YubiKeys pcscd sees (raises when yubikey-manager or pcscd is missing)."""
+    # Lazy: yubikey-manager is an optional dependency; the plugin loads without it.
     from ykman import pcsc
     from yubikit.core.smartcard import SmartCardConnection
 
@@ -116,6 +117,7 @@ class YubiKeyOath:
         credential AWS cannot use, ``ApprovalTimeout`` for an unanswered touch and
         ``PluginError`` when no YubiKey can be reached or its applet fails.
         """
+        # Lazy: yubikey-manager is an optional dependency; the plugin loads without it.
         from yubikit.core.smartcard import ApduError
 
         with self._credential(serial, timestamp) as (session, cred, code):
@@ -142,6 +144,7 @@ class YubiKeyOath:
         self, serial: str, timestamp: int
     ) -> Iterator[tuple[OathSession, Credential, Code | None]]:
         """The first attached key's session and credential for ``serial``, while it is open."""
+        # Lazy: yubikey-manager is an optional dependency; the plugin loads without it.
         from yubikit.core import CommandError
         from yubikit.oath import OATH_TYPE, OathSession
 

@@ -29,8 +29,9 @@ from vaultd.keys.keystore import KeyStoreKey
 from vaultd.mfa.plugin_codes import ChainedCodeSource, PluginCodeSource
 from vaultd.mfa.seed_codes import SeedCodeSource, load_seed, seed_exists
 from vaultd.plugin.api import CodeSource as CodeSourcePlugin
-from vaultd.plugin.api import KeyStoreBacking, NotifyEvent, Severity
-from vaultd.plugin.registry import LoadedPlugins, load_plugins, notify_all
+from vaultd.plugin.api import KeyStore, KeyStoreBacking, KeyStoreConfig, NotifyEvent, Severity
+from vaultd.plugin.registry import Kind, LoadedPlugins, allows, load_plugins, notify_all
+from vaultd.store.atomic import check_private, ensure_private_dir
 from vaultd.store.audit import AuditLog
 from vaultd.store.audit_facts import AuditFactsReader
 from vaultd.store.file_lock import StoreFileLock
@@ -72,7 +73,6 @@ def oath_code_source(
 
     ``PluginError`` (PLUGIN_UNAVAILABLE) when it is allowlisted but did not load.
     """
-    from vaultd.plugin.registry import Kind, allows
 
     if not allows(settings.plugins.allow, Kind.MFA, OATH_PLUGIN):
         return None
@@ -88,6 +88,7 @@ def oath_code_source(
 
 def module_path(settings: Settings) -> str:
     """The allowlisted, safely installed PKCS#11 module (docs/threat-model.md T25)."""
+    # Lazy: pkcs11 loads only for commands that open the token.
     from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
 
     if not settings.pkcs11.module:
@@ -210,8 +211,6 @@ def open_keystore(settings: Settings) -> KeyStoreKey:
     ``PluginError`` when it did not load or cannot anchor the store generation and MAC the
     audit log; ``HsmError`` subclasses from the plugin when its key cannot be had.
     """
-    from vaultd.plugin.api import KeyStore, KeyStoreConfig
-    from vaultd.plugin.registry import Kind, load_plugins
 
     name = settings.keystore
     plugin = load_plugins(settings.plugins.allow, (Kind.KEYSTORE,)).require(Kind.KEYSTORE, name)
@@ -228,7 +227,6 @@ def open_keystore(settings: Settings) -> KeyStoreKey:
 
 def prepare_data_dir(settings: Settings) -> Path:
     """Create (0700) or check the data dir."""
-    from vaultd.store.atomic import check_private, ensure_private_dir
 
     ensure_private_dir(settings.data_dir)
     check_private(settings.data_dir, is_dir=True)

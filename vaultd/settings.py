@@ -32,6 +32,7 @@ from vaultd.core.serving import (
 )
 from vaultd.errors import ConfigError
 from vaultd.plugin.registry import Kind, allows, parse_allow
+from vaultd.system.hardening import check_owned_not_writable
 
 SERIAL_RE = re.compile(r"^[\w+=/:,.@-]{9,256}$")
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -501,6 +502,4 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _check_config_file(path: Path) -> None:
-    from vaultd.system.hardening import check_owned_not_writable
-
     check_owned_not_writable(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from vaultd import errors
 from vaultd.commands.config_reference import render
 from vaultd.core import access_policy
+from vaultd.ipc import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,14 @@ def test_error_code_reference_is_current() -> None:
     assert committed == errors.reference(), (
         "run `python -c 'import vaultd.errors as e; print(e.reference(), end=\"\")' "
         "> docs/errors.md`"
+    )
+
+
+def test_protocol_reference_is_current() -> None:
+    committed = (ROOT / "docs" / "protocol.md").read_text()
+    assert committed == protocol.reference(), (
+        "run `python -c 'import vaultd.ipc.protocol as p; print(p.reference(), end=\"\")' "
+        "> docs/protocol.md`"
     )
 
 

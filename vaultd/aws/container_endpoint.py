@@ -21,15 +21,17 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 from vaultd.core import serving
 from vaultd.core.model import SessionCredentials, utc
 from vaultd.core.ports import Clock
+from vaultd.credproc import Failure, fetch
 from vaultd.errors import ProtocolError, VaultError
+from vaultd.ipc.protocol import error_from_reply
 from vaultd.system import tcp_owner
 from vaultd.system.clock import SystemClock
+from vaultd.system.running import Running
 
 PATH = "/vaultd/credentials"
 REQUEST_TIMEOUT = 5.0
@@ -62,8 +64,6 @@ def fetch_from_daemon(socket: str, profile: str, *, duration: int | None = None)
     Approval prompts go to ``/dev/tty`` (see :mod:`vaultd.credproc`); a daemon error is raised as
     the matching :class:`~vaultd.errors.VaultError`.
     """
-    from vaultd.credproc import Failure, fetch
-    from vaultd.ipc.protocol import error_from_reply
 
     try:
         return fetch(socket, profile, action="exec", duration=duration)
@@ -134,7 +134,7 @@ def _warn_refused(uid: int | None) -> None:
     sys.stderr.write(tcp_owner.refusal_warning(uid, "the credential endpoint") + "\n")
 
 
-class CredentialServer:
+class CredentialServer(Running):
     """The endpoint on 127.0.0.1 (bound at construction, served by :meth:`start`).
 
     ``on_refused`` is called with the uid of every other user's process that connected (403).
@@ -185,18 +185,6 @@ class CredentialServer:
             self._thread.join()
             self._thread = None
         self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _HttpServer(ThreadingHTTPServer):

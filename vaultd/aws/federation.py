@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit
 
@@ -111,8 +113,6 @@ def get_signin_token(
     base: str, creds: SessionCredentials, duration: int | None = None, *, timeout: float = TIMEOUT
 ) -> str:
     """Exchange a role session for a sign-in token at the federation endpoint ``base``."""
-    import urllib.error
-    import urllib.request
 
     request = urllib.request.Request(  # noqa: S310 - endpoint() allows https and loopback http
         signin_token_url(base, creds, duration),

@@ -122,6 +122,7 @@ class Boto3IamClient:
         params: dict[str, Any],
         attempts: int = PLAIN_ATTEMPTS,
     ) -> dict[str, Any]:
+        # Lazy: botocore (heavy) loads on the first AWS call, not wherever vaultd.app is imported.
         from botocore import exceptions as bx
         from botocore import xform_name
 
@@ -147,6 +148,7 @@ class Boto3IamClient:
             raise IamError(f"{action} failed inside botocore ({type(exc).__name__})") from None
 
     def _client(self, service: str, creds: Credentials, attempts: int) -> Any:
+        # Lazy: botocore (heavy) loads on the first AWS call, not wherever vaultd.app is imported.
         from botocore.config import Config
 
         token = creds.session_token if isinstance(creds, SessionCredentials) else None

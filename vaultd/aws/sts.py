@@ -16,6 +16,7 @@ import re
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import urlsplit
 
 from vaultd.core.model import CODE_RE, LongTermCredentials, SessionCredentials
 from vaultd.errors import (
@@ -93,6 +94,7 @@ def isolated_session() -> Session:
 
     Environment settings that are not about identity (endpoints, CA bundle, proxies) still apply.
     """
+    # Lazy: botocore (heavy) loads on the first AWS call, not wherever vaultd.app is imported.
     from botocore.session import Session
 
     return Session(
@@ -184,7 +186,6 @@ class Boto3StsClient:
         ``AWS_ENDPOINT_URL_STS`` or ``AWS_ENDPOINT_URL``, as botocore reads them) unless it is
         the global endpoint; without one, ``https://sts.REGION.amazonaws.com`` whatever
         ``AWS_STS_REGIONAL_ENDPOINTS`` says."""
-        from urllib.parse import urlsplit
 
         configured = self._endpoint_url or _configured_sts_endpoint()
         if configured is None:
@@ -229,6 +230,7 @@ class Boto3StsClient:
         endpoint_url: str | None = None,
         attempts: int | None = None,
     ) -> SessionCredentials:
+        # Lazy: botocore (heavy) loads on the first AWS call, not wherever vaultd.app is imported.
         from botocore import exceptions as bx
 
         mfa = token_code is not None
@@ -277,6 +279,7 @@ class Boto3StsClient:
         max_attempts: int,
         endpoint_url: str | None,
     ) -> _StsApi:
+        # Lazy: botocore (heavy) loads on the first AWS call, not wherever vaultd.app is imported.
         from botocore.config import Config
 
         token = credentials.session_token if isinstance(credentials, SessionCredentials) else None

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 def client(timeout: float = 70.0) -> DaemonClient:
     """A client for the configured socket (a root daemon is trusted where ``ipc.allow_root``)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.client import DaemonClient
 
     cfg = settings()

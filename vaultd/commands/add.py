@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.core.model import RECORD_NAME_RE, LongTermCredentials, RecordKind, mask_key
+from vaultd.errors import ApprovalUnavailable, BadRequest
 
 if TYPE_CHECKING:
     from vaultd.app import OpenStore
@@ -44,10 +46,10 @@ def add_parser(sub: Subparsers) -> None:
 
 def _bind(vault: OpenStore, name: str, plaintext: bytes, single_ok: bool) -> bytes:
     """Encrypt ``plaintext`` to the hmac-secret outputs of the enrolled authenticators."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import threading
 
     from vaultd.app import cli_touch_gate
-    from vaultd.errors import ApprovalUnavailable
     from vaultd.fido2.gate import bind_plaintext, load_enrolled
 
     cfg = settings()
@@ -81,7 +83,6 @@ PROMPT_TRIES = 3
 
 def _ask(read: Callable[[str], str], prompt: str, check: Callable[[str], str]) -> str:
     """Ask until ``check`` accepts the answer (at most ``PROMPT_TRIES`` times)."""
-    from vaultd.errors import BadRequest
 
     for attempt in range(1, PROMPT_TRIES + 1):
         try:
@@ -98,9 +99,9 @@ def _read_key_pair(root: bool) -> LongTermCredentials:
 
     The AccessKeyId is not secret and is shown as typed; the secret is never echoed.
     """
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
 
-    from vaultd.core.model import LongTermCredentials
     from vaultd.core.records import (
         check_access_key_id,
         check_secret_access_key,
@@ -123,7 +124,7 @@ def store_key_pair(
     replace: bool = False,
 ) -> None:
     """Seal ``creds`` as key pair record ``name`` (``plaintext``: its FIDO2-bound encoding)."""
-    from vaultd.core.model import RecordKind, mask_key
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.core.records import encode_key_pair
 
     vault.store.put(
@@ -137,10 +138,9 @@ def store_key_pair(
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RECORD_NAME_RE, mask_key
     from vaultd.core.records import encode_key_pair
-    from vaultd.errors import BadRequest
 
     if not RECORD_NAME_RE.match(args.name):
         raise BadRequest(f"name {args.name!r} must match [A-Za-z0-9._-]{{1,64}}")

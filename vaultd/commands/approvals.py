@@ -5,11 +5,16 @@ for the approved request and reports its real outcome; Ctrl-C at the prompt deni
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+from vaultd.core.termtext import terminal_safe
+from vaultd.errors import ApprovalNotFound, ClientGone, CodeMalformed, ProtocolError
 
 if TYPE_CHECKING:
     from vaultd.errors import VaultError
@@ -41,7 +46,6 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import json
 
     from vaultd.core.termtext import terminal_safe
 
@@ -89,9 +93,6 @@ def read_code(deprecated_arg: str | None, approval: Mapping[str, object]) -> str
     """The MFA code: typed on the terminal without echo, else the first line of stdin; the
     deprecated ``--code`` value still works, with a warning.  Nothing typed or piped raises
     :class:`~vaultd.errors.CodeMalformed`; Ctrl-C at the prompt raises ``KeyboardInterrupt``."""
-    import sys
-
-    from vaultd.errors import CodeMalformed
 
     if deprecated_arg is not None:
         print(
@@ -122,7 +123,6 @@ def read_code(deprecated_arg: str | None, approval: Mapping[str, object]) -> str
 
 def _describe(approval: Mapping[str, object]) -> str:
     """One line naming what is approved: the approval, the profile and the requester."""
-    from vaultd.core.termtext import terminal_safe
 
     who = approval["requested_by"]
     assert isinstance(who, dict)  # noqa: S101 - protocol guarantees an object
@@ -134,8 +134,6 @@ def _describe(approval: Mapping[str, object]) -> str:
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    import sys
-
     daemon = client()
     approval = _pending(daemon, args.id)
     try:
@@ -154,7 +152,6 @@ def run_approve(args: argparse.Namespace) -> int:
 
 def _pending(daemon: DaemonClient, approval_id: str) -> Mapping[str, object]:
     """The pending approval ``approval_id``, or :class:`~vaultd.errors.ApprovalNotFound`."""
-    from vaultd.errors import ApprovalNotFound
 
     approvals = daemon.request("approvals")["approvals"]
     assert isinstance(approvals, list)  # noqa: S101 - protocol guarantees a list
@@ -175,10 +172,6 @@ def _await_outcome(daemon: DaemonClient, approval: Mapping[str, object]) -> bool
     against the used-code ledger and sent to STS; the outcome is read from the audit log
     (``audit_tail``), which records both.
     """
-    import sys
-    import time
-
-    from vaultd.errors import ClientGone, ProtocolError
 
     began = time.monotonic()
     told = False
@@ -234,6 +227,7 @@ def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | 
 
 def _failure(code: str, approval: Mapping[str, object]) -> VaultError:
     """The error of a request that failed after its approval was accepted."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.protocol import error_class, error_from_reply
 
     cls = error_class(code)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.core.termtext import terminal_safe
+from vaultd.errors import AuditTampered, ConfigError
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -28,6 +31,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
     from vaultd.store.audit import verify
 
@@ -39,10 +43,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    from collections.abc import Iterable
-
-    from vaultd.core.termtext import terminal_safe
-    from vaultd.errors import ConfigError
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.audit import follow, tail
 
     if args.n < 0:
@@ -57,8 +58,7 @@ def run_tail(args: argparse.Namespace) -> int:
 
 def describe(line: bytes) -> str:
     """One human line for a record: time, event, profile, outcome, client pid and executable."""
-    from vaultd.core.termtext import terminal_safe
-    from vaultd.errors import AuditTampered
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.audit import parse_line
 
     try:

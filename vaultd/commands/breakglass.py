@@ -14,11 +14,16 @@ Everything after the first `--` is the command, wherever the options stand.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from vaultd.commands._args import Subparsers
+from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._client import client
+from vaultd.commands.exec import session_environment
+from vaultd.errors import BadRequest, UnknownProfile
 
 if TYPE_CHECKING:
     from vaultd.core.model import Profile
@@ -62,10 +67,6 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def _factors(code_prompt: str) -> tuple[str, str | None]:
-    import json
-
-    from vaultd.errors import BadRequest
-
     if not sys.stdin.isatty():
         try:
             obj = json.loads(sys.stdin.read(4096))
@@ -75,6 +76,7 @@ def _factors(code_prompt: str) -> tuple[str, str | None]:
             raise BadRequest('stdin must hold {"code": "123456", "pin": "..."} (pin optional)')
         pin = obj.get("pin")
         return obj["code"], pin if isinstance(pin, str) and pin else None
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
 
     code = getpass.getpass(code_prompt).strip()
@@ -87,8 +89,8 @@ def _preflight(config: Settings, args: argparse.Namespace) -> str:
 
     The daemon repeats them (its environment decides the STS endpoint) before the touch.
     """
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.daemon.lifecycle import profiles_from
-    from vaultd.errors import BadRequest, UnknownProfile
 
     profiles = profiles_from(config)
     profile = profiles.get(args.profile)
@@ -105,6 +107,7 @@ def _preflight(config: Settings, args: argparse.Namespace) -> str:
 
 
 def _assume_root_preflight(profile: Profile, source: Profile, args: argparse.Namespace) -> str:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
     from vaultd.core import assume_root
 
@@ -119,13 +122,8 @@ def _assume_root_preflight(profile: Profile, source: Profile, args: argparse.Nam
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import os
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import shlex
-
-    from vaultd.commands._args import settings
-    from vaultd.commands._client import client
-    from vaultd.commands.exec import session_environment
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     code, pin = _factors(_preflight(settings(), args))

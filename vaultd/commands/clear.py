@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 
 from vaultd.commands._args import Subparsers
+from vaultd.commands._client import client
+from vaultd.commands.exec import checked_profile
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -31,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
 
 def clear_profile(profile: str) -> None:
     """Ask the daemon to drop ``profile``'s session; say so on stdout."""
-    from vaultd.commands._client import client
-    from vaultd.commands.exec import checked_profile
 
     client().request("lock", profile=checked_profile(profile))
     print(f"cleared: {profile}'s session and pending approvals dropped")

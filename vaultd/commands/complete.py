@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from vaultd.commands.export import FORMATS
+from vaultd.errors import VaultError
 from vaultd.ipc.protocol import ID_RE, PROFILE_RE
 
 SHELLS: Final = ("bash", "fish", "zsh")
@@ -63,6 +64,7 @@ def candidates(words: list[str], sources: Mapping[str, Callable[[], list[str]]])
 
 
 def _config() -> dict[str, object]:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import tomllib
 
     explicit = os.environ.get("VAULTD_CONFIG")
@@ -80,6 +82,7 @@ def profiles() -> list[str]:
 
 def approvals() -> list[str]:
     """Ids of the daemon's pending approvals."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.client import DaemonClient, default_socket_path
 
     config = _config()
@@ -106,7 +109,6 @@ SOURCES: Final[Mapping[str, Callable[[], list[str]]]] = {
 
 def main(words: list[str]) -> int:
     """Print the candidates for ``words``; always exit 0."""
-    from vaultd.errors import VaultError
 
     try:
         found = candidates(words, SOURCES)

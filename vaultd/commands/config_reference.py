@@ -27,6 +27,7 @@ no PIN setting: see `pkcs11.pin_source`.
 
 
 def _default(info: FieldInfo) -> str:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from pydantic import BaseModel
 
     if info.default_factory is not None:
@@ -73,6 +74,7 @@ def user_type(annotation: object) -> str:
 
 
 def _table(title: str, model: type[BaseModel]) -> list[str]:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from pydantic import BaseModel
 
     lines = [f"\n## `{title}`\n", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
@@ -86,6 +88,7 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
 
 def render() -> str:
     """The whole reference as Markdown."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from pydantic import BaseModel
 
     from vaultd.settings import ProfileSettings, Settings

@@ -22,6 +22,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:  # pragma: no cover - cli.main dispatches earlier
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import credproc
 
     argv = ["--socket", args.socket] if args.socket else []

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers
+from vaultd.core.model import ApprovalMethod, RecordKind
+from vaultd.errors import VaultError
 
 if TYPE_CHECKING:
     from vaultd.app import OpenStore
@@ -44,7 +46,6 @@ class Report:
 
     def check(self, label: str, fn: Callable[[], str], *, required: bool = True) -> bool:
         """Run ``fn``; its text is the detail, a ``VaultError`` a FAIL (info if not required)."""
-        from vaultd.errors import VaultError
 
         try:
             detail = fn()
@@ -65,6 +66,7 @@ def _pin_source(cfg: Settings) -> str:
 def _pin_state(report: Report, cfg: Settings, try_pin: bool) -> bool:
     """Whether doctor may log in: never at a final try or a lock; after a wrong PIN only with
     ``--try-pin``."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
 
     holder: list[bool] = []
@@ -142,7 +144,7 @@ def _ecdh_warnings(info: dict[str, object], warnings: list[str]) -> None:
 
 def _store_checks(report: Report, cfg: Settings, vault: OpenStore) -> None:
     """Profiles against the records the store holds; the audit chain under the token's MAC."""
-    from vaultd.core.model import ApprovalMethod, RecordKind
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.core.records import seed_record_name
     from vaultd.fido2.gate import load_enrolled
     from vaultd.store.audit import verify
@@ -188,8 +190,8 @@ def _store_checks(report: Report, cfg: Settings, vault: OpenStore) -> None:
 
 def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
     """Log in once: the key, the store, the profiles against it and the audit chain."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
-    from vaultd.errors import VaultError
 
     label = "token, key and store" if app.uses_token(cfg) else "key store, key and store"
     try:
@@ -201,12 +203,11 @@ def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
 
 
 def _fido2_devices(report: Report, cfg: Settings) -> None:
-    from vaultd.core.model import ApprovalMethod
-
     if all(p.approval is ApprovalMethod.CODE for p in cfg.profiles.values()):
         return
 
     def count() -> str:
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.fido2.devices import open_devices
 
         devices = open_devices(cfg.fido2.devices)
@@ -226,6 +227,7 @@ def _fido2_devices(report: Report, cfg: Settings) -> None:
 
 def _daemon(report: Report, cfg: Settings) -> None:
     def running() -> str:
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.ipc.client import DaemonClient
 
         reply = DaemonClient(cfg.socket).request("status")
@@ -236,6 +238,7 @@ def _daemon(report: Report, cfg: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
     from vaultd.commands.doctor_aws import check_aws_config
     from vaultd.plugin.registry import doctor_lines

@@ -5,10 +5,14 @@ prints it (`vaultd export`)."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
-from vaultd.commands.export import FORMATS
+from vaultd.commands.export import FORMATS, export_text
+from vaultd.errors import BadRequest
 
 if TYPE_CHECKING:
     from vaultd.settings import Settings
@@ -67,7 +71,6 @@ def add_parser(sub: Subparsers) -> None:
 
 def session_environment(output: bytes, profile: str, base: dict[str, str]) -> dict[str, str]:
     """The child's environment: ``base`` plus the session from credential_process JSON."""
-    import json
 
     creds = json.loads(output)
     env = {k: v for k, v in base.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
@@ -83,7 +86,7 @@ def session_environment(output: bytes, profile: str, base: dict[str, str]) -> di
 
 def checked_profile(name: str) -> str:
     """``name`` if it is a profile name (it goes into a request frame); else ``BadRequest``."""
-    from vaultd.errors import BadRequest
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.ipc.protocol import PROFILE_RE
 
     if not PROFILE_RE.fullmatch(name):
@@ -93,7 +96,7 @@ def checked_profile(name: str) -> str:
 
 def chosen_region(cfg: Settings, profile: str, region: str | None) -> str | None:
     """``region``, else the profile's region, else None; ``BadRequest`` if not a region name."""
-    from vaultd.errors import BadRequest
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.settings import REGION_RE
 
     configured = cfg.profiles.get(profile)
@@ -114,10 +117,8 @@ def region_environment(
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import fetch_from_daemon
-    from vaultd.errors import BadRequest
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.format is not None:
@@ -145,8 +146,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_session(args: argparse.Namespace, command: list[str]) -> int:
     """`vaultd exec --env|--json|--ini PROFILE`: `vaultd export --format` under another name."""
-    from vaultd.commands.export import export_text
-    from vaultd.errors import BadRequest
 
     if command:
         raise BadRequest(f"--{args.format} prints the session and runs nothing: drop the command")
@@ -164,6 +163,7 @@ def _run_with_server(
 ) -> int:
     """Serve the session on 127.0.0.1 while ``command`` runs; return its exit status."""
 
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import CredentialServer, fetch_from_daemon
 
     server = CredentialServer(lambda: fetch_from_daemon(socket, profile, duration=duration))
@@ -177,11 +177,9 @@ def _run_with_server(
 
 def supervise(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` as a child, forwarding SIGINT and SIGTERM; 128+N if killed by signal N."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import signal
     import subprocess
-    from types import FrameType
-
-    from vaultd.errors import BadRequest
 
     child: subprocess.Popen[bytes] | None = None
 

@@ -12,10 +12,12 @@ or add a key; then each is quoted for its format (``shlex.quote`` for env, ``jso
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.errors import ProtocolError
 
 if TYPE_CHECKING:
     from vaultd.core.model import SessionCredentials
@@ -57,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
 def export_text(profile: str, fmt: str, region: str | None) -> str:
     """Fetch the session for ``profile`` from the daemon and render it as ``fmt``."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import fetch_from_daemon, parse_session
-    from vaultd.commands.exec import checked_profile, chosen_region
+    from vaultd.commands.exec import checked_profile, chosen_region  # exec imports this module
 
     cfg = settings()
     name = checked_profile(profile)
@@ -72,7 +75,7 @@ def render(creds: SessionCredentials, fmt: str, profile: str, region: str | None
 
     ``profile`` and ``region`` must already be checked (``checked_profile``, ``chosen_region``).
     """
-    import json
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import shlex
 
     from vaultd.aws.credential_process import EXPIRATION_FORMAT
@@ -104,7 +107,6 @@ def render(creds: SessionCredentials, fmt: str, profile: str, region: str | None
 
 def _check(creds: SessionCredentials) -> None:
     """Refuse a session whose key id, secret or token holds anything but base64 characters."""
-    from vaultd.errors import ProtocolError
 
     fields = {
         "AccessKeyId": creds.access_key_id,

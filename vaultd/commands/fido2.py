@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import Subparsers, list_and_remove, settings
+from vaultd.core.model import RECORD_NAME_RE, RecordKind
+from vaultd.errors import ApprovalUnavailable, BadRequest, Fido2PinRequired, RecordExists
 
 if TYPE_CHECKING:
     from fido2.ctap import CtapDevice
@@ -24,20 +28,17 @@ def add_parser(sub: Subparsers) -> None:
     )
     enroll.add_argument("--name", required=True, help="a label, [A-Za-z0-9._-]{1,64}")
     enroll.set_defaults(func=run_enroll)
-    listing = actions.add_parser("list", help="list enrolled authenticators")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=run_list)
-    remove = actions.add_parser("remove", help="forget an enrolled authenticator")
-    remove.add_argument("name")
-    remove.set_defaults(func=run_remove)
+    list_and_remove(
+        actions,
+        listing=("list enrolled authenticators", run_list),
+        removal=("forget an enrolled authenticator", "name", run_remove),
+    )
 
 
 def _ask_pin() -> str:
     """The authenticator PIN, typed on the controlling terminal (never argv or stdin)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
-    import os
-
-    from vaultd.errors import Fido2PinRequired
 
     try:
         os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
@@ -53,12 +54,12 @@ def _pick_device(
     devices: Sequence[CtapDevice], enrolled: Sequence[EnrolledCredential], rp_id: str
 ) -> tuple[CtapDevice, bool]:
     """The first CTAP2 device not holding an enrolled credential, and whether it has a PIN."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import secrets
 
     from fido2.ctap import CtapError
     from fido2.ctap2.base import Ctap2
 
-    from vaultd.errors import ApprovalUnavailable
     from vaultd.fido2.verify import client_data_hash
 
     allow: list[Mapping[str, Any]] = [
@@ -89,12 +90,11 @@ def _pick_device(
 
 
 def run_enroll(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
 
     from vaultd.app import clock as app_clock
     from vaultd.app import opened_vault
-    from vaultd.core.model import RECORD_NAME_RE
-    from vaultd.errors import BadRequest, RecordExists
     from vaultd.fido2.ceremony import enroll
     from vaultd.fido2.devices import open_devices
     from vaultd.fido2.gate import load_enrolled, save_enrolled
@@ -134,8 +134,7 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import json
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
     from vaultd.fido2.gate import load_enrolled
 
@@ -172,8 +171,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
 
     with opened_vault(settings()) as vault:
         vault.store.remove(RecordKind.FIDO2_CREDENTIAL, args.name)

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.commands.add import store_key_pair
+from vaultd.commands.setup import client_command
+from vaultd.core.model import RecordKind, mask_key
+from vaultd.errors import ConfigError
 
 if TYPE_CHECKING:
     from vaultd.app import OpenStore
@@ -76,8 +80,6 @@ def aws_paths() -> tuple[Path, Path]:
 
 
 def _read(path: Path) -> str:
-    from vaultd.errors import ConfigError
-
     try:
         return path.read_text() if path.exists() else ""
     except (OSError, UnicodeDecodeError) as exc:
@@ -85,8 +87,8 @@ def _read(path: Path) -> str:
 
 
 def _sections(path: Path, text: str) -> dict[str, dict[str, str]]:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.config_file import parse_sections
-    from vaultd.errors import ConfigError
 
     try:
         return parse_sections(text, str(path))
@@ -95,6 +97,7 @@ def _sections(path: Path, text: str) -> dict[str, dict[str, str]]:
 
 
 def _write(path: Path, text: str) -> None:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.atomic import atomic_write
 
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,6 +106,7 @@ def _write(path: Path, text: str) -> None:
 
 def _remove_leftovers(paths: tuple[Path, ...]) -> None:
     """Remove temp files (they may hold keys) that a killed earlier run left beside ``paths``."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.atomic import TEMP_SUFFIX, cleanup_temp_files
 
     for path in paths:
@@ -115,9 +119,9 @@ def _remove_leftovers(paths: tuple[Path, ...]) -> None:
 def _plan(
     cfg: Settings, config_path: Path, creds_path: Path, args: argparse.Namespace, records: set[str]
 ) -> list[ProfilePlan]:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.config_file import config_profiles
     from vaultd.aws.migration import plan_import
-    from vaultd.commands.setup import client_command
 
     existing = {
         n: p.model_dump(exclude_defaults=True, mode="json") for n, p in cfg.profiles.items()
@@ -135,8 +139,6 @@ def _plan(
 
 
 def _show(plans: list[ProfilePlan]) -> None:
-    from vaultd.core.model import mask_key
-
     if not plans:
         print("no AWS profiles found")
     for plan in plans:
@@ -153,8 +155,8 @@ def _show(plans: list[ProfilePlan]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
     from vaultd.settings import default_config_path
 
     cfg = settings()
@@ -178,10 +180,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _seal(vault: OpenStore, plans: list[ProfilePlan], stored: set[str]) -> list[str]:
     """Seal the key pairs found; the profiles whose plaintext keys now have a sealed twin."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import hmac
 
-    from vaultd.commands.add import store_key_pair
-    from vaultd.core.model import RecordKind, mask_key
     from vaultd.core.records import encode_key_pair
 
     sealed = []
@@ -208,10 +209,10 @@ def _seal(vault: OpenStore, plans: list[ProfilePlan], stored: set[str]) -> list[
 
 def _append_profiles(plans: list[ProfilePlan]) -> None:
     """Append the new ``[profiles.NAME]`` tables to the vaultd config (comments kept)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import tomllib
 
     from vaultd.aws.migration import render_profiles
-    from vaultd.errors import ConfigError
     from vaultd.settings import default_config_path
 
     tables = render_profiles(plans)
@@ -231,9 +232,9 @@ def _append_profiles(plans: list[ProfilePlan]) -> None:
 
 def _point_at_vaultd(cfg: Settings, path: Path, plans: list[ProfilePlan]) -> None:
     """Set each imported profile's ``credential_process`` to vaultd's client."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.config_file import comment_out_keys, section_name, upsert_credential_process
     from vaultd.aws.migration import ROLE_KEYS
-    from vaultd.commands.setup import client_command
 
     old = new = _read(path)
     for plan in plans:
@@ -253,6 +254,7 @@ def _remove_plaintext(
     cfg: Settings, paths: tuple[Path, Path], names: list[str], confirmed: bool
 ) -> None:
     """Test each sealed profile through the daemon, then remove its plaintext keys."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.config_file import remove_keys, section_name
     from vaultd.aws.container_endpoint import fetch_from_daemon
     from vaultd.aws.migration import PLAINTEXT_KEYS

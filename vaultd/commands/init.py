@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.errors import ConfigError
 
 if TYPE_CHECKING:
     from vaultd.core.ports import SealingKey
@@ -41,7 +42,6 @@ def add_parser(sub: Subparsers) -> None:
 
 def _management_key() -> bytes:
     """The PIV management key from one line of stdin: 24 bytes (3DES) in hex."""
-    from vaultd.errors import ConfigError
 
     text = sys.stdin.readline().strip()
     try:
@@ -57,6 +57,7 @@ def _management_key() -> bytes:
 
 
 def _first_run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.commands.init_config import choose, next_commands, write_config
     from vaultd.settings import default_config_path
 
@@ -80,6 +81,7 @@ def _first_run(args: argparse.Namespace) -> int:
 
 def _unconfigured() -> bool:
     """No config file and nothing in the environment says where the vault key lives."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import uses_token
 
     cfg = settings()
@@ -112,10 +114,10 @@ def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault, uses_token
     from vaultd.commands.init_config import default_pin_file, keyring_usable
     from vaultd.commands.keys import show_recovery_key
-    from vaultd.errors import ConfigError
     from vaultd.keys import recovery
     from vaultd.settings import default_config_path
 

@@ -70,6 +70,7 @@ def find_modules(lib_dirs: Sequence[str] = LIB_DIRS) -> list[FoundModule]:
 
 def token_labels(module: str) -> list[str]:
     """Labels of the initialised tokens the module shows now (none if it fails to load)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import pkcs11
 
     try:
@@ -82,6 +83,7 @@ def token_labels(module: str) -> list[str]:
 
 def keyring_usable() -> bool:
     """Whether an OS keyring backend other than keyring's "fail" backend is available."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import keyring
     from keyring.backends import fail
 
@@ -203,6 +205,7 @@ def choose(
 
 def write_config(path: Path, choices: InitChoices) -> None:
     """Write the config (0600, in a 0700 directory), never over an existing one."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.atomic import atomic_write
 
     if path.exists():

@@ -13,10 +13,15 @@ every field is made terminal-safe (docs/threat-model.md T35).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._client import client
+from vaultd.commands.status import hms
+from vaultd.core.termtext import terminal_safe
+from vaultd.errors import DaemonNotRunning
 
 SESSIONS_TIMEOUT = 3.0
 """Seconds `vaultd list` waits for the daemon's status."""
@@ -41,7 +46,6 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
 
     config = settings()
     rows = _rows_from_daemon()
@@ -58,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _rows_from_daemon() -> list[dict[str, str]] | None:
     """The records as the running, unsealed daemon lists them (no PIN asked), else None."""
-    from vaultd.commands._client import client
-    from vaultd.errors import DaemonNotRunning, Sealed
+    from vaultd.errors import Sealed
 
     try:
         reply = client(timeout=SESSIONS_TIMEOUT).request("records")
@@ -89,7 +92,6 @@ def _serials_by_seed_name(serials: Iterable[str | None]) -> dict[str, str]:
 
 def _print_records(rows: list[dict[str, str]], serials: dict[str, str]) -> None:
     from vaultd.commands._table import columns
-    from vaultd.core.termtext import terminal_safe
 
     if not rows:
         print("no records: add one with `vaultd add NAME`")
@@ -108,9 +110,7 @@ def _print_records(rows: list[dict[str, str]], serials: dict[str, str]) -> None:
 def _print_daemon() -> None:
     """Each profile's session and the break-glass grants, from a running daemon (a short wait
     at most)."""
-    from vaultd.commands._client import client
     from vaultd.commands._table import columns
-    from vaultd.commands.status import hms
     from vaultd.core.termtext import terminal_safe
     from vaultd.errors import DaemonNotRunning
 

@@ -12,8 +12,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from vaultd.commands._args import Subparsers
+from vaultd.commands._args import Subparsers, settings
 from vaultd.commands._client import client
+from vaultd.errors import BadRequest, HsmPinFinalTry
 
 if TYPE_CHECKING:
     from vaultd.errors import HsmPinFinalTry
@@ -30,11 +31,10 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_lock(args: argparse.Namespace) -> int:
-    from vaultd.errors import BadRequest
-
     if args.profile is not None:
         if args.seal:
             raise BadRequest("--seal seals the whole vault: drop the profile name, or --seal")
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.commands.clear import clear_profile
 
         clear_profile(args.profile)
@@ -45,9 +45,6 @@ def run_lock(args: argparse.Namespace) -> int:
 
 
 def run_unlock(args: argparse.Namespace) -> int:
-    from vaultd.commands._args import settings
-    from vaultd.errors import HsmPinFinalTry
-
     cfg = settings()
     try:
         already = _send_unlock(cfg)
@@ -60,6 +57,7 @@ def run_unlock(args: argparse.Namespace) -> int:
 def _send_unlock(cfg: Settings, *, final_try_answer: str | None = None) -> bool:
     """Read the PIN from ``pin_source`` (prompting again if it prompts), send it, zero it;
     True when the daemon was unlocked already (it then left the token alone)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd import app
 
     pin = app.read_pin(cfg) if app.uses_token(cfg) else bytearray()
@@ -81,7 +79,6 @@ def ask_final_try(refused: HsmPinFinalTry) -> str:
     Re-raises ``refused`` (nothing sent) when stdin is not a terminal, the daemon sent no
     challenge, or the person typed nothing.
     """
-    from vaultd.errors import HsmPinFinalTry
 
     if not sys.stdin.isatty() or not refused.challenge:
         raise HsmPinFinalTry(

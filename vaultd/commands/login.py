@@ -8,14 +8,20 @@ never leave the daemon).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.errors import BrowserUnavailable, ConfigError, UnknownProfile
 
 if TYPE_CHECKING:
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
     from vaultd.core.model import SessionCredentials
 
 HANDOFF_WAIT = 60.0
@@ -23,8 +29,8 @@ HANDOFF_WAIT = 60.0
 
 
 def _duration(text: str) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.federation import check_session_duration
-    from vaultd.errors import ConfigError
 
     try:
         return check_session_duration(int(text))
@@ -64,11 +70,9 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws import federation
     from vaultd.aws.container_endpoint import fetch_from_daemon, parse_session
-    from vaultd.errors import BrowserUnavailable, UnknownProfile
 
     conf = settings()
     profile = conf.profiles.get(args.profile)
@@ -104,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _federation_session(socket: Path, profile: str) -> SessionCredentials:
     """GetFederationToken through the daemon (profiles without a role; needs an approval)."""
-    import json
 
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.container_endpoint import parse_session
     from vaultd.ipc.client import DaemonClient
 
@@ -139,16 +143,42 @@ def open_in_browser(
     The first request of the user's own for the link is answered with a redirect to ``url``
     and every other request with 404.  True once it was served.
     """
-    import hmac
+    # Not loaded by `vaultd --help`, which imports this module's parser.
     import secrets
     import threading
     import webbrowser
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    from vaultd.system import tcp_owner
+    from http.server import HTTPServer
 
     served = threading.Event()
     nonce = secrets.token_urlsafe(32)
+    handler = _redirect_handler(url, f"/{nonce}", served, on_refused)
+    with HTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
+        thread.start()
+        try:
+            port = httpd.server_address[1]
+            try:
+                opened = webbrowser.open(f"http://127.0.0.1:{port}/{nonce}")
+            except (webbrowser.Error, OSError, ValueError):  # e.g. a malformed $BROWSER
+                opened = False
+            return opened and served.wait(wait)
+        finally:
+            httpd.shutdown()
+            thread.join()
+
+
+def _redirect_handler(
+    url: str,
+    path: str,
+    served: threading.Event,
+    on_refused: Callable[[int | None], None] | None,
+) -> type[BaseHTTPRequestHandler]:
+    """The request handler of :func:`open_in_browser`: one redirect to ``url`` at ``path``."""
+    # Not loaded by `vaultd --help`, which imports this module's parser.
+    import hmac
+    from http.server import BaseHTTPRequestHandler
+
+    from vaultd.system import tcp_owner
 
     class Redirect(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -162,8 +192,7 @@ def open_in_browser(
                     on_refused(uid)
                 self.send_error(403)
                 return
-            wanted = f"/{nonce}".encode()
-            if served.is_set() or not hmac.compare_digest(self.path.encode(), wanted):
+            if served.is_set() or not hmac.compare_digest(self.path.encode(), path.encode()):
                 self.send_error(404)
                 return
             served.set()
@@ -174,16 +203,4 @@ def open_in_browser(
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    with HTTPServer(("127.0.0.1", 0), Redirect) as httpd:
-        thread = threading.Thread(target=httpd.serve_forever, args=(0.1,), daemon=True)
-        thread.start()
-        try:
-            port = httpd.server_address[1]
-            try:
-                opened = webbrowser.open(f"http://127.0.0.1:{port}/{nonce}")
-            except (webbrowser.Error, OSError, ValueError):  # e.g. a malformed $BROWSER
-                opened = False
-            return opened and served.wait(wait)
-        finally:
-            httpd.shutdown()
-            thread.join()
+    return Redirect

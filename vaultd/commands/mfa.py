@@ -7,9 +7,12 @@ plus the touch gate form the second factor (SECURITY.md).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import Subparsers, list_and_remove, settings
+from vaultd.core.model import RecordKind
+from vaultd.errors import RecordNotFound
 
 _MAX_INPUT = 4096
 
@@ -25,16 +28,16 @@ def add_parser(sub: Subparsers) -> None:
     )
     add.add_argument("serial", help="the MFA device ARN (or hardware serial)")
     add.set_defaults(func=run_add)
-    listing = actions.add_parser("list", help="list the serials with a stored seed")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(func=run_list)
-    remove = actions.add_parser("remove", help="delete the stored seed of a serial")
-    remove.add_argument("serial")
-    remove.set_defaults(func=run_remove)
+    list_and_remove(
+        actions,
+        listing=("list the serials with a stored seed", run_list),
+        removal=("delete the stored seed of a serial", "serial", run_remove),
+    )
 
 
 def _read_seed_text() -> str:
     if sys.stdin.isatty():
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         import getpass
 
         return getpass.getpass("TOTP seed or otpauth:// URI (hidden): ")
@@ -42,8 +45,8 @@ def _read_seed_text() -> str:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
     from vaultd.core.records import encode_totp_seed, parse_totp_input, seed_record_name
 
     name = seed_record_name(args.serial)
@@ -59,10 +62,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import json
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
     from vaultd.core.records import decode_totp_seed
 
     rows: list[dict[str, str]] = []
@@ -87,10 +88,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
     from vaultd.core.records import seed_record_name
-    from vaultd.errors import RecordNotFound
 
     name = seed_record_name(args.serial)
     with opened_vault(settings()) as vault:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.errors import BadRequest, ConfigError
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -24,9 +25,8 @@ def add_parser(sub: Subparsers) -> None:
 
 def _read_pin() -> bytearray:
     """The PIN from a hidden prompt (typed twice) or from stdin's first line."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
-
-    from vaultd.errors import BadRequest
 
     if sys.stdin.isatty():
         first = getpass.getpass("token PIN (hidden): ")
@@ -40,6 +40,7 @@ def _read_pin() -> bytearray:
 
 
 def run_store(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.keys.pin import store_pin_in_keyring
 
     label = settings().pkcs11.token_label
@@ -53,7 +54,7 @@ def run_store(args: argparse.Namespace) -> int:
 
 
 def run_file(args: argparse.Namespace) -> int:
-    from vaultd.errors import ConfigError
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.atomic import atomic_write
 
     path: Path = args.path.expanduser()

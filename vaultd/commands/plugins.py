@@ -7,6 +7,7 @@ Only plugins named in ``plugins.allow`` are imported; the others are listed as
 from __future__ import annotations
 
 import argparse
+import json
 
 from vaultd.commands._args import Subparsers, settings
 
@@ -20,8 +21,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    import json
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.plugin.registry import Kind, load_plugins
 
     allow = settings().plugins.allow

@@ -94,6 +94,7 @@ def _run_simulate_configured(args: argparse.Namespace) -> int:
     """`policy simulate` with the configured ``policy_file`` as the fallback."""
     configured = None
     if args.policy_file is None:
+        # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.settings import load_settings
 
         configured = load_settings().policy_file

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.core.model import RecordKind
+from vaultd.errors import NotConfirmed
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -25,9 +27,8 @@ def _confirmed(name: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.app import opened_vault
-    from vaultd.core.model import RecordKind
-    from vaultd.errors import NotConfirmed
 
     if not args.yes:
         if not sys.stdin.isatty():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
@@ -27,7 +29,6 @@ def add_parser(sub: Subparsers) -> None:
 
 def _prompt_on_tty(event: object) -> None:
     """Show a pending approval so the user knows to answer it (`vaultd approve ID`)."""
-    import sys
 
     fields = getattr(event, "fields", {})
     print(
@@ -38,8 +39,6 @@ def _prompt_on_tty(event: object) -> None:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    import json
-
     result = client(timeout=180).request("rotate", on_event=_prompt_on_tty, name=args.name)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 from pathlib import Path
 
 from vaultd.commands._args import Subparsers, settings
+from vaultd.core.model import PROFILE_NAME_RE
+from vaultd.errors import BadRequest, ConfigError
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -33,8 +38,8 @@ def client_command(profile: str, socket: str) -> str:
     cache is checked against the source by Python itself, so an upgraded vaultd or Python
     never runs stale bytecode, and an unwritable cache only costs the compile again.
     """
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import shlex
-    import sys
 
     from vaultd import credproc
 
@@ -48,12 +53,8 @@ def client_command(profile: str, socket: str) -> str:
 
 
 def run_aws_profile(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.aws.config_file import upsert_credential_process
-    from vaultd.core.model import PROFILE_NAME_RE
-    from vaultd.errors import BadRequest, ConfigError
     from vaultd.store.atomic import atomic_write
 
     if not PROFILE_NAME_RE.match(args.name):
@@ -88,6 +89,7 @@ def _verify_socket_directory(socket: Path) -> None:
     """Write only a socket path whose directory is this user's, private (created 0700 if
     absent) and not a symlink, so a client never learns a path another user can take
     (docs/threat-model.md T29)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     from vaultd.store.atomic import ensure_private_dir
 
     ensure_private_dir(socket.parent)
@@ -96,9 +98,8 @@ def _verify_socket_directory(socket: Path) -> None:
 def _warn_if_overridden(profile: str) -> None:
     """Warn when the shared credentials file holds keys for ``profile``: the AWS CLI uses those
     before ``credential_process``."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import configparser
-    import os
-    import sys
 
     path = Path(
         os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
+from vaultd.core.termtext import terminal_safe
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -35,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
 def status_lines(status: dict[str, object]) -> list[str]:
     """The text form of a ``status`` reply: the seal and why, then headed tables of profiles,
     break-glass grants and pending approvals (every field terminal-safe)."""
-    from vaultd.core.termtext import terminal_safe
     from vaultd.settings import config_digest
 
     state = f"SEALED: {status['sealed_reason']}" if status["sealed"] else "unsealed"

@@ -150,19 +150,9 @@ async def open_session(
     await touch()
     svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
     await svc.save_ledger()
-    fresh = await svc.counting_failures(
-        serial,
-        svc.run_io(
-            lambda: sts.get_session_token(
-                keys,
-                duration_seconds=FRESH_MFA_SECONDS,
-                serial_number=serial,
-                token_code=code,
-                region=target.region,
-            )
-        ),
+    fresh = await svc.mfa_session(
+        keys, serial, code, duration=FRESH_MFA_SECONDS, region=target.region
     )
-    serving.validate_expiration(fresh.expiration, svc.ports.clock.now())
     await svc.audit_event(
         "breakglass_assume_root",
         profile=profile.name,

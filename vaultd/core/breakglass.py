@@ -101,6 +101,7 @@ class BreakGlassDesk:
             )
         return profile
 
+    # Long: the break-glass sequence (checks, both factors, grant, its audit trail) reads in order.
     async def open(
         self,
         profile_name: str,
@@ -205,20 +206,7 @@ class BreakGlassDesk:
         await svc.authorize("vaultd:BreakGlass", profile, requester, mfa_present=True)
         svc.ledger.check_and_mark_typed(serial, code, step_for(svc.ports.clock.now()))
         await svc.save_ledger()
-        session = await svc.counting_failures(
-            serial,
-            svc.run_io(
-                lambda: svc.ports.sts.get_session_token(
-                    keys,
-                    duration_seconds=duration,
-                    serial_number=serial,
-                    token_code=code,
-                    region=profile.region,
-                )
-            ),
-        )
-        serving.validate_expiration(session.expiration, svc.ports.clock.now())
-        return session
+        return await svc.mfa_session(keys, serial, code, duration=duration, region=profile.region)
 
     async def _touch_factor(self, profile: Profile, requester: Requester, pin: str | None) -> None:
         """The FIDO2 touch with user verification, audited as a break-glass factor."""

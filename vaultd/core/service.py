@@ -363,16 +363,29 @@ class VaultService:
         if alive is not None and not alive():
             raise ClientGone("the client went away before its credentials were ready")
         kept = {} if kept_for is None else {"purpose": kept_for}
+        event = "release" if kept_for is None else "session_used"
+        await self._audit_session(event, profile, action, requester, creds, **kept)
+        return creds
+
+    async def _audit_session(
+        self,
+        event: str,
+        profile: Profile,
+        action: str,
+        requester: Requester,
+        session: SessionCredentials,
+        **extra: str,
+    ) -> None:
+        """Audit a session released (or kept) for ``requester``: its masked key id, expiry."""
         await self.audit_event(
-            "release" if kept_for is None else "session_used",
+            event,
             profile=profile.name,
             action=action,
             client=requester_fields(requester),
-            session_key_id=mask_key(creds.access_key_id),
-            expiration=creds.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **kept,
+            session_key_id=mask_key(session.access_key_id),
+            expiration=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **extra,
         )
-        return creds
 
     async def federation_session(
         self,
@@ -416,14 +429,7 @@ class VaultService:
                 region=profile.region,
             )
         )  # fmt: skip
-        await self.audit_event(
-            "release",
-            profile=profile.name,
-            action="login",
-            client=requester_fields(requester),
-            session_key_id=mask_key(session.access_key_id),
-            expiration=session.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
+        await self._audit_session("release", profile, "login", requester, session)
         return session
 
     async def _fresh_session(
@@ -514,21 +520,36 @@ class VaultService:
                 )
             else:
                 duration = profile.duration_seconds or serving.SESSION_DEFAULT_SECONDS
-                session = await self.counting_failures(
-                    serial,
-                    self.run_io(
-                        lambda: self._p.sts.get_session_token(
-                            keys,
-                            duration_seconds=duration,
-                            serial_number=serial,
-                            token_code=code,
-                            region=profile.region,
-                        )
-                    ),
+                session = await self.mfa_session(
+                    keys, serial, code, duration=duration, region=profile.region
                 )
-                serving.validate_expiration(session.expiration, self._p.clock.now())
                 self.cache.put(self._session_key(profile), session)
             return session
+
+    async def mfa_session(
+        self,
+        keys: LongTermCredentials,
+        serial: str,
+        code: str,
+        *,
+        duration: int,
+        region: str | None,
+    ) -> SessionCredentials:
+        """GetSessionToken with an MFA code (a rejected code counts), its expiration checked."""
+        session = await self.counting_failures(
+            serial,
+            self.run_io(
+                lambda: self._p.sts.get_session_token(
+                    keys,
+                    duration_seconds=duration,
+                    serial_number=serial,
+                    token_code=code,
+                    region=region,
+                )
+            ),
+        )
+        serving.validate_expiration(session.expiration, self._p.clock.now())
+        return session
 
     async def counting_failures(
         self, serial: str, call: Awaitable[SessionCredentials]
@@ -804,6 +825,7 @@ class VaultService:
         await self.save_ledger()
         return code
 
+    # Long: one race of touch against typed code; both futures and the cancel share one finally.
     async def _touch_or_typed_code(
         self, approval: Approval, serial: str, on_event: EventSink | None, interactive: bool
     ) -> str:

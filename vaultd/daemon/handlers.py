@@ -1,8 +1,8 @@
 """The handler of every socket op: translate a request into a core use case and back.
 
-:data:`HANDLERS` maps each op of :data:`vaultd.ipc.protocol.OPS` to its handler (a test checks
-that every op has exactly one); :meth:`Daemon.handle` dispatches through it.  Handlers hold no
-rules: those live in the core use cases they call.
+:data:`HANDLERS` binds each op declared in :data:`vaultd.ipc.protocol.OP_TABLE` to its handler
+(a test checks that every op has exactly one); :meth:`Daemon.handle` dispatches through it.
+Handlers hold no rules: those live in the core use cases they call.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from vaultd.ipc.protocol import (
     LockRequest,
     RecordsRequest,
     ReportRequest,
+    Request,
     RotateRequest,
     StatusRequest,
     UnlockRequest,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 Reply = Mapping[str, object] | bytes
 Handler = Callable[["Daemon", Any, Connection], Awaitable[Reply]]
-R = TypeVar("R")
+R = TypeVar("R", bound=Request)
 
 HANDLERS: dict[str, Handler] = {}
 """op name -> handler."""
@@ -60,7 +61,7 @@ def handles(
     Callable[[Daemon, R, Connection], Awaitable[Reply]],
 ]:
     """Register the decorated coroutine as the handler of ``request_type``'s op."""
-    op: str = getattr(request_type, "op")  # noqa: B009 - a ClassVar of every request type
+    op = request_type.op
 
     def register(
         fn: Callable[[Daemon, R, Connection], Awaitable[Reply]],

@@ -110,6 +110,7 @@ def _pin_auth(
     return client_pin.protocol.authenticate(token, cdh), client_pin.protocol.VERSION
 
 
+# Long: one makeCredential call (nine CTAP2 arguments) and the checks of its answer.
 def enroll(
     device: CtapDevice,
     *,
@@ -327,6 +328,7 @@ def assert_presence(
     return _race(requests, rp_id, cdh, _keepalive(on_prompt), cancel, deadline)
 
 
+# Long: threads, stop events and the wait loop share one scope so every exit stops them all.
 def _race(
     requests: list[_Request],
     rp_id: str,

@@ -23,6 +23,7 @@ def open_devices(specs: Sequence[str]) -> list[CtapDevice]:
         if spec == "hid":
             devices.extend(CtapHidDevice.list_devices())
         elif spec.startswith(_SOFT_PREFIX) and len(spec) > len(_SOFT_PREFIX):
+            # Lazy: the software authenticator (a test double) loads only when configured.
             from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
             logger.warning(

@@ -270,6 +270,7 @@ class TouchGate:
             )
         return usable
 
+    # Long: the challenge is used up on every exit path, success or failure, in one place.
     def _touch(
         self,
         approval_id: str,

@@ -56,6 +56,17 @@ def _translated(failure: credproc.Failure) -> VaultError:
     return error_from_reply({"code": failure.code, "message": failure.message})
 
 
+def _final(
+    reply: dict[str, object] | Event, on_event: Callable[[Event], None] | None
+) -> dict[str, object] | None:
+    """``reply`` if it is the final reply; an event goes to ``on_event`` and gives None."""
+    if not isinstance(reply, Event):
+        return reply
+    if on_event is not None:
+        on_event(reply)
+    return None
+
+
 def _closed_early() -> ProtocolError:
     return ProtocolError("vaultd closed the connection before replying; see the daemon log")
 
@@ -82,6 +93,9 @@ class _VerifiedClient:
             check()
         except credproc.Failure as failure:
             raise _translated(failure) from None
+
+    def _no_reply(self) -> ProtocolError:
+        return ProtocolError(f"no reply from vaultd within {self.timeout:g} s; see the daemon log")
 
     def _check_directory(self) -> None:
         self._verify(lambda: credproc.check_directory(str(self.socket_path), self.daemon_uids))
@@ -110,16 +124,11 @@ class DaemonClient(_VerifiedClient):
             try:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     sock.sendall(frame)  # refused already (BUSY): read the queued frame
-                while True:
-                    reply = decode_reply(self._read_frame(sock))
-                    if not isinstance(reply, Event):
-                        return reply
-                    if on_event is not None:
-                        on_event(reply)
+                while (reply := _final(decode_reply(self._read_frame(sock)), on_event)) is None:
+                    pass
+                return reply
             except TimeoutError:
-                raise ProtocolError(
-                    f"no reply from vaultd within {self.timeout:g} s; see the daemon log"
-                ) from None
+                raise self._no_reply() from None
             except (ConnectionResetError, BrokenPipeError):
                 raise _closed_early() from None
 
@@ -198,17 +207,13 @@ class AsyncDaemonClient(_VerifiedClient):
                 writer.write(frame)
                 await writer.drain()
                 while True:
-                    reply = await self._read_reply(reader)
-                    if reply is None:
+                    frame_reply = await self._read_reply(reader)
+                    if frame_reply is None:
                         raise _closed_early()
-                    if not isinstance(reply, Event):
+                    if (reply := _final(frame_reply, on_event)) is not None:
                         return reply
-                    if on_event is not None:
-                        on_event(reply)
         except TimeoutError:
-            raise ProtocolError(
-                f"no reply from vaultd within {self.timeout:g} s; see the daemon log"
-            ) from None
+            raise self._no_reply() from None
         except ConnectionResetError:
             raise _closed_early() from None
         finally:

@@ -12,27 +12,15 @@ Decoding is strict: invalid UTF-8, ``NaN``/``Infinity``, duplicate keys, trailin
 top-level value that is not an object, unknown fields, wrong types (``true`` is not an
 integer) and over-long strings are all ``BAD_REQUEST``, and the message names the field.
 
-Requests carry ``"v": 1`` and ``"op"``.  Ops and their fields (nothing else is accepted):
-
-- ``credentials``: ``profile`` (``^[A-Za-z0-9._-]{1,64}$``), optional ``interactive`` (bool: the
-  client can prompt on its terminal), optional ``display`` and ``wayland_display`` (the
-  client's ``DISPLAY`` (``aqua`` on macOS) and ``WAYLAND_DISPLAY``, sent by a client with no
-  terminal, ``^[A-Za-z0-9:._/-]{1,255}$``); judged as ``vaultd:GetCredentials``;
-- ``exec``: the same fields, for `vaultd exec`; judged as ``vaultd:Exec`` (the server derives
-  the action from the op, never from a client field: ``docs/threat-model.md`` T33);
-- ``approvals``: no fields;
-- ``approve``: ``id`` (``^[A-Za-z0-9_-]{1,64}$``), optional ``code`` (str, 1 to 16 characters);
-- ``deny``: ``id``;
-- ``status``: no fields;
-- ``lock``: optional ``seal`` (bool), optional ``profile`` (drop only that profile's session and
-  pending approvals; with ``seal`` everything is dropped and sealed all the same);
-- ``unlock``: ``pin`` (str, 1 to 256 characters), optional ``final_try_answer`` (str, 1 to 64
-  characters: the words of the ``challenge`` of the last ``HSM_PIN_FINAL_TRY``, typed back by
-  the person, :mod:`vaultd.core.final_try`);
-- ``events``: no fields; a subscription on which the server keeps pushing event frames.
+Requests carry ``"v": 1`` and ``"op"``.  Each op is declared once below, with :func:`op` on its
+request dataclass: its fields and their checks, and its success reply type
+(:mod:`vaultd.ipc.views`).  :data:`OP_TABLE` collects the declarations; the request schema
+check (:func:`parse_request`), the daemon's dispatcher, the reply check
+(:func:`vaultd.ipc.replies.check_reply`) and ``docs/protocol.md`` (:func:`reference`, a test
+keeps it current) all derive from it.  Nothing but the declared fields is accepted.
 
 Strings never hold NUL or unpaired surrogates.  Requests decode into the frozen dataclasses
-below (the :data:`Request` union).
+below (subclasses of :class:`Request`).
 
 Server frames:
 
@@ -51,18 +39,20 @@ Server frames:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar, get_args, get_type_hints
 
 from vaultd import errors
 from vaultd.core.model import Requester
 from vaultd.errors import BadRequest, FrameTooLarge, VaultError
+from vaultd.ipc import views
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = (1,)
@@ -85,172 +75,7 @@ _EXTRA_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "attempts_remaining": (int,),
 }
 
-# --- requests ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialsRequest:
-    """Ask for session credentials for ``profile``."""
-
-    op: ClassVar[str] = "credentials"
-    profile: str
-    interactive: bool = False
-    display: str | None = None
-    wayland_display: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExecRequest:
-    """Ask for session credentials for ``profile`` to run a command with (`vaultd exec`)."""
-
-    op: ClassVar[str] = "exec"
-    profile: str
-    interactive: bool = False
-    display: str | None = None
-    wayland_display: str | None = None
-    duration: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalsRequest:
-    """List pending approvals; ``clear_cooldown`` first ends that profile's deny cooldown."""
-
-    op: ClassVar[str] = "approvals"
-    clear_cooldown: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ApproveRequest:
-    """Approve a pending approval, optionally with an MFA code."""
-
-    op: ClassVar[str] = "approve"
-    id: str
-    code: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class DenyRequest:
-    """Deny a pending approval."""
-
-    op: ClassVar[str] = "deny"
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRequest:
-    """Report the daemon's state."""
-
-    op: ClassVar[str] = "status"
-
-
-@dataclass(frozen=True, slots=True)
-class LockRequest:
-    """Drop cached sessions and grants; ``seal`` also closes the token session; ``profile``
-    drops only that profile's session and pending approvals."""
-
-    op: ClassVar[str] = "lock"
-    seal: bool = False
-    profile: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UnlockRequest:
-    """Unseal the vault with the token PIN.
-
-    A token at its final PIN try is logged into only when ``final_try_answer`` repeats the
-    daemon's last challenge (``HSM_PIN_FINAL_TRY``, docs/threat-model.md T9).
-    """
-
-    op: ClassVar[str] = "unlock"
-    pin: str = field(repr=False)
-    final_try_answer: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventsRequest:
-    """Subscribe to pushed events (the TUI)."""
-
-    op: ClassVar[str] = "events"
-
-
-@dataclass(frozen=True, slots=True)
-class RotateRequest:
-    """Rotate the stored key pair ``name`` (needs an MFA session; runs inside the daemon)."""
-
-    op: ClassVar[str] = "rotate"
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecordsRequest:
-    """List the stored records' non-secret facts (`vaultd list` with the daemon running)."""
-
-    op: ClassVar[str] = "records"
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRequest:
-    """The credential report (no secrets)."""
-
-    op: ClassVar[str] = "report"
-
-
-@dataclass(frozen=True, slots=True)
-class BreakGlassRequest:
-    """Open a break-glass grant: a reason, the root MFA code, the authenticator PIN for UV;
-    for an AssumeRoot profile, optionally another member account or task."""
-
-    op: ClassVar[str] = "breakglass"
-    profile: str
-    reason: str
-    code: str = field(repr=False)
-    pin: str | None = field(default=None, repr=False)
-    account: str | None = None
-    task: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GrantEndRequest:
-    """End a break-glass grant now."""
-
-    op: ClassVar[str] = "grant_end"
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditTailRequest:
-    """The newest ``n`` audit records (no secrets are ever in them)."""
-
-    op: ClassVar[str] = "audit_tail"
-    n: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class FederationRequest:
-    """A GetFederationToken session for console sign-in of a profile without a role."""
-
-    op: ClassVar[str] = "federation"
-    profile: str
-
-
-Request = (
-    CredentialsRequest
-    | ExecRequest
-    | ApprovalsRequest
-    | ApproveRequest
-    | DenyRequest
-    | StatusRequest
-    | LockRequest
-    | UnlockRequest
-    | EventsRequest
-    | RotateRequest
-    | ReportRequest
-    | RecordsRequest
-    | BreakGlassRequest
-    | GrantEndRequest
-    | AuditTailRequest
-    | FederationRequest
-)
+# --- requests: one declaration per op ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,54 +86,255 @@ class _Field:
     pattern: re.Pattern[str] | None = None
     choices: frozenset[str] = frozenset()
 
+    def describe(self) -> str:
+        """The field's rule in words, for ``docs/protocol.md``."""
+        kind = {bool: "bool", int: "int"}.get(self.kind, "str")
+        rules = [kind if self.required else f"optional {kind}"]
+        if self.pattern is not None:
+            rules.append(f"``^{self.pattern.pattern}$``")
+        if self.max_len:
+            unit = "" if self.kind is int else " characters"
+            rules.append(f"1 to {self.max_len}{unit}")
+        return ", ".join(rules)
+
 
 _PROFILE = _Field(str, pattern=PROFILE_RE)
 _ID = _Field(str, pattern=ID_RE)
+_FLAG = _Field(bool, required=False)
 _DISPLAY = _Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:._/-]{1,255}"))
-_RELEASE = {
+_RELEASE: Final = {
     "profile": _PROFILE,
-    "interactive": _Field(bool, required=False),
+    "interactive": _FLAG,
     "display": _DISPLAY,
     "wayland_display": _DISPLAY,
 }
-_SCHEMAS: Final[Mapping[str, tuple[type[Request], Mapping[str, _Field]]]] = {
-    "credentials": (CredentialsRequest, _RELEASE),
-    "exec": (ExecRequest, {**_RELEASE, "duration": _Field(int, required=False)}),
-    "approvals": (
-        ApprovalsRequest,
-        {"clear_cooldown": _Field(str, False, pattern=PROFILE_RE)},
-    ),
-    "approve": (ApproveRequest, {"id": _ID, "code": _Field(str, required=False, max_len=16)}),
-    "deny": (DenyRequest, {"id": _ID}),
-    "status": (StatusRequest, {}),
-    "lock": (
-        LockRequest,
-        {"seal": _Field(bool, required=False), "profile": _Field(str, False, pattern=PROFILE_RE)},
-    ),
-    "unlock": (
-        UnlockRequest,
-        {"pin": _Field(str, max_len=256), "final_try_answer": _Field(str, False, max_len=64)},
-    ),
-    "events": (EventsRequest, {}),
-    "rotate": (RotateRequest, {"name": _PROFILE}),
-    "report": (ReportRequest, {}),
-    "records": (RecordsRequest, {}),
-    "breakglass": (
-        BreakGlassRequest,
-        {
-            "profile": _PROFILE,
-            "reason": _Field(str, max_len=1000),
-            "code": _Field(str, max_len=16),
-            "pin": _Field(str, required=False, max_len=256),
-            "account": _Field(str, required=False, pattern=re.compile(r"[0-9]{12}")),
-            "task": _Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:/_-]{1,128}")),
-        },
-    ),
-    "grant_end": (GrantEndRequest, {"id": _ID}),
-    "federation": (FederationRequest, {"profile": _PROFILE}),
-    "audit_tail": (AuditTailRequest, {"n": _Field(int, required=False, max_len=1000)}),
-}
-OPS: Final = frozenset(_SCHEMAS)
+
+
+class Request:
+    """A decoded request: each op's request dataclass subclasses it, declared by :func:`op`."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class OpSpec:
+    """One op's declaration: its request type, the checks of its fields, its reply type."""
+
+    name: str
+    request: type[Request]
+    fields: Mapping[str, _Field]
+    reply: type
+
+
+OP_TABLE: Final[dict[str, OpSpec]] = {}
+"""op name -> its declaration, in declaration order."""
+
+_R = TypeVar("_R", bound=Request)
+
+
+def op(name: str, reply: type, /, **fields: _Field) -> Callable[[type[_R]], type[_R]]:
+    """Declare ``name``: the decorated dataclass is its request, ``fields`` check its fields."""
+
+    def declare(cls: type[_R]) -> type[_R]:
+        declared = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if name in OP_TABLE or declared != fields.keys():
+            raise RuntimeError(f"op {name!r}: declared twice or its fields do not match its checks")
+        cls.op = name
+        OP_TABLE[name] = OpSpec(name, cls, MappingProxyType(fields), reply)
+        return cls
+
+    return declare
+
+
+@op("credentials", views.CredentialsReply, **_RELEASE)
+@dataclass(frozen=True, slots=True)
+class CredentialsRequest(Request):
+    """Ask for session credentials for ``profile``; judged as ``vaultd:GetCredentials``.
+    ``interactive``: the client can prompt on its terminal; ``display`` and
+    ``wayland_display``: the client's ``DISPLAY`` (``aqua`` on macOS) and ``WAYLAND_DISPLAY``,
+    sent by a client with no terminal, where a dialog may ask (``approval.prompt``)."""
+
+    profile: str
+    interactive: bool = False
+    display: str | None = None
+    wayland_display: str | None = None
+
+
+@op("exec", views.CredentialsReply, **_RELEASE, duration=_Field(int, required=False))
+@dataclass(frozen=True, slots=True)
+class ExecRequest(Request):
+    """Ask for session credentials for ``profile`` to run a command with (`vaultd exec`); judged
+    as ``vaultd:Exec`` (the server derives the action from the op, never from a client field:
+    ``docs/threat-model.md`` T33).  ``duration`` asks for a session of that many seconds."""
+
+    profile: str
+    interactive: bool = False
+    display: str | None = None
+    wayland_display: str | None = None
+    duration: int | None = None
+
+
+@op("approvals", views.ApprovalsReply, clear_cooldown=_Field(str, False, pattern=PROFILE_RE))
+@dataclass(frozen=True, slots=True)
+class ApprovalsRequest(Request):
+    """List pending approvals; ``clear_cooldown`` first ends that profile's deny cooldown."""
+
+    clear_cooldown: str | None = None
+
+
+@op("approve", views.EmptyReply, id=_ID, code=_Field(str, required=False, max_len=16))
+@dataclass(frozen=True, slots=True)
+class ApproveRequest(Request):
+    """Approve a pending approval, optionally with an MFA code."""
+
+    id: str
+    code: str | None = field(default=None, repr=False)
+
+
+@op("deny", views.EmptyReply, id=_ID)
+@dataclass(frozen=True, slots=True)
+class DenyRequest(Request):
+    """Deny a pending approval."""
+
+    id: str
+
+
+@op("status", views.StatusReply)
+@dataclass(frozen=True, slots=True)
+class StatusRequest(Request):
+    """Report the daemon's state."""
+
+
+@op("lock", views.EmptyReply, seal=_FLAG, profile=_Field(str, False, pattern=PROFILE_RE))
+@dataclass(frozen=True, slots=True)
+class LockRequest(Request):
+    """Drop cached sessions and grants; ``seal`` also closes the token session; ``profile``
+    drops only that profile's session and pending approvals (with ``seal`` everything is
+    dropped and sealed all the same)."""
+
+    seal: bool = False
+    profile: str | None = None
+
+
+@op(
+    "unlock",
+    views.UnlockReply,
+    pin=_Field(str, max_len=256),
+    final_try_answer=_Field(str, False, max_len=64),
+)
+@dataclass(frozen=True, slots=True)
+class UnlockRequest(Request):
+    """Unseal the vault with the token PIN.
+
+    A token at its final PIN try is logged into only when ``final_try_answer`` repeats the
+    words of the daemon's last ``HSM_PIN_FINAL_TRY`` challenge, typed by the person
+    (:mod:`vaultd.core.final_try`, docs/threat-model.md T9).
+    """
+
+    pin: str = field(repr=False)
+    final_try_answer: str | None = None
+
+
+@op("events", views.EmptyReply)
+@dataclass(frozen=True, slots=True)
+class EventsRequest(Request):
+    """Subscribe to pushed events (the TUI); the server keeps pushing event frames."""
+
+
+@op("rotate", views.RotateReply, name=_PROFILE)
+@dataclass(frozen=True, slots=True)
+class RotateRequest(Request):
+    """Rotate the stored key pair ``name`` (needs an MFA session; runs inside the daemon)."""
+
+    name: str
+
+
+@op("report", views.ReportReply)
+@dataclass(frozen=True, slots=True)
+class ReportRequest(Request):
+    """The credential report (no secrets)."""
+
+
+@op("records", views.RecordsReply)
+@dataclass(frozen=True, slots=True)
+class RecordsRequest(Request):
+    """List the stored records' non-secret facts (`vaultd list` with the daemon running)."""
+
+
+@op(
+    "breakglass",
+    views.BreakGlassReply,
+    profile=_PROFILE,
+    reason=_Field(str, max_len=1000),
+    code=_Field(str, max_len=16),
+    pin=_Field(str, required=False, max_len=256),
+    account=_Field(str, required=False, pattern=re.compile(r"[0-9]{12}")),
+    task=_Field(str, required=False, pattern=re.compile(r"[A-Za-z0-9:/_-]{1,128}")),
+)
+@dataclass(frozen=True, slots=True)
+class BreakGlassRequest(Request):
+    """Open a break-glass grant: a reason, the root MFA code, the authenticator PIN for UV;
+    for an AssumeRoot profile, optionally another member account or task."""
+
+    profile: str
+    reason: str
+    code: str = field(repr=False)
+    pin: str | None = field(default=None, repr=False)
+    account: str | None = None
+    task: str | None = None
+
+
+@op("grant_end", views.EmptyReply, id=_ID)
+@dataclass(frozen=True, slots=True)
+class GrantEndRequest(Request):
+    """End a break-glass grant now."""
+
+    id: str
+
+
+@op("audit_tail", views.AuditTailReply, n=_Field(int, required=False, max_len=1000))
+@dataclass(frozen=True, slots=True)
+class AuditTailRequest(Request):
+    """The newest ``n`` audit records (no secrets are ever in them)."""
+
+    n: int = 200
+
+
+@op("federation", views.CredentialsReply, profile=_PROFILE)
+@dataclass(frozen=True, slots=True)
+class FederationRequest(Request):
+    """A GetFederationToken session for console sign-in of a profile without a role."""
+
+    profile: str
+
+
+OPS: Final = frozenset(OP_TABLE)
+
+
+def reference() -> str:
+    """``docs/protocol.md``: every op's request fields and reply, from :data:`OP_TABLE`."""
+    lines = [
+        "# Socket protocol ops (version 1)",
+        "",
+        "Generated from `vaultd.ipc.protocol.OP_TABLE`; the wire format is described in the",
+        "module docstring of `vaultd/ipc/protocol.py`. Regenerate with `python -c 'import",
+        'vaultd.ipc.protocol as p; print(p.reference(), end="")\' > docs/protocol.md`.',
+    ]
+    for spec in OP_TABLE.values():
+        doc = " ".join((spec.request.__doc__ or "").split())
+        lines += ["", f"## `{spec.name}`", "", doc, "", "Request fields:"]
+        lines += [f"- `{n}`: {f.describe()}" for n, f in spec.fields.items()] or ["- none"]
+        lines += ["", f"Reply (`{spec.reply.__name__}`):"]
+        hints = get_type_hints(spec.reply)
+        lines += [f"- `{n}`: `{_type_name(h)}`" for n, h in hints.items()] or ["- no fields"]
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(hint: object) -> str:
+    if isinstance(hint, type) and not get_args(hint):
+        return hint.__name__
+    return repr(hint).replace("typing.", "").replace(f"{views.__name__}.", "")
 
 
 # --- frames and strict JSON ----------------------------------------------------------------
@@ -434,10 +460,10 @@ def parse_request(obj: Mapping[str, object]) -> Request:
     op = obj.get("op")
     if type(op) is not str:
         raise BadRequest("field 'op' is required and must be a string")
-    schema = _SCHEMAS.get(op)
-    if schema is None:
+    declared = OP_TABLE.get(op)
+    if declared is None:
         raise BadRequest(f"field 'op': unknown op; known ops: {', '.join(sorted(OPS))}")
-    cls, fields = schema
+    fields = declared.fields
     kwargs: dict[str, object] = {}
     for name, value in obj.items():
         if name in ("v", "op"):
@@ -450,7 +476,7 @@ def parse_request(obj: Mapping[str, object]) -> Request:
     for name, spec in fields.items():
         if spec.required and name not in kwargs:
             raise BadRequest(f"field '{name}' is required in a {op!r} request")
-    return cls(**kwargs)  # type: ignore[arg-type]
+    return declared.request(**kwargs)
 
 
 def decode_request(body: bytes) -> Request:
@@ -487,6 +513,7 @@ def credentials_reply(output: bytes) -> bytes:
     ``ReplySchemaViolation``: a long-term key pair never travels in this reply (docs/threat-model.md
     T28).
     """
+    # Lazy: replies imports this module (import cycle).
     from vaultd.ipc.replies import check_credential_output
 
     check_credential_output(output)

@@ -1,10 +1,11 @@
 """The declared success reply of every op (protocol version 1), and the check run before sending.
 
-Pure code, like :mod:`vaultd.ipc.protocol`.  Each op's reply is a ``TypedDict`` in
-:data:`REPLIES`: its fields and their types, nested views included.  :func:`check_reply` refuses
-a reply with an undeclared, missing or mistyped field; the daemon runs it on every reply and
-sends ``INTERNAL_ERROR`` instead of a reply that fails (docs/threat-model.md T28: no reply type can
-carry a long-lived key pair, a TOTP seed or a PIN, and nothing undeclared slips out).
+Pure code, like :mod:`vaultd.ipc.protocol`.  Each op's reply is the ``TypedDict`` (from
+:mod:`vaultd.ipc.views`) named in the op's declaration; :data:`REPLIES` collects them.
+:func:`check_reply` refuses a reply with an undeclared, missing or mistyped field; the daemon
+runs it on every reply and sends ``INTERNAL_ERROR`` instead of a reply that fails
+(docs/threat-model.md T28: no reply type can carry a long-lived key pair, a TOTP seed or a PIN,
+and nothing undeclared slips out).
 
 The one open shape is an audit record (``audit_tail``): the audit log's own lines, which hold
 HMACs and masked ids by construction (docs/threat-model.md T5).  Their keys are still checked at any
@@ -37,7 +38,9 @@ from typing import (
 )
 
 from vaultd.errors import ReplySchemaViolation
-from vaultd.ipc.protocol import APPROVAL_PENDING, CREDENTIALS_PREFIX
+from vaultd.ipc.protocol import APPROVAL_PENDING, CREDENTIALS_PREFIX, OP_TABLE
+from vaultd.ipc.views import ApprovalView, CredentialsReply, EmptyReply, RequesterView
+from vaultd.ipc.views import CredentialProcessOutput as CredentialProcessOutput
 
 SECRET_FIELD_NAMES: Final = frozenset(
     {"secretaccesskey", "awssecretaccesskey", "sessiontoken", "seed", "totpseed", "pin", "secret"}
@@ -45,203 +48,8 @@ SECRET_FIELD_NAMES: Final = frozenset(
 """Key names (lower case, ``_`` and ``-`` removed) never allowed in an open audit record."""
 
 
-class RequesterView(TypedDict):
-    """The process behind a request (``vaultd.core.model.Requester``)."""
-
-    pid: int
-    uid: int
-    executable: str
-    cwd: str
-    parent_pid: int
-    parent_command: str
-    parent_executable: str
-
-
-class ApprovalView(TypedDict):
-    """A pending approval (``Approval.as_dict``)."""
-
-    id: str
-    profile: str
-    action: str
-    methods: str
-    state: str
-    created_at: str
-    expires_at: str
-    requested_by: RequesterView
-
-
-class ProgressView(TypedDict):
-    """An answered approval on its way to a session: ``state`` is the last progress event."""
-
-    id: str
-    profile: str
-    state: str
-    message: str
-
-
-class GrantView(TypedDict):
-    """A break-glass grant's public facts (``Grant.as_dict``)."""
-
-    id: str
-    profile: str
-    reason: str
-    expires_at: str
-    read: bool
-
-
-class ProfileStatus(TypedDict):
-    """One profile in ``status``: its cached session's expiry, if any."""
-
-    name: str
-    kind: str
-    approval: str
-    expires_at: str | None
-    seconds_left: int | None
-    target_account: str | None
-    root_task: str | None
-    root: bool
-
-
-class ReportRowView(TypedDict):
-    """One credential report row (``vaultd.core.report``); the key id is masked."""
-
-    name: str
-    kind: str
-    access_key_id: str
-    created: str
-    last_rotated: str | None
-    last_used: str | None
-    age_days: int
-    mfa_method: list[str]
-    rotation_due: bool
-    profiles: list[str]
-    authenticators: int
-    authenticator_last_used: str | None
-
-
-class RecordRow(TypedDict):
-    """A stored record's non-secret facts (``vaultd.core.model.record_rows``)."""
-
-    name: str
-    kind: str
-    key_id: str
-    created: str
-
-
-class CredentialProcessOutput(TypedDict):
-    """The ``credential_process`` Version 1 document: session credentials only (docs/threat-model.md
-    AWS contract)."""
-
-    Version: Literal[1]
-    AccessKeyId: str
-    SecretAccessKey: str
-    SessionToken: str
-    Expiration: str
-
-
-class CredentialsReply(TypedDict):
-    """``credentials``, ``exec`` and ``federation``: the ready-made document."""
-
-    output: CredentialProcessOutput
-
-
-class EmptyReply(TypedDict):
-    """An acknowledgement with no fields."""
-
-
-class UnlockReply(TypedDict):
-    """``unlock``: ``already_unlocked`` when the vault was unsealed and the token untouched."""
-
-    already_unlocked: bool
-
-
-class ApprovalsReply(TypedDict):
-    """``approvals``: pending ones, answered ones on their way, and deny cooldowns (seconds
-    left, by profile)."""
-
-    approvals: list[ApprovalView]
-    in_progress: list[ProgressView]
-    cooldowns: dict[str, int]
-
-
-class StatusReply(TypedDict):
-    """``status``: the service's state plus the daemon's own."""
-
-    sealed: bool
-    sealed_reason: str | None
-    now: str
-    profiles: list[ProfileStatus]
-    approvals: list[ApprovalView]
-    touch_needed: list[str]
-    in_progress: list[ProgressView]
-    cooldowns: dict[str, int]
-    keystore: str
-    hardware: bool
-    grants: list[GrantView]
-    token_label: str
-    socket: str
-    pid: int
-    config_digest: str
-
-
-class BreakGlassReply(TypedDict):
-    """``breakglass``: the opened grant and its credentials, sent once to this connection only
-    (no op hands a grant out by id: ``docs/threat-model.md`` T31)."""
-
-    grant: GrantView
-    output: CredentialProcessOutput
-
-
-class AuditTailReply(TypedDict):
-    """``audit_tail``: audit records, newest first (open shapes; see the module docstring)."""
-
-    records: list[dict[str, object]]
-
-
-class RotateReply(TypedDict):
-    """``rotate`` (``RotationResult.as_dict``); key ids are masked."""
-
-    name: str
-    old_key_id: str
-    new_key_id: str
-    rotated_at: str
-    old_key_deleted: bool
-    used_mfa: bool
-    message: str
-
-
-class RecordsReply(TypedDict):
-    """``records``: the store's records, for `vaultd list`."""
-
-    records: list[RecordRow]
-
-
-class ReportReply(TypedDict):
-    """``report``: rows and the same as CSV."""
-
-    rows: list[ReportRowView]
-    csv: str
-
-
-REPLIES: Final[Mapping[str, type]] = {
-    "credentials": CredentialsReply,
-    "exec": CredentialsReply,
-    "approvals": ApprovalsReply,
-    "approve": EmptyReply,
-    "deny": EmptyReply,
-    "status": StatusReply,
-    "lock": EmptyReply,
-    "unlock": UnlockReply,
-    "events": EmptyReply,
-    "rotate": RotateReply,
-    "report": ReportReply,
-    "records": RecordsReply,
-    "breakglass": BreakGlassReply,
-    "grant_end": EmptyReply,
-    "audit_tail": AuditTailReply,
-    "federation": CredentialsReply,
-}
-"""Each request op's success reply schema (every op of ``vaultd.ipc.protocol.OPS``)."""
+REPLIES: Final[Mapping[str, type]] = {name: spec.reply for name, spec in OP_TABLE.items()}
+"""Each request op's success reply schema, from its declaration in :mod:`vaultd.ipc.protocol`."""
 
 
 class PendingEvent(TypedDict):

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
@@ -43,7 +40,7 @@ from pkcs11 import exceptions as pkerr
 from pkcs11._pkcs11 import DeriveMixin  # type: ignore[attr-defined]  # absent from its stub
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, RecordCorrupt, Sealed
+from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, RecordCorrupt
 from vaultd.keys import piv
 from vaultd.keys.pkcs11 import (
     _MAC,
@@ -54,7 +51,7 @@ from vaultd.keys.pkcs11 import (
     _find_key,
     _find_token,
     _is_device_error,
-    _translate,
+    _TokenSession,
     _translated,
     anchor_generation,
     login_session,
@@ -207,7 +204,7 @@ class _Open:
     anchored: bool
 
 
-class EcdhTokenKey:
+class EcdhTokenKey(_TokenSession[_Open]):
     """A logged-in token holding a P-256 key: the ``SealingKey`` of the token ECDH scheme.
 
     Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
@@ -218,13 +215,12 @@ class EcdhTokenKey:
         self, *, lib: Pkcs11Lib, token: Token, state: _Open, point: bytes, key_label: str
     ) -> None:
         """Internal: use :meth:`open`."""
+        super().__init__(state)
         self._lib = lib
         self._token = token
-        self._state: _Open | None = state
         self._point = point
         self._key_label = key_label
         self._key_id = key_id_for(point)
-        self._lock = threading.Lock()
         self.notes: list[str] = []
         """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
 
@@ -289,11 +285,6 @@ class EcdhTokenKey:
         """The token key's uncompressed public point (65 bytes)."""
         return self._point
 
-    @property
-    def sealed(self) -> bool:
-        """True once closed, by :meth:`close` or by a device failure."""
-        return self._state is None
-
     def random(self, n: int) -> bytes:
         """``n`` random bytes from the host (sealing needs no token call)."""
         if n < 0:
@@ -355,31 +346,6 @@ class EcdhTokenKey:
                 "audit": st.audit.describe(),
                 "rollback_protection": st.anchored,
             }
-
-    def close(self) -> None:
-        """Log out and close the session (seal); later calls raise :class:`Sealed`."""
-        with self._lock:
-            state, self._state = self._state, None
-        if state is not None:
-            _close_quietly(state.session)
-
-    @contextmanager
-    def _use(self, what: str) -> Iterator[_Open]:
-        """Hold the token lock for one operation; a device failure seals the vault."""
-        with self._lock:
-            state = self._state
-            if state is None:
-                raise Sealed(
-                    "the vault is sealed (locked, or the token failed); run `vaultd unlock`, "
-                    "after re-inserting the token if it was removed"
-                )
-            try:
-                yield state
-            except pkerr.PKCS11Error as exc:
-                if _is_device_error(exc):
-                    self._state = None
-                    _close_quietly(state.session)
-                raise _translate(exc, what) from exc
 
 
 _EC_POLICY: Final = (

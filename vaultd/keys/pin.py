@@ -41,6 +41,7 @@ def read_pin(source: str, *, token_label: str) -> bytearray:
 
 def store_pin_in_keyring(token_label: str, pin: str | bytearray) -> None:
     """Store the PIN of ``token_label`` in the OS keyring (for ``pin_source = "keyring"``)."""
+    # Lazy: keyring loads its backends (D-Bus) on import; only pin_source = keyring needs it.
     import keyring
     import keyring.errors
 
@@ -55,6 +56,7 @@ def store_pin_in_keyring(token_label: str, pin: str | bytearray) -> None:
 
 
 def _from_keyring(token_label: str) -> bytearray:
+    # Lazy: keyring loads its backends (D-Bus) on import; only pin_source = keyring needs it.
     import keyring
     import keyring.errors
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast
 
 import pkcs11
 from pkcs11 import (
@@ -245,7 +245,54 @@ def _expand(entry: str) -> list[str]:
     return glob.glob(entry) if entry.endswith("*") else [entry]
 
 
-class TokenKey:
+class _Handles(Protocol):
+    @property
+    def session(self) -> Session: ...
+
+
+_S = TypeVar("_S", bound=_Handles)
+
+
+class _TokenSession(Generic[_S]):
+    """The live handles of a logged-in token behind one lock; a close or a device failure drops
+    them (seals), and every later call raises :class:`Sealed`."""
+
+    def __init__(self, state: _S) -> None:
+        self._state: _S | None = state
+        self._lock = threading.Lock()
+
+    @property
+    def sealed(self) -> bool:
+        """True once closed, by :meth:`close` or by a device failure."""
+        return self._state is None
+
+    def close(self) -> None:
+        """Log out and close the session (seal); later calls raise :class:`Sealed`."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is not None:
+            _close_quietly(state.session)
+
+    @contextmanager
+    def _use(self, what: str) -> Iterator[_S]:
+        """Hold the token lock for one operation; a device failure seals the vault."""
+        with self._lock:
+            state = self._state
+            if state is None:
+                raise Sealed(
+                    "the vault is sealed (locked, or the token failed); run `vaultd unlock`, "
+                    "after re-inserting the token if it was removed"
+                )
+            try:
+                yield state
+            except pkerr.PKCS11Error as exc:
+                if _is_device_error(exc):
+                    self._state = None
+                    _close_quietly(state.session)
+                raise _translate(exc, what) from exc
+
+
+class TokenKey(_TokenSession[_Open]):
     """A logged-in PKCS#11 token holding the vault's AES-256 key and audit HMAC key.
 
     Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
@@ -263,12 +310,11 @@ class TokenKey:
         key_id: str,
     ) -> None:
         """Internal: use :meth:`open`."""
+        super().__init__(state)
         self._lib = lib
         self._token = token
-        self._state: _Open | None = state
         self._module_path = module_path
         self._key_label = key_label
-        self._lock = threading.Lock()
         self._key_id = key_id
 
     @classmethod
@@ -323,11 +369,6 @@ class TokenKey:
         new id.
         """
         return self._key_id
-
-    @property
-    def sealed(self) -> bool:
-        """True once closed, by :meth:`close` or by a device failure."""
-        return self._state is None
 
     def random(self, n: int) -> bytes:
         """``n`` random bytes from the token's generator (C_GenerateRandom)."""
@@ -437,13 +478,6 @@ class TokenKey:
                 "encryption_limit": ENCRYPTION_LIMIT,
             }
 
-    def close(self) -> None:
-        """Log out and close the session (seal); later calls raise :class:`Sealed`."""
-        with self._lock:
-            state, self._state = self._state, None
-        if state is not None:
-            _close_quietly(state.session)
-
     def _count_encryption(self, st: _Open) -> None:
         """Count one encryption, first reserving a new block in the token when this one is used.
 
@@ -495,24 +529,6 @@ class TokenKey:
                 )
             found.append((int.from_bytes(raw, "big"), obj))
         return found
-
-    @contextmanager
-    def _use(self, what: str) -> Iterator[_Open]:
-        """Hold the token lock for one operation; a device failure seals the vault."""
-        with self._lock:
-            state = self._state
-            if state is None:
-                raise Sealed(
-                    "the vault is sealed (locked, or the token failed); run `vaultd unlock`, "
-                    "after re-inserting the token if it was removed"
-                )
-            try:
-                yield state
-            except pkerr.PKCS11Error as exc:
-                if _is_device_error(exc):
-                    self._state = None
-                    _close_quietly(state.session)
-                raise _translate(exc, what) from exc
 
 
 _TAMPERED: Final = "an audit record's MAC does not match; the audit log was altered"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session
+from pkcs11 import Attribute, GCMParams, KeyType, Mechanism, ObjectClass, Session
 from pkcs11 import exceptions as pkerr
 
 from vaultd.errors import HsmError
@@ -38,6 +38,7 @@ def choose_scheme(
     """
     if requested in ("aead", "ecdh"):
         return "ecdh" if requested == "ecdh" else "aead"
+
     with _translated("probing what the token can do"):
         token = _find_again(load_module(module_path), token_label, module_path)
         mechanisms = frozenset(token.slot.get_mechanisms())
@@ -68,7 +69,6 @@ def _has_ec_key(session: Session, key_label: str) -> bool:
 
 def _aead_trial(session: Session) -> bool:
     """AES-GCM, HMAC-SHA256 and a data object, each tried once in session objects."""
-    from pkcs11 import GCMParams
 
     session_only = {Attribute.TOKEN: False, Attribute.PRIVATE: False}
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from vaultd.core.otp_ledger import OtpLedger
+from vaultd.core.otp_ledger import STEP_SECONDS, OtpLedger, step_for
 from vaultd.core.ports import Clock, CodeSource
 from vaultd.errors import CodeReused, MfaError
 from vaultd.plugin import api as plugin_api
@@ -26,7 +26,6 @@ class PluginCodeSource:
 
     def code_for(self, serial: str) -> tuple[str, float]:
         """A code for the first unused step and the seconds until that step starts."""
-        from vaultd.core.otp_ledger import STEP_SECONDS, step_for
 
         now = self._clock.now()
         current = step_for(now)

@@ -692,6 +692,7 @@ def _check_mac(file: Path, number: int, obj: dict[str, object], mac_verify: MacV
         raise _bad(file, number, seq, "the MAC does not match") from None
 
 
+# Long: one pass over the chain; each record's link, MAC and seq checks need the previous one.
 def verify(path: Path, mac_verify: MacVerify) -> int:
     """Check every record's link and MAC across all files; return the count.
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from vaultd.errors import ConfigError, DaemonAlreadyRunning
+from vaultd.system.running import Running
 
 LOCK_FILE = "daemon.lock"
 
 
-class DataDirLock:
+class DataDirLock(Running):
     """The held lock; :meth:`release` (or leaving the ``with`` block) lets it go."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -50,13 +49,6 @@ class DataDirLock:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Drop the lock (the end of a ``with`` block)."""
         self.release()

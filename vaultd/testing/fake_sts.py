@@ -24,10 +24,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
+
+from vaultd.system.running import Running
 
 ACCOUNT = "123456789012"
 NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
@@ -115,7 +116,7 @@ class _Script:
     action: str | None
 
 
-class FakeSts:
+class FakeSts(Running):
     """A threaded STS stand-in on ``url``; use as a context manager.
 
     ``latency`` (seconds) delays every reply.  Successful replies carry unique, counter-based
@@ -134,18 +135,6 @@ class FakeSts:
         self._root_keys: set[str] = set()
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Listen on 127.0.0.1 with random ports: the Regional endpoint and the global one."""

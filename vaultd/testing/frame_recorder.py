@@ -18,10 +18,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from vaultd.ipc.protocol import HEADER_SIZE
+from vaultd.system.running import Running
 
 log = logging.getLogger("vaultd.testing")
 
@@ -55,7 +54,7 @@ class RecordedConnection:
     received: FrameStream = field(default_factory=FrameStream)
 
 
-class FrameRecorder:
+class FrameRecorder(Running):
     """Relay ``path`` to the daemon at ``target`` and record every frame (a context manager)."""
 
     def __init__(self, path: Path, target: Path) -> None:
@@ -110,18 +109,6 @@ class FrameRecorder:
             sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

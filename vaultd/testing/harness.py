@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from vaultd.system.running import Running
 from vaultd.testing.softhsm import SoftHsmToken, create_token
 
 log = logging.getLogger("vaultd.testing")
@@ -58,7 +58,7 @@ def render_toml(config: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class Installation:
+class Installation(Running):
     """A token, a config and a data dir in ``root``; ``env`` points vaultd at them."""
 
     root: Path
@@ -180,15 +180,8 @@ class Installation:
         path = self.root / "daemon.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Stop the daemon (the end of a ``with`` block)."""
         self.stop_daemon()
 
 

@@ -22,13 +22,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs
 
 import pyotp
 
 from vaultd.aws.sts import DEFAULT_REGION, isolated_session
+from vaultd.system.running import Running
 
 DEFAULT_ACCOUNT = "123456789012"
 RECORDING_NAME = "recording.jsonl"
@@ -138,7 +138,7 @@ class _MotoApi:
         _http(f"{self.url}{path}", post=True)
 
 
-class MotoServer(_MotoApi):
+class MotoServer(_MotoApi, Running):
     """moto's ``ThreadedMotoServer`` on 127.0.0.1 with a random port; a context manager.
 
     moto's recorder is one object per process; this points it at a private file while running.
@@ -149,7 +149,9 @@ class MotoServer(_MotoApi):
         self._dir: str | None = None
         self._saved_location: str | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
+        """Start the server with a private recorder file."""
+        # Lazy: moto takes seconds to import; MotoProcess users never need it here.
         from moto.moto_api import recorder
         from moto.server import ThreadedMotoServer
 
@@ -161,14 +163,10 @@ class MotoServer(_MotoApi):
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
         self.reset()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Stop the server and restore moto's recorder."""
+        # Lazy: moto takes seconds to import; MotoProcess users never need it here.
         from moto.moto_api import recorder
 
         if self._server is not None:

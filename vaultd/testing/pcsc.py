@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from vaultd.testing.piv_process import PivCardProcess
 from vaultd.testing.vpcd import free_port_pair
@@ -144,19 +145,8 @@ def piv_stack(
     (conf / "reader.conf").write_text(
         f'FRIENDLYNAME "{READER_PREFIX}"\nDEVICENAME /dev/null:{card.port}\nLIBPATH {driver}\n'
     )
-    # pdeathsig: pcscd goes when this process does, even if it is killed outright.
-    unshare = ["setpriv", "--pdeathsig", "TERM", "unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        unshare[5:5] = ["--user", "--map-root-user"]
-    flags = "-f -a -d" if apdu_log else "-f -i"
-    script = f'mount --bind "$1" /run && exec "$3" {flags} -c "$2"'
     log = (directory / "pcscd.log").open("wb")
-    proc = subprocess.Popen(
-        [*unshare, "sh", "-c", script, "sh", str(run), str(conf), str(pcscd)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = _start_pcscd(pcscd, conf, run, log, apdu_log=apdu_log)
     previous = os.environ.get("PCSCLITE_CSOCK_NAME")
     os.environ["PCSCLITE_CSOCK_NAME"] = str(socket_path)
     try:
@@ -175,12 +165,35 @@ def piv_stack(
             os.environ.pop("PCSCLITE_CSOCK_NAME", None)
         else:
             os.environ["PCSCLITE_CSOCK_NAME"] = previous
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc)
         log.close()
         card.stop()
+
+
+def _start_pcscd(
+    pcscd: Path, conf: Path, run: Path, log: IO[bytes], *, apdu_log: bool
+) -> subprocess.Popen[bytes]:
+    """pcscd in its own mount namespace, with ``run`` bound over /run, logging to ``log``."""
+    # pdeathsig: pcscd goes when this process does, even if it is killed outright.
+    unshare = ["setpriv", "--pdeathsig", "TERM", "unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare[5:5] = ["--user", "--map-root-user"]
+    flags = "-f -a -d" if apdu_log else "-f -i"
+    script = f'mount --bind "$1" /run && exec "$3" {flags} -c "$2"'
+    return subprocess.Popen(
+        [*unshare, "sh", "-c", script, "sh", str(run), str(conf), str(pcscd)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

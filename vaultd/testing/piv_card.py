@@ -161,6 +161,7 @@ class PivState:
 
 def _mgmt_cipher(algorithm: int, key: bytes) -> Cipher[modes.ECB]:
     if algorithm == ALG_3DES:
+        # Lazy: 3DES lives in cryptography's decrepit module; only 3DES management keys need it.
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 
         return Cipher(TripleDES(key), modes.ECB())  # noqa: S305 (one block, as PIV specifies)

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pkcs11
+
 from vaultd.errors import HsmError
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,5 @@ def reinitialize(module_path: str) -> None:
 
     This finalizes the module: every open session of it in this process is closed.
     """
-    import pkcs11
 
     pkcs11.lib(module_path).reinitialize()
