@@ -66,6 +66,7 @@ def _say(step: str) -> None:
     print(f"\n==> {step}", flush=True)
 
 
+# Long: the demo is one narrated script; its steps print in the order they run.
 def run(args: argparse.Namespace) -> int:
     import json
     import logging
