@@ -25,7 +25,11 @@ COLUMNS = ("Profile", "Kind", "MFA", "Session", "Left")
 MIN_WIDTHS = {"Session": len("awaiting approval"), "Left": len("100:00:00")}
 
 
-PROGRESS = {"next_code_wait": "next code (touched)", "calling_sts": "calling STS"}
+PROGRESS = {
+    "next_code_wait": "next code (touched)",
+    "calling_sts": "calling STS",
+    "token_touch": "touch your YubiKey",
+}
 """The Session cell of an answered approval on its way, by its last progress event."""
 
 

@@ -609,6 +609,9 @@ def _show_event(
                 terminal.say(_request_lines(msg, approval_id))
         terminal.touch_asked = True
         terminal.say(touch)
+    elif event == "token_touch":  # before any approval: the terminal may be unused yet
+        terminal = terminal or _Terminal(tty)
+        terminal.say(f"vaultd: {_clean(msg.get('message'))}")
     elif event in _PROGRESS_EVENTS and terminal is not None and not terminal.code_sent:
         terminal.say(f"vaultd: {_clean(msg.get('message'))}")
     return terminal

@@ -72,15 +72,28 @@ APPROVAL_PENDING = "approval_pending"
 TOUCH_NEEDED = "touch_needed"
 NEXT_CODE_WAIT = "next_code_wait"
 CALLING_STS = "calling_sts"
+TOKEN_TOUCH = "token_touch"  # noqa: S105 - an event name
+TOKEN_TOUCH_LATE_SECONDS = 0.5
+"""How long a record open may take before the vault key is taken to wait for a touch."""
 SEALED_SESSION_ENDED = "the token session ended (token removed or logged out): run `vaultd unlock`"
 SEALED_BY_LOCK = "sealed by `vaultd lock --seal` (or the daemon's own seal): run `vaultd unlock`"
 
 
+@dataclass(frozen=True, slots=True)
+class TokenWait:
+    """A request whose record open waits for a touch on the vault key (no approval yet)."""
+
+    profile: str
+    id: str = ""
+
+
 class EventSink(Protocol):
     """Tells the waiting client how its request goes: ``kind`` with a ``message`` for the
-    progress events (``next_code_wait``, ``calling_sts``)."""
+    progress events (``next_code_wait``, ``calling_sts``, ``token_touch``)."""
 
-    def __call__(self, kind: str, approval: Approval, message: str = "", /) -> Awaitable[None]: ...
+    def __call__(
+        self, kind: str, approval: Approval | TokenWait, message: str = "", /
+    ) -> Awaitable[None]: ...
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -164,6 +177,8 @@ class Ports:
     codes: CodeSource | None = None
     notify: Notifier = _no_notify
     prompter: CodePrompter | None = None
+    touch_possible: Callable[[], bool] = lambda: False
+    """Whether a record open may wait for a touch on the vault key (a PIV card's key)."""
 
 
 def requester_fields(r: Requester) -> dict[str, object]:
@@ -418,7 +433,7 @@ class VaultService:
             scope=scope,
         )
         credentials_name = profile.credentials
-        keys = await self.run_token(lambda: self._p.secrets.key_pair(credentials_name))
+        keys = await self._key_pair(credentials_name, profile.name, on_event)
         if keys.root:
             raise BreakGlassOnly("root credentials are break-glass only: use `vaultd break-glass`")
         left = int(mfa.seconds_left(self._p.clock.now()))
@@ -506,7 +521,7 @@ class VaultService:
         creds_name, serial = self._source_of(profile)
         lock = self._serial_locks.setdefault(serial, asyncio.Lock())
         async with lock, self._progress_until_done(asked_for.name):
-            keys = await self.run_token(lambda: self._p.secrets.key_pair(creds_name))
+            keys = await self._key_pair(creds_name, asked_for.name, on_event)
             if keys.root:
                 raise BreakGlassOnly(
                     f"{creds_name!r} holds root credentials: they are break-glass only and never "
@@ -525,6 +540,31 @@ class VaultService:
                 )
                 self.cache.put(self._session_key(profile), session)
             return session
+
+    async def _key_pair(
+        self, name: str, profile: str, on_event: EventSink | None
+    ) -> LongTermCredentials:
+        """Open the stored pair ``name``; when the vault key may need a touch and has not
+        answered within ``TOKEN_TOUCH_LATE_SECONDS``, say "touch your YubiKey" (ykcs11 just
+        blocks meanwhile) to the requester, the TUI (status) and the notifier, then wait on."""
+        opening = asyncio.ensure_future(self.run_token(lambda: self._p.secrets.key_pair(name)))
+        try:
+            done, _ = await asyncio.wait({opening}, timeout=TOKEN_TOUCH_LATE_SECONDS)
+            if not done and self._p.touch_possible():
+                await self._token_touch_asked(profile, on_event)
+            return await opening
+        finally:
+            opening.cancel()  # only when this request itself was cancelled
+            self.progress.pop(profile, None)
+
+    async def _token_touch_asked(self, profile: str, on_event: EventSink | None) -> None:
+        message = f"touch your YubiKey to open the keys of profile {profile}"
+        self.progress[profile] = {
+            "id": "", "profile": profile, "state": TOKEN_TOUCH, "message": message,
+        }  # fmt: skip
+        self._p.notify("touch_needed", profile, "info", message)
+        if on_event is not None:
+            await on_event(TOKEN_TOUCH, TokenWait(profile), message)
 
     async def mfa_session(
         self,

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 
 from vaultd.core.approvals import Approval
-from vaultd.core.service import EventSink, VaultService
+from vaultd.core.service import EventSink, TokenWait, VaultService
 from vaultd.ipc.protocol import approval_pending_fields
 from vaultd.ipc.server import Connection
 
@@ -16,10 +16,10 @@ log = logging.getLogger("vaultd.daemon")
 
 def forward(conn: Connection) -> EventSink:
     """Push the service's approval events (`approval_pending`, `touch_needed`) and progress
-    events (`next_code_wait`, `calling_sts`: those with a message) to a client."""
+    events (`next_code_wait`, `calling_sts`, `token_touch`: those with a message) to a client."""
 
-    async def send(kind: str, approval: Approval, message: str = "") -> None:
-        if message:
+    async def send(kind: str, approval: Approval | TokenWait, message: str = "") -> None:
+        if message or isinstance(approval, TokenWait):
             progress = {"id": approval.id, "profile": approval.profile, "message": message}
             await conn.send_event(kind, progress)
             return

@@ -131,6 +131,7 @@ class Daemon:
             codes=parts.codes,
             notify=parts.notify,
             prompter=parts.prompter,
+            touch_possible=lambda: parts.owner.touch_possible,
         )
         self.service = VaultService(
             profiles_from(settings),

@@ -126,6 +126,11 @@ class TokenOwner:
     # --- the ports, from any thread -------------------------------------------------------
 
     @property
+    def touch_possible(self) -> bool:
+        """Whether a record open may wait for a touch on the vault key (a PIV card's key)."""
+        return getattr(self._key, "touch_possible", False) is True
+
+    @property
     def key(self) -> SealingKey | None:
         """The logged-in key, if any (for status: ``inspect`` only)."""
         return self._key

@@ -64,7 +64,7 @@ class PendingEvent(TypedDict):
 
 class ProgressEvent(TypedDict):
     """``next_code_wait`` and ``calling_sts``: an answered request's next step, as a line to
-    show."""
+    show; ``token_touch`` (``id`` empty): the vault key waits for a touch on the card."""
 
     id: str
     profile: str
@@ -83,6 +83,7 @@ EVENTS: Final[Mapping[str, type]] = {
     "touch_needed": PendingEvent,
     "next_code_wait": ProgressEvent,
     "calling_sts": ProgressEvent,
+    "token_touch": ProgressEvent,
     "approval_opened": ApprovalChange,
     "approval_resolved": ApprovalChange,
 }

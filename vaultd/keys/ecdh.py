@@ -223,6 +223,9 @@ class EcdhTokenKey(_TokenSession[_Open]):
         self._key_id = key_id_for(point)
         self.notes: list[str] = []
         """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
+        self.touch_possible = piv.is_piv(token)
+        """Whether an open may wait for a touch: a PIV key's touch policy is not readable
+        through PKCS#11, so any PIV key may."""
 
     @classmethod
     def open(

@@ -5,10 +5,10 @@ Why a process and not a thread: python-pkcs11 holds the GIL through ``C_Finalize
 and pcscd then asks vpcd for the ATR; a card thread in the same process cannot answer without the
 GIL, so the test process deadlocks. In its own process the card always answers.
 
-The parent steers the child through shared values: whether a touch comes, and counters of
-touches and APDUs. The card's state is read back from its JSON file (written atomically). The
-child is spawned, not forked (the parent may hold PKCS#11 modules and threads), so a script that
-starts one needs the usual ``if __name__ == "__main__":`` guard.
+The parent steers the child through shared values: whether a touch comes and after how long,
+and counters of touches and APDUs. The card's state is read back from its JSON file (written
+atomically). The child is spawned, not forked (the parent may hold PKCS#11 modules and threads),
+so a script that starts one needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ def _run(
     port: int,
     touch_timeout: float,
     touch_comes: multiprocessing.sharedctypes.Synchronized[int],
+    touch_delay: multiprocessing.sharedctypes.Synchronized[float],
     touches: multiprocessing.sharedctypes.Synchronized[int],
     apdus: multiprocessing.sharedctypes.Synchronized[int],
     powered: Event,
     stop: Event,
 ) -> None:
     def touch(timeout: float) -> bool:
-        if not touch_comes.value:
+        if not touch_comes.value or touch_delay.value > timeout:
             return touch_never(timeout)
+        time.sleep(touch_delay.value)
         with touches.get_lock():
             touches.value += 1
         return True
@@ -70,6 +72,7 @@ class PivCardProcess:
         self.state_path = state_path
         self.port = port
         self._touch_comes = _ctx.Value("b", 1)
+        self._touch_delay = _ctx.Value("d", 0.0)
         self._touches = _ctx.Value("i", 0)
         self._apdus = _ctx.Value("i", 0)
         self.powered = _ctx.Event()
@@ -82,6 +85,7 @@ class PivCardProcess:
                 port,
                 touch_timeout,
                 self._touch_comes,
+                self._touch_delay,
                 self._touches,
                 self._apdus,
                 self.powered,
@@ -99,6 +103,15 @@ class PivCardProcess:
     @touch_comes.setter
     def touch_comes(self, value: bool) -> None:
         self._touch_comes.value = int(value)
+
+    @property
+    def touch_delay(self) -> float:
+        """Seconds the user takes to touch the key once it asks (past the timeout: never)."""
+        return float(self._touch_delay.value)
+
+    @touch_delay.setter
+    def touch_delay(self, value: float) -> None:
+        self._touch_delay.value = value
 
     @property
     def touches(self) -> int:

@@ -1,0 +1,83 @@
+"""The requesting terminal is told "touch your YubiKey" while ykcs11 blocks on a touch (issue 14).
+
+The vault key is made with yubikit in slot 82 with touch policy "always" (ykcs11 2.2 cannot set a
+policy); the emulated user touches it 1 s after the card asks, past the daemon's 0.5 s late
+prompt. Through a pty, `vaultd credential-process` shows the line, then the code prompt, then
+the credentials. The card is fresh for this module, with a touch timeout longer than the delay.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pkcs11
+import pytest
+from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
+
+from vaultd.testing.fake_sts import FakeSts
+from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.pcsc import PivStack, piv_stack
+from vaultd.testing.softhsm import SoftHsmToken
+
+from ..daemon.test_approval_unavailable import credproc, finish, read_until
+from .conftest import PIN, SO_PIN, piv_session
+
+SECRET = "CanarySecretKey0000000000000000000000003"
+
+
+@pytest.fixture(scope="module")
+def stack(pcsc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PivStack]:
+    """pcscd with a fresh emulated YubiKey whose user touches it 1 s after it asks."""
+    state = tmp_path_factory.mktemp("card") / "card.json"
+    with piv_stack(pcsc_dir, state, touch_timeout=10.0) as running:
+        for module in (running.ykcs11, running.opensc):
+            if module is not None:
+                pkcs11.lib(str(module)).reinitialize()  # drop a context on an earlier pcscd
+        yield running
+
+
+@pytest.fixture(scope="module")
+def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    """`vaultd init` on a card whose vault key wants a touch on every use; daemon running."""
+    with piv_session(stack) as piv:
+        piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+        piv.generate_key(SLOT.RETIRED1, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
+    assert stack.ykcs11 is not None
+    root = tmp_path_factory.mktemp("yk-touch")
+    label = f"YubiKey PIV #{stack.card.state().serial}"
+    token = SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
+    with FakeSts() as sts:
+        inst = create_installation(root, sts_url=sts.url, token=token, extra={"pkcs11": {}})
+        inst.add_key_pair("dev", "AKIACANARY0000000003", SECRET)
+        with inst:
+            inst.start_daemon()
+            yield inst
+
+
+def test_the_terminal_is_told_to_touch_before_the_card_answers(
+    stack: PivStack, vault: Installation
+) -> None:
+    stack.card.touch_delay = 1.0
+    touches = stack.card.touches
+    master, slave = os.openpty()
+    try:
+        client = credproc(vault, stdin=slave)
+        shown = read_until(master, b"touch your YubiKey")
+        assert b"vaultd: touch your YubiKey to open the keys of profile dev" in shown, shown
+        approver = threading.Thread(target=approve_pending, args=(vault, "909090"))
+        approver.start()
+        shown += read_until(master, b"credentials issued")
+        approver.join()
+        code, out, err = finish(client)
+    finally:
+        stack.card.touch_delay = 0.0
+        os.close(master)
+        os.close(slave)
+    assert code == 0, err
+    assert stack.card.touches > touches  # the card waited for the touches it was given
+    assert shown.index(b"touch your YubiKey") < shown.index(b"credentials issued"), shown
+    assert SECRET.encode() not in out + err + shown
+    assert b"touch your YubiKey" not in vault.vaultd("approvals").stdout  # over once opened
