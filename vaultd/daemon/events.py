@@ -15,8 +15,8 @@ log = logging.getLogger("vaultd.daemon")
 
 
 def forward(conn: Connection) -> EventSink:
-    """Push the service's approval events (`approval_pending`, `touch_needed`) and progress
-    events (`next_code_wait`, `calling_sts`: those with a message) to a client."""
+    """Push the service's approval events (`approval_pending`, `touch_needed`, `also_waiting`)
+    and progress events (`next_code_wait`, `calling_sts`: those with a message) to a client."""
 
     async def send(kind: str, approval: Approval, message: str = "") -> None:
         if message:
