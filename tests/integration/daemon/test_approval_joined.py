@@ -56,6 +56,7 @@ def test_a_joining_process_is_listed_shown_audited_and_served(
     assert [r.token_code for r in fake_sts.requests] == ["123456"]
     records = [r for r in audit(inst) if r["event"] == "approval_joined"]
     assert [r["client"]["pid"] for r in records] == [joiner.pid]  # type: ignore[index]
+    assert f"for profile dev joined by pid {joiner.pid}" in inst.log()
 
 
 def test_under_session_scope_another_session_opens_its_own_approval(
