@@ -375,9 +375,11 @@ class VaultService:
         self, key: str, joiner: Joiner, fn: Callable[[], Awaitable[SessionCredentials]]
     ) -> SessionCredentials:
         """Run flight ``key``, or join the one running: a joiner is listed on its approval,
-        audited and shown to the terminals already waiting (docs/threat-model.md T31)."""
-        joining = self.flight.waiting(key) > 0
-        if joining:
+        audited and shown to the terminals already waiting (docs/threat-model.md T31).
+
+        One that joins after the approval was answered (STS still running) is not listed: it
+        gets what the cache would give its scope a moment later."""
+        if self.flight.waiting(key):
             approval_id = self.joins.approval_for(key, joiner)
             if approval_id is not None:
                 await self._announce_join(approval_id, joiner)
@@ -385,7 +387,7 @@ class VaultService:
             try:
                 return await self.flight.run(key, fn)
             finally:
-                if not joining:
+                if not self.flight.waiting(key):
                     self.joins.ended(key)
 
     async def _announce_join(self, approval_id: str, joiner: Joiner) -> None:
