@@ -133,7 +133,7 @@ class VaultApp(App[None]):
     def _dispatch(self, event: Event) -> None:
         self.activity += 1
         try:
-            if event.name == "approval_opened":
+            if event.name in ("approval_opened", "approval_joined"):
                 self.post_message(ApprovalRequested(approval_of(event)))
             elif event.name == "approval_resolved":
                 self.post_message(ApprovalResolved(approval_of(event)))
@@ -274,12 +274,16 @@ class VaultApp(App[None]):
         self.set_timer(SETTLE_SECONDS, self.refresh_status)  # its progress, or a cooldown
 
     def _add(self, approval: PendingApproval) -> None:
-        if approval.state != "pending" or approval.id in self._pending:
-            return
-        if approval.action == BREAK_GLASS_ACTION:  # answered by a touch the daemon waits for
-            return
-        # Remember the latest poll started: only a later poll can prove it is gone.
-        self._pending[approval.id] = (approval, self._polls_started)
+        if approval.state != "pending" or approval.action == BREAK_GLASS_ACTION:
+            return  # break glass: answered by a touch the daemon waits for
+        known = self._pending.get(approval.id)
+        if known is None:
+            # Remember the latest poll started: only a later poll can prove it is gone.
+            self._pending[approval.id] = (approval, self._polls_started)
+        else:  # seen again (joined, or polled): keep its poll mark, show who joined
+            self._pending[approval.id] = (approval, known[1])
+            if self._dialog is not None and self._dialog.approval.id == approval.id:
+                self._dialog.show_joined(approval)
         self._pending_changed()
 
     def _drop(self, approval_id: str) -> None:

@@ -59,6 +59,17 @@ def _describe(approval: PendingApproval) -> str:
     return "\n".join(lines)
 
 
+def _joined(approval: PendingApproval) -> str:
+    """The processes that joined the request, one escaped line each (they get the session too)."""
+    lines = [
+        f"also waiting: pid {j.pid} ({_safe(j.executable or 'unknown executable')})"
+        for j in approval.joined
+    ]
+    if approval.joined_more:
+        lines.append(f"and {approval.joined_more} more processes")
+    return "\n".join(lines)
+
+
 class ApprovalDialog(ModalScreen[ApprovalAnswer]):
     """Approve or deny one pending approval."""
 
@@ -85,6 +96,7 @@ class ApprovalDialog(ModalScreen[ApprovalAnswer]):
             yield Label("", id="queue")
             yield Label(f"Release credentials for [b]{_safe(approval.profile)}[/b]?", id="title")
             yield Static(_describe(approval), id="details", markup=True)
+            yield Static(id="joined", markup=True)
             yield Label("", id="countdown")
             if approval.takes_touch:
                 yield Label(TOUCH_HINT, id="touch")
@@ -107,6 +119,7 @@ class ApprovalDialog(ModalScreen[ApprovalAnswer]):
 
     def on_mount(self) -> None:
         self.set_position(*self._position)
+        self.show_joined(self.approval)
         self._update_countdown()
         self.set_interval(self._tick, self._update_countdown)
         if self.approval.takes_code:
@@ -122,6 +135,13 @@ class ApprovalDialog(ModalScreen[ApprovalAnswer]):
         text = f"request {index} of {total}" if total > 1 else ""
         for label in self.query("#queue").results(Label):
             label.update(text)
+
+    def show_joined(self, approval: PendingApproval) -> None:
+        """Show the processes that joined this approval since it opened."""
+        self.approval = approval
+        joined = self.query_one("#joined", Static)
+        joined.update(_joined(approval))
+        joined.display = bool(approval.joined or approval.joined_more)
 
     def _update_countdown(self) -> None:
         left = (self.approval.expires_at - self._clock()).total_seconds()

@@ -95,6 +95,14 @@ def _time(obj: Mapping[str, object], name: str) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinedProcess:
+    """A process waiting on an approval it did not open (it gets the same session)."""
+
+    pid: int
+    executable: str
+
+
+@dataclass(frozen=True, slots=True)
 class PendingApproval:
     """A pending approval and the process behind it (``Approval.as_dict`` on the wire)."""
 
@@ -110,11 +118,14 @@ class PendingApproval:
     cwd: str
     parent_pid: int
     parent_command: str
+    joined: tuple[JoinedProcess, ...] = ()
+    joined_more: int = 0
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> PendingApproval:
         """Parse one approval object."""
         who = _map(obj, "requested_by")
+        joined = _list(obj, "joined")
         return cls(
             id=_str(obj, "id"),
             profile=_str(obj, "profile"),
@@ -128,6 +139,8 @@ class PendingApproval:
             cwd=_str(who, "cwd"),
             parent_pid=_int(who, "parent_pid"),
             parent_command=_str(who, "parent_command"),
+            joined=tuple(JoinedProcess(_int(j, "pid"), _str(j, "executable")) for j in joined),
+            joined_more=_int(obj, "joined_more"),
         )
 
     @property
@@ -240,7 +253,8 @@ def parse_approvals(reply: Mapping[str, object]) -> tuple[PendingApproval, ...]:
 
 
 def approval_of(event: Event) -> PendingApproval:
-    """The approval an ``approval_opened``/``approval_resolved`` event carries."""
+    """The approval an ``approval_opened``/``approval_joined``/``approval_resolved`` event
+    carries."""
     return PendingApproval.from_wire(_map(event.fields, "approval"))
 
 

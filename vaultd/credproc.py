@@ -24,11 +24,12 @@ to stdout in one write loop; nothing else ever reaches stdout.  An ``approval_pe
 (only then is ``json`` imported) makes the client print the request on ``/dev/tty`` and read a
 6-digit code there in a background thread, sent as an ``approve`` request on a second
 connection; the final reply is awaited meanwhile and ends the prompt.  ``touch_needed`` prints
-the request and "touch your security key"; the progress events (``next_code_wait``,
-``calling_sts``) print their line.  Without a terminal it sends its ``DISPLAY``/
-``WAYLAND_DISPLAY`` (if any; the frame is unchanged without one), where the daemon may ask in a
-dialog (``approval.prompt``), and just waits (a dialog, the TUI or ``vaultd approve`` answers;
-the daemon's notifier says the same states).
+the request and "touch your security key"; ``also_waiting`` (once the request is shown) prints
+the process that joined it and gets the same session (docs/threat-model.md T31); the progress
+events (``next_code_wait``, ``calling_sts``) print their line.  Without a terminal it sends its
+``DISPLAY``/``WAYLAND_DISPLAY`` (if any; the frame is unchanged without one), where the daemon
+may ask in a dialog (``approval.prompt``), and just waits (a dialog, the TUI or
+``vaultd approve`` answers; the daemon's notifier says the same states).
 
 Exit status: 0 on success; 1 on any error, with one ``vaultd: CODE: message`` line on stderr
 and an empty stdout; 2 on a usage error.
@@ -592,7 +593,8 @@ def _show_event(
     terminal: _Terminal | None, tty: int, path: str, uids: tuple[int, ...], msg: dict[str, object]
 ) -> _Terminal | None:
     """Show a pushed event on the terminal: the code prompt (``approval_pending``), the touch
-    prompt (``touch_needed``), or a progress line; returns the terminal once it is in use."""
+    prompt (``touch_needed``), a process that joined the request (``also_waiting``), or a
+    progress line; returns the terminal once it is in use."""
     event = msg.get("event")
     if event == "approval_pending" and terminal is None:
         import threading
@@ -612,9 +614,20 @@ def _show_event(
     elif event == "token_touch":  # before any approval: the terminal may be unused yet
         terminal = terminal or _Terminal(tty)
         terminal.say(f"vaultd: {_clean(msg.get('message'))}")
+    elif event == "also_waiting" and terminal is not None:
+        terminal.say(f"vaultd: also waiting: {_joiner(msg)}")
     elif event in _PROGRESS_EVENTS and terminal is not None and not terminal.code_sent:
         terminal.say(f"vaultd: {_clean(msg.get('message'))}")
     return terminal
+
+
+def _joiner(msg: dict[str, object]) -> str:
+    """The process that joined the shown request, terminal-safe: pid, executable, program."""
+    requester = msg.get("requester")
+    who = requester if isinstance(requester, dict) else {}
+    line = f"pid {who.get('pid')} ({who.get('executable') or '?'})"
+    program = who.get("parent_command")
+    return _clean(line + (f" from {program}" if program else ""))
 
 
 def _end_with_error(terminal: _Terminal | None, msg: dict[str, object]) -> None:

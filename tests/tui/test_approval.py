@@ -59,6 +59,24 @@ async def test_dialog_shows_requester_and_focuses_code(
         assert dialog(app).approval.id == approval_id
 
 
+async def test_dialog_shows_the_processes_that_join_it(
+    app: VaultApp, fake: FakeDaemonClient
+) -> None:
+    """docs/threat-model.md T31: each process riding this approval is listed (escaped)."""
+    async with app.run_test(size=SIZE) as pilot:
+        approval_id = await open_dialog(pilot, app, fake)
+        assert not app.screen.query_one("#joined").display
+        for pid, executable in ((5151, "/usr/bin/terraform"), (5152, "[red]/tmp/x")):
+            fake.book.join(approval_id, replace(REQUESTER, pid=pid, executable=executable))
+        joined = app.screen.query_one("#joined")
+        await wait_for(pilot, lambda: "5152" in str(joined.render()), "joiners shown")
+        assert str(joined.render()).splitlines() == [
+            "also waiting: pid 5151 (/usr/bin/terraform)",
+            "also waiting: pid 5152 ([red]/tmp/x)",
+        ]
+        assert joined.display and dialog(app).approval.id == approval_id
+
+
 async def test_approve_by_code_sends_it_to_the_daemon(
     app: VaultApp, fake: FakeDaemonClient
 ) -> None:

@@ -67,12 +67,15 @@ def run_list(args: argparse.Namespace) -> int:
         print(terminal_safe(f"{p['id']}  {p['profile']}  answered: {p['message']}"))
     for a in approvals:
         who = a["requested_by"]
-        program = who["parent_command"] or who["executable"]
         line = (
-            f"{a['id']}  {a['profile']}  by pid {who['pid']} {program}"
+            f"{a['id']}  {a['profile']}  by pid {who['pid']} {_program(who)}"
             f"  (cwd {who['cwd'] or '?'})  expires {a['expires_at']}"
         )
         print(terminal_safe(line))
+        for joiner in a["joined"]:
+            print(terminal_safe(f"    also waiting: pid {joiner['pid']} {_program(joiner)}"))
+        if a["joined_more"]:
+            print(f"    and {a['joined_more']} more processes")
     for name, left in sorted(cooldowns.items()):
         print(
             terminal_safe(
@@ -81,6 +84,11 @@ def run_list(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _program(who: Mapping[str, object]) -> object:
+    """What a requester runs: its parent's command line, else its own executable."""
+    return who["parent_command"] or who["executable"]
 
 
 ISSUED = "ISSUED"

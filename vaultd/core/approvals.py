@@ -39,6 +39,9 @@ NOBODY_TO_ASK = (
 )
 """What an ``APPROVAL_UNAVAILABLE`` for a typed-code approval tells the user to do."""
 
+MAX_JOINED = 32
+"""How many joined requesters an approval lists; the rest are only counted (``joined_more``)."""
+
 RETAIN_FINISHED_SECONDS = 60.0
 """How long a finished approval still answers ``wait`` (then it is forgotten)."""
 
@@ -115,6 +118,8 @@ class Approval:
     created_mono: float
     deadline_mono: float
     state: ApprovalState = ApprovalState.PENDING
+    joined: tuple[Requester, ...] = ()
+    joined_more: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-safe view for ``vaultd approvals --json`` and the TUI."""
@@ -127,6 +132,8 @@ class Approval:
             "created_at": _rfc3339(self.created_at),
             "expires_at": _rfc3339(self.expires_at),
             "requested_by": asdict(self.requester),
+            "joined": [asdict(r) for r in self.joined],
+            "joined_more": self.joined_more,
         }
 
 
@@ -142,6 +149,7 @@ class ApprovalEventKind(StrEnum):
     """What happened to an approval."""
 
     OPENED = "opened"
+    JOINED = "joined"
     RESOLVED = "resolved"
 
 
@@ -208,7 +216,8 @@ class ApprovalBook:
         return approval
 
     def subscribe(self, callback: Observer) -> Callable[[], None]:
-        """Call ``callback`` on every opened and resolved approval; returns an unsubscribe."""
+        """Call ``callback`` on every opened, joined and resolved approval; returns an
+        unsubscribe."""
         self._observers.append(callback)
 
         def unsubscribe() -> None:
@@ -216,6 +225,21 @@ class ApprovalBook:
                 self._observers.remove(callback)
 
         return unsubscribe
+
+    def join(self, approval_id: str, requester: Requester) -> Approval | None:
+        """List ``requester`` as waiting on the pending approval ``approval_id`` too (it rides
+        the same answer); past :data:`MAX_JOINED` it is only counted.  None when the approval
+        is no longer pending (nothing is left to show)."""
+        record = self._records.get(approval_id)
+        if record is None or record.approval.state is not ApprovalState.PENDING:
+            return None
+        current = record.approval
+        if len(current.joined) < MAX_JOINED:
+            record.approval = replace(current, joined=(*current.joined, requester))
+        else:
+            record.approval = replace(current, joined_more=current.joined_more + 1)
+        self._notify(ApprovalEvent(ApprovalEventKind.JOINED, record.approval))
+        return record.approval
 
     def pending(self) -> list[Approval]:
         """Approvals still waiting for an answer, oldest first (due ones are expired first)."""

@@ -34,6 +34,7 @@ from vaultd.core.approvals import (
     prompt_dialog,
 )
 from vaultd.core.cache import DEFAULT_IDLE_SECONDS, SessionCache
+from vaultd.core.joins import JoinBoard, Joiner
 from vaultd.core.model import (
     ApprovalMethod,
     ClientDisplay,
@@ -75,6 +76,7 @@ CALLING_STS = "calling_sts"
 TOKEN_TOUCH = "token_touch"  # noqa: S105 - an event name
 TOKEN_TOUCH_LATE_SECONDS = 0.5
 """How long a record open may take before the vault key is taken to wait for a touch."""
+ALSO_WAITING = "also_waiting"
 SEALED_SESSION_ENDED = "the token session ended (token removed or logged out): run `vaultd unlock`"
 SEALED_BY_LOCK = "sealed by `vaultd lock --seal` (or the daemon's own seal): run `vaultd unlock`"
 
@@ -245,6 +247,7 @@ class VaultService:
         self.cache = SessionCache(ports.clock, floor=serve_floor, idle_seconds=cache_idle_seconds)
         self.approvals = ApprovalBook(ports.clock, timeout=approval_timeout)
         self.flight = SingleFlight(ports.clock, cooldown_seconds=cooldown_seconds)
+        self.joins = JoinBoard()
         self.sealed = False
         self.sealed_reason = SEALED_SESSION_ENDED  # why, while sealed (shown by `vaultd status`)
         self.touch_waiting: set[str] = set()
@@ -368,8 +371,9 @@ class VaultService:
                 "request", profile=profile.name, action=action, client=requester_fields(requester)
             )
             try:
-                creds = await self.flight.run(
+                creds = await self._ride(
                     self._flight_key(key, scope),
+                    Joiner(requester, on_event if reach[0] else None),
                     lambda: self._fresh_session(profile, requester, action, on_event, reach, scope),
                 )
             except DeniedCooldown as exc:
@@ -381,6 +385,42 @@ class VaultService:
         event = "release" if kept_for is None else "session_used"
         await self._audit_session(event, profile, action, requester, creds, **kept)
         return creds
+
+    async def _ride(
+        self, key: str, joiner: Joiner, fn: Callable[[], Awaitable[SessionCredentials]]
+    ) -> SessionCredentials:
+        """Run flight ``key``, or join the one running: a joiner is listed on its approval,
+        audited and shown to the terminals already waiting (docs/threat-model.md T31).
+
+        One that joins after the approval was answered (STS still running) is not listed: it
+        gets what the cache would give its scope a moment later."""
+        if self.flight.waiting(key):
+            approval_id = self.joins.approval_for(key, joiner)
+            if approval_id is not None:
+                await self._announce_join(approval_id, joiner)
+        with self.joins.flight(key):
+            try:
+                return await self.flight.run(key, fn)
+            finally:
+                if not self.flight.waiting(key):
+                    self.joins.ended(key)
+
+    async def _announce_join(self, approval_id: str, joiner: Joiner) -> None:
+        """List ``joiner`` on the pending approval, audit it, and tell the waiting terminals
+        (an ``also_waiting`` event: the approval with the joiner as its requester)."""
+        approval = self.approvals.join(approval_id, joiner.requester)
+        if approval is None:
+            return
+        await self.audit_event(
+            "approval_joined",
+            profile=approval.profile,
+            approval=approval.id,
+            client=requester_fields(joiner.requester),
+        )
+        notice = replace(approval, requester=joiner.requester)
+        for sink in self.joins.sinks(approval_id):
+            await sink(ALSO_WAITING, notice)
+        self.joins.add_sink(approval_id, joiner.sink)
 
     async def _audit_session(
         self,
@@ -464,8 +504,9 @@ class VaultService:
                 # Chained without a prompt only inside a scope where the source was approved.
                 base = self._cached(source_key, scope)
                 if base is None:
-                    base = await self.flight.run(
+                    base = await self._ride(
                         self._flight_key(source_key, scope),
+                        Joiner(requester, on_event if reach[0] else None),
                         lambda: self._mfa_call(source, requester, action, on_event, profile, reach),
                     )
                     self._approved_scopes.setdefault(source_key, set()).add(scope)
@@ -724,6 +765,7 @@ class VaultService:
             return await self._answer(approval, serial, on_event, interactive, prompt)
         finally:
             self._approver_only.discard(approval.id)
+            self.joins.closed(approval.id)
 
     async def _answer(
         self,
@@ -744,6 +786,8 @@ class VaultService:
         )
         if on_event is not None and method is not ApprovalMethod.TOUCH:
             await on_event(APPROVAL_PENDING, approval)
+        for joiner in self.joins.opened(approval.id, on_event if interactive else None):
+            await self._announce_join(approval.id, joiner)
         try:
             if method is ApprovalMethod.CODE:
                 code = await self._typed_code(approval, serial, prompt)

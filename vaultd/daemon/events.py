@@ -15,8 +15,9 @@ log = logging.getLogger("vaultd.daemon")
 
 
 def forward(conn: Connection) -> EventSink:
-    """Push the service's approval events (`approval_pending`, `touch_needed`) and progress
-    events (`next_code_wait`, `calling_sts`, `token_touch`: those with a message) to a client."""
+    """Push the service's approval events (`approval_pending`, `touch_needed`, `also_waiting`)
+    and progress events (`next_code_wait`, `calling_sts`, `token_touch`: those with a message)
+    to a client."""
 
     async def send(kind: str, approval: Approval | TokenWait, message: str = "") -> None:
         if message or isinstance(approval, TokenWait):

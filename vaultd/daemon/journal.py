@@ -2,9 +2,9 @@
 
 Each audit record the service writes (never a secret: ``vaultd.ipc.replies.SECRET_FIELD_NAMES``)
 that a person running the daemon wants to see becomes one INFO line once it is durable:
-approvals opened, answered (by whom), granted, denied (by whom) or failed, and the sessions
-released after a fresh approval (profile, masked key id, expiry).  A cached session served
-again is a DEBUG line, so a busy shell does not flood the journal.
+approvals opened, joined (by whom), answered (by whom), granted, denied (by whom) or failed,
+and the sessions released after a fresh approval (profile, masked key id, expiry).  A cached
+session served again is a DEBUG line, so a busy shell does not flood the journal.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ _LINES: Mapping[str, Callable[[Mapping[str, object]], str]] = {
     "approval_opened": lambda f: (
         f"approval {f.get('approval')} opened for profile {f.get('profile')} "
         f"({f.get('methods')}), asked by {_who(f, 'client')}"
+    ),
+    "approval_joined": lambda f: (
+        f"approval {f.get('approval')} for profile {f.get('profile')} joined by {_who(f, 'client')}"
     ),
     "approval_answered": lambda f: (
         f"approval {f.get('approval')} for profile {f.get('profile')} answered by {_who(f, 'by')}"

@@ -31,7 +31,9 @@ Server frames:
 - event: ``{"v":1,"event":NAME, ...}``, pushed before the final reply or on an ``events``
   subscription.  ``approval_pending`` (:func:`approval_pending_fields`) carries ``id``,
   ``profile``, ``requester`` (``pid``, ``uid``, ``executable``, ``cwd``, ``parent_pid``,
-  ``parent_command``) and ``expires`` (RFC 3339 UTC);
+  ``parent_command``) and ``expires`` (RFC 3339 UTC); ``also_waiting`` has the same fields,
+  ``requester`` being a process that joined the request (events are declared in
+  :data:`vaultd.ipc.replies.EVENTS`);
 - the ``credentials`` fast path: exactly ``{"v":1,"ok":true,"output":`` + the ready-made
   credential_process JSON + ``}`` (:func:`credentials_reply`), so a client may copy the output
   without parsing JSON.

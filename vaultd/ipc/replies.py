@@ -53,7 +53,8 @@ REPLIES: Final[Mapping[str, type]] = {name: spec.reply for name, spec in OP_TABL
 
 
 class PendingEvent(TypedDict):
-    """``approval_pending`` and ``touch_needed``, pushed to the waiting client."""
+    """``approval_pending`` and ``touch_needed``, pushed to the waiting client; ``also_waiting``
+    (to the waiting clients with a terminal) names, as ``requester``, a process that joined."""
 
     id: str
     profile: str
@@ -72,7 +73,7 @@ class ProgressEvent(TypedDict):
 
 
 class ApprovalChange(TypedDict):
-    """``approval_opened`` and ``approval_resolved``, pushed to the TUI."""
+    """``approval_opened``, ``approval_joined`` and ``approval_resolved``, pushed to the TUI."""
 
     approval: ApprovalView
 
@@ -81,10 +82,12 @@ EVENTS: Final[Mapping[str, type]] = {
     "subscribed": EmptyReply,
     APPROVAL_PENDING: PendingEvent,
     "touch_needed": PendingEvent,
+    "also_waiting": PendingEvent,
     "next_code_wait": ProgressEvent,
     "calling_sts": ProgressEvent,
     "token_touch": ProgressEvent,
     "approval_opened": ApprovalChange,
+    "approval_joined": ApprovalChange,
     "approval_resolved": ApprovalChange,
 }
 """Each pushed event's fields (besides ``v`` and ``event``)."""

@@ -22,7 +22,8 @@ class RequesterView(TypedDict):
 
 
 class ApprovalView(TypedDict):
-    """A pending approval (``Approval.as_dict``)."""
+    """A pending approval (``Approval.as_dict``); ``joined`` lists the processes that wait on
+    it too (the first ``MAX_JOINED``), ``joined_more`` counts the rest."""
 
     id: str
     profile: str
@@ -32,6 +33,8 @@ class ApprovalView(TypedDict):
     created_at: str
     expires_at: str
     requested_by: RequesterView
+    joined: list[RequesterView]
+    joined_more: int
 
 
 class ProgressView(TypedDict):
