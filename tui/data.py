@@ -110,6 +110,7 @@ class PendingApproval:
     cwd: str
     parent_pid: int
     parent_command: str
+    mfa_serial: str
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, object]) -> PendingApproval:
@@ -128,6 +129,7 @@ class PendingApproval:
             cwd=_str(who, "cwd"),
             parent_pid=_int(who, "parent_pid"),
             parent_command=_str(who, "parent_command"),
+            mfa_serial=_str(obj, "mfa_serial"),
         )
 
     @property

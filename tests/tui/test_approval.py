@@ -15,7 +15,7 @@ from vaultd.core.model import ApprovalMethod
 from vaultd.testing.clock import FakeClock
 
 from .conftest import SIZE, wait_for
-from .fakes import REQUESTER, FakeDaemonClient
+from .fakes import MFA_DEVICE, REQUESTER, FakeDaemonClient
 
 
 def dialog(app: VaultApp) -> ApprovalDialog:
@@ -57,6 +57,13 @@ async def test_dialog_shows_requester_and_focuses_code(
         assert label(app, "#countdown") == "expires in 0:00:50"
         assert app.focused is app.screen.query_one("#code", Input)
         assert dialog(app).approval.id == approval_id
+
+
+async def test_dialog_names_the_mfa_device(app: VaultApp, fake: FakeDaemonClient) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await open_dialog(pilot, app, fake)
+        details = str(app.screen.query_one("#details").render())
+        assert f"MFA device {MFA_DEVICE}" in details.splitlines()
 
 
 async def test_approve_by_code_sends_it_to_the_daemon(

@@ -218,7 +218,13 @@ class BreakGlassDesk:
         gate = svc.ports.gate
         if gate is None:
             raise ApprovalUnavailable("break-glass needs a FIDO2 authenticator: none is set up")
-        approval = svc.approvals.open(profile.name, "break_glass", requester, ApprovalMethod.TOUCH)
+        approval = svc.approvals.open(
+            profile.name,
+            "break_glass",
+            requester,
+            ApprovalMethod.TOUCH,
+            mfa_serial=profile.mfa_serial or "",
+        )
         cancel = threading.Event()
         timeout = max(0.0, approval.deadline_mono - svc.ports.clock.monotonic())
         try:

@@ -32,6 +32,7 @@ class ApprovalView(TypedDict):
     created_at: str
     expires_at: str
     requested_by: RequesterView
+    mfa_serial: str
 
 
 class ProgressView(TypedDict):

@@ -442,6 +442,7 @@ def _approval_view(approval_id: str) -> dict[str, object]:
         "created_at": "2026-01-01T00:00:00Z",
         "expires_at": "2026-01-01T00:00:50Z",
         "requested_by": requester,
+        "mfa_serial": "arn:aws:iam::123456789012:mfa/alice",
     }
 
 
