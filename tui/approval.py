@@ -50,11 +50,12 @@ def _describe(approval: PendingApproval) -> str:
     markup and terminal escapes alike."""
     program = _safe(approval.parent_command or "(unknown program)")
     lines = [
-        f"Profile   [b]{_safe(approval.profile)}[/b]",
-        f"Wants     {_safe(approval.action)} → AWS session credentials",
-        f"Program   {program} (pid {approval.parent_pid})",
-        f"Directory {_safe(approval.cwd or '(unknown)')}",
-        f"Client    pid {approval.pid} {_safe(approval.executable or '(unknown executable)')}",
+        f"Profile    [b]{_safe(approval.profile)}[/b]",
+        f"Wants      {_safe(approval.action)} → AWS session credentials",
+        f"MFA device {_safe(approval.mfa_serial or '(none)')}",
+        f"Program    {program} (pid {approval.parent_pid})",
+        f"Directory  {_safe(approval.cwd or '(unknown)')}",
+        f"Client     pid {approval.pid} {_safe(approval.executable or '(unknown executable)')}",
     ]
     return "\n".join(lines)
 

@@ -118,6 +118,7 @@ class PendingApproval:
     cwd: str
     parent_pid: int
     parent_command: str
+    mfa_serial: str
     joined: tuple[JoinedProcess, ...] = ()
     joined_more: int = 0
 
@@ -139,6 +140,7 @@ class PendingApproval:
             cwd=_str(who, "cwd"),
             parent_pid=_int(who, "parent_pid"),
             parent_command=_str(who, "parent_command"),
+            mfa_serial=_str(obj, "mfa_serial"),
             joined=tuple(JoinedProcess(_int(j, "pid"), _str(j, "executable")) for j in joined),
             joined_more=_int(obj, "joined_more"),
         )

@@ -481,6 +481,7 @@ def _request_lines(event: dict[str, object], approval_id: str) -> str:
 
     rows = (
         ("profile", event.get("profile")),
+        ("MFA device", event.get("mfa_serial")),
         ("program", with_pid(who.get("parent_executable"), who.get("parent_pid"))),
         ("command line", who.get("parent_command")),
         ("client", with_pid(who.get("executable"), who.get("pid"))),

@@ -55,6 +55,8 @@ from vaultd.ipc.protocol import (
 from vaultd.testing.clock import FakeClock
 
 SOCKET = Path("/run/user/1000/vaultd/vaultd.sock")
+MFA_DEVICE = "arn:aws:iam::123456789012:mfa/alice"
+"""The MFA device every approval opened here is for (the daemon names the profile's)."""
 REQUESTER = Requester(
     pid=4242,
     uid=1000,
@@ -142,7 +144,9 @@ class FakeDaemonClient:
         requester: Requester = REQUESTER,
     ) -> Approval:
         """A client asks for credentials: open a pending approval (pushed to subscribers)."""
-        return self.book.open(profile, "credential_process", requester, methods)
+        return self.book.open(
+            profile, "credential_process", requester, methods, mfa_serial=MFA_DEVICE
+        )
 
     def stop(self) -> None:
         """The daemon goes away: subscriptions end, new connections are refused."""

@@ -15,7 +15,7 @@ from vaultd.core.model import ApprovalMethod
 from vaultd.testing.clock import FakeClock
 
 from .conftest import SIZE, wait_for
-from .fakes import REQUESTER, FakeDaemonClient
+from .fakes import MFA_DEVICE, REQUESTER, FakeDaemonClient
 
 
 def dialog(app: VaultApp) -> ApprovalDialog:
@@ -75,6 +75,13 @@ async def test_dialog_shows_the_processes_that_join_it(
             "also waiting: pid 5152 ([red]/tmp/x)",
         ]
         assert joined.display and dialog(app).approval.id == approval_id
+
+
+async def test_dialog_names_the_mfa_device(app: VaultApp, fake: FakeDaemonClient) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await open_dialog(pilot, app, fake)
+        details = str(app.screen.query_one("#details").render())
+        assert f"MFA device {MFA_DEVICE}" in details.splitlines()
 
 
 async def test_approve_by_code_sends_it_to_the_daemon(

@@ -90,6 +90,7 @@ def test_a_program_name_in_the_approval_dialog_is_escaped_markup_too() -> None:
         cwd="/",
         parent_pid=6,
         parent_command=f"[b]{HOSTILE}",
+        mfa_serial="arn:aws:iam::123456789012:mfa/alice",
     )
     text = _describe(approval)
     assert not _live(text.replace("\n", ""))

@@ -68,7 +68,7 @@ def run_list(args: argparse.Namespace) -> int:
     for a in approvals:
         who = a["requested_by"]
         line = (
-            f"{a['id']}  {a['profile']}  by pid {who['pid']} {_program(who)}"
+            f"{a['id']}  {a['profile']}{_device(a)}  by pid {who['pid']} {_program(who)}"
             f"  (cwd {who['cwd'] or '?'})  expires {a['expires_at']}"
         )
         print(terminal_safe(line))
@@ -136,9 +136,16 @@ def _describe(approval: Mapping[str, object]) -> str:
     assert isinstance(who, dict)  # noqa: S101 - protocol guarantees an object
     program = who.get("parent_command") or who.get("executable") or "?"
     return terminal_safe(
-        f"approval {approval['id']}: profile {approval['profile']} for pid {who.get('pid')} "
+        f"approval {approval['id']}: profile {approval['profile']}{_device(approval)} "
+        f"for pid {who.get('pid')} "
         f"{program} (cwd {who.get('cwd') or '?'})"
     )
+
+
+def _device(approval: Mapping[str, object]) -> str:
+    """`` (MFA device ARN)`` for an approval that names its MFA device, else ""."""
+    serial = approval.get("mfa_serial")
+    return f" (MFA device {serial})" if serial else ""
 
 
 def run_approve(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from vaultd.errors import BadRequest, UnknownProfile
 
 if TYPE_CHECKING:
     from vaultd.core.model import Profile
+    from vaultd.ipc.client import DaemonClient
     from vaultd.settings import Settings
 
 
@@ -84,14 +85,16 @@ def _factors(code_prompt: str) -> tuple[str, str | None]:
     return code, pin or None
 
 
-def _preflight(config: Settings, args: argparse.Namespace) -> str:
+def _preflight(config: Settings, args: argparse.Namespace, daemon: DaemonClient) -> str:
     """The checks that need no factor, before any prompt; returns the code prompt.
 
     The daemon repeats them (its environment decides the STS endpoint) before the touch.
     """
     # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.core.breakglass import checked_reason
     from vaultd.daemon.lifecycle import profiles_from
 
+    checked_reason(args.reason)
     profiles = profiles_from(config)
     profile = profiles.get(args.profile)
     if profile is None:
@@ -102,8 +105,23 @@ def _preflight(config: Settings, args: argparse.Namespace) -> str:
                 f"--account and --task apply to AssumeRoot profiles only; {args.profile!r} "
                 "uses stored root keys"
             )
+        _check_root_keys(profile, daemon)
         return "root account MFA code: "
     return _assume_root_preflight(profile, profiles[profile.source_profile], args)
+
+
+def _check_root_keys(profile: Profile, daemon: DaemonClient) -> None:
+    """Refuse, before any factor is asked, a profile whose key pair the daemon does not list
+    as a root key pair (from the record headers; the daemon checks the opened record)."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.core.breakglass import not_a_root_profile
+
+    if profile.credentials is None or profile.role_arn is not None:
+        raise not_a_root_profile(profile.name)
+    records = daemon.request("records")["records"]
+    assert isinstance(records, list)  # noqa: S101 - protocol guarantees a list
+    if not any(r["name"] == profile.credentials and r["kind"] == "root_key_pair" for r in records):
+        raise not_a_root_profile(profile.name)
 
 
 def _assume_root_preflight(profile: Profile, source: Profile, args: argparse.Namespace) -> str:
@@ -126,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    code, pin = _factors(_preflight(settings(), args))
     daemon = client(timeout=120)
+    code, pin = _factors(_preflight(settings(), args, daemon))
     print("vaultd: touch your security key (user verification) ...", file=sys.stderr)
     fields: dict[str, Any] = {"profile": args.profile, "reason": args.reason, "code": code}
     optional = {"pin": pin, "account": args.account, "task": args.task}

@@ -226,15 +226,23 @@ def _fido2_devices(report: Report, cfg: Settings) -> None:
 
 
 def _daemon(report: Report, cfg: Settings) -> None:
+    """Whether the daemon answers, and whether it runs with the config file as it is now."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.commands.status import stale_config
+
     def running() -> str:
         # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
         from vaultd.ipc.client import DaemonClient
 
         reply = DaemonClient(cfg.socket).request("status")
+        stale.append(stale_config(reply))
         state = "sealed" if reply.get("sealed") else "unsealed"
         return f"running on {cfg.socket} ({state})"
 
+    stale: list[str] = []
     report.check("daemon", running, required=False)  # not running is not a defect
+    if stale and stale[0]:
+        report.line("WARN", "daemon config", stale[0])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -149,10 +149,11 @@ def _print_session(args: argparse.Namespace, command: list[str]) -> int:
 
     if command:
         raise BadRequest(f"--{args.format} prints the session and runs nothing: drop the command")
-    if args.server or args.duration is not None:
+    if args.server:
+        raise BadRequest(f"--{args.format} prints the session: it does not go with --server")
+    if args.duration is not None:
         raise BadRequest(
-            f"--{args.format} prints the profile's session: it goes with neither --server nor "
-            "--duration"
+            f"--{args.format} prints the profile's own session: it does not go with --duration"
         )
     print(export_text(args.profile, args.format, args.region), end="")
     return 0

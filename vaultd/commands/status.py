@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vaultd.commands._args import Subparsers
 from vaultd.commands._client import client
@@ -33,18 +33,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def stale_config(status: Mapping[str, object]) -> str:
+    """What to do when the daemon runs with another config than the file holds now; "" when
+    they match (``config_digest`` in the ``status`` reply)."""
+    from vaultd.settings import config_digest
+
+    if status["config_digest"] == config_digest():
+        return ""
+    return (
+        "the config file changed since the daemon loaded it; reload it with "
+        f"`kill -HUP {status['pid']}` (or `systemctl --user reload vaultd`)"
+    )
+
+
 def status_lines(status: dict[str, object]) -> list[str]:
     """The text form of a ``status`` reply: the seal and why, then headed tables of profiles,
     break-glass grants and pending approvals (every field terminal-safe)."""
-    from vaultd.settings import config_digest
-
     state = f"SEALED: {status['sealed_reason']}" if status["sealed"] else "unsealed"
     lines = [f"vaultd pid {status['pid']}: {state}"]
-    if status["config_digest"] != config_digest():
-        lines.append(
-            "warning: the config file changed since the daemon loaded it; reload it with "
-            f"`kill -HUP {status['pid']}` (or `systemctl --user reload vaultd`)"
-        )
+    stale = stale_config(status)
+    if stale:
+        lines.append(f"warning: {stale}")
     profiles, grants, approvals = status["profiles"], status["grants"], status["approvals"]
     cooldowns, in_progress = status["cooldowns"], status["in_progress"]
     assert isinstance(profiles, list) and isinstance(grants, list)  # noqa: S101 - schema

@@ -118,6 +118,8 @@ class Approval:
     created_mono: float
     deadline_mono: float
     state: ApprovalState = ApprovalState.PENDING
+    mfa_serial: str = ""
+    """The MFA device the code or touch is for (a chained role's: its source profile's)."""
     joined: tuple[Requester, ...] = ()
     joined_more: int = 0
 
@@ -132,6 +134,7 @@ class Approval:
             "created_at": _rfc3339(self.created_at),
             "expires_at": _rfc3339(self.expires_at),
             "requested_by": asdict(self.requester),
+            "mfa_serial": self.mfa_serial,
             "joined": [asdict(r) for r in self.joined],
             "joined_more": self.joined_more,
         }
@@ -194,9 +197,16 @@ class ApprovalBook:
     # --- opening and observing --------------------------------------------------------
 
     def open(
-        self, profile: str, action: str, requester: Requester, methods: ApprovalMethod
+        self,
+        profile: str,
+        action: str,
+        requester: Requester,
+        methods: ApprovalMethod,
+        *,
+        mfa_serial: str = "",
     ) -> Approval:
-        """Open a pending approval that times out after the book's timeout."""
+        """Open a pending approval for the MFA device ``mfa_serial`` that times out after the
+        book's timeout."""
         self._prune()
         approval_id = self._unique_id()
         now, mono = self._clock.now(), self._clock.monotonic()
@@ -210,6 +220,7 @@ class ApprovalBook:
             expires_at=now + timedelta(seconds=self._timeout),
             created_mono=mono,
             deadline_mono=mono + self._timeout,
+            mfa_serial=mfa_serial,
         )
         self._records[approval_id] = _Record(approval)
         self._notify(ApprovalEvent(ApprovalEventKind.OPENED, approval))

@@ -49,6 +49,24 @@ DEFAULT_SECONDS = 900
 MAX_SECONDS = serving.ROOT_MAX_SECONDS
 
 
+def checked_reason(reason: str) -> str:
+    """The reason with its whitespace collapsed; ``BadRequest`` unless it has 8-500 characters."""
+    reason = " ".join(reason.split())
+    if not MIN_REASON <= len(reason) <= MAX_REASON:
+        raise BadRequest(
+            f"field reason: a reason of {MIN_REASON}-{MAX_REASON} characters is required"
+        )
+    return reason
+
+
+def not_a_root_profile(name: str) -> BreakGlassOnly:
+    """The refusal of break-glass for a profile that holds no root key pair."""
+    return BreakGlassOnly(
+        f"profile {name!r} is not a root profile: break-glass needs a profile whose "
+        "credentials are a key pair stored with `vaultd add NAME --root`"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """One break-glass session's public facts, listed until ended or expired.
@@ -95,10 +113,7 @@ class BreakGlassDesk:
         if profile.kind is ProfileKind.ASSUME_ROOT:
             return profile
         if profile.credentials is None or profile.role_arn is not None:
-            raise BreakGlassOnly(
-                f"profile {name!r} is not a root profile: break-glass needs a profile whose "
-                "credentials are a key pair stored with `vaultd add NAME --root`"
-            )
+            raise not_a_root_profile(name)
         return profile
 
     # Long: the break-glass sequence (checks, both factors, grant, its audit trail) reads in order.
@@ -119,11 +134,7 @@ class BreakGlassDesk:
         ``account`` and ``task`` replace an AssumeRoot profile's member account and task.
         """
         svc = self._svc
-        reason = " ".join(reason.split())
-        if not MIN_REASON <= len(reason) <= MAX_REASON:
-            raise BadRequest(
-                f"field reason: a reason of {MIN_REASON}-{MAX_REASON} characters is required"
-            )
+        reason = checked_reason(reason)
         if not CODE_RE.fullmatch(code):
             raise CodeMalformed("the root MFA code is exactly 6 ASCII digits")
         profile = self._root_profile(profile_name)
@@ -218,7 +229,13 @@ class BreakGlassDesk:
         gate = svc.ports.gate
         if gate is None:
             raise ApprovalUnavailable("break-glass needs a FIDO2 authenticator: none is set up")
-        approval = svc.approvals.open(profile.name, "break_glass", requester, ApprovalMethod.TOUCH)
+        approval = svc.approvals.open(
+            profile.name,
+            "break_glass",
+            requester,
+            ApprovalMethod.TOUCH,
+            mfa_serial=profile.mfa_serial or "",
+        )
         cancel = threading.Event()
         timeout = max(0.0, approval.deadline_mono - svc.ports.clock.monotonic())
         try:

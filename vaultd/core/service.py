@@ -752,7 +752,7 @@ class VaultService:
                 raise ApprovalUnavailable(
                     f"profile {profile.name!r} needs a typed MFA code, but {NOBODY_TO_ASK}"
                 )
-        approval = self.approvals.open(profile.name, action, requester, method)
+        approval = self.approvals.open(profile.name, action, requester, method, mfa_serial=serial)
         if method is ApprovalMethod.CODE and not interactive and dialog is None:
             self._approver_only.add(approval.id)  # before any await: an approver may leave
         prompt = None

@@ -25,7 +25,11 @@ def forward(conn: Connection) -> EventSink:
             await conn.send_event(kind, progress)
             return
         fields = approval_pending_fields(
-            approval.id, approval.profile, approval.requester, approval.expires_at
+            approval.id,
+            approval.profile,
+            approval.requester,
+            approval.expires_at,
+            approval.mfa_serial,
         )
         fields["methods"] = approval.methods.value
         await conn.send_event(kind, fields)

@@ -31,9 +31,9 @@ Server frames:
 - event: ``{"v":1,"event":NAME, ...}``, pushed before the final reply or on an ``events``
   subscription.  ``approval_pending`` (:func:`approval_pending_fields`) carries ``id``,
   ``profile``, ``requester`` (``pid``, ``uid``, ``executable``, ``cwd``, ``parent_pid``,
-  ``parent_command``) and ``expires`` (RFC 3339 UTC); ``also_waiting`` has the same fields,
-  ``requester`` being a process that joined the request (events are declared in
-  :data:`vaultd.ipc.replies.EVENTS`);
+  ``parent_command``), ``mfa_serial`` (the MFA device asked) and ``expires`` (RFC 3339 UTC);
+  ``also_waiting`` has the same fields, ``requester`` being a process that joined the request
+  (events are declared in :data:`vaultd.ipc.replies.EVENTS`);
 - the ``credentials`` fast path: exactly ``{"v":1,"ok":true,"output":`` + the ready-made
   credential_process JSON + ``}`` (:func:`credentials_reply`), so a client may copy the output
   without parsing JSON.
@@ -547,12 +547,13 @@ def event_frame(name: str, fields: Mapping[str, object] | None = None) -> bytes:
 
 
 def approval_pending_fields(
-    approval_id: str, profile: str, requester: Requester, expires: datetime
+    approval_id: str, profile: str, requester: Requester, expires: datetime, mfa_serial: str
 ) -> dict[str, object]:
     """The fields of the ``approval_pending`` event sent to a waiting ``credentials`` client."""
     return {
         "id": approval_id,
         "profile": profile,
+        "mfa_serial": mfa_serial,
         "requester": asdict(requester),
         "expires": expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

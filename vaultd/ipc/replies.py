@@ -61,6 +61,7 @@ class PendingEvent(TypedDict):
     requester: RequesterView
     expires: str
     methods: str
+    mfa_serial: str
 
 
 class ProgressEvent(TypedDict):

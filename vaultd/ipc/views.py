@@ -33,6 +33,7 @@ class ApprovalView(TypedDict):
     created_at: str
     expires_at: str
     requested_by: RequesterView
+    mfa_serial: str
     joined: list[RequesterView]
     joined_more: int
 

@@ -575,13 +575,26 @@ def load_module(module_path: str) -> Pkcs11Lib:
         ) from exc
 
 
+def _softhsm_hint(module_path: str) -> str:
+    """Where SoftHSM2 looked for tokens (``SOFTHSM2_CONF`` names its token directory); "" for
+    other modules."""
+    if "softhsm" not in os.path.basename(module_path).lower():
+        return ""
+    conf = os.environ.get("SOFTHSM2_CONF") or "unset, so /etc/softhsm/softhsm2.conf"
+    return (
+        f"; SoftHSM2 reads its token directory from SOFTHSM2_CONF ({conf}): set it as it was "
+        "when the token was made"
+    )
+
+
 def _find_token(lib: Pkcs11Lib, label: str, module_path: str) -> Token:
     tokens = list(lib.get_tokens(token_label=label))
     if not tokens:
-        present = sorted(t.label for t in lib.get_tokens())
+        present = sorted(t.label for t in lib.get_tokens() if t.label)  # "": an empty slot
         raise TokenNotFound(
             f"no token labelled {label!r} in {module_path} (present: "
             f"{', '.join(map(repr, present)) or 'none'}); insert it or fix pkcs11.token_label"
+            f"{_softhsm_hint(module_path)}"
         )
     if len(tokens) > 1:
         raise TokenAmbiguous(

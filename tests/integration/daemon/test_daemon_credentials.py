@@ -21,7 +21,7 @@ import pytest
 import vaultd.credproc
 from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts, Fault
-from vaultd.testing.harness import Installation, approve_pending, wait_for
+from vaultd.testing.harness import MFA_SERIAL, Installation, approve_pending, wait_for
 
 from .conftest import ACCESS_KEY_ID, SECRET
 
@@ -120,6 +120,20 @@ def test_role_profile_chains_from_the_mfa_session(make_vault: MakeVault, fake_st
     code, _, _ = finish(credproc(inst, "dev"), timeout=10)
     assert code == 0
     assert fake_sts.calls("GetSessionToken") == 1
+
+
+def test_vaultd_approvals_names_a_chained_roles_mfa_device(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault()
+    proc = credproc(inst, "admin")
+    assert wait_for(lambda: b"admin" in inst.vaultd("approvals").stdout)
+    listed = inst.vaultd("approvals").stdout.decode()
+    assert f"  admin (MFA device {MFA_SERIAL})  by pid " in listed, listed
+    (pending,) = json.loads(inst.vaultd("approvals", "--json").stdout)
+    assert pending["mfa_serial"] == MFA_SERIAL  # the source profile dev's device
+    inst.vaultd("deny", str(pending["id"]))
+    assert finish(proc)[0] != 0
 
 
 def test_deny_fails_every_waiter_and_starts_a_cooldown(

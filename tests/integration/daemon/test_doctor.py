@@ -135,3 +135,20 @@ def test_doctor_checks_the_aws_config_lines_that_run_vaultd(make_vault: MakeVaul
     (inst.root / "aws-credentials").write_text("")
     _, out = _doctor(inst)
     assert "ok    ~/.aws/config [profile dev]: runs vaultd for profile 'dev'" in out, out
+
+
+def test_doctor_says_when_the_daemon_runs_with_another_config(make_vault: MakeVault) -> None:
+    serial = "arn:aws:iam::123456789012:mfa/alice"
+    inst = make_vault(profiles={"dev": {"credentials": "dev", "mfa_serial": serial}})
+    assert inst.daemon is not None
+    _, out = _doctor(inst)
+    assert "ok    daemon: running on" in out, out
+    assert "daemon config" not in out, out
+    inst.config["profiles"]["ops"] = {"credentials": "dev", "mfa_serial": serial}
+    inst.write_config()
+    _, out = _doctor(inst)
+    pid = inst.daemon.pid
+    assert (
+        "WARN  daemon config: the config file changed since the daemon loaded it; reload it "
+        f"with `kill -HUP {pid}` (or `systemctl --user reload vaultd`)"
+    ) in out, out

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import MFA_SERIAL, ROLE_ARN, Installation, approve_pending
 
 MakeVault = Callable[..., Installation]
 
@@ -43,3 +43,38 @@ def test_the_readme_snippet_finds_the_socket_set_in_the_config(
     assert proc.returncode == 0, err
     assert json.loads(out)["Account"] == "123456789012"
     assert fake_sts.calls("GetSessionToken") == 1
+
+
+def _readme_snippet() -> str:
+    """The ``ini`` block under the README's "The AWS config snippet" heading."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    section = readme.split("### The AWS config snippet", 1)[1]
+    return section.split("```ini\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_snippet_as_written_works_with_no_region_in_the_environment(
+    make_vault: MakeVault, fake_sts: FakeSts
+) -> None:
+    inst = make_vault(
+        profiles={
+            "work": {"credentials": "dev", "mfa_serial": MFA_SERIAL},
+            "work-admin": {"source_profile": "work", "role_arn": ROLE_ARN},
+        }
+    )
+    env = {k: v for k, v in inst.env.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    Path(env["AWS_CONFIG_FILE"]).write_text(_readme_snippet())
+    aws = [str(Path(sys.executable).with_name("aws")), "sts", "get-caller-identity"]
+    for profile in ("work", "work-admin"):
+        proc = subprocess.Popen(
+            [*aws, "--profile", profile],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # no terminal: answered with `vaultd approve`
+        )
+        if profile == "work":
+            approve_pending(inst, "424242", profile="work")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["Account"] == "123456789012"

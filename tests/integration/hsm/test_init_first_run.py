@@ -190,3 +190,49 @@ def test_pin_file_refuses_a_relative_path_and_an_empty_pin(
     empty = _vaultd(env, "pin", "file", str(tmp_path / "pin"), stdin="\n")
     assert empty.returncode != 0 and "empty" in empty.stderr
     assert not (tmp_path / "pin").exists()
+
+
+def _configured(tmp_path: Path, token: SoftHsmToken, pin_source: str) -> Path:
+    config = _config(tmp_path)
+    config.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    config.write_text(
+        f'[pkcs11]\nmodule = "{token.module_path}"\ntoken_label = "first-run"\n'
+        f'pin_source = "{pin_source}"\n'
+    )
+    config.chmod(0o600)
+    return config
+
+
+def test_pin_store_writes_the_pin_file_pin_source_names(
+    tmp_path: Path, token: SoftHsmToken
+) -> None:
+    """The Quickstart's `vaultd pin store` after a headless first run chose a PIN file."""
+    env = _env(tmp_path, token)
+    pin_file = tmp_path / "home" / ".config" / "vaultd" / "pin"
+    _configured(tmp_path, token, f"file:{pin_file}")
+    stored = _vaultd(env, "pin", "store", stdin=token.user_pin + "\n")
+    assert stored.returncode == 0, stored.stderr
+    assert f"to {pin_file} (0600), where pin_source reads it" in stored.stdout
+    assert pin_file.read_text() == token.user_pin
+    assert stat.S_IMODE(pin_file.stat().st_mode) == 0o600
+    created = _vaultd(env, "init")
+    assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.parametrize(
+    ("pin_source", "expected"),
+    [
+        ("keyring", 'CONFIG_INVALID: pin_source = "keyring" but no OS keyring is usable here'),
+        ("prompt", 'BAD_REQUEST: pin_source = "prompt": vaultd asks for the token PIN at each'),
+    ],
+)
+def test_pin_store_with_nowhere_to_store_says_so_before_asking(
+    tmp_path: Path, token: SoftHsmToken, pin_source: str, expected: str
+) -> None:
+    env = _env(tmp_path, token)
+    _configured(tmp_path, token, pin_source)
+    done = _vaultd(env, "pin", "store", stdin=token.user_pin + "\n")
+    assert done.returncode != 0
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert token.user_pin not in done.stdout + done.stderr

@@ -465,3 +465,15 @@ def test_inspect_reports_attributes_without_secrets(
     assert "USER_PIN_INITIALIZED" in str(info["token_flags"])
     text = json.dumps(info)
     assert softhsm.user_pin not in text and softhsm.so_pin not in text
+
+
+def test_a_softhsm_token_not_found_names_softhsm2_conf(
+    open_vault: OpenStore, softhsm: SoftHsmToken
+) -> None:
+    """The walk-through's case: the token exists, but this shell's SOFTHSM2_CONF differs from
+    the one it was made with; empty slots are not listed as tokens."""
+    with pytest.raises(TokenNotFound) as info:
+        open_vault(label="no-such-token")
+    message = str(info.value)
+    assert f"SOFTHSM2_CONF ({softhsm.conf_path})" in message, message
+    assert "''" not in message

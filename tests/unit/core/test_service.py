@@ -23,7 +23,7 @@ from vaultd.core.model import (
 )
 from vaultd.core.otp_ledger import OtpLedger
 from vaultd.core.service import Ports, VaultService
-from vaultd.errors import AuditError, Sealed, UnknownProfile
+from vaultd.errors import AuditError, Denied, Sealed, UnknownProfile
 
 T = TypeVar("T")
 SERIAL = "arn:aws:iam::123456789012:mfa/alice"
@@ -139,3 +139,27 @@ async def test_refusals_are_audited() -> None:
     with pytest.raises(Sealed):
         await service.credentials("dev", ME)
     assert audit.events == ["refused", "refused"]
+
+
+async def test_a_chained_role_approval_names_its_source_profiles_mfa_device() -> None:
+    dev = Profile("dev", ProfileKind.SESSION, credentials="dev", mfa_serial=SERIAL)
+    admin = Profile(
+        "admin",
+        ProfileKind.ROLE,
+        source_profile="dev",
+        role_arn="arn:aws:iam::123456789012:role/Admin",
+        duration_seconds=3600,
+    )
+    ports = Ports(Clock(), Sts(), Secrets(), Audit(), State(), run, run)
+    profiles = {"dev": dev, "admin": admin}
+    service = VaultService(profiles, ports, ledger=OtpLedger(), out_of_band=True)  # type: ignore[arg-type]
+    request = asyncio.ensure_future(service.credentials("admin", ME))
+    for _ in range(200):
+        if pending := service.approvals.pending():
+            break
+        await asyncio.sleep(0.01)
+    assert pending[0].mfa_serial == SERIAL
+    assert pending[0].as_dict()["mfa_serial"] == SERIAL
+    await service.deny(pending[0].id)
+    with pytest.raises(Denied):
+        await request

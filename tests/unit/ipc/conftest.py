@@ -71,7 +71,9 @@ class Recorder:
                 await asyncio.Event().wait()
             case "pending":
                 expires = datetime(2025, 5, 26, 12, 34, 56, tzinfo=UTC)
-                fields = approval_pending_fields("ap_1", "pending", Requester(1, 0), expires)
+                fields = approval_pending_fields(
+                    "ap_1", "pending", Requester(1, 0), expires, "arn:aws:iam::1:mfa/u"
+                )
                 await conn.send_event(APPROVAL_PENDING, {**fields, "methods": "code"})
                 await self.release.wait()
             case "malformed":

@@ -37,12 +37,18 @@ REQUESTER = Requester(
 )
 
 
+MFA_SERIALS = {"named": "arn:aws:iam::123456789012:mfa/alice"}
+"""The profiles whose event names their MFA device (the others send an empty serial)."""
+
+
 class AskingRecorder(Recorder):
-    """Profiles ``asked`` (issued once released) and ``fails`` (a reused code after release)."""
+    """Profiles ``asked`` and ``named`` (issued once released) and ``fails`` (a reused code
+    after release)."""
 
     async def _credentials(self, request: CredentialsRequest, conn: Connection) -> Any:
         expires = datetime(2025, 5, 26, 12, 34, 56, tzinfo=UTC)
-        fields = approval_pending_fields("ap_2", request.profile, REQUESTER, expires)
+        serial = MFA_SERIALS.get(request.profile, "")
+        fields = approval_pending_fields("ap_2", request.profile, REQUESTER, expires, serial)
         await conn.send_event(APPROVAL_PENDING, {**fields, "methods": "code"})
         await self.release.wait()
         if request.profile == "fails":
@@ -108,6 +114,23 @@ async def test_the_request_is_labelled_lines_then_accepted_then_issued(
         "vaultd: credentials issued",
     ]
     assert "no code needed" not in shown.decode()
+
+
+async def test_the_request_names_its_mfa_device_on_a_labelled_line(
+    sock_path: Path, recorder: Any, serve: Any, output: bytes
+) -> None:
+    async with prompting(sock_path, recorder, serve, "named") as (primary, read, task):
+        shown = await read(b"MFA code")
+        os.write(primary, b"123456\n")
+        recorder.release.set()
+        await read(b"issued")
+        assert await task == (0, output, b"")
+    lines = shown.decode().replace("\r\n", "\n").splitlines()
+    heading = lines.index("vaultd: a program asks for profile named (approval ap_2)")
+    assert lines[heading + 1 : heading + 3] == [
+        "  profile       named",
+        "  MFA device    arn:aws:iam::123456789012:mfa/alice",
+    ]
 
 
 async def test_an_answer_from_elsewhere_ends_the_prompt_once(

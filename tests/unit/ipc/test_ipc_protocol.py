@@ -87,11 +87,13 @@ def test_event_vectors(case: dict[str, Any]) -> None:
     assert decode_reply(body) == Event(case["event"], case["fields"])
 
 
-def test_approval_pending_fields_carry_requester_and_utc_expiry() -> None:
+def test_approval_pending_fields_carry_requester_mfa_device_and_utc_expiry() -> None:
     requester = Requester(pid=7, uid=1000, executable="/usr/bin/aws", cwd="/home/u")
     expires = datetime(2025, 5, 26, 12, 34, 56, tzinfo=UTC)
-    fields = approval_pending_fields("ap_1", "dev", requester, expires)
+    serial = "arn:aws:iam::123456789012:mfa/alice"
+    fields = approval_pending_fields("ap_1", "dev", requester, expires, serial)
     assert fields["expires"] == "2025-05-26T12:34:56Z"
+    assert fields["mfa_serial"] == serial
     assert fields["requester"] == asdict(requester)
     decoded = decode_reply(event_frame(protocol.APPROVAL_PENDING, fields))
     assert isinstance(decoded, Event)

@@ -444,6 +444,7 @@ def _approval_view(approval_id: str) -> dict[str, object]:
         "requested_by": requester,
         "joined": [],
         "joined_more": 0,
+        "mfa_serial": "arn:aws:iam::123456789012:mfa/alice",
     }
 
 
