@@ -46,6 +46,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import stat
@@ -61,6 +62,7 @@ from vaultd.core.ports import Clock
 from vaultd.errors import AuditError, AuditRecordTampered, AuditTampered
 from vaultd.store.atomic import fsync_dir
 
+log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 MAX_LINE = 64 * 1024
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
@@ -593,8 +595,9 @@ class AuditLog:
 
     def _load_tail(self) -> Tail:
         """The tail on disk; refused when the head anchor shows records missing at the end."""
-        tail, record = _last_parsed(self._path)
         anchor = _read_head(self._path)
+        _cut_tail(self._path, anchor[0] if anchor else None)
+        tail, record = _last_parsed(self._path)
         if record is not None and (anchor is None or anchor[0].seq < tail.seq):
             self._check_last_mac(tail, record)
         if anchor is None:
@@ -709,10 +712,13 @@ def verify(path: Path, mac_verify: MacVerify) -> int:
     current = path.resolve()
     for file in chain_files(path):
         rotated = file.resolve() != current
-        number, uncovered = 0, None
+        number, uncovered, torn = 0, None, False
         for number, raw in _lines(file):
             if not raw.endswith(b"\n"):
-                raise _bad(file, number, None, "the line is torn (no newline): truncated log")
+                if rotated:
+                    raise _bad(file, number, None, "the line is torn (no newline): truncated log")
+                torn = True  # a write a crash cut short; see _unacknowledged below
+                break
             line = raw[:-1]
             try:
                 obj = parse_line(line)
@@ -754,6 +760,8 @@ def verify(path: Path, mac_verify: MacVerify) -> int:
                 at_head = prev
         if rotated and number == 0:
             raise _bad(file, None, None, "a rotated file is empty")
+        if torn:
+            expected, uncovered = _unacknowledged(file, number, expected, uncovered, head)
         if uncovered is not None:
             raise _bad(
                 file,
@@ -779,6 +787,60 @@ def verify(path: Path, mac_verify: MacVerify) -> int:
     elif at_head != head.digest:
         raise _bad(head_path(path), None, head.seq, "the head anchor's hash does not match")
     return count
+
+
+def _unacknowledged(
+    file: Path, number: int, expected: int, uncovered: tuple[int, int] | None, head: Tail | None
+) -> tuple[int, None]:
+    """The live log ends in a torn line (line ``number``): a crash cut a batch short.  That
+    batch (the torn line and its lines before it that no MAC covers yet) lies beyond the head
+    anchor, so no caller was ever told it was written (records are acknowledged only after the
+    head moves): it is not counted, and the writer cuts it before it appends (``_cut_tail``).
+    A torn line at or before the head is damage.  Returns the next expected seq."""
+    first = uncovered[1] if uncovered is not None else expected
+    if head is not None and first <= head.seq:
+        raise _bad(file, number, expected, "the line is torn (no newline): truncated log")
+    log.warning(
+        "%s: records from seq %d on were cut short by a crash before they were acknowledged; "
+        "they are not part of the chain",
+        file,
+        first,
+    )
+    return first, None
+
+
+def _cut_tail(path: Path, head: Tail | None) -> None:
+    """Cut what a crash left after the last MAC-covered record of the live log (a torn line,
+    or lines of a batch no MAC covers yet), when it lies beyond the head anchor: it was never
+    acknowledged, and appending after it would tear the chain."""
+    end = covered_end = last_seq = 0
+    first_open: int | None = None
+    for _, raw in _lines(path):
+        end += len(raw)
+        if not raw.endswith(b"\n"):
+            break
+        try:
+            record = parse_line(raw[:-1])
+        except AuditTampered:
+            return  # not a crash's leftovers: leave it for `vaultd audit verify` to name
+        seq = record["seq"]
+        last_seq = seq if isinstance(seq, int) else last_seq
+        if "mac" in record:
+            covered_end, first_open = end, None
+        elif first_open is None:
+            first_open = last_seq
+    if end == covered_end or raw.endswith(b"\n"):
+        return  # nothing torn: lines no MAC covers are for `vaultd audit verify` to name
+    first = first_open if first_open is not None else last_seq + 1
+    if head is not None and first <= head.seq:
+        return  # acknowledged records are damaged: `vaultd audit verify` names them
+    log.warning("%s: cutting %d bytes a crash left unacknowledged", path, end - covered_end)
+    fd = _open_regular(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, covered_end)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def tail(path: Path, n: int) -> list[bytes]:

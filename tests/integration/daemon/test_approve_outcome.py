@@ -72,7 +72,8 @@ def test_a_code_typed_at_the_prompt_reports_credentials_issued(
     requester, approval_id, rc, out, err = type_at_the_prompt(inst, b"123456\n")
     assert rc == 0, err
     assert out == f"approved {approval_id}: credentials issued for profile dev\n".encode()
-    assert err.startswith(f"approval {approval_id}: profile dev for pid ".encode())
+    device = b" (MFA device arn:aws:iam::123456789012:mfa/alice)"
+    assert err.startswith(f"approval {approval_id}: profile dev".encode() + device + b" for pid ")
     assert finish(requester)[0] == 0
     assert fake_sts.calls("GetSessionToken") == 1
 

@@ -893,3 +893,32 @@ def test_two_writers_at_once_never_fork_the_chain(path: Path) -> None:
         thread.join()
     assert verify(path, fake_mac_verify) == 160
     assert oct(os.stat(path.with_name("audit.log.lock")).st_mode & 0o777) == "0o600"
+
+
+def _uncovered(line: bytes) -> bytes:
+    """``line`` without its MAC, as the first lines of a batch are written."""
+    obj = json.loads(line)
+    del obj["mac"]
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def test_a_batch_a_crash_cut_short_is_not_part_of_the_chain_and_is_cut_before_the_next(
+    path: Path, log: AuditLog, clock: FakeClock
+) -> None:
+    """SIGKILL mid-append: the batch was never acknowledged (the head had not moved), so
+    verify counts the records before it, and the next writer cuts the remains and chains on."""
+    write_records(log, 3)
+    committed, head = path.read_bytes(), head_path(path).read_bytes()
+    write_records(log, 1, start=4)
+    fourth = path.read_bytes()[len(committed) :]
+    leftovers = {
+        "torn line": fourth[: len(fourth) // 2],
+        "uncovered and torn": _uncovered(fourth) + fourth[:20],
+    }
+    for what, left in leftovers.items():
+        path.write_bytes(committed + left)
+        head_path(path).write_bytes(head)
+        assert verify(path, fake_mac_verify) == 3, what
+        AuditLog(path, fake_mac, clock).record("request", {"profile": "after"})
+        assert verify(path, fake_mac_verify) == 4, what
+        assert path.read_bytes().startswith(committed), what
