@@ -53,7 +53,7 @@ CLIENTS: dict[str, tuple[list[str], bytes]] = {
     "unlock": (["-m", "vaultd", "unlock"], b""),
     "approve": (["-m", "vaultd", "approve", "abc"], b"123456\n"),
     "break-glass": (
-        ["-m", "vaultd", "break-glass", "root", "--reason", "squat"],
+        ["-m", "vaultd", "break-glass", "root", "--reason", "squatter test"],
         b'{"code": "123456", "pin": "4321"}',
     ),
     "tui": (["-c", TUI_CLIENT], b""),
@@ -66,7 +66,11 @@ def _setup() -> dict[str, str]:
     home.mkdir(mode=0o700)
     (home / "pin").write_text("1234\n")
     (home / "pin").chmod(0o600)
-    (home / "config.toml").write_text(f'[pkcs11]\npin_source = "file:{home}/pin"\n')
+    (home / "config.toml").write_text(
+        f'[pkcs11]\npin_source = "file:{home}/pin"\n'
+        '[profiles.root]\ncredentials = "root"\n'
+        'mfa_serial = "arn:aws:iam::123456789012:mfa/root-account-mfa-device"\n'
+    )
     (home / "config.toml").chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "VAULTD_SOCKET")}
     env.update(HOME=str(home), VAULTD_CONFIG=str(home / "config.toml"))

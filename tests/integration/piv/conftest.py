@@ -59,7 +59,8 @@ def pcsc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    return tmp_path_factory.mktemp("pcsc")
+    shared = os.environ.get("VAULTD_TEST_PCSC_DIR")  # tests/conftest.py: the process-wide one
+    return Path(shared) if shared else tmp_path_factory.mktemp("pcsc")
 
 
 @pytest.fixture(scope="module")

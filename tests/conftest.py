@@ -1,0 +1,23 @@
+"""Settings for the whole test process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PCSC_DIR_ENV = "VAULTD_TEST_PCSC_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point every PC/SC client of this process at the one private pcscd the PIV tests start.
+
+    libpcsclite (pyscard, ykcs11, OpenSC) reads ``PCSCLITE_CSOCK_NAME`` once per process, on its
+    first use: a test that touches PC/SC before the PIV tests run would otherwise fix the
+    system's socket for the rest of the run (see ``vaultd/testing/pcsc.py``).
+    """
+    base = Path(os.environ.get(PCSC_DIR_ENV) or tempfile.mkdtemp(prefix="vaultd-pcsc-"))
+    os.environ[PCSC_DIR_ENV] = str(base)
+    os.environ["PCSCLITE_CSOCK_NAME"] = str(base / "run" / "pcscd" / "pcscd.comm")
