@@ -217,7 +217,8 @@ def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | 
 
     The approval's own record says whether its code was taken (``approval_granted``) or
     refused (``approval_failed``: a reused code, ...).  After it, a ``release`` of the profile
-    (to the requester or to a process that joined it) means the session was issued; the
+    (to the requester or to a process that joined it), or a ``session_used`` (the daemon's
+    own use: rotation, console sign-in), means the session was issued; the
     requester's own ``refused`` record means it failed, unless only the requester was gone.
     """
     who = approval["requested_by"]
@@ -233,7 +234,7 @@ def outcome(records: Sequence[object], approval: Mapping[str, object]) -> str | 
             granted = granted or event == "approval_granted"
         elif granted and record.get("profile") == approval["profile"]:
             client = record.get("client")
-            if event == "release":
+            if event in ("release", "session_used"):  # session_used: rotation, sign-in
                 return ISSUED
             if event == "refused" and isinstance(client, dict) and client.get("pid") == pid:
                 return str(record.get("outcome"))

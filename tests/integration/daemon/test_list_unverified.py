@@ -19,7 +19,8 @@ MakeVault = Callable[..., Installation]
 def test_list_marks_its_metadata_unverified(make_vault: MakeVault) -> None:
     inst = make_vault(start=False)
     lines = inst.vaultd("list").stdout.decode().splitlines()
-    assert lines[0].split()[:2] == ["dev", "key_pair"]
+    assert lines[0].split()[0] == "NAME"  # the header, then the records
+    assert lines[1].split()[:2] == ["dev", "key_pair"]
     assert lines[-1] == UNVERIFIED_NOTE
     assert "unverified" in UNVERIFIED_NOTE
 
@@ -40,4 +41,4 @@ def test_with_a_prompted_pin_list_asks_the_unlocked_daemon_not_for_the_pin(
     listed = inst.vaultd("list", "--json")  # no terminal and no PIN: the daemon answers
     assert json.loads(listed.stdout) == expected and listed.stderr == b""
     text = inst.vaultd("list").stdout.decode().splitlines()
-    assert text[0].split()[:2] == ["dev", "key_pair"] and UNVERIFIED_NOTE in text
+    assert text[1].split()[:2] == ["dev", "key_pair"] and UNVERIFIED_NOTE in text
