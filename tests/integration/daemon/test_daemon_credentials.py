@@ -642,9 +642,10 @@ def test_a_credentials_frame_claiming_exec_is_not_judged_as_exec(
 
 
 EXEC_AFTER_CONNECT = r"""
-import os, socket, struct, sys
+import os, socket, struct, sys, time
 sock = socket.socket(socket.AF_UNIX)
 sock.connect(sys.argv[1])
+time.sleep(0.5)  # the daemon accepts (and reads who connected) before the exec, even under load
 os.set_inheritable(sock.fileno(), True)
 body = b'{"v":1,"op":"credentials","profile":"dev"}'
 frame = "".join("\\%03o" % b for b in struct.pack(">I", len(body)) + body)
