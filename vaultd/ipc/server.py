@@ -68,7 +68,7 @@ from vaultd.ipc.protocol import (
     success_reply,
 )
 from vaultd.ipc.replies import check_event
-from vaultd.system.procinfo import describe_process, process_identity, session_scope
+from vaultd.system.procinfo import PeerProcess
 
 log = logging.getLogger("vaultd.ipc")
 
@@ -101,14 +101,22 @@ class Connection:
         self._write_lock = asyncio.Lock()
         # Who connected, read now (docs/threat-model.md T33): a process that execs into
         # another program after connecting is judged by what it connected as, or refused.
-        self._identity = process_identity(peer.pid) if peer.pid > 0 else (0, "")
-        self._requester = describe_process(peer.pid, uid=peer.uid)
-        self.scope = session_scope(peer.pid)
+        self._process = PeerProcess(peer.pid, uid=peer.uid)
+        self.scope = self._process.scope
         """The requester's approval scope (its login session), read when it connected."""
+        self.fresh = True
+        """True until the server first waits on this connection: a request read and
+        dispatched before then was sent by the process just described, so checking it again
+        (:meth:`same_process`, a /proc read) would only repeat the same instant."""
         self._watching = False
         self._arming: asyncio.TimerHandle | None = None
         self.peer = peer
         self.closed_event = asyncio.Event()
+
+    @property
+    def socket(self) -> socket.socket:
+        """The accepted socket."""
+        return self._sock
 
     @property
     def closed(self) -> bool:
@@ -118,11 +126,11 @@ class Connection:
     @property
     def requester(self) -> Requester:
         """The requesting process, as described from /proc when it connected."""
-        return self._requester
+        return self._process.requester
 
     def same_process(self) -> bool:
         """Whether the peer is still the process image that connected (no exec, no exit)."""
-        return self.peer.pid <= 0 or process_identity(self.peer.pid) == self._identity
+        return self._process.unchanged()
 
     async def send_event(self, name: str, fields: Mapping[str, object] | None = None) -> bool:
         """Push an event frame; False (and nothing written) once the client is gone, or when
@@ -155,6 +163,11 @@ class Connection:
         """Record that the client is gone."""
         self.unwatch()
         self.closed_event.set()
+
+    def release(self) -> None:
+        """Mark the connection closed and let go of the peer's /proc descriptor."""
+        self.mark_closed()
+        self._process.close()
 
     def watch(self, *, exclusive: bool, delay: float) -> None:
         """Notice the client leaving while a handler runs; with ``exclusive``, any byte too.
@@ -488,7 +501,7 @@ class IpcServer:
         except Exception:
             log.exception("connection from pid %d failed", peer.pid)
         finally:
-            conn.mark_closed()
+            conn.release()
             sock.close()
             # Leave the count now, not from a done callback a loop turn later: under load
             # finished tasks would otherwise hold places and new clients would get BUSY.
@@ -496,12 +509,14 @@ class IpcServer:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _recv_exact(self, sock: socket.socket, size: int, deadline: float) -> bytes:
+    async def _recv_exact(self, conn: Connection, size: int, deadline: float) -> bytes:
         """``size`` bytes: read at once when already there, else awaited until ``deadline``."""
         data = b""
+        sock = conn.socket
         while len(data) < size:
             chunk = _recv_now(sock, size - len(data))
             if chunk is None:
+                conn.fresh = False
                 async with asyncio.timeout_at(deadline):
                     chunk = await asyncio.get_running_loop().sock_recv(sock, size - len(data))
             if not chunk:
@@ -514,6 +529,7 @@ class IpcServer:
         loop = asyncio.get_running_loop()
         header = _recv_now(sock, HEADER_SIZE)
         if header is None:  # idle: the client has read_timeout to start its request
+            conn.fresh = False
             async with asyncio.timeout(self._read_timeout):
                 header = await loop.sock_recv(sock, HEADER_SIZE)
         if not header:
@@ -523,8 +539,8 @@ class IpcServer:
         frame_deadline = min(now + self._read_timeout, deadline)
         try:
             if len(header) < HEADER_SIZE:
-                header += await self._recv_exact(sock, HEADER_SIZE - len(header), frame_deadline)
-            body = await self._recv_exact(sock, frame_length(header), frame_deadline)
+                header += await self._recv_exact(conn, HEADER_SIZE - len(header), frame_deadline)
+            body = await self._recv_exact(conn, frame_length(header), frame_deadline)
             request = decode_request(body)
         except _PeerGone:
             await conn.send_body(
@@ -538,9 +554,10 @@ class IpcServer:
 
     async def _dispatch(self, request: Request, conn: Connection, deadline: float) -> bool:
         final = isinstance(request, CredentialsRequest | ExecRequest | EventsRequest)
-        if not conn.same_process():
+        if not conn.fresh and not conn.same_process():
             await conn.send_body(error_reply(_CHANGED))
             return False
+        conn.fresh = False
         conn.watch(exclusive=final, delay=_WATCH_DELAY)
         try:
             body = await self._run_handler(request, conn, deadline)
