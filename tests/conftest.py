@@ -18,6 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     first use: a test that touches PC/SC before the PIV tests run would otherwise fix the
     system's socket for the rest of the run (see ``vaultd/testing/pcsc.py``).
     """
-    base = Path(os.environ.get(PCSC_DIR_ENV) or tempfile.mkdtemp(prefix="vaultd-pcsc-"))
+    # An xdist worker inherits the controller's directory: each worker runs its own pcscd.
+    inherited = None if os.environ.get("PYTEST_XDIST_WORKER") else os.environ.get(PCSC_DIR_ENV)
+    base = Path(inherited or tempfile.mkdtemp(prefix="vaultd-pcsc-"))
     os.environ[PCSC_DIR_ENV] = str(base)
     os.environ["PCSCLITE_CSOCK_NAME"] = str(base / "run" / "pcscd" / "pcscd.comm")

@@ -78,8 +78,11 @@ class LoggedAudit:
         elif event == "release":
             fresh = profile in self._requested
             self._requested.discard(profile)
+            level = logging.INFO if fresh else logging.DEBUG
+            if not log.isEnabledFor(level):  # a cache hit: no line to build at the usual level
+                return
             log.log(
-                logging.INFO if fresh else logging.DEBUG,
+                level,
                 "%s",
                 terminal_safe(
                     f"{'new' if fresh else 'cached'} session for profile {profile} "

@@ -97,6 +97,7 @@ class Connection:
 
     def __init__(self, sock: socket.socket, peer: PeerCred, write_timeout: float) -> None:
         self._sock = sock
+        self._loop = asyncio.get_running_loop()
         self._write_timeout = write_timeout
         self._write_lock = asyncio.Lock()
         # Who connected, read now (docs/threat-model.md T33): a process that execs into
@@ -112,6 +113,11 @@ class Connection:
         self._arming: asyncio.TimerHandle | None = None
         self.peer = peer
         self.closed_event = asyncio.Event()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving the connection."""
+        return self._loop
 
     @property
     def socket(self) -> socket.socket:
@@ -153,7 +159,7 @@ class Connection:
                 if sent < len(frame):
                     async with asyncio.timeout(self._write_timeout):
                         rest = memoryview(frame)[sent:]
-                        await asyncio.get_running_loop().sock_sendall(self._sock, rest)
+                        await self._loop.sock_sendall(self._sock, rest)
             except (OSError, TimeoutError):
                 self.mark_closed()
                 return False
@@ -175,12 +181,11 @@ class Connection:
         The socket is watched from ``delay`` seconds on: a handler done sooner (a cache hit)
         costs a timer instead of a selector registration and removal.
         """
-        self._arming = asyncio.get_running_loop().call_later(delay, self._arm, exclusive)
+        self._arming = self._loop.call_later(delay, self._arm, exclusive)
 
     def _arm(self, exclusive: bool) -> None:
         self._arming = None
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self._sock.fileno(), self._readable, exclusive)
+        self._loop.add_reader(self._sock.fileno(), self._readable, exclusive)
         self._watching = True
 
     def _readable(self, exclusive: bool) -> None:
@@ -205,7 +210,7 @@ class Connection:
         if self._watching:
             self._watching = False
             with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+                self._loop.remove_reader(self._sock.fileno())
 
 
 def _send_now(sock: socket.socket, data: bytes) -> int:
@@ -518,7 +523,7 @@ class IpcServer:
             if chunk is None:
                 conn.fresh = False
                 async with asyncio.timeout_at(deadline):
-                    chunk = await asyncio.get_running_loop().sock_recv(sock, size - len(data))
+                    chunk = await conn.loop.sock_recv(sock, size - len(data))
             if not chunk:
                 raise _PeerGone("closed mid-frame")
             data += chunk
@@ -526,7 +531,7 @@ class IpcServer:
 
     async def _serve_one(self, sock: socket.socket, conn: Connection) -> bool:
         """Read, handle and answer one request; False when the connection should end."""
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         header = _recv_now(sock, HEADER_SIZE)
         if header is None:  # idle: the client has read_timeout to start its request
             conn.fresh = False

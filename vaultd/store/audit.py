@@ -10,8 +10,8 @@ many records it holds. A line that no later MAC of its file covers is refused by
 and by the writer. A record is written and fsynced before anything is released; a failed write
 raises :class:`~vaultd.errors.AuditError` and cuts the file back, so the caller refuses the
 request (fail closed). A record whose caller was refused can stay only when a later step of its
-batch failed (the head update, or a rotation between two of its records): the log then holds
-more than was released, never less. Never pass a secret in the fields: key ids are masked by the
+batch failed (a rotation between two of its records): the log then holds more than was
+released, never less. Never pass a secret in the fields: key ids are masked by the
 caller. Only regular files are opened (never following a symlink, never blocking on a FIFO), and
 a line must be the canonical encoding of its object, so no edit hides behind an equivalent
 spelling.
@@ -28,13 +28,15 @@ writer re-reads the tail whenever the log's inode or size is not what its own la
 
 **Head anchor.** Cutting whole records off the end leaves a valid chain, so after each batch
 of records (see :class:`AuditLog`) the writer replaces ``audit.log.head`` (atomically,
-durably) with the last seq and line hash, MACed by the token, before any caller of the batch
-returns.  :func:`verify` requires the log to reach that record, and the writer refuses to
-go on from a log that falls short of it (a deleted or cut log is not silently restarted at seq
-1; move ``audit.log*`` aside to start a new chain).  Limits: a head written
-before a crash may lag the log (accepted: the records after it were never released, as the
-writer raises), and someone able to write the data dir can put back an older head together
-with a log cut to match it; only a counter inside the token would close that.
+durably) with the last seq and line hash, MACed by the token, right after the batch's callers
+were told their records are durable (still under the lock, so a single request does not wait
+for two more fsyncs).  :func:`verify` requires the log to reach that record, and the writer
+refuses to go on from a log that falls short of it (a deleted or cut log is not silently
+restarted at seq 1; move ``audit.log*`` aside to start a new chain).  Limits: the head lags the
+log by at most the last batch (a crash, or a full disk, between the append and the head
+update), so someone able to write the data dir and to kill the daemon in that moment could cut
+that batch; anyone able to write the data dir can already put back an older head together with
+a log cut to match it, and only a counter inside the token would close either.
 """
 
 from __future__ import annotations
@@ -311,7 +313,7 @@ class _Entry:
         self.fields = fields
         self.written = written  # set for a thread caller
         self.future = future  # resolved on its loop for a coroutine caller
-        self.ok = False  # set only once the record and the head are durable
+        self.ok = False  # set only once the record is durable
         self.error: BaseException | None = None
 
     def outcome(self) -> BaseException | None:
@@ -476,10 +478,7 @@ class AuditLog:
                     return
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
-            try:
-                self._commit(batch)
-            finally:
-                self._notify(batch)
+            self._commit(batch)
 
     @staticmethod
     def _notify(batch: list[_Entry]) -> None:
@@ -496,7 +495,15 @@ class AuditLog:
                 loop.call_soon_threadsafe(_settle, results)
 
     def _commit(self, batch: list[_Entry]) -> None:
-        """Chain, MAC and write ``batch``; set each entry's ``error`` on failure."""
+        """Chain, MAC and write ``batch``, tell its callers, and move the head anchor.
+
+        Each caller hears once: its record is durable, or its ``error``.  Event-loop callers
+        (the daemon) hear before the head is replaced (still under the lock; until then it lags
+        the log, as after a crash); thread callers (a CLI command that exits next) after.  A
+        head that cannot be written is logged and moved with the next batch, never a refusal
+        of records already durable.
+        """
+        told = False
         try:
             with _writer_lock(self._path):
                 tail = self._tail if self._stamp == _stamp(self._path) else None
@@ -506,9 +513,14 @@ class AuditLog:
                     if rotate:
                         self._rotate()
                     _append(self._path, b"".join(lines))
-                if chunks:
-                    self._write_head(tail)
                 self._stamp = _stamp(self._path)
+                self._tail = tail
+                for entry in batch:
+                    entry.ok = entry.error is None
+                self._notify([entry for entry in batch if entry.future is not None])
+                told = True
+                if chunks:
+                    self._move_head(tail)
         except OSError as exc:
             self._fail(
                 batch,
@@ -517,10 +529,19 @@ class AuditLog:
             )
         except Exception as exc:  # AuditTampered, a token error: every caller fails closed
             self._fail(batch, exc)
-        else:
-            self._tail = tail
-            for entry in batch:
-                entry.ok = entry.error is None
+        self._notify([entry for entry in batch if not told or entry.future is None])
+
+    def _move_head(self, tail: Tail) -> None:
+        """Replace the head anchor with ``tail``; a failure is logged (the head lags)."""
+        try:
+            self._write_head(tail)
+        except Exception as exc:  # ENOSPC, a token gone: the records are durable all the same
+            log.warning(
+                "could not move the audit head anchor to seq %d (%s): it lags the log until "
+                "the next batch",
+                tail.seq,
+                exc,
+            )
 
     def _fail(self, batch: list[_Entry], error: str | Exception) -> None:
         """Fail every entry of ``batch`` not failed already (a message: one error each)."""
@@ -794,8 +815,9 @@ def _unacknowledged(
 ) -> tuple[int, None]:
     """The live log ends in a torn line (line ``number``): a crash cut a batch short.  That
     batch (the torn line and its lines before it that no MAC covers yet) lies beyond the head
-    anchor, so no caller was ever told it was written (records are acknowledged only after the
-    head moves): it is not counted, and the writer cuts it before it appends (``_cut_tail``).
+    anchor, so no caller was ever told it was written (records are acknowledged only once their
+    whole batch, MAC included, is fsynced): it is not counted, and the writer cuts it before it
+    appends (``_cut_tail``).
     A torn line at or before the head is damage.  Returns the next expected seq."""
     first = uncovered[1] if uncovered is not None else expected
     if head is not None and first <= head.seq:
