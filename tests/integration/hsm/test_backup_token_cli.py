@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +86,29 @@ def test_a_wrong_backup_pin_is_one_line_and_enrols_nothing(
     assert "refused the PIN" in line and "not-the-pin" not in line
     assert (inst.data_dir / "store.vault").read_bytes() == before
     inst.vaultd("keys", "add", *_token_args(inst), input=backup.user_pin.encode() + b"\n")
+
+
+SPY = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
+
+
+@pytest.mark.skipif(not os.path.exists(SPY), reason="OpenSC's pkcs11-spy.so is not installed")
+def test_a_wrong_backup_pin_is_tried_once(inst: Installation, backup: SoftHsmToken) -> None:
+    """OpenSC's pkcs11-spy, in front of the real SoftHSM2 for both tokens (one module per
+    process), logs every call: one C_Login."""
+    inst.config["pkcs11"].update(module=SPY, module_allowlist=[SPY])
+    inst.write_config()
+    log = inst.root / "spy.log"
+    args = ["keys", "add", "--token", "--module", SPY, "--token-label", BACKUP_LABEL]
+    wrong = subprocess.run(
+        [sys.executable, "-m", "vaultd", *args, "--key-label", "k"],
+        input=b"not-the-pin\n",
+        env={**inst.env, "PKCS11SPY": inst.token.module_path, "PKCS11SPY_OUTPUT": str(log)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert "refused the PIN" in _one_line_error(wrong)
+    assert log.read_text().count("C_Login") == 1
 
 
 def test_the_vaults_own_token_is_refused_as_its_backup_before_any_pin(
