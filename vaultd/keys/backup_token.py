@@ -120,11 +120,12 @@ class BackupToken(_TokenSession[_Open]):
         pin_text = _pin_text(pin)
         with _translated("loading the PKCS#11 module"):
             token = _find_again(load_module(module_path), token_label, module_path)
-            _require(token, {**_NEEDED, **(_TO_GENERATE if create_key else {})})
+            generate = create_key and piv_slot is None  # a PIV slot's key is never made here
+            _require(token, {**_NEEDED, **(_TO_GENERATE if generate else {})})
         session = _login(token, pin_text, confirm_final_try=False)
         try:
             with _translated("finding the backup key"):
-                found = _find_key(token, session, key_label, piv_slot, create_key)
+                found = _find_key(token, session, key_label, piv_slot, generate)
         except BaseException:
             _close_quietly(session)
             raise
