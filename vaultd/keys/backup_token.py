@@ -21,7 +21,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from pkcs11 import Mechanism, Session, Token
 
-from vaultd.errors import HsmError, TokenNotFound
+from vaultd.errors import HsmError, HsmKeyUnsafe, TokenNotFound
 from vaultd.keys import piv
 from vaultd.keys.ecdh import (
     _derive,
@@ -174,14 +174,23 @@ def _find_key(
     token: Token, session: Session, key_label: str | None, piv_slot: str | None, create: bool
 ) -> tuple[Any, bytes, str]:
     """The private key, its public point and how it was named (label or PIV slot)."""
-    if piv_slot is not None:
-        if not piv.is_piv(token):
-            raise HsmError(
-                f"token {token.label!r} is not a PIV card; name its key with --key-label"
-            )
-        private_key, point = _piv_key(session, piv_slot, "backup ECDH key")
-        return private_key, point, f"PIV slot {piv_slot}"
-    if key_label is None:
-        raise HsmError("name the backup key with --key-label or --piv-slot")
-    private_key, point = _find_ec_key(session, key_label, create, "derive")
-    return private_key, point, key_label
+    shown = key_label if piv_slot is None else f"PIV slot {piv_slot}"
+    try:
+        if piv_slot is not None:
+            if not piv.is_piv(token):
+                raise HsmError(
+                    f"token {token.label!r} is not a PIV card; name its key with --key-label"
+                )
+            return (*_piv_key(session, piv_slot, "backup ECDH key"), f"PIV slot {piv_slot}")
+        if key_label is None:
+            raise HsmError("name the backup key with --key-label or --piv-slot")
+        return (*_find_ec_key(session, key_label, create, "derive"), key_label)
+    except HsmKeyUnsafe as exc:
+        if exc.attribute != "missing":
+            raise
+        raise HsmKeyUnsafe(
+            f"backup token {token.label!r} holds no P-256 key {shown!r}: enrol it with `vaultd "
+            "keys add --token` (on a PIV card, generate the slot's key first with `ykman piv "
+            "keys generate -a ECCP256`)",
+            attribute="missing",
+        ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from vaultd.app import open_token_key
 from vaultd.core.model import RecordKind
 from vaultd.core.ports import SealingKey
-from vaultd.errors import AuditTampered, HsmError, HsmPinIncorrect, StoreUnreadable
+from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, HsmPinIncorrect, StoreUnreadable
 from vaultd.keys import backup_token
 from vaultd.keys.backup_token import BackupToken
 from vaultd.keys.recovery import TOKEN_KIND, Backup
@@ -135,6 +136,32 @@ def test_a_store_forged_with_the_public_point_is_refused_by_the_backup_token(
             SealedStore.for_recovery(forged.path, token, FakeClock()).snapshot()
     finally:
         token.close()
+
+
+def test_an_edited_or_malformed_backup_location_is_refused(
+    tmp_path: Path, primary: SealingKey, second: SoftHsmToken
+) -> None:
+    store = _enrolled(tmp_path, primary, second)
+    body = json.loads(store.path.read_bytes().partition(b"\n")[2])
+    entry = next(e for e in body["recipients"] if "token" in e)
+    token = _open_backup(second)
+    try:
+        for location, error in (
+            ({**entry["token"], "module": "/tmp/evil.so"}, "tag by the backup token"),
+            ({"module": "/tmp/evil.so"}, "backup token must be an object"),
+            ({**entry["token"], "key": ""}, "not a non-empty string"),
+        ):
+            entry["token"] = location
+            store.path.write_bytes(b"VAULTD-STORE 1\n" + json.dumps(body).encode())
+            with pytest.raises(StoreUnreadable, match=error):
+                SealedStore.for_recovery(store.path, token, FakeClock()).snapshot()
+    finally:
+        token.close()
+
+
+def test_a_key_missing_from_the_backup_token_is_named(second: SoftHsmToken) -> None:
+    with pytest.raises(HsmKeyUnsafe, match=r"holds no P-256 key 'absent'.*vaultd keys add"):
+        BackupToken.open(second.module_path, second.label, second.user_pin, key_label="absent")
 
 
 def test_a_wrong_pin_is_one_refused_login(second: SoftHsmToken) -> None:
