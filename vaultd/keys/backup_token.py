@@ -74,12 +74,8 @@ def identity(module_path: str, token_label: str) -> Identity:
                 f"no token labelled {token_label!r} in {module_path}: insert the backup token "
                 "or fix --token-label; nothing was done"
             ) from None
-        return _identity(token)
-
-
-def _identity(token: Token) -> Identity:
-    serial = token.serial.decode("ascii", "replace").strip()
-    return Identity(token.label, serial, token.manufacturer_id.strip())
+        serial = token.serial.decode("ascii", "replace").strip()
+        return Identity(token.label, serial, token.manufacturer_id.strip())
 
 
 @dataclass(slots=True)
@@ -91,12 +87,11 @@ class _Open:
 class BackupToken(_TokenSession[_Open]):
     """A logged-in backup token: a recipient that seals to its point and opens in the token."""
 
-    def __init__(self, state: _Open, point: bytes, ref: TokenRef, ident: Identity) -> None:
+    def __init__(self, state: _Open, point: bytes, ref: TokenRef) -> None:
         """Internal: use :meth:`open`."""
         super().__init__(state)
         self.public_point = point
         self.ref = ref
-        self.identity = ident
         self.id = recipient_id(point, TOKEN_KIND)
 
     @classmethod
@@ -131,7 +126,7 @@ class BackupToken(_TokenSession[_Open]):
             raise
         private_key, point, shown = found
         ref = TokenRef(module_path, token_label, shown)
-        return cls(_Open(session, private_key), point, ref, _identity(token))
+        return cls(_Open(session, private_key), point, ref)
 
     def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Seal to the public point (no token call)."""
