@@ -44,8 +44,9 @@ from vaultd.system.prompt_drivers import DialogPrompter
 if TYPE_CHECKING:
     from vaultd.core.ports import Clock
     from vaultd.ipc.peercred import PeerCred
+    from vaultd.keys.backup_token import BackupToken
     from vaultd.keys.pkcs11 import PinState
-    from vaultd.keys.recovery import RecoveryKey
+    from vaultd.keys.recovery import BackupOpener
     from vaultd.settings import Settings
 
 STORE_FILE = "store.vault"
@@ -88,16 +89,21 @@ def oath_code_source(
 
 def module_path(settings: Settings) -> str:
     """The allowlisted, safely installed PKCS#11 module (docs/threat-model.md T25)."""
-    # Lazy: pkcs11 loads only for commands that open the token.
-    from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
-
     if not settings.pkcs11.module:
         raise ConfigError(
             'pkcs11.module is not set: add `[pkcs11] module = "/path/to/module.so"` to the '
             "config (for example /usr/lib/softhsm/libsofthsm2.so)"
         )
+    return allowed_module(settings, settings.pkcs11.module)
+
+
+def allowed_module(settings: Settings, path: str) -> str:
+    """The real path of the PKCS#11 module ``path`` if it is allowlisted and safely installed."""
+    # Lazy: pkcs11 loads only for commands that open the token.
+    from vaultd.keys.pkcs11 import DEFAULT_MODULE_ALLOWLIST, check_module_path
+
     allow = (*DEFAULT_MODULE_ALLOWLIST, *settings.pkcs11.module_allowlist)
-    return check_module_path(settings.pkcs11.module, allow)
+    return check_module_path(path, allow)
 
 
 def uses_token(settings: Settings) -> bool:
@@ -250,11 +256,32 @@ def open_store(settings: Settings, token: SealingKey) -> SealedStore:
     )
 
 
-def recovery_store(settings: Settings, key: RecoveryKey) -> SealedStore:
-    """The store in the data dir read with a typed recovery key alone (the token is lost)."""
+def recovery_store(settings: Settings, key: BackupOpener) -> SealedStore:
+    """The store in the data dir read with a backup alone: a typed recovery key or a logged-in
+    backup token (the vault's token is lost)."""
     data_dir = prepare_data_dir(settings)
     lock = StoreFileLock(data_dir / LOCK_FILE)
     return SealedStore.for_recovery(data_dir / STORE_FILE, key, SystemClock(), file_lock=lock.held)
+
+
+def open_backup_token(
+    settings: Settings,
+    module: str,
+    token_label: str,
+    pin: bytearray,
+    *,
+    key_label: str | None,
+    piv_slot: str | None,
+    create_key: bool,
+) -> BackupToken:
+    """A backup token (issue 14) logged in with ``pin``; ``module`` must be allowlisted, as
+    the vault's is (docs/threat-model.md T25)."""
+    from vaultd.keys.backup_token import BackupToken
+
+    path = allowed_module(settings, module)
+    return BackupToken.open(
+        path, token_label, pin, key_label=key_label, piv_slot=piv_slot, create_key=create_key
+    )
 
 
 @dataclass

@@ -25,19 +25,20 @@ def add_parser(sub: Subparsers) -> None:
     f.set_defaults(func=run_file)
 
 
-def _read_pin() -> bytearray:
-    """The PIN from a hidden prompt (typed twice) or from stdin's first line."""
+def read_pin(prompt: str = "token PIN", *, confirm: bool = True) -> bytearray:
+    """A PIN from a hidden prompt (typed twice with ``confirm``) or from stdin's first line;
+    never argv or the environment. Zero it after use."""
     # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
     import getpass
 
     if sys.stdin.isatty():
-        first = getpass.getpass("token PIN (hidden): ")
-        if getpass.getpass("again: ") != first:
-            raise BadRequest("the two PINs differ; nothing was stored")
+        first = getpass.getpass(f"{prompt} (hidden): ")
+        if confirm and getpass.getpass("again: ") != first:
+            raise BadRequest("the two PINs differ; nothing was done")
     else:
         first = sys.stdin.readline().rstrip("\r\n")
     if not first:
-        raise BadRequest("the PIN is empty; nothing was stored")
+        raise BadRequest("the PIN is empty; nothing was done")
     return bytearray(first.encode("utf-8"))
 
 
@@ -67,7 +68,7 @@ def run_store(args: argparse.Namespace) -> int:
             f'asked: set pin_source = "file:PATH" in {default_config_path()} and run '
             "`vaultd pin store` again (or `vaultd pin file PATH`)"
         )
-    pin = _read_pin()
+    pin = read_pin()
     try:
         store_pin_in_keyring(label, pin)
     finally:
@@ -90,7 +91,7 @@ def _write_pin_file(path: Path) -> Path:
     path = path.expanduser()
     if not path.is_absolute():
         raise ConfigError(f"{path} must be an absolute path (pin_source = 'file:/absolute/path')")
-    pin = _read_pin()
+    pin = read_pin()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, bytes(pin), mode=0o600)

@@ -19,7 +19,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +30,8 @@ from vaultd.keys.ecdh import open_with_secret, seal_to, split_body
 
 KIND: Final = "recovery-p256"
 """Recipient ids of recovery keys start with ``recovery-p256:``."""
+TOKEN_KIND: Final = "token-p256"  # noqa: S105 - a recipient id prefix, not a password
+"""Recipient ids of backup tokens (:mod:`vaultd.keys.backup_token`) start with this."""
 _CHECKSUM_LEN: Final = 2
 _GROUP: Final = 5
 _SCALAR_LEN: Final = 32
@@ -40,7 +42,7 @@ _AUTH_INFO: Final = b"vaultd/recovery-auth-key/v1"
 
 
 @cache
-def _auth_point() -> ec.EllipticCurvePublicKey:
+def auth_point() -> ec.EllipticCurvePublicKey:
     """H: the first SHA-256(seed || counter) that is the x of a P-256 point (even y).
 
     Found by hashing, so nobody knows its private key: ``ECDH(b, H)`` is known only to the
@@ -60,22 +62,56 @@ def auth_tag(auth_key: bytes, digest: bytes) -> bytes:
     return hmac.new(auth_key, digest, hashlib.sha256).digest()
 
 
-def recipient_id(point: bytes) -> str:
-    """The recipient id of the recovery key with uncompressed public ``point``."""
-    return f"{KIND}:{hashlib.sha256(point).hexdigest()[:32]}"
+def auth_key_from(secret: bytes, point: bytes) -> bytes:
+    """K = HKDF-SHA256(ECDH(backup key, H)), salted with the backup's public ``point``."""
+    return HKDF(hashes.SHA256(), 32, salt=point, info=_AUTH_INFO).derive(secret)
+
+
+def recipient_id(point: bytes, kind: str = KIND) -> str:
+    """The recipient id of the backup of ``kind`` with uncompressed public ``point``."""
+    return f"{kind}:{hashlib.sha256(point).hexdigest()[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRef:
+    """Where a backup token is found: its module, token label and key (label or PIV slot)."""
+
+    module: str
+    label: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
 class Backup:
-    """A recovery key enrolled in a store: its public point and authentication key K."""
+    """A backup enrolled in a store: its public point, authentication key K and, for a backup
+    token, where it is found (``None``: a recovery key)."""
 
     point: bytes
     auth_key: bytes = field(repr=False)
+    token: TokenRef | None = None
+
+    @property
+    def kind(self) -> str:
+        """The kind its recipient id starts with: a recovery key's or a backup token's."""
+        return KIND if self.token is None else TOKEN_KIND
 
     @property
     def id(self) -> str:
         """The recipient id."""
-        return recipient_id(self.point)
+        return recipient_id(self.point, self.kind)
+
+
+class BackupOpener(Protocol):
+    """A backup whose private half is here (a typed recovery key, a logged-in backup token)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, iv: bytes, body: bytes, aad: bytes) -> bytes: ...
+
+    def auth_key(self) -> bytes: ...
 
 
 def _checksum(scalar: bytes) -> bytes:
@@ -112,9 +148,8 @@ class RecoveryKey:
         Sealed under the vault's recipients at enrolment, it tags every store write, so a store
         opened with this key alone (token lost) is still checked for forgery.
         """
-        secret = self._private.exchange(ec.ECDH(), _auth_point())
-        hkdf = HKDF(hashes.SHA256(), 32, salt=self.public_point, info=_AUTH_INFO)
-        return hkdf.derive(secret)
+        secret = self._private.exchange(ec.ECDH(), auth_point())
+        return auth_key_from(secret, self.public_point)
 
     def backup(self) -> Backup:
         """This key as a store's backup: its point and K."""
@@ -129,18 +164,19 @@ class RecoveryKey:
 
 
 class PublicRecovery:
-    """A recovery key as a recipient known only by its public point (the store file's)."""
+    """A backup (recovery key or backup token) as a recipient known only by its public point
+    (the store file's); ``kind`` is that of its recipient id."""
 
-    def __init__(self, point: bytes) -> None:
+    def __init__(self, point: bytes, kind: str = KIND) -> None:
         """``ConfigError`` unless ``point`` is an uncompressed P-256 point."""
         try:
             ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point)
         except ValueError:
-            raise ConfigError("a recovery key's public point is not on P-256") from None
+            raise ConfigError("a backup's public point is not on P-256") from None
         if len(point) != 65:
-            raise ConfigError("a recovery key's public point is not uncompressed")
+            raise ConfigError("a backup's public point is not uncompressed")
         self.public_point = point
-        self.id = recipient_id(point)
+        self.id = recipient_id(point, kind)
 
     def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Seal to the public point."""

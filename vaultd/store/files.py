@@ -22,13 +22,15 @@ and every record with its metadata.  Only the token's owner can make it, so a fo
 one forged record in a real store, is ``StoreUnreadable`` (docs/threat-model.md T6).  Token
 AEAD stores need no tag (only the token can seal) and keep the format of the previous release.
 
-A store with backup keys (:mod:`vaultd.keys.recipients`, :mod:`vaultd.keys.recovery`) is
-sealed to a recipient set (key id ``recipients:...``) and also carries ``"recipients"``: the
-token as ``{"id": ...}`` and each recovery key as ``{"id", "public", "auth", "tag"}``, where
-``auth`` is its authentication key K sealed to the set and ``tag`` is HMAC(K) over the same
-digest as the index tag (which then also covers every recipient's id, point and ``auth``).
-Opened with a recovery key alone (token lost), the store is checked by re-deriving K from the
-typed key: only a holder of the recovery key or of the token could have written the tag.
+A store with backup keys (:mod:`vaultd.keys.recipients`, :mod:`vaultd.keys.recovery`,
+:mod:`vaultd.keys.backup_token`) is sealed to a recipient set (key id ``recipients:...``) and
+also carries ``"recipients"``: the token as ``{"id": ...}`` and each backup as ``{"id",
+"public", "auth", "tag"}`` (a backup token also with ``"token": {"module", "label", "key"}``),
+where ``auth`` is its authentication key K sealed to the set and ``tag`` is HMAC(K) over the
+same digest as the index tag (which then also covers every recipient's id, point, ``auth`` and
+backup token location).  Opened with a backup alone (token lost), the store is checked by
+re-deriving K from the typed recovery key or in the backup token: only a holder of that backup
+or of the token could have written the tag.
 
 Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
 kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
@@ -78,7 +80,16 @@ from vaultd.keys.recipients import (
     TokenRecipient,
     set_key_id,
 )
-from vaultd.keys.recovery import Backup, PublicRecovery, RecoveryKey, auth_tag, recipient_id
+from vaultd.keys.recovery import (
+    KIND,
+    TOKEN_KIND,
+    Backup,
+    BackupOpener,
+    PublicRecovery,
+    TokenRef,
+    auth_tag,
+    recipient_id,
+)
 from vaultd.store.atomic import (
     PREV_SUFFIX,
     atomic_write,
@@ -98,6 +109,8 @@ INDEX_TAG_DOMAIN = b"vaultd/store-index-tag/v1"
 _TOP_KEYS = frozenset({"generation", "key_id", "index", "records"})
 _OPTIONAL_TOP_KEYS = frozenset({"index_tag", "recipients"})
 _BACKUP_KEYS = frozenset({"id", "public", "auth", "tag"})
+_TOKEN_BACKUP_KEYS = _BACKUP_KEYS | {"token"}
+_TOKEN_REF_KEYS = frozenset({"module", "label", "key"})
 BACKUP_AUTH_KIND = "backup-auth"
 _RECORD_KEYS = frozenset({"kind", "name", "created", "masked_id", "root", "blob"})
 
@@ -148,19 +161,30 @@ class _Record:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One recipient in the file: the token (id alone) or a recovery key (all four)."""
+    """One recipient in the file: the token (id alone), a recovery key (all four), or a backup
+    token (all four and where it is found)."""
 
     id: str
     public: bytes | None = None
     auth: bytes = b""
     tag: bytes = b""
+    token: TokenRef | None = None
 
     def to_json(self) -> dict[str, object]:
         if self.public is None:
             return {"id": self.id}
         fields = {"public": self.public, "auth": self.auth, "tag": self.tag}
         out: dict[str, object] = {"id": self.id}
+        if self.token is not None:
+            ref = self.token
+            out["token"] = {"module": ref.module, "label": ref.label, "key": ref.key}
         return out | {k: base64.b64encode(v).decode("ascii") for k, v in fields.items()}
+
+    def digest_fields(self) -> bytes:
+        """What the store's tags cover of this recipient (a backup token: where it is, too)."""
+        ref = self.token
+        where = () if ref is None else (ref.module.encode(), ref.label.encode(), ref.key.encode())
+        return pack_fields(self.id.encode(), self.public or b"", self.auth, *where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +215,7 @@ class Snapshot:
 
 
 class _Unanchored:
-    """No generation anchor: a store opened with a recovery key alone (the token is lost)."""
+    """No generation anchor: a store opened with a backup alone (the token is lost)."""
 
     def read_generation(self) -> int | None:
         return None
@@ -209,7 +233,7 @@ class _NoToken:
         return os.urandom(n)
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        raise BadRequest("the token is absent: a store opened with a recovery key is read-only")
+        raise BadRequest("the token is absent: a store opened with a backup is read-only")
 
     decrypt = encrypt
 
@@ -236,7 +260,7 @@ def _tag_digest(
         meta = _context(r.created, r.masked_id, r.root)
         fields.append(pack_fields(r.kind.value.encode(), r.name.encode(), meta, r.blob))
     for e in entries or ():
-        fields.append(pack_fields(e.id.encode(), e.public or b"", e.auth))
+        fields.append(e.digest_fields())
     return hashlib.sha256(pack_fields(*fields)).digest()
 
 
@@ -282,18 +306,30 @@ def _parse_record(obj: object) -> _Record:
     return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob)
 
 
+def _parse_token_ref(obj: object) -> TokenRef:
+    if not isinstance(obj, dict) or set(obj) != _TOKEN_REF_KEYS:
+        raise _Malformed(f"a backup token must be an object with {sorted(_TOKEN_REF_KEYS)}")
+    if not all(isinstance(v, str) and v for v in obj.values()):
+        raise _Malformed("a backup token's module, label or key is not a non-empty string")
+    return TokenRef(obj["module"], obj["label"], obj["key"])
+
+
 def _parse_entry(obj: object) -> _Entry:
-    if not isinstance(obj, dict) or set(obj) not in ({"id"}, _BACKUP_KEYS):
-        raise _Malformed(f"a recipient must be an object with id, or {sorted(_BACKUP_KEYS)}")
+    if not isinstance(obj, dict) or set(obj) not in ({"id"}, _BACKUP_KEYS, _TOKEN_BACKUP_KEYS):
+        raise _Malformed(
+            f"a recipient must be an object with id, or {sorted(_BACKUP_KEYS)} (and token)"
+        )
     rid = obj["id"]
     if not isinstance(rid, str) or not rid:
         raise _Malformed("a recipient id is missing")
     if "public" not in obj:
         return _Entry(rid)
     public = _b64(obj["public"], f"recipient {rid[:80]!r} public point")
-    if recipient_id(public) != rid:
+    token = _parse_token_ref(obj["token"]) if "token" in obj else None
+    if recipient_id(public, KIND if token is None else TOKEN_KIND) != rid:
         raise _Malformed(f"recipient {rid[:80]!r} does not match its public point")
-    return _Entry(rid, public, _b64(obj["auth"], "a sealed K"), _b64(obj["tag"], "a tag"))
+    auth, tag = _b64(obj["auth"], "a sealed K"), _b64(obj["tag"], "a tag")
+    return _Entry(rid, public, auth, tag, token)
 
 
 def _parse_entries(obj: object) -> tuple[_Entry, ...]:
@@ -350,7 +386,7 @@ class SealedStore:
         *,
         file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
         authenticator: IndexAuthenticator | None = None,
-        recovery: RecoveryKey | None = None,
+        recovery: BackupOpener | None = None,
     ) -> None:
         if authenticator is None and recovery is None and seals_publicly(wrapper.key_id):
             raise ValueError(
@@ -372,12 +408,13 @@ class SealedStore:
     def for_recovery(
         cls,
         path: Path,
-        key: RecoveryKey,
+        key: BackupOpener,
         clock: Clock,
         *,
         file_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> SealedStore:
-        """The store read with a typed recovery key alone: read-only, checked by its K tag."""
+        """The store read with a backup alone (a typed recovery key, a backup token):
+        read-only, checked by the backup's K tag."""
         return cls(path, _NoToken(), _Unanchored(), clock, file_lock=file_lock, recovery=key)
 
     # --- public API ------------------------------------------------------------------------
@@ -479,8 +516,14 @@ class SealedStore:
             keep = [r for k, r in state.records.items() if k != (kind, name)]
             self._commit(state, keep, None)
 
+    def backup_tokens(self) -> dict[str, TokenRef]:
+        """Where each backup token is found, by recipient id (no record is opened)."""
+        with self._locked():
+            state = self._load()
+        return {e.id: e.token for e in state.entries or () if e.token is not None}
+
     def recipients(self) -> builtins.list[str]:
-        """The ids of everyone who can open the store: the token first, then recovery keys."""
+        """The ids of everyone who can open the store: the token first, then the backups."""
         with self._locked():
             state = self._load()
         if state.entries is None:
@@ -636,10 +679,10 @@ class SealedStore:
             return opener
         if entry.public is None:
             return AbsentRecipient(entry.id)
-        return PublicRecovery(entry.public)
+        return PublicRecovery(entry.public, entry.id.partition(":")[0])
 
-    def _check_recovery_tag(self, parsed: _Parsed, key: RecoveryKey) -> None:
-        """The store opened by a recovery key alone: its K tag, not the token's, vouches."""
+    def _check_recovery_tag(self, parsed: _Parsed, key: BackupOpener) -> None:
+        """The store opened by a backup alone: its K tag, not the token's, vouches."""
         entry = next(e for e in parsed.entries or () if e.id == key.id)
         digest = _tag_digest(
             parsed.key_id,
@@ -649,8 +692,9 @@ class SealedStore:
             parsed.entries,
         )
         if not hmac.compare_digest(entry.tag, auth_tag(key.auth_key(), digest)):
+            what = "backup token" if entry.token is not None else "recovery key"
             raise self._unreadable(
-                "its tag by the recovery key does not match its records: it was not written by "
+                f"its tag by the {what} does not match its records: it was not written by "
                 "vaultd with this vault's token (forged, or records edited)"
             )
 
@@ -700,12 +744,12 @@ class SealedStore:
         )
 
     def _backups(self, state: _State) -> builtins.list[Backup]:
-        """Each recovery key's point and K, unsealed from the file."""
+        """Each backup's point, K and location, unsealed from the file."""
         backups = []
         for e in state.entries or ():
             if e.public is not None:
                 k = unseal(state.wrapper, e.auth, kind=BACKUP_AUTH_KIND, name=e.id, generation=0)
-                backups.append(Backup(e.public, k))
+                backups.append(Backup(e.public, k, e.token))
         return backups
 
     def _snapshot(self, state: _State) -> Snapshot:
@@ -754,7 +798,7 @@ class SealedStore:
         if not backups:
             return self._wrapper
         token = TokenRecipient(self._wrapper)
-        return RecipientSet([token, *(PublicRecovery(b.point) for b in backups)], token)
+        return RecipientSet([token, *(PublicRecovery(b.point, b.kind) for b in backups)], token)
 
     def _write_snapshot(
         self, snap: Snapshot, backups: Sequence[Backup], base: int | None = None
@@ -808,7 +852,7 @@ class SealedStore:
         entries = [_Entry(self._wrapper.key_id)]
         for b in backups:
             auth = seal(wrapper, b.auth_key, kind=BACKUP_AUTH_KIND, name=b.id, generation=0)
-            entries.append(_Entry(b.id, b.point, auth))
+            entries.append(_Entry(b.id, b.point, auth, token=b.token))
         return tuple(entries)
 
     def _commit(self, state: _State, keep: builtins.list[_Record], new: _Record | None) -> None:
