@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ from vaultd.system.prompt_drivers import DialogPrompter
 if TYPE_CHECKING:
     from vaultd.core.ports import Clock
     from vaultd.ipc.peercred import PeerCred
+    from vaultd.keys.piv import PivSetup
     from vaultd.keys.pkcs11 import PinState
     from vaultd.keys.recovery import RecoveryKey
     from vaultd.settings import Settings
@@ -129,11 +130,11 @@ def open_token_key(
     create_key: bool = False,
     confirm_final_try: bool = False,
     piv_slots: tuple[str, str] = ("82", "9a"),
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """Open the vault key under the scheme :func:`~vaultd.keys.schemes.choose_scheme` picks.
 
-    ``piv_slots`` and ``management_key`` are for PIV cards (:mod:`vaultd.keys.piv`).
+    ``piv_slots`` and ``piv_setup`` are for PIV cards (:mod:`vaultd.keys.piv`).
     """
     from vaultd.keys.ecdh import EcdhTokenKey
     from vaultd.keys.pkcs11 import TokenKey
@@ -148,7 +149,7 @@ def open_token_key(
         create_key=create_key,
         confirm_final_try=confirm_final_try,
         piv_slots=piv_slots,
-        management_key=management_key,
+        piv_setup=piv_setup,
     )
 
 
@@ -158,16 +159,18 @@ def open_token(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """Log in to the token and check its vault key, under ``pkcs11.scheme``.
 
-    On a PIV card, ``create_key`` generates missing keys with ``management_key`` (the factory
-    default when ``None``).
+    On a PIV card, ``create_key`` generates missing keys as ``piv_setup`` says (its touch policy
+    replaced by ``pkcs11.touch_policy``).
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
     person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
+    from vaultd.keys.piv import PivSetup
+
     return open_token_key(
         module_path(settings),
         settings.pkcs11.token_label,
@@ -177,7 +180,7 @@ def open_token(
         create_key=create_key,
         confirm_final_try=confirm_final_try,
         piv_slots=(settings.pkcs11.piv_slot, settings.pkcs11.piv_audit_slot),
-        management_key=management_key,
+        piv_setup=replace(piv_setup or PivSetup(), touch_policy=settings.pkcs11.touch_policy),
     )
 
 
@@ -187,7 +190,7 @@ def open_key(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """The vault key ``keystore`` names: the token (logged in with ``pin``) or a key store.
 
@@ -200,7 +203,7 @@ def open_key(
             pin,
             create_key=create_key,
             confirm_final_try=confirm_final_try,
-            management_key=management_key,
+            piv_setup=piv_setup,
         )
     return open_keystore(settings)
 
@@ -276,7 +279,7 @@ class OpenStore:
 
 @contextmanager
 def opened_vault(
-    settings: Settings, *, create_key: bool = False, management_key: bytes | None = None
+    settings: Settings, *, create_key: bool = False, piv_setup: PivSetup | None = None
 ) -> Iterator[OpenStore]:
     """Read the PIN, log in, open the store; log out and wipe the PIN afterwards.
 
@@ -288,7 +291,7 @@ def opened_vault(
         module_path(settings)  # refuse a bad module before asking for a PIN
         pin = read_pin(settings)
     try:
-        token = open_key(settings, pin, create_key=create_key, management_key=management_key)
+        token = open_key(settings, pin, create_key=create_key, piv_setup=piv_setup)
     finally:
         pin[:] = bytes(len(pin))
     try:
