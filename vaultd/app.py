@@ -136,6 +136,7 @@ def open_token_key(
 
     ``piv_slots`` and ``piv_setup`` are for PIV cards (:mod:`vaultd.keys.piv`).
     """
+    from vaultd.keys import piv
     from vaultd.keys.ecdh import EcdhTokenKey
     from vaultd.keys.pkcs11 import TokenKey
     from vaultd.keys.schemes import choose_scheme
@@ -143,6 +144,8 @@ def open_token_key(
     chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
     args = (module_path, token_label, key_label, pin)
     if chosen == "aead":
+        if piv_setup is not None and piv_setup.protect:
+            raise piv.not_a_card(token_label)
         return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
     return EcdhTokenKey.open(
         *args,

@@ -579,10 +579,7 @@ def _generate_piv(
         token = _find_token(lib, token_label, module_path)
         if not piv.is_piv(token):
             if setup.protect:
-                raise ConfigError(
-                    f"--protect-management-key is for PIV cards, and token {token_label!r} is "
-                    "not one"
-                )
+                raise piv.not_a_card(token_label)
             return []
         reader = token.slot.slot_description
         absent = piv.missing_slots(token, slots)

@@ -72,6 +72,14 @@ class PivSetup:
     """Replace a factory default management key with a random one stored on the card first."""
 
 
+def not_a_card(token_label: str) -> ConfigError:
+    """The refusal of ``--protect-management-key`` on a token that is no PIV card."""
+    return ConfigError(
+        f"--protect-management-key is for PIV cards (a YubiKey), and token {token_label!r} is "
+        "not one"
+    )
+
+
 def is_piv(token: Token) -> bool:
     """Whether ``token`` is a PIV card seen through ykcs11 or OpenSC's PIV driver."""
     return token.manufacturer_id.startswith(_PIV_MANUFACTURERS)
@@ -187,8 +195,9 @@ def prepare_card(
 
     try:
         if setup.protect:
-            protect_management_key(session, pin)
-        key = management_key(session, setup.management_key, pin)
+            key = protect_management_key(session, pin)
+        else:
+            key = management_key(session, setup.management_key, pin)
         if missing:
             _authenticate(session, key)
             for slot, touch in missing.items():
@@ -199,9 +208,10 @@ def prepare_card(
     return key
 
 
-def protect_management_key(session: PivSession, pin: str) -> None:
+def protect_management_key(session: PivSession, pin: str) -> bytes:
     """Replace the factory default management key with a random 3DES key stored PIN-protected
-    on the card (PIVMAN data flag and protected data tag 0x89, as ``ykman --protect``)."""
+    on the card (PIVMAN data flag and protected data tag 0x89, as ``ykman --protect``); the
+    new key."""
     from ykman.piv import get_pivman_data, pivman_set_mgm_key
     from yubikit.piv import MANAGEMENT_KEY_TYPE
 
@@ -221,6 +231,7 @@ def protect_management_key(session: PivSession, pin: str) -> None:
     session.verify_pin(pin)
     new_key = secrets.token_bytes(24)  # 3DES: ykcs11 2.2 speaks no other at SO login
     pivman_set_mgm_key(session, new_key, MANAGEMENT_KEY_TYPE.TDES, store_on_device=True)
+    return new_key
 
 
 def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:

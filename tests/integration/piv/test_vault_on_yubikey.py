@@ -81,6 +81,7 @@ def test_the_aws_cli_gets_credentials_through_the_yubikey(vault: Installation) -
     doctor = vault.vaultd("doctor", check=False).stdout.decode()
     assert "scheme token ECDH (ecdh-p256:" in doctor
     assert "rollback protection is unavailable" in doctor
+    assert 'PIV slot 82 policy: PIN once, touch cached: with touch "always"' in doctor
     assert vault.vaultd("audit", "verify", check=False).returncode == 0
 
 
