@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from vaultd.core.ports import Clock
     from vaultd.ipc.peercred import PeerCred
     from vaultd.keys.backup_token import BackupToken
+    from vaultd.keys.piv import PivSetup
     from vaultd.keys.pkcs11 import PinState
     from vaultd.keys.recovery import BackupOpener
     from vaultd.settings import Settings
@@ -135,12 +136,13 @@ def open_token_key(
     create_key: bool = False,
     confirm_final_try: bool = False,
     piv_slots: tuple[str, str] = ("82", "9a"),
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """Open the vault key under the scheme :func:`~vaultd.keys.schemes.choose_scheme` picks.
 
-    ``piv_slots`` and ``management_key`` are for PIV cards (:mod:`vaultd.keys.piv`).
+    ``piv_slots`` and ``piv_setup`` are for PIV cards (:mod:`vaultd.keys.piv`).
     """
+    from vaultd.keys import piv
     from vaultd.keys.ecdh import EcdhTokenKey
     from vaultd.keys.pkcs11 import TokenKey
     from vaultd.keys.schemes import choose_scheme
@@ -148,13 +150,15 @@ def open_token_key(
     chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
     args = (module_path, token_label, key_label, pin)
     if chosen == "aead":
+        if piv_setup is not None and piv_setup.protect:
+            raise piv.not_a_card(token_label)
         return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
     return EcdhTokenKey.open(
         *args,
         create_key=create_key,
         confirm_final_try=confirm_final_try,
         piv_slots=piv_slots,
-        management_key=management_key,
+        piv_setup=piv_setup,
     )
 
 
@@ -164,16 +168,18 @@ def open_token(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """Log in to the token and check its vault key, under ``pkcs11.scheme``.
 
-    On a PIV card, ``create_key`` generates missing keys with ``management_key`` (the factory
-    default when ``None``).
+    On a PIV card, ``create_key`` generates missing keys as ``piv_setup`` says (its touch policy
+    replaced by ``pkcs11.touch_policy``).
 
     A token at its final PIN try is logged into only with ``confirm_final_try``, which only a
     person's typed confirmation may set (``HsmPinFinalTry`` otherwise; docs/threat-model.md T9).
     """
+    from vaultd.keys.piv import PivSetup
+
     return open_token_key(
         module_path(settings),
         settings.pkcs11.token_label,
@@ -183,7 +189,7 @@ def open_token(
         create_key=create_key,
         confirm_final_try=confirm_final_try,
         piv_slots=(settings.pkcs11.piv_slot, settings.pkcs11.piv_audit_slot),
-        management_key=management_key,
+        piv_setup=replace(piv_setup or PivSetup(), touch_policy=settings.pkcs11.touch_policy),
     )
 
 
@@ -193,7 +199,7 @@ def open_key(
     *,
     create_key: bool = False,
     confirm_final_try: bool = False,
-    management_key: bytes | None = None,
+    piv_setup: PivSetup | None = None,
 ) -> SealingKey:
     """The vault key ``keystore`` names: the token (logged in with ``pin``) or a key store.
 
@@ -206,7 +212,7 @@ def open_key(
             pin,
             create_key=create_key,
             confirm_final_try=confirm_final_try,
-            management_key=management_key,
+            piv_setup=piv_setup,
         )
     return open_keystore(settings)
 
@@ -303,7 +309,7 @@ class OpenStore:
 
 @contextmanager
 def opened_vault(
-    settings: Settings, *, create_key: bool = False, management_key: bytes | None = None
+    settings: Settings, *, create_key: bool = False, piv_setup: PivSetup | None = None
 ) -> Iterator[OpenStore]:
     """Read the PIN, log in, open the store; log out and wipe the PIN afterwards.
 
@@ -315,7 +321,7 @@ def opened_vault(
         module_path(settings)  # refuse a bad module before asking for a PIN
         pin = read_pin(settings)
     try:
-        token = open_key(settings, pin, create_key=create_key, management_key=management_key)
+        token = open_key(settings, pin, create_key=create_key, piv_setup=piv_setup)
     finally:
         pin[:] = bytes(len(pin))
     try:

@@ -112,6 +112,11 @@ class Pkcs11Settings(_Section):
     piv_audit_slot: str = Field("9a", pattern=PIV_SLOT_RE)
     """On a PIV card: the slot of the key that signs audit batches (9a by default: OpenSC lets
     retired keys derive but not sign); `vaultd init` generates it when empty."""
+    touch_policy: Literal["always", "cached", "never"] = "cached"
+    """On a PIV card: the touch policy `vaultd init` gives the vault key it generates (PIN
+    policy once; the audit key: touch never). `always`: every record open waits for a touch, so
+    malware that has the PIN cannot open a record without a finger on the key. `cached`: one
+    touch serves 15 s. Set before init: a key keeps the policy it was made with."""
 
     @model_validator(mode="after")
     def _distinct_piv_slots(self) -> Pkcs11Settings:

@@ -7,7 +7,7 @@ _vaultd() {
         return
     fi
     case "${COMP_WORDS[1]}" in
-        init) words="--help --management-key-stdin --module --no-backup --pin-source --token" ;;
+        init) words="--help --management-key-stdin --module --no-backup --pin-source --protect-management-key --token" ;;
         pin) words="--help file store" ;;
         add) words="--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root" ;;
         list) words="--help --json" ;;

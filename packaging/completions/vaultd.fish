@@ -6,6 +6,7 @@ complete -c vaultd -n '__fish_seen_subcommand_from init' -l management-key-stdin
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l module
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l no-backup
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l pin-source
+complete -c vaultd -n '__fish_seen_subcommand_from init' -l protect-management-key
 complete -c vaultd -n '__fish_seen_subcommand_from init' -l token
 complete -c vaultd -n '__fish_seen_subcommand_from pin' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from pin' -a file

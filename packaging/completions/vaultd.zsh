@@ -6,7 +6,7 @@ if (( CURRENT == 2 )); then
 fi
 local -a opts live
 case $words[2] in
-    init) opts=(--help --management-key-stdin --module --no-backup --pin-source --token) ;;
+    init) opts=(--help --management-key-stdin --module --no-backup --pin-source --protect-management-key --token) ;;
     pin) opts=(--help file store) ;;
     add) opts=(--allow-single-authenticator --bind-fido2 --help --no-bind-fido2 --replace --root) ;;
     list) opts=(--help --json) ;;

@@ -77,3 +77,20 @@ def test_piv_slots_are_key_slots_and_distinct(
     else:
         with pytest.raises(ConfigError, match="piv_"):
             _load(tmp_path, monkeypatch, text)
+
+
+@pytest.mark.parametrize("value", ["always", "cached", "never"])
+def test_touch_policy_takes_the_three_yubikey_policies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    _load(tmp_path, monkeypatch, f'[pkcs11]\ntouch_policy = "{value}"\n')
+
+
+def test_an_unknown_touch_policy_names_the_allowed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, monkeypatch, '[pkcs11]\ntouch_policy = "sometimes"\n')
+    message = str(err.value)
+    assert "\n" not in message and "pkcs11.touch_policy" in message
+    assert all(f"'{allowed}'" in message for allowed in ("always", "cached", "never")), message

@@ -198,8 +198,40 @@ def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
         with app.opened_vault(cfg) as vault:
             report.line("ok", label, _token_line(vault, warnings))
             _store_checks(report, cfg, vault)
+            _piv_policy(report, vault)  # last: a second PC/SC connection (see piv_policy)
     except VaultError as exc:
         report.line("FAIL", label, f"{exc.code}: {exc}")
+
+
+def _piv_policy(report: Report, vault: OpenStore) -> None:
+    """The PIV vault key's PIN and touch policy, and what touch "always" buys."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.keys.ecdh import EcdhTokenKey
+
+    key = vault.token
+    if not isinstance(key, EcdhTokenKey) or key.piv_slot is None:
+        return
+    label = f"PIV slot {key.piv_slot} policy"
+    policy = key.piv_policy()
+    if policy is None:
+        report.line(
+            "info",
+            label,
+            "unread: needs yubikit (pip install 'vaultd[yubikey]') and firmware 5.3 or later",
+        )
+        return
+    pin, touch = policy
+    if touch == "always":
+        gain = (
+            "every record open waits for a finger on the key, so malware that has the PIN "
+            "cannot open a record without it"
+        )
+    else:
+        gain = (
+            'with touch "always" (pkcs11.touch_policy, set before `vaultd init` makes the key) '
+            "malware that has the PIN could not open a record without a finger on the key"
+        )
+    report.line("ok", label, f"PIN {pin}, touch {touch}: {gain}")
 
 
 def _fido2_devices(report: Report, cfg: Settings) -> None:

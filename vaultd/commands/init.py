@@ -37,6 +37,12 @@ def add_parser(sub: Subparsers) -> None:
         help="PIV card: read the management key (hex) from stdin to generate keys; else the "
         "factory default is tried, with a warning",
     )
+    p.add_argument(
+        "--protect-management-key",
+        action="store_true",
+        help="PIV card: replace the factory default management key with a random one stored "
+        "PIN-protected on the card (needs vaultd[yubikey])",
+    )
     p.set_defaults(func=run)
 
 
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from vaultd.commands.init_config import default_pin_file, keyring_usable
     from vaultd.commands.keys import show_recovery_key
     from vaultd.keys import recovery
+    from vaultd.keys.piv import PivSetup
     from vaultd.settings import default_config_path
 
     path = default_config_path()
@@ -136,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
             f'pin_source = "{default_pin_file(default_config_path())}" in [pkcs11] and run '
             '`vaultd pin file PATH`, or pin_source = "prompt"'
         )
-    management_key = _management_key() if args.management_key_stdin else None
-    with opened_vault(cfg, create_key=True, management_key=management_key) as vault:
+    setup = PivSetup(
+        management_key=_management_key() if args.management_key_stdin else None,
+        protect=args.protect_management_key,
+    )
+    with opened_vault(cfg, create_key=True, piv_setup=setup) as vault:
         created = not vault.store.exists()
         backup = None if args.no_backup or not created else recovery.generate()
         if created:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
@@ -40,7 +41,7 @@ from pkcs11 import exceptions as pkerr
 from pkcs11._pkcs11 import DeriveMixin  # type: ignore[attr-defined]  # absent from its stub
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, RecordCorrupt
+from vaultd.errors import AuditTampered, ConfigError, HsmError, HsmKeyUnsafe, RecordCorrupt
 from vaultd.keys import piv
 from vaultd.keys.pkcs11 import (
     _MAC,
@@ -60,6 +61,7 @@ from vaultd.keys.pkcs11 import (
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib
+    from yubikit.piv import PivSession
 
 SCHEME: Final = "ecdh-p256"
 """The scheme name; key ids of this scheme start with ``ecdh-p256:``."""
@@ -223,6 +225,8 @@ class EcdhTokenKey(_TokenSession[_Open]):
         self._key_id = key_id_for(point)
         self.notes: list[str] = []
         """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
+        self.piv_slot: str | None = None
+        """The vault key's PIV slot on a PIV card."""
         self.touch_possible = piv.is_piv(token)
         """Whether an open may wait for a touch: a PIV key's touch policy is not readable
         through PKCS#11, so any PIV key may."""
@@ -239,7 +243,7 @@ class EcdhTokenKey(_TokenSession[_Open]):
         confirm_final_try: bool = False,
         audit: AuditMode = "auto",
         piv_slots: tuple[str, str] = ("82", "9a"),
-        management_key: bytes | None = None,
+        piv_setup: piv.PivSetup | None = None,
     ) -> EcdhTokenKey:
         """Log in once, find (or with ``create_key`` generate) the P-256 key and the audit key.
 
@@ -249,12 +253,20 @@ class EcdhTokenKey(_TokenSession[_Open]):
         where the token offers SHA256_HMAC (``audit="auto"``), else an ECDSA key.
 
         On a PIV card (:mod:`vaultd.keys.piv`) the keys are those in ``piv_slots`` (vault,
-        audit), found by CKA_ID; ``create_key`` generates a missing one with ``management_key``
-        (the factory default when ``None``), recorded in :attr:`notes`.
+        audit), found by CKA_ID; ``create_key`` generates a missing one as ``piv_setup`` says
+        (:class:`~vaultd.keys.piv.PivSetup`), recorded in :attr:`notes`.
         """
-        notes = (
-            _generate_piv(module_path, token_label, piv_slots, management_key) if create_key else []
-        )
+
+        def check_pin() -> str:
+            args = (module_path, token_label, pin)
+            login = login_session(*args, confirm_final_try=confirm_final_try)
+            _close_quietly(login[2])
+            return pin if isinstance(pin, str) else pin.decode()
+
+        setup = piv_setup or piv.PivSetup()
+        notes = []
+        if create_key:
+            notes = _generate_piv(module_path, token_label, piv_slots, setup, check_pin)
         lib, token, session = login_session(
             module_path, token_label, pin, confirm_final_try=confirm_final_try
         )
@@ -276,7 +288,18 @@ class EcdhTokenKey(_TokenSession[_Open]):
         shown = f"PIV slot {piv_slots[0]}" if piv.is_piv(token) else key_label
         key = cls(lib=lib, token=token, state=state, point=point, key_label=shown)
         key.notes = notes
+        key.piv_slot = piv_slots[0] if piv.is_piv(token) else None
         return key
+
+    def piv_policy(self) -> tuple[str, str] | None:
+        """The PIV vault key's PIN and touch policy (GET METADATA through yubikit), lower case;
+        None off a PIV card, without yubikit, or on firmware before 5.3.
+
+        A second PC/SC connection selects the applet again, which may drop the module's PIN
+        state on a real card: call it after the last token operation (``vaultd doctor``)."""
+        if self.piv_slot is None:
+            return None
+        return piv.slot_policy(self._token.slot.slot_description, self.piv_slot)
 
     @property
     def key_id(self) -> str:
@@ -540,34 +563,97 @@ def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
 
 
 def _generate_piv(
-    module_path: str, token_label: str, slots: tuple[str, str], management_key: bytes | None
+    module_path: str,
+    token_label: str,
+    slots: tuple[str, str],
+    setup: piv.PivSetup,
+    check_pin: Callable[[], str],
 ) -> list[str]:
-    """On a PIV card, generate the keys missing from ``slots`` and have the card's Key History
-    count them (for OpenSC); what was done, in words."""
+    """On a PIV card, protect the management key if asked and generate the keys missing from
+    ``slots`` with their policies; what was done, in words. ``check_pin`` logs in once through
+    the module (its PIN guards apply) and returns the PIN, before yubikit is handed it."""
     import pkcs11
 
-    key = management_key or piv.DEFAULT_MANAGEMENT_KEY
     with _translated("generating the PIV keys"):
         lib = pkcs11.lib(module_path)
         token = _find_token(lib, token_label, module_path)
         if not piv.is_piv(token):
+            if setup.protect:
+                raise piv.not_a_card(token_label)
             return []
         reader = token.slot.slot_description
-        missing = piv.missing_slots(token, slots)
-        if not missing:
+        absent = piv.missing_slots(token, slots)
+        if not absent and not setup.protect:
             return []
-        piv.generate(lib, token_label, missing, key)
-    notes = [f"generated a P-256 key in PIV slot {slot}" for slot in missing]
-    if management_key is None:
+        touch: dict[str, piv.TouchPolicy] = {slots[0]: setup.touch_policy, slots[1]: "never"}
+        missing = {slot: touch[slot] for slot in absent}
+        if piv.yubikit_installed():
+            pin = check_pin()
+            with piv.yubikit_session(reader) as session:
+                notes = None if session is None else _yubikit_notes(session, setup, pin, missing)
+            if notes is not None:
+                lib.reinitialize()  # ykcs11 reads the card's keys again at the next login
+                return notes
+        return _ykcs11_notes(lib, token_label, reader, setup, missing)
+
+
+_DEFAULT_KEY_WARNING: Final = (
+    "WARNING: the card still has the factory default management key, which anyone can use to "
+    "replace its keys: run `vaultd init --protect-management-key` (or change it with `ykman "
+    "piv access change-management-key --protect`)"
+)
+
+
+def _yubikit_notes(
+    session: PivSession,
+    setup: piv.PivSetup,
+    pin: str,
+    missing: dict[str, piv.TouchPolicy],
+) -> list[str]:
+    """Through yubikit: the management key protected if asked, the policies set per slot."""
+    key = piv.prepare_card(session, setup, pin, missing)
+    notes = [
+        f"generated a P-256 key in PIV slot {slot} (PIN once, touch {touch})"
+        for slot, touch in missing.items()
+    ]
+    if setup.protect:
         notes.append(
-            "WARNING: the card still has the factory default management key, which anyone can "
-            "use to replace its keys: change it (`ykman piv access change-management-key "
-            "--protect`)"
+            "the management key is now a random 3DES key stored PIN-protected on the card; the "
+            "factory default no longer works"
         )
-    if not piv.count_retired_keys(reader, list(slots), key):
+    elif key == piv.DEFAULT_MANAGEMENT_KEY and missing:
+        notes.append(_DEFAULT_KEY_WARNING)
+    return notes
+
+
+def _ykcs11_notes(
+    lib: Pkcs11Lib,
+    token_label: str,
+    reader: str,
+    setup: piv.PivSetup,
+    missing: dict[str, piv.TouchPolicy],
+) -> list[str]:
+    """Without yubikit (or its reader) ykcs11 generates, and the card picks the policies."""
+    if setup.protect or setup.touch_policy != "cached":
+        asked = (
+            "--protect-management-key"
+            if setup.protect
+            else f"touch_policy = {setup.touch_policy!r}"
+        )
+        raise ConfigError(
+            f"{asked} needs yubikit (ykcs11 cannot set it) and the card in PC/SC reader "
+            f"{reader!r}: pip install 'vaultd[yubikey]'"
+        )
+    key = setup.management_key or piv.DEFAULT_MANAGEMENT_KEY
+    piv.generate(lib, token_label, list(missing), key)
+    notes = [f"generated a P-256 key in PIV slot {slot} (the card's policies)" for slot in missing]
+    if setup.management_key is None:
+        notes.append(_DEFAULT_KEY_WARNING)
+    if not piv.count_retired_keys(reader, list(missing), key):
         notes.append(
-            "WARNING: the card's Key History object could not be written (install vaultd"
-            "[yubikey]), so OpenSC will not list the retired slot; ykcs11 works without it"
+            "WARNING: yubikit is not installed (pip install 'vaultd[yubikey]'), so the card "
+            "chose the PIN and touch policy (a YubiKey: touch never) and its Key History "
+            "object was not written: OpenSC will not list the retired slot"
         )
     return notes
 

@@ -9,7 +9,13 @@ card.  The audit key defaults to 9a because OpenSC offers retired EC keys for de
 
 ykcs11 generates a key at SO login, whose PIN is the management key in hex; it refuses SO login
 while any read-only session is open in the process, so the module is reinitialised around it.
-Debian's ykcs11 2.2 sends no PIN or touch policy: the card's defaults apply.
+Debian's ykcs11 2.2 sends no PIN or touch policy (CKA_YUBICO_* are unknown to it), so with
+yubikit (the ``yubikey`` extra) :func:`generate_with_policy` makes the keys over PC/SC instead:
+PIN policy once, and the vault key's touch policy from ``pkcs11.touch_policy``.
+
+:func:`protect_management_key` replaces a factory default management key with a random 3DES key
+kept PIN-protected on the card, as ``ykman piv access change-management-key --protect`` does
+(3DES because ykcs11 2.2 speaks no other at SO login); :func:`management_key` reads it back.
 
 ykcs11 writes a certificate with each key it generates, but OpenSC lists a retired slot only
 when the Key History object (5FC10C) counts it, and no PKCS#11 module writes that object: with
@@ -18,19 +24,26 @@ yubikit (the ``yubikey`` extra) :func:`count_retired_keys` writes it with the ma
 
 from __future__ import annotations
 
+import datetime
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
 
+from cryptography import x509
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Token
 from pkcs11 import exceptions as pkerr
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from vaultd.errors import HsmError
+from vaultd.errors import ConfigError, HsmError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from pkcs11._pkcs11 import lib as Pkcs11Lib
     from yubikit.piv import PivSession
+
+TouchPolicy = Literal["always", "cached", "never"]
 
 DEFAULT_MANAGEMENT_KEY: Final = bytes.fromhex("010203040506070801020304050607080102030405060708")
 """The factory default PIV management key (3DES): anyone may use it, change it."""
@@ -39,6 +52,32 @@ SLOTS: Final = (*_NAMED, *(f"{n:02x}" for n in range(0x82, 0x96)))
 """The PIV key slots vaultd may use, as ``ykman`` names them."""
 _PIV_MANUFACTURERS: Final = ("Yubico", "piv_II")
 """Token manufacturer ids of ykcs11 and of OpenSC's PIV driver."""
+_INSTALL: Final = "pip install 'vaultd[yubikey]'"
+_REFUSED: Final = (
+    "the card refused the management key; pass the right one (hex) with "
+    "`vaultd init --management-key-stdin`"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PivSetup:
+    """How ``vaultd init`` makes missing keys on a PIV card."""
+
+    management_key: bytes | None = None
+    """The key given on stdin; None: the one stored PIN-protected on the card, else the
+    factory default."""
+    touch_policy: TouchPolicy = "cached"
+    """The vault key's touch policy (the audit key's is always never)."""
+    protect: bool = False
+    """Replace a factory default management key with a random one stored on the card first."""
+
+
+def not_a_card(token_label: str) -> ConfigError:
+    """The refusal of ``--protect-management-key`` on a token that is no PIV card."""
+    return ConfigError(
+        f"--protect-management-key is for PIV cards (a YubiKey), and token {token_label!r} is "
+        "not one"
+    )
 
 
 def is_piv(token: Token) -> bool:
@@ -79,10 +118,7 @@ def generate(lib: Pkcs11Lib, token_label: str, slots: list[str], management_key:
     try:
         so = token.open(rw=True, so_pin=management_key.hex())
     except pkerr.PinIncorrect:
-        raise HsmError(
-            "the card refused the management key; pass the right one (hex) with "
-            "`vaultd init --management-key-stdin`"
-        ) from None
+        raise HsmError(_REFUSED) from None
     with so:
         for slot in slots:
             so.generate_keypair(
@@ -105,27 +141,165 @@ def count_retired_keys(reader: str, slots: list[str], management_key: bytes) -> 
     Keeps a larger count already there. False when yubikit (the ``yubikey`` extra) is not
     installed or no PC/SC reader has that name; OpenSC then does not list those slots.
     """
-    needed = max(map(_retired_index, slots), default=0)
-    if not needed:
-        return True
-    try:
-        from yubikit.core import Tlv
-        from yubikit.core.smartcard import ApduError
-        from yubikit.piv import OBJECT_ID
-    except ImportError:
-        return False
     with yubikit_session(reader) as session:
         if session is None:
             return False
-        try:
-            counted = Tlv.parse_dict(session.get_object(OBJECT_ID.KEY_HISTORY)).get(0xC1, b"\0")
-        except ApduError:  # no such object yet
-            counted = b"\0"
-        if counted[0] < needed:
-            session.authenticate(management_key)
-            history = Tlv(0xC1, bytes([needed])) + Tlv(0xC2, b"\0") + Tlv(0xFE, b"")
-            session.put_object(OBJECT_ID.KEY_HISTORY, history)
+        _count_retired(session, slots, management_key)
     return True
+
+
+def _count_retired(session: PivSession, slots: list[str], management_key: bytes) -> None:
+    from yubikit.core import Tlv
+    from yubikit.core.smartcard import ApduError
+    from yubikit.piv import OBJECT_ID
+
+    needed = max(map(_retired_index, slots), default=0)
+    if not needed:
+        return
+    try:
+        counted = Tlv.parse_dict(session.get_object(OBJECT_ID.KEY_HISTORY)).get(0xC1, b"\0")
+    except ApduError:  # no such object yet
+        counted = b"\0"
+    if counted[0] < needed:
+        _authenticate(session, management_key)
+        history = Tlv(0xC1, bytes([needed])) + Tlv(0xC2, b"\0") + Tlv(0xFE, b"")
+        session.put_object(OBJECT_ID.KEY_HISTORY, history)
+
+
+def _authenticate(session: PivSession, management_key: bytes) -> None:
+    from yubikit.core import CommandError
+
+    try:
+        session.authenticate(management_key)
+    except CommandError:
+        raise HsmError(_REFUSED) from None
+
+
+def yubikit_installed() -> bool:
+    """Whether yubikit and pyscard (the ``yubikey`` extra) can be imported."""
+    try:
+        import smartcard  # type: ignore[import-untyped]  # noqa: F401
+        import ykman.piv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def prepare_card(
+    session: PivSession, setup: PivSetup, pin: str, missing: dict[str, TouchPolicy]
+) -> bytes:
+    """Protect the management key if asked, then generate the ``missing`` slots (P-256, PIN
+    once, the given touch policy each) and count them in Key History; the management key used.
+    ``pin`` must be known good: a wrong one here would spend a try unchecked."""
+    from yubikit.core import CommandError
+
+    try:
+        if setup.protect:
+            key = protect_management_key(session, pin)
+        else:
+            key = management_key(session, setup.management_key, pin)
+        if missing:
+            _authenticate(session, key)
+            for slot, touch in missing.items():
+                _generate_one(session, slot, touch)
+            _count_retired(session, list(missing), key)
+    except CommandError as exc:
+        raise HsmError(f"the PIV card refused a command while preparing its keys ({exc})") from None
+    return key
+
+
+def protect_management_key(session: PivSession, pin: str) -> bytes:
+    """Replace the factory default management key with a random 3DES key stored PIN-protected
+    on the card (PIVMAN data flag and protected data tag 0x89, as ``ykman --protect``); the
+    new key."""
+    from ykman.piv import get_pivman_data, pivman_set_mgm_key
+    from yubikit.piv import MANAGEMENT_KEY_TYPE
+
+    if get_pivman_data(session).has_protected_key:
+        raise ConfigError(
+            "the card's management key is already stored PIN-protected on it, and vaultd reads "
+            "it from there: run `vaultd init` without --protect-management-key"
+        )
+    try:
+        _authenticate(session, DEFAULT_MANAGEMENT_KEY)
+    except HsmError:
+        raise ConfigError(
+            "--protect-management-key replaces only the factory default management key, and "
+            "this card has another one, which vaultd will not overwrite: pass it with "
+            "`vaultd init --management-key-stdin` instead"
+        ) from None
+    session.verify_pin(pin)
+    new_key = secrets.token_bytes(24)  # 3DES: ykcs11 2.2 speaks no other at SO login
+    pivman_set_mgm_key(session, new_key, MANAGEMENT_KEY_TYPE.TDES, store_on_device=True)
+    return new_key
+
+
+def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:
+    """``given``, else the key stored PIN-protected on the card, else the factory default."""
+    from ykman.piv import get_pivman_data, get_pivman_protected_data
+
+    if given is not None:
+        return given
+    if not get_pivman_data(session).has_stored_key:
+        return DEFAULT_MANAGEMENT_KEY
+    session.verify_pin(pin)
+    stored = get_pivman_protected_data(session).key
+    if stored is None:
+        raise HsmError(
+            "the card says its management key is stored on it, but none is there; pass it "
+            "with `vaultd init --management-key-stdin`"
+        )
+    return bytes(stored)
+
+
+def _generate_one(session: PivSession, slot: str, touch: TouchPolicy) -> None:
+    """A P-256 key in ``slot`` (PIN once) and a placeholder certificate, which OpenSC needs to
+    list the slot; nobody checks its chain, so a throwaway key signs it (no touch at init)."""
+    from yubikit.piv import KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
+
+    where = SLOT(int(slot, 16))
+    public = session.generate_key(
+        where, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY[touch.upper()]
+    )
+    session.put_certificate(where, _placeholder_certificate(public, slot))
+
+
+def _placeholder_certificate(public: PublicKeyTypes, slot: str) -> x509.Certificate:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise HsmError(f"the card made a key that is not P-256 in PIV slot {slot}")
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"vaultd {slot}")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365 * 20))
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
+
+
+def slot_policy(reader: str, slot: str) -> tuple[str, str] | None:
+    """The PIN and touch policy of the key in ``slot`` (GET METADATA), lower case; None without
+    yubikit, a reader of that name, or metadata (firmware before 5.3)."""
+    if not yubikit_installed():
+        return None
+    from yubikit.core import CommandError, NotSupportedError
+    from yubikit.piv import SLOT
+
+    with yubikit_session(reader) as session:
+        if session is None:
+            return None
+        try:
+            meta = session.get_slot_metadata(SLOT(int(slot, 16)))
+        except (CommandError, NotSupportedError):
+            return None
+        return meta.pin_policy.name.lower(), meta.touch_policy.name.lower()
 
 
 @contextmanager

@@ -56,3 +56,15 @@ def test_a_store_sealed_under_ecdh_is_refused_under_token_aead(make_vault: MakeV
     inst.config["pkcs11"]["scheme"] = "auto"  # auto keeps the vault's ECDH key
     inst.write_config()
     assert b"dev" in inst.vaultd("list").stdout
+
+
+@pytest.mark.parametrize("scheme", ["aead", "ecdh"])
+def test_protect_management_key_is_refused_off_a_piv_card(
+    make_vault: MakeVault, scheme: str
+) -> None:
+    inst = make_vault(extra={"pkcs11": {"scheme": scheme}}, start=False)
+    refused = inst.vaultd("init", "--protect-management-key", check=False)
+    assert refused.returncode != 0
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert b"--protect-management-key is for PIV cards" in refused.stderr
+    assert "PIV slot" not in inst.vaultd("doctor", check=False).stdout.decode()

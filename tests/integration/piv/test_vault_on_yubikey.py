@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pkcs11
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
+from yubikit.piv import PIN_POLICY, SLOT, TOUCH_POLICY
 
 from vaultd.errors import HsmError
+from vaultd.keys import piv
 from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, create_installation
@@ -57,6 +57,9 @@ def test_init_generated_both_keys_with_the_default_management_key(
 ) -> None:
     keys = stack.card.state().keys
     assert {f"{slot:02x}" for slot in keys} >= {"82", "9a"}
+    vault_key, audit_key = keys[0x82], keys[0x9A]  # the default touch_policy, and never
+    assert (vault_key.pin_policy, vault_key.touch_policy) == (PIN_POLICY.ONCE, TOUCH_POLICY.CACHED)
+    assert (audit_key.pin_policy, audit_key.touch_policy) == (PIN_POLICY.ONCE, TOUCH_POLICY.NEVER)
     store = json.loads((vault.data_dir / "store.vault").read_bytes().partition(b"\n")[2])
     assert store["key_id"].startswith("ecdh-p256:")
     again = vault.vaultd("init")  # finds the keys now: nothing generated, no warning
@@ -78,6 +81,7 @@ def test_the_aws_cli_gets_credentials_through_the_yubikey(vault: Installation) -
     doctor = vault.vaultd("doctor", check=False).stdout.decode()
     assert "scheme token ECDH (ecdh-p256:" in doctor
     assert "rollback protection is unavailable" in doctor
+    assert 'PIV slot 82 policy: PIN once, touch cached: with touch "always"' in doctor
     assert vault.vaultd("audit", "verify", check=False).returncode == 0
 
 
@@ -138,13 +142,12 @@ def test_the_same_store_serves_through_opensc(stack: PivStack, vault: Installati
 
 
 def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
-    """A key made with yubikit with touch policy "always" (ykcs11 2.2 cannot set a policy)."""
-    with piv_session(stack) as piv:
-        piv.authenticate(DEFAULT_MANAGEMENT_KEY)
-        public = piv.generate_key(
-            SLOT.RETIRED3, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS
-        )
-        assert isinstance(public, ec.EllipticCurvePublicKey)  # ykcs11 finds it by metadata
+    """A key made by vaultd's yubikit path with touch policy "always" (ykcs11 2.2 cannot set a
+    policy): each record open waits for its own touch, and one that never comes opens nothing."""
+    with piv_session(stack) as session:
+        piv.prepare_card(session, piv.PivSetup(touch_policy="always"), PIN, {"84": "always"})
+        meta = session.get_slot_metadata(SLOT.RETIRED3)  # ykcs11 finds the key by metadata
+        assert (meta.pin_policy, meta.touch_policy) == (PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
     assert stack.ykcs11 is not None
     card = _card_token(stack, Path("/nonexistent"))
     module, label = card.module_path, card.label
@@ -161,6 +164,9 @@ def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
         touches = stack.card.touches
         assert key.decrypt(iv, body, aad) == b"touch-me"
         assert stack.card.touches == touches + 1
+        for _ in range(3):  # touch "always": no touch is cached for the next open
+            assert key.decrypt(iv, body, aad) == b"touch-me"
+        assert stack.card.touches == touches + 4
     finally:
         stack.card.touch_comes = True
         key.close()
