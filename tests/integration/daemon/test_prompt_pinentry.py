@@ -67,31 +67,27 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
     return proc.returncode, out, err
 
 
-def asked_in_the_pane(
-    make_vault: MakeVault, pane: TmuxServer, monkeypatch: pytest.MonkeyPatch, bin_dir: Path
+@pytest.fixture
+def asked(
+    make_vault: MakeVault, pane: TmuxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> subprocess.Popen[bytes]:
-    """A daemon whose pinentry is pinentry-curses on ``pane``, and a client it will ask."""
+    """A daemon whose pinentry is pinentry-curses on ``pane``, and a client it asks there."""
     tty = pane.run("display", "-p", "-t", "pin", "#{pane_tty}").strip()
     wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {tty} --ttytype screen "$@"\n'
-    put_on_path(monkeypatch, bin_dir, wrapper)
+    put_on_path(monkeypatch, tmp_path / "bin", wrapper)
     inst = make_vault(extra=AUTO, start=False)
     inst.start_daemon()
     return client(inst)
 
 
 def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
-    make_vault: MakeVault,
-    fake_sts: FakeSts,
-    pane: TmuxServer,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
 ) -> None:
-    proc = asked_in_the_pane(make_vault, pane, monkeypatch, tmp_path / "bin")
     screen = pane.wait_for("MFA code:")
     assert "(pid " in screen and "profile dev" in screen and "Approve" in screen
     pane.run("send-keys", "-t", "pin", CODE)
     pane.run("send-keys", "-t", "pin", "Enter")
-    status, out, err = finish(proc)
+    status, out, err = finish(asked)
     assert status == 0, err.decode()
     assert b'"AccessKeyId"' in out
     (sts_call,) = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
@@ -99,17 +95,12 @@ def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
 
 
 def test_pinentry_curses_cancel_denies(
-    make_vault: MakeVault,
-    fake_sts: FakeSts,
-    pane: TmuxServer,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
 ) -> None:
-    proc = asked_in_the_pane(make_vault, pane, monkeypatch, tmp_path / "bin")
     pane.wait_for("<Deny>")
     for key in ("Tab", "Tab", "Enter"):  # past <OK> to <Deny>, and press it
         pane.run("send-keys", "-t", "pin", key)
-    status, out, err = finish(proc)
+    status, out, err = finish(asked)
     assert (status, out) == (1, b"")
     assert err.startswith(b"vaultd: DENIED:") and err.count(b"\n") == 1
     assert fake_sts.calls("GetSessionToken") == 0
