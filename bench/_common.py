@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +167,28 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def rate(op: Callable[[], None], count: int) -> float:
+    """Calls of ``op`` per second over ``count`` calls in a row."""
+    began = time.perf_counter()
+    for _ in range(count):
+        op()
+    return count / (time.perf_counter() - began)
+
+
+def interleaved_rates(
+    variants: Mapping[str, Callable[[], None]], rounds: int, batch: int
+) -> dict[str, list[float]]:
+    """Each variant warmed up (a tenth of a batch), then ``rounds`` rounds of one batch per
+    variant in turn, so drift hits all alike; the batch rates per variant."""
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for op in variants.values():
+        rate(op, batch // 10 or 1)
+    for _ in range(rounds):
+        for name, op in variants.items():
+            rates[name].append(rate(op, batch))
+    return rates
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

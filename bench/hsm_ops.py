@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, cast
 
 import pkcs11
-from _common import median, parse_quick, table
+from _common import interleaved_rates, median, parse_quick, table
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import GCMParams, KeyType, Mechanism
 
@@ -77,13 +76,6 @@ def _variants(vault: TokenKey, raw_key: _GcmKey) -> dict[str, Callable[[], None]
     return {"envelope": sealed_envelope, "adapter": adapter, "raw": raw, "software": software}
 
 
-def _rate(op: Callable[[], None], count: int) -> float:
-    began = time.perf_counter()
-    for _ in range(count):
-        op()
-    return count / (time.perf_counter() - began)
-
-
 def main() -> int:
     quick = parse_quick(__doc__ or "")
     rounds, batch = (2, 20) if quick else (15, 1000)
@@ -98,12 +90,7 @@ def main() -> int:
         try:
             raw_key = cast(_GcmKey, raw_session.get_key(label=KEY_LABEL, key_type=KeyType.AES))
             variants = _variants(vault, raw_key)
-            rates: dict[str, list[float]] = {name: [] for name in variants}
-            for op in variants.values():
-                _rate(op, batch // 10 or 1)  # warm up
-            for _ in range(rounds):
-                for name, op in variants.items():
-                    rates[name].append(_rate(op, batch))
+            rates = interleaved_rates(variants, rounds, batch)
         finally:
             raw_session.close()
             vault.close()

@@ -17,11 +17,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import median, parse_quick, table
+from _common import interleaved_rates, median, parse_quick, table
 
 from vaultd.core import envelope
 from vaultd.core.ports import KeyWrapper, SealingKey
@@ -55,13 +54,6 @@ def _variants(scheme: str, key: SealingKey) -> dict[str, Callable[[], None]]:
     }
 
 
-def _rate(op: Callable[[], None], count: int) -> float:
-    began = time.perf_counter()
-    for _ in range(count):
-        op()
-    return count / (time.perf_counter() - began)
-
-
 def main() -> int:
     quick = parse_quick(__doc__ or "")
     rounds, batch = (2, 20) if quick else (15, 300)
@@ -74,12 +66,7 @@ def main() -> int:
         ecdh = EcdhTokenKey.open(module, second.label, "ecdh", second.user_pin, create_key=True)
         try:
             variants = {**_variants("token AEAD", aead), **_variants("token ECDH", ecdh)}
-            rates: dict[str, list[float]] = {name: [] for name in variants}
-            for op in variants.values():
-                _rate(op, batch // 10 or 1)  # warm up
-            for _ in range(rounds):
-                for name, op in variants.items():
-                    rates[name].append(_rate(op, batch))
+            rates = interleaved_rates(variants, rounds, batch)
         finally:
             aead.close()
             ecdh.close()

@@ -23,12 +23,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pkcs11
-from _common import median, parse_quick, table
+from _common import interleaved_rates, median, parse_quick, rate, table
 
 from vaultd.core import envelope
 from vaultd.core.ports import KeyWrapper
@@ -59,13 +58,6 @@ def _sealer(key: KeyWrapper) -> Callable[[], None]:
     return seal_once
 
 
-def _rate(op: Callable[[], None], count: int) -> float:
-    began = time.perf_counter()
-    for _ in range(count):
-        op()
-    return count / (time.perf_counter() - began)
-
-
 def _card_rates(tmp: Path, rounds: int, batch: int) -> dict[str, list[float]]:
     """Median-ready rates of a token ECDH open on the emulated card, per module."""
     if missing_parts() or find_ykcs11() is None or find_opensc_pkcs11() is None:
@@ -84,8 +76,8 @@ def _card_rates(tmp: Path, rounds: int, batch: int) -> dict[str, list[float]]:
             key = EcdhTokenKey.open(module, token_label, "-", DEFAULT_PIN)
             try:
                 op = _opener(key)
-                _rate(op, 2)  # warm up
-                rates[name] = [_rate(op, batch) for _ in range(rounds)]
+                rate(op, 2)  # warm up
+                rates[name] = [rate(op, batch) for _ in range(rounds)]
             finally:
                 key.close()
     return rates
@@ -108,12 +100,7 @@ def main() -> int:
                 "token ECDH": _opener(ecdh),
                 "ECDH seal": _sealer(ecdh),
             }
-            rates: dict[str, list[float]] = {name: [] for name in variants}
-            for op in variants.values():
-                _rate(op, batch // 10 or 1)  # warm up
-            for _ in range(rounds):
-                for name, op in variants.items():
-                    rates[name].append(_rate(op, batch))
+            rates = interleaved_rates(variants, rounds, batch)
         finally:
             aead.close()
             ecdh.close()

@@ -5,7 +5,6 @@ FakeSts, which validates AssumeRoot as AWS documents it (issue 15)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,9 @@ from fido2.ctap2.pin import ClientPin
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
+from vaultd.testing.tmux import TmuxServer
 
-from .test_real_daemon import Tmux, tui_command
+from .test_real_daemon import tui_command, tui_tmux
 
 ADMIN_SERIAL = "arn:aws:iam::123456789012:mfa/org-admin"
 PIN = "4321"
@@ -60,35 +60,32 @@ def org(tmp_path: Path) -> Iterator[tuple[Installation, FakeSts]]:
 
 
 @pytest.fixture
-def tmux(org: tuple[Installation, FakeSts]) -> Iterator[Tmux]:
-    server = Tmux(org[0].env)
-    try:
+def tmux(org: tuple[Installation, FakeSts]) -> Iterator[TmuxServer]:
+    with tui_tmux(org[0].env) as server:
         yield server
-    finally:
-        subprocess.run(
-            ["tmux", "-L", server.socket, "kill-server"], capture_output=True, check=False
-        )
 
 
-def keys(tmux: Tmux, *names: str) -> None:
+def keys(tmux: TmuxServer, *names: str) -> None:
     tmux.run("send-keys", "-t", "tui", *names)
 
 
-def moved(tmux: Tmux, *names: str) -> None:
+def moved(tmux: TmuxServer, *names: str) -> None:
     """Keys that move the focus; then a pause before typing, as a person makes (text typed
     at once after Tab can land in the previous field: issue 16).  Not a timing check."""
     keys(tmux, *names)
     time.sleep(0.5)
 
 
-def typed(tmux: Tmux, text: str, shown: str) -> None:
+def typed(tmux: TmuxServer, text: str, shown: str) -> None:
     """Type ``text`` one key at a time, then wait until ``shown`` is on screen."""
     for char in text:
         tmux.run("send-keys", "-t", "tui", "-l", char)
     tmux.wait_for(shown)
 
 
-def test_assume_root_through_the_tui_in_tmux(org: tuple[Installation, FakeSts], tmux: Tmux) -> None:
+def test_assume_root_through_the_tui_in_tmux(
+    org: tuple[Installation, FakeSts], tmux: TmuxServer
+) -> None:
     _, sts = org
     tmux.run("new-session", "-d", "-s", "tui", "-x", "140", "-y", "45", *tui_command())
     tmux.wait_for("connected")

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +25,7 @@ from vaultd.testing.clock import FakeClock
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.softhsm import find_softhsm_module
+from vaultd.testing.tmux import TmuxServer, tmux_server
 
 from .fakes import FakeDaemonClient
 
@@ -77,57 +78,23 @@ def credential_process(inst: Installation, profile: str) -> subprocess.Popen[byt
     )
 
 
-class Tmux:
-    """A private tmux server (its own socket) running one command in a 120x40 window."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.socket = f"vaultd-test-{uuid.uuid4().hex[:12]}"
-        self.env = {**env, "TERM": "xterm-256color"}
-
-    def run(self, *args: str) -> str:
-        proc = subprocess.run(
-            ["tmux", "-L", self.socket, *args],
-            env=self.env,
-            capture_output=True,
-            check=True,
-            timeout=10,
-        )
-        return proc.stdout.decode(errors="replace")
-
-    def alive(self) -> bool:
-        """Whether the TUI's session still runs (tmux exits with its last session)."""
-        probe = ["tmux", "-L", self.socket, "has-session", "-t", "tui"]
-        return subprocess.run(probe, env=self.env, capture_output=True, check=False).returncode == 0
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "tui")
-
-    def wait_for(self, text: str, wait: float = 20.0) -> str:
-        """Poll the pane until ``text`` shows (a guard against hangs, not a timing check)."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
+@contextmanager
+def tui_tmux(env: Mapping[str, str]) -> Iterator[TmuxServer]:
+    """A private tmux server whose session ``tui`` (started by the test) runs the TUI."""
+    with tmux_server("tui", {**env, "TERM": "xterm-256color"}) as server:
+        yield server
 
 
 @pytest.fixture
-def tmux(vault: tuple[Installation, FakeSts]) -> Iterator[Tmux]:
+def tmux(vault: tuple[Installation, FakeSts]) -> Iterator[TmuxServer]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
-    server = Tmux(vault[0].env)
-    try:
+    with tui_tmux(vault[0].env) as server:
         yield server
-    finally:
-        subprocess.run(
-            ["tmux", "-L", server.socket, "kill-server"], capture_output=True, check=False
-        )
 
 
 def test_vaultd_tui_in_tmux_approves_a_pending_request(
-    vault: tuple[Installation, FakeSts], tmux: Tmux
+    vault: tuple[Installation, FakeSts], tmux: TmuxServer
 ) -> None:
     inst, sts = vault
     tmux.run("new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", *tui_command())

@@ -8,17 +8,15 @@ call. A shell that is not installed is skipped (apt-get install zsh fish).
 from __future__ import annotations
 
 import os
-import pty
-import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from vaultd.commands.complete import candidates
+from vaultd.testing.harness import read_until, spawn_in_pty
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "packaging" / "completions"
@@ -94,29 +92,12 @@ def _needs(shell: str) -> None:
 
 def _type_on_pty(argv: list[str], env: dict[str, str], setup: str, line: str) -> str:
     """Start an interactive shell on a pty, run ``setup``, type ``line``; the screen text."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        argv, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
-    )
-    os.close(slave)
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float = 30) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + timeout  # a guard against hangs, not a timing assertion
-        while marker not in seen and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(master, 4096)
-                except OSError:
-                    break
-
+    proc, master = spawn_in_pty(argv, env, controlling=False)
     try:
         os.write(master, setup.encode() + b"; echo READY''\n")
-        read_until(b"READY\r\n")
-        seen = b""
+        read_until(master, b"READY\r\n")
         os.write(master, line.encode())
-        read_until(b"admin")
+        seen = read_until(master, b"admin")
         os.write(master, b"\x15exit\n")  # Ctrl-U drops the line
         proc.wait(timeout=30)
     finally:

@@ -8,11 +8,14 @@ in a 0600 file there (the ``file:`` PIN source).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,6 +257,61 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def read_until(fd: int, needle: bytes | None, timeout: float = 60.0) -> bytes:
+    """Read a pty master until ``needle`` shows (``None``: until the child closes its side) or
+    ``timeout`` passes (a guard against hangs, never a timing assertion); returns what was read.
+    EIO, which Linux raises once the child has closed the pty, ends the read."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while (needle is None or needle not in seen) and time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def _take_the_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def spawn_in_pty(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    *,
+    controlling: bool = True,
+    capture: bool = False,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` in a new session with a fresh pty as its stdin (and its stdout and stderr
+    unless ``capture``: then pipes); with ``controlling`` the pty is its /dev/tty.  Returns the
+    process and the pty master, which the caller closes."""
+    master, slave = os.openpty()
+    out = subprocess.PIPE if capture else slave
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=slave,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_take_the_terminal if controlling else None,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return proc, master
 
 
 def approve_pending(

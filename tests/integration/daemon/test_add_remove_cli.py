@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import subprocess
 import sys
-import termios
-import time
 from collections.abc import Callable
 
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, read_until, spawn_in_pty
 
 MakeVault = Callable[..., Installation]
 KEY_ID = "AKIAADDCLI0000000001"
@@ -21,32 +17,7 @@ SECRET = "CanarySecretKey0000000000000000000000001"  # the conftest's canary: sc
 
 def _on_a_terminal(inst: Installation, *args: str) -> tuple[subprocess.Popen[bytes], int]:
     """Run ``vaultd ARGS`` with a pty as its stdin and controlling terminal."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vaultd", *args],
-        env=inst.env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-    )
-    os.close(slave)
-    return proc, master
-
-
-def _read_until(fd: int, needle: bytes, wait: float = 30) -> bytes:
-    """Read the pty until ``needle`` shows (a guard against hangs, not a timing check)."""
-    seen = b""
-    deadline = time.monotonic() + wait
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                seen += os.read(fd, 1024)
-            except OSError:
-                break
-    return seen
+    return spawn_in_pty([sys.executable, "-m", "vaultd", *args], inst.env)
 
 
 def _names(inst: Installation) -> list[str]:
@@ -89,15 +60,15 @@ def test_a_duplicate_name_names_replace(make_vault: MakeVault) -> None:
 def test_add_on_a_terminal_shows_the_key_id_and_checks_each_field(make_vault: MakeVault) -> None:
     inst = make_vault(start=False)
     proc, tty = _on_a_terminal(inst, "add", "typed")
-    assert b"AccessKeyId: " in _read_until(tty, b"AccessKeyId: ")
+    assert b"AccessKeyId: " in read_until(tty, b"AccessKeyId: ")
     os.write(tty, b"ASIATEMPORARY0000001\n")  # a temporary key id: refused at once
-    retry = _read_until(tty, b"AccessKeyId: ")
+    retry = read_until(tty, b"AccessKeyId: ")
     assert b"ASIATEMPORARY0000001" in retry  # echoed: the key id is not a secret
     assert b"long-lived key id" in retry and b"try again" in retry
     os.write(tty, KEY_ID.encode() + b"\n")
-    assert b"(hidden)" in _read_until(tty, b"(hidden): ")
+    assert b"(hidden)" in read_until(tty, b"(hidden): ")
     os.write(tty, SECRET.encode() + b"\n")
-    rest = _read_until(tty, b"stored")
+    rest = read_until(tty, b"stored")
     assert proc.wait(timeout=60) == 0
     os.close(tty)
     assert SECRET.encode() not in rest  # the secret is never echoed
@@ -109,15 +80,15 @@ def test_remove_asks_on_a_terminal_and_keeps_the_record_unless_the_name_is_typed
 ) -> None:
     inst = make_vault(start=False)
     proc, tty = _on_a_terminal(inst, "remove", "dev")
-    _read_until(tty, b"confirm: ")
+    read_until(tty, b"confirm: ")
     os.write(tty, b"nope\n")
     assert proc.wait(timeout=60) != 0
-    assert b"NOT_CONFIRMED" in _read_until(tty, b"NOT_CONFIRMED")
+    assert b"NOT_CONFIRMED" in read_until(tty, b"NOT_CONFIRMED")
     os.close(tty)
     assert "dev" in _names(inst)
 
     proc, tty = _on_a_terminal(inst, "remove", "dev")
-    _read_until(tty, b"confirm: ")
+    read_until(tty, b"confirm: ")
     os.write(tty, b"dev\n")
     assert proc.wait(timeout=60) == 0
     os.close(tty)

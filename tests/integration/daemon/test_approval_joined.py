@@ -17,9 +17,9 @@ import os
 from collections.abc import Callable
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, wait_for
+from vaultd.testing.harness import Installation, read_until, wait_for
 
-from .test_approval_unavailable import Subscriber, audit, credproc, finish, pending, read_until
+from .test_approval_unavailable import Subscriber, audit, credproc, finish, pending
 
 MakeVault = Callable[..., Installation]
 

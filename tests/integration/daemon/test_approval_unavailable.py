@@ -11,17 +11,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import termios
-import time
 from collections.abc import Callable
 
 from vaultd.ipc.protocol import HEADER_SIZE
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending, wait_for
+from vaultd.testing.harness import Installation, approve_pending, read_until, wait_for
 
 MakeVault = Callable[..., Installation]
 NO_OUT_OF_BAND = {"approval": {"out_of_band": False}}
@@ -93,17 +91,6 @@ class Subscriber:
     def close(self) -> None:
         self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-
-
-def read_until(fd: int, needle: bytes, wait: float = 20.0) -> bytes:
-    """Read a pty master until ``needle`` shows (a guard against hangs, not a timing check)."""
-    seen = b""
-    deadline = time.monotonic() + wait
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            seen += os.read(fd, 1024)
-    return seen
 
 
 def test_no_terminal_and_no_tui_is_refused_without_an_approval(

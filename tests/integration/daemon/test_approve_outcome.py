@@ -6,17 +6,21 @@ pty as its controlling terminal where a person would type the code, or with stdi
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
-import termios
 from collections.abc import Callable
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending, wait_for
+from vaultd.testing.harness import (
+    Installation,
+    approve_pending,
+    read_until,
+    spawn_in_pty,
+    wait_for,
+)
 
-from .test_approval_unavailable import credproc, finish, pending, read_until
+from .test_approval_unavailable import credproc, finish, pending
 
 MakeVault = Callable[..., Installation]
 Popen = subprocess.Popen[bytes]
@@ -27,23 +31,15 @@ def type_at_the_prompt(inst: Installation, keys: bytes) -> tuple[Popen, str, int
     where ``keys`` are typed at the code prompt: (requester, id, exit status, stdout, stderr)."""
     requester = credproc(inst)
     approval_id = wait_pending(inst)
-    master, slave = os.openpty()
+    proc, master = spawn_in_pty(
+        [sys.executable, "-m", "vaultd", "approve", approval_id], inst.env, capture=True
+    )
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "approve", approval_id],
-            env=inst.env,
-            stdin=slave,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
         read_until(master, b"MFA code")
         os.write(master, keys)
         out, err = proc.communicate(timeout=60)
     finally:
         os.close(master)
-        os.close(slave)
     return requester, approval_id, proc.returncode, out, err
 
 

@@ -4,14 +4,10 @@ validates AssumeRoot as AWS documents it (moto does not implement AssumeRoot).""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +18,7 @@ from fido2.ctap2.pin import ClientPin
 from vaultd.errors import BadRequest, VaultError
 from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation
+from vaultd.testing.harness import Installation, read_until, spawn_in_pty
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
 ADMIN_SERIAL = "arn:aws:iam::123456789012:mfa/org-admin"
@@ -202,28 +198,12 @@ def test_a_policy_can_allow_only_the_audit_task(
 def _on_a_terminal(inst: Installation, *args: str) -> tuple[int, str]:
     """Run `vaultd break-glass ARGS` with a pty as its terminal; return the exit status and
     everything it showed there (a prompt would show)."""
-    master, slave = os.openpty()
+    proc, master = spawn_in_pty([sys.executable, "-m", "vaultd", "break-glass", *args], inst.env)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "break-glass", *args],
-            env=inst.env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )  # fmt: skip
-        seen = b""
-        deadline = time.monotonic() + 30  # a guard against a hang, not a timing check
-        while proc.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                seen += os.read(master, 4096)
+        seen = read_until(master, None, 30)  # all it showed, until it closed the pty
         status = proc.wait(5)
-        while select.select([master], [], [], 0.1)[0]:
-            try:
-                seen += os.read(master, 4096)
-            except OSError:
-                break
     finally:
         os.close(master)
-        os.close(slave)
     return status, seen.decode(errors="replace")
 
 

@@ -4,13 +4,10 @@ on a software CTAP2 authenticator; no USB in CI), the root TOTP code, a short se
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import subprocess
 import sys
-import termios
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +19,7 @@ from fido2.ctap2.pin import ClientPin
 from vaultd.errors import BadRequest, VaultError
 from vaultd.ipc.client import DaemonClient
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, wait_for
+from vaultd.testing.harness import Installation, read_until, spawn_in_pty, wait_for
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
 MakeVault = Callable[..., Installation]
@@ -241,37 +238,16 @@ def test_on_a_terminal_a_refused_request_asks_for_nothing(
     root_vault: Installation, fake_sts: FakeSts, profile: str, reason: str, expected: bytes
 ) -> None:
     """Through a pty: no code, PIN or touch prompt before a refusal that needs no factor."""
-    primary, secondary = os.openpty()
-    proc = subprocess.Popen(
+    proc, primary = spawn_in_pty(
         [sys.executable, "-m", "vaultd", "break-glass", profile, "--reason", reason],
-        env=root_vault.env,
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        root_vault.env,
     )
-    os.close(secondary)
     try:
         assert proc.wait(timeout=60) != 0  # nothing was typed: a prompt would hang here
-        shown = _read_all(primary)
+        shown = read_until(primary, None)  # what it wrote before it exited
     finally:
         proc.kill()  # only still running when a prompt waited (the assertion failed)
         os.close(primary)
     lines = shown.replace(b"\r\n", b"\n").strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], shown
     assert fake_sts.calls() == 0
-
-
-def _read_all(fd: int) -> bytes:
-    """What the child wrote to the pty before it exited."""
-    out = b""
-    while select.select([fd], [], [], 0.5)[0]:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child's side is closed: all was read
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out

@@ -3,50 +3,27 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import pytest
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import Installation, approve_pending, read_until, spawn_in_pty
 
 MakeVault = Callable[..., Installation]
-
-
-def read_until(fd: int, marker: bytes, timeout: float = 30) -> bytes:
-    """Read the pty until ``marker`` shows (a guard against hangs, not a timing assertion)."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while marker not in seen and time.monotonic() < deadline:
-        if not select.select([fd], [], [], 0.5)[0]:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the shell is gone
-            break
-        seen += chunk
-    return seen
 
 
 def test_no_command_opens_the_shell_with_the_session_and_region(
     make_vault: MakeVault, fake_sts: FakeSts
 ) -> None:
     inst = make_vault()
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
+    proc, master = spawn_in_pty(
         [sys.executable, "-m", "vaultd", "exec", "--region", "eu-west-2", "dev"],
-        env={**inst.env, "SHELL": "/bin/sh", "PS1": "$ "},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,  # no controlling terminal: approved with `vaultd approve`
+        {**inst.env, "SHELL": "/bin/sh", "PS1": "$ "},
+        controlling=False,  # no controlling terminal: approved with `vaultd approve`
     )
-    os.close(slave)
     approve_pending(inst, "123456", profile="dev")
     os.write(
         master,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,48 +20,22 @@ import pytest
 
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation
+from vaultd.testing.tmux import TmuxServer, tmux_server
 
 MakeVault = Callable[..., Installation]
 CODE = "493817"
 AUTO = {"approval": {"prompt": "auto", "out_of_band": False}}
 
 
-class Pane:
-    """A private tmux server whose one pane is the terminal pinentry-curses draws on."""
-
-    def __init__(self) -> None:
-        self.socket = f"vaultd-pin-{uuid.uuid4().hex[:12]}"
-        self.run("new-session", "-d", "-s", "pin", "-x", "100", "-y", "30", "sleep 600")
-        self.tty = self.run("display", "-p", "-t", "pin", "#{pane_tty}").strip()
-
-    def run(self, *args: str) -> str:
-        argv = ["tmux", "-L", self.socket, *args]
-        proc = subprocess.run(argv, capture_output=True, check=True, timeout=10)
-        return proc.stdout.decode(errors="replace")
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "pin")
-
-    def wait_for(self, text: str, wait: float = 20.0) -> str:
-        """Poll the pane until ``text`` shows (a guard against hangs, not a timing check)."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
-
-
 @pytest.fixture
-def pane() -> Iterator[Pane]:
+def pane() -> Iterator[TmuxServer]:
+    """A private tmux server whose one pane (session ``pin``) is the terminal pinentry-curses
+    draws on."""
     if shutil.which("tmux") is None or shutil.which("pinentry-curses") is None:
         pytest.skip("needs tmux and pinentry-curses (apt-get install tmux pinentry-curses)")
-    server = Pane()
-    try:
+    with tmux_server("pin") as server:
+        server.run("new-session", "-d", "-s", "pin", "-x", "100", "-y", "30", "sleep 600")
         yield server
-    finally:
-        subprocess.run(["tmux", "-L", server.socket, "kill-server"], capture_output=True)
 
 
 def put_on_path(monkeypatch: pytest.MonkeyPatch, bin_dir: Path, script: str) -> None:
@@ -95,23 +67,27 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
     return proc.returncode, out, err
 
 
-def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
-    make_vault: MakeVault,
-    fake_sts: FakeSts,
-    pane: Pane,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {pane.tty} --ttytype screen "$@"\n'
+@pytest.fixture
+def asked(
+    make_vault: MakeVault, pane: TmuxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> subprocess.Popen[bytes]:
+    """A daemon whose pinentry is pinentry-curses on ``pane``, and a client it asks there."""
+    tty = pane.run("display", "-p", "-t", "pin", "#{pane_tty}").strip()
+    wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {tty} --ttytype screen "$@"\n'
     put_on_path(monkeypatch, tmp_path / "bin", wrapper)
     inst = make_vault(extra=AUTO, start=False)
     inst.start_daemon()
-    proc = client(inst)
+    return client(inst)
+
+
+def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
+    fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
+) -> None:
     screen = pane.wait_for("MFA code:")
     assert "(pid " in screen and "profile dev" in screen and "Approve" in screen
     pane.run("send-keys", "-t", "pin", CODE)
     pane.run("send-keys", "-t", "pin", "Enter")
-    status, out, err = finish(proc)
+    status, out, err = finish(asked)
     assert status == 0, err.decode()
     assert b'"AccessKeyId"' in out
     (sts_call,) = [r for r in fake_sts.requests if r.action == "GetSessionToken"]
@@ -119,21 +95,12 @@ def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
 
 
 def test_pinentry_curses_cancel_denies(
-    make_vault: MakeVault,
-    fake_sts: FakeSts,
-    pane: Pane,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
 ) -> None:
-    wrapper = f'#!/bin/sh\nexec pinentry-curses --ttyname {pane.tty} --ttytype screen "$@"\n'
-    put_on_path(monkeypatch, tmp_path / "bin", wrapper)
-    inst = make_vault(extra=AUTO, start=False)
-    inst.start_daemon()
-    proc = client(inst)
     pane.wait_for("<Deny>")
     for key in ("Tab", "Tab", "Enter"):  # past <OK> to <Deny>, and press it
         pane.run("send-keys", "-t", "pin", key)
-    status, out, err = finish(proc)
+    status, out, err = finish(asked)
     assert (status, out) == (1, b"")
     assert err.startswith(b"vaultd: DENIED:") and err.count(b"\n") == 1
     assert fake_sts.calls("GetSessionToken") == 0

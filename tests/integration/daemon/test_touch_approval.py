@@ -21,12 +21,11 @@ import pyotp
 
 from vaultd.core.records import seed_record_name
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import MFA_SERIAL, Installation
+from vaultd.testing.harness import MFA_SERIAL, Installation, read_until
 from vaultd.testing.soft_ctap2 import SoftCtap2Device
 
 from .test_approval_unavailable import credproc as pty_credproc
 from .test_approval_unavailable import finish as pty_finish
-from .test_approval_unavailable import read_until
 from .test_daemon_credentials import credproc, finish
 
 MakeVault = Callable[..., Installation]

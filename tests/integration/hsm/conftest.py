@@ -10,6 +10,8 @@ from pathlib import Path
 import pkcs11
 import pytest
 
+from vaultd.app import open_token_key
+from vaultd.core.ports import SealingKey
 from vaultd.keys.pkcs11 import TokenKey
 from vaultd.testing.softhsm import SoftHsmToken, create_token, find_softhsm_module, reinitialize
 
@@ -59,6 +61,23 @@ def open_vault(softhsm: SoftHsmToken, key_label: str) -> Iterator[OpenStore]:
     yield _open
     for vault in opened:
         vault.close()
+
+
+@pytest.fixture(params=["aead", "ecdh"])
+def token(
+    request: pytest.FixtureRequest, softhsm: SoftHsmToken, key_label: str
+) -> Iterator[SealingKey]:
+    """The test token's sealing key under each scheme (token AEAD, token ECDH), created."""
+    key = open_token_key(
+        softhsm.module_path,
+        softhsm.label,
+        key_label,
+        softhsm.user_pin,
+        scheme=request.param,
+        create_key=True,
+    )
+    yield key
+    key.close()
 
 
 @pytest.fixture

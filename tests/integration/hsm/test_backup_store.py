@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,6 @@ from vaultd.testing.softhsm import SoftHsmToken
 pytestmark = pytest.mark.hsm
 
 KP = RecordKind.KEY_PAIR
-
-
-@pytest.fixture(params=["aead", "ecdh"])
-def token(
-    request: pytest.FixtureRequest, softhsm: SoftHsmToken, key_label: str
-) -> Iterator[SealingKey]:
-    key = open_token_key(
-        softhsm.module_path,
-        softhsm.label,
-        key_label,
-        softhsm.user_pin,
-        scheme=request.param,
-        create_key=True,
-    )
-    yield key
-    key.close()
 
 
 def _store(path: Path, key: SealingKey) -> SealedStore:

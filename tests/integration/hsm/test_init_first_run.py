@@ -4,20 +4,17 @@ the set-up (SoftHSM2 token, real subprocesses)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import select
 import shutil
 import stat
 import subprocess
 import sys
-import termios
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from vaultd.testing.harness import read_until, spawn_in_pty
 from vaultd.testing.softhsm import SoftHsmToken, create_token, find_softhsm_module
 
 pytestmark = pytest.mark.hsm
@@ -119,43 +116,20 @@ def test_keyring_pin_source_on_a_headless_machine_is_refused_with_the_fix(
     assert not _config(tmp_path).exists()
 
 
-def _read_until(fd: int, needle: bytes, wait: float = 60) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + wait
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            try:
-                seen += os.read(fd, 1024)
-            except OSError:
-                break
-    return seen
-
-
 def test_on_a_terminal_init_asks_by_number(tmp_path: Path, token: SoftHsmToken) -> None:
     env = _env(tmp_path, token)
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vaultd", "init"],
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-    )
-    os.close(slave)
-    shown = _read_until(master, b"choose")
+    proc, master = spawn_in_pty([sys.executable, "-m", "vaultd", "init"], env)
+    shown = read_until(master, b"choose")
     assert b"PKCS#11 module:" in shown and b"SoftHSM2" in shown
     line = next(x for x in shown.splitlines() if b"SoftHSM2" in x)
     os.write(master, line.split(b")")[0].strip() + b"\n")
-    assert b"first-run" in _read_until(master, b"choose")
+    assert b"first-run" in read_until(master, b"choose")
     os.write(master, b"1\n")
-    shown = _read_until(master, b"choose")
+    shown = read_until(master, b"choose")
     assert b"no OS keyring is usable here" in shown and b"prompt" in shown
     os.write(master, b"2\n")  # the options are [pin file, prompt]
     assert proc.wait(timeout=60) == 0
-    out = _read_until(master, b"vaultd add")
+    out = read_until(master, b"vaultd add")
     os.close(master)
     assert b"wrote" in out
     parsed = tomllib.loads(_config(tmp_path).read_text())

@@ -6,37 +6,17 @@ key is host cryptography by design.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from vaultd.app import open_token_key
 from vaultd.core.envelope import ALG_RECIPIENTS, parse_header, seal, unseal
 from vaultd.core.ports import SealingKey
 from vaultd.errors import RecordCorrupt
 from vaultd.keys import recovery
 from vaultd.keys.recipients import RecipientSet, TokenRecipient, set_key_id
-from vaultd.testing.softhsm import SoftHsmToken
 
 pytestmark = pytest.mark.hsm
 
 BINDING = {"kind": "key-pair", "name": "prod", "generation": 3, "context": b"ctx"}
-
-
-@pytest.fixture(params=["aead", "ecdh"])
-def token(
-    request: pytest.FixtureRequest, softhsm: SoftHsmToken, key_label: str
-) -> Iterator[SealingKey]:
-    key = open_token_key(
-        softhsm.module_path,
-        softhsm.label,
-        key_label,
-        softhsm.user_pin,
-        scheme=request.param,
-        create_key=True,
-    )
-    yield key
-    key.close()
 
 
 def _seal(wrapper: RecipientSet, plaintext: bytes = b"secret") -> bytes:

@@ -18,11 +18,16 @@ import pytest
 from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.harness import (
+    Installation,
+    approve_pending,
+    create_installation,
+    read_until,
+)
 from vaultd.testing.pcsc import PivStack, piv_stack
 from vaultd.testing.softhsm import SoftHsmToken
 
-from ..daemon.test_approval_unavailable import credproc, finish, read_until
+from ..daemon.test_approval_unavailable import credproc, finish
 from .conftest import PIN, SO_PIN, piv_session
 
 SECRET = "CanarySecretKey0000000000000000000000003"

@@ -22,9 +22,10 @@ from vaultd.ipc.protocol import (
     credentials_reply,
 )
 from vaultd.ipc.server import Connection
+from vaultd.testing.harness import read_until
 
 from .conftest import OUTPUT, Recorder
-from .test_ipc_credproc import _read_until, run_credproc
+from .test_ipc_credproc import run_credproc
 
 REQUESTER = Requester(
     pid=4321,
@@ -74,7 +75,7 @@ async def prompting(
 
     async def read(needle: bytes) -> bytes:
         nonlocal seen
-        seen += await asyncio.wait_for(asyncio.to_thread(_read_until, primary, needle), 20)
+        seen += await asyncio.wait_for(asyncio.to_thread(read_until, primary, needle), 20)
         return seen
 
     try:

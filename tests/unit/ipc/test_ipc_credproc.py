@@ -18,6 +18,7 @@ import pytest
 from vaultd import credproc
 from vaultd.commands.setup import client_command
 from vaultd.ipc.protocol import CredentialsRequest
+from vaultd.testing.harness import read_until
 
 CREDPROC = str(Path(credproc.__file__))
 NOT_RUNNING = (
@@ -170,16 +171,6 @@ async def test_pending_approval_without_a_terminal_just_waits(
     assert [r.op for r in recorder.requests] == ["credentials"]
 
 
-def _read_until(fd: int, needle: bytes) -> bytes:
-    seen = b""
-    while needle not in seen:
-        chunk = os.read(fd, 1024)
-        if not chunk:
-            break
-        seen += chunk
-    return seen
-
-
 async def test_pending_approval_prompts_on_the_terminal_and_sends_the_code(
     sock_path: Path, recorder: Any, serve: Any, output: bytes
 ) -> None:
@@ -189,9 +180,9 @@ async def test_pending_approval_prompts_on_the_terminal_and_sends_the_code(
             task = asyncio.create_task(
                 run_credproc("--socket", str(sock_path), "pending", stdin=secondary, tty=True)
             )
-            shown = await asyncio.wait_for(asyncio.to_thread(_read_until, primary, b"code"), 20)
+            shown = await asyncio.wait_for(asyncio.to_thread(read_until, primary, b"code"), 20)
             os.write(primary, b"12345\n")
-            await asyncio.wait_for(asyncio.to_thread(_read_until, primary, b"6 digits"), 20)
+            await asyncio.wait_for(asyncio.to_thread(read_until, primary, b"6 digits"), 20)
             os.write(primary, b" 123456 \n")
             code = await asyncio.wait_for(recorder.approve_codes.get(), 20)
             recorder.release.set()
