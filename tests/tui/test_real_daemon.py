@@ -98,15 +98,16 @@ def test_vaultd_tui_in_tmux_approves_a_pending_request(
 ) -> None:
     inst, sts = vault
     tmux.run("new-session", "-d", "-s", "tui", "-x", "120", "-y", "40", *tui_command())
-    screen = tmux.wait_for("connected")
-    assert "unsealed" in screen and "dev" in screen
+    tmux.wait_for("connected", "unsealed", "dev")
 
     client = credential_process(inst, "dev")
     try:
-        screen = tmux.wait_for("Release credentials for dev?")
-        assert "credential_process" in screen
-        assert f"pid {client.pid}" in screen
-        assert "expires in 0:00:" in screen
+        tmux.wait_for(
+            "Release credentials for dev?",
+            "credential_process",
+            f"pid {client.pid}",
+            "expires in 0:00:",
+        )
         tmux.run("send-keys", "-t", "tui", "1", "2", "Enter")  # incomplete: refused
         tmux.wait_for("enter the 6-digit code")
         # One key at a time, each seen on screen before the next, as a person types.

@@ -42,15 +42,16 @@ class TmuxServer:
         """The target's visible text."""
         return self.run("capture-pane", "-p", "-t", self.target)
 
-    def wait_for(self, text: str, wait: float = 20.0) -> str:
-        """Poll the pane until ``text`` shows (a guard against hangs, not a timing check)."""
+    def wait_for(self, *texts: str, wait: float = 20.0) -> str:
+        """Poll the pane until every one of ``texts`` shows at once (a program draws in
+        pieces); the screen then.  A guard against hangs, not a timing check."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the pane shows:\n{self.screen()}")
+        raise AssertionError(f"{texts!r} never all appeared; the pane shows:\n{self.screen()}")
 
 
 @contextmanager

@@ -83,8 +83,7 @@ def asked(
 def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
     fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
 ) -> None:
-    screen = pane.wait_for("MFA code:")
-    assert "(pid " in screen and "profile dev" in screen and "Approve" in screen
+    pane.wait_for("MFA code:", "(pid ", "profile dev", "Approve")
     pane.run("send-keys", "-t", "pin", CODE)
     pane.run("send-keys", "-t", "pin", "Enter")
     status, out, err = finish(asked)
