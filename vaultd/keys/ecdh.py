@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, cast
 
 from asn1crypto.keys import ECDomainParameters  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -204,28 +205,122 @@ class _Open:
     anchored: bool
 
 
-class EcdhTokenKey(_TokenSession[_Open]):
+_Find = Callable[[Token, Session], tuple[Any, bytes, _Audit]]
+"""Finds (or makes) a scheme's vault key and audit key: (private key, public key bytes, audit)."""
+
+
+class HostSealedKey(_TokenSession[_Open]):
+    """What the schemes that seal on the host with a token's public key share (token ECDH, token
+    RSA-OAEP): host randomness, the audit tag, the generation anchor, the facts for doctor.
+
+    Any device failure closes it; after :meth:`close` or such a failure every call raises
+    :class:`Sealed`.
+    """
+
+    scheme: ClassVar[str]
+    """The scheme's name, the prefix of its key ids."""
+
+    def __init__(
+        self, *, lib: Pkcs11Lib, token: Token, state: _Open, key_id: str, key_label: str
+    ) -> None:
+        """Internal: use the subclass's ``open``."""
+        super().__init__(state)
+        self._lib = lib
+        self._token = token
+        self._key_label = key_label
+        self._key_id = key_id
+        self.notes: list[str] = []
+        """What ``open`` did to a PIV card, and any warning about it, one line each."""
+        self.touch_possible = piv.is_piv(token)
+        """Whether an open may wait for a touch: a PIV key's touch policy is not readable
+        through PKCS#11, so any PIV key may."""
+
+    @staticmethod
+    def _login_and_find(
+        module_path: str,
+        token_label: str,
+        pin: str | bytearray,
+        confirm_final_try: bool,
+        find: _Find,
+    ) -> tuple[Pkcs11Lib, Token, _Open, bytes]:
+        """Log in once, ``find`` the keys and probe the anchor; the session closed on failure."""
+        lib, token, session = login_session(
+            module_path, token_label, pin, confirm_final_try=confirm_final_try
+        )
+        try:
+            with _translated("checking the keys"):
+                private_key, public, audit_key = find(token, session)
+                anchored = _probe_anchor(session)
+        except BaseException:
+            _close_quietly(session)
+            raise
+        return lib, token, _Open(session, private_key, audit_key, anchored), public
+
+    @property
+    def key_id(self) -> str:
+        """The scheme's name and 32 hex chars of SHA-256 over the token's public key."""
+        return self._key_id
+
+    def random(self, n: int) -> bytes:
+        """``n`` random bytes from the host (sealing needs no token call)."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        return secrets.token_bytes(n)
+
+    def mac(self, data: bytes) -> bytes:
+        """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or a prefixed signature."""
+        with self._use("computing an audit MAC") as st:
+            return st.audit.mac(data)
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Check an audit tag; raise :class:`AuditTampered` on a mismatch."""
+        with self._use("verifying an audit MAC") as st:
+            st.audit.verify(data, tag)
+
+    def read_generation(self) -> int | None:
+        """The anchored store generation, or ``None`` when this token holds no anchor."""
+        with self._use("reading the store generation") as st:
+            return read_anchor(st.session) if st.anchored else None
+
+    def advance_generation(self, value: int) -> None:
+        """Anchor ``value`` in the token; a no-op on a token that holds no anchor."""
+        with self._use("advancing the store generation") as st:
+            if st.anchored:
+                anchor_generation(st.session, value)
+
+    def inspect(self) -> dict[str, object]:
+        """Non-secret facts for ``vaultd doctor``."""
+        with self._use("inspecting the token") as st:
+            return {
+                "scheme": self.scheme,
+                "module": self._lib.library_description,
+                "token_label": self._token.label,
+                "token_serial": self._token.serial.decode("ascii", "replace"),
+                "token_model": self._token.model,
+                "key_label": self._key_label,
+                "key_id": self._key_id,
+                "key_attributes": {a.name: st.private_key[a] for a in KEY_POLICY},
+                "audit": st.audit.describe(),
+                "rollback_protection": st.anchored,
+            }
+
+
+class EcdhTokenKey(HostSealedKey):
     """A logged-in token holding a P-256 key: the ``SealingKey`` of the token ECDH scheme.
 
-    Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
-    failure every call raises :class:`Sealed`.
+    Build it with :meth:`open`.
     """
+
+    scheme = SCHEME
 
     def __init__(
         self, *, lib: Pkcs11Lib, token: Token, state: _Open, point: bytes, key_label: str
     ) -> None:
         """Internal: use :meth:`open`."""
-        super().__init__(state)
-        self._lib = lib
-        self._token = token
+        super().__init__(
+            lib=lib, token=token, state=state, key_id=key_id_for(point), key_label=key_label
+        )
         self._point = point
-        self._key_label = key_label
-        self._key_id = key_id_for(point)
-        self.notes: list[str] = []
-        """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
-        self.touch_possible = piv.is_piv(token)
-        """Whether an open may wait for a touch: a PIV key's touch policy is not readable
-        through PKCS#11, so any PIV key may."""
 
     @classmethod
     def open(
@@ -253,46 +348,34 @@ class EcdhTokenKey(_TokenSession[_Open]):
         (the factory default when ``None``), recorded in :attr:`notes`.
         """
         notes = (
-            _generate_piv(module_path, token_label, piv_slots, management_key) if create_key else []
+            generate_piv(module_path, token_label, piv_slots, management_key, "ec")
+            if create_key
+            else []
         )
-        lib, token, session = login_session(
-            module_path, token_label, pin, confirm_final_try=confirm_final_try
+
+        def find(token: Token, session: Session) -> tuple[Any, bytes, _Audit]:
+            if piv.is_piv(token):
+                private_key, point, audit_key = _find_piv_keys(session, piv_slots)
+            else:
+                private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                hmac = wants_hmac(token, audit)
+                audit_key = find_audit(session, f"{key_label}-audit", create_key, hmac, _ecdsa)
+            if create_key:
+                _trial(private_key, point)
+            return private_key, point, audit_key
+
+        lib, token, state, point = cls._login_and_find(
+            module_path, token_label, pin, confirm_final_try, find
         )
-        try:
-            with _translated("checking the keys"):
-                if piv.is_piv(token):
-                    private_key, point, audit_key = _find_piv_keys(session, piv_slots)
-                else:
-                    private_key, point = _find_ec_key(session, key_label, create_key, "derive")
-                    mode = _audit_mode(token, audit)
-                    audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
-                if create_key:
-                    _trial(private_key, point)
-                anchored = _probe_anchor(session)
-        except BaseException:
-            _close_quietly(session)
-            raise
-        state = _Open(session, private_key, audit_key, anchored)
         shown = f"PIV slot {piv_slots[0]}" if piv.is_piv(token) else key_label
         key = cls(lib=lib, token=token, state=state, point=point, key_label=shown)
         key.notes = notes
         return key
 
     @property
-    def key_id(self) -> str:
-        """``ecdh-p256:`` and 32 hex chars of SHA-256 over the token's public point."""
-        return self._key_id
-
-    @property
     def public_point(self) -> bytes:
         """The token key's uncompressed public point (65 bytes)."""
         return self._point
-
-    def random(self, n: int) -> bytes:
-        """``n`` random bytes from the host (sealing needs no token call)."""
-        if n < 0:
-            raise ValueError("n must not be negative")
-        return secrets.token_bytes(n)
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Seal to the token's public key on the host: ephemeral point || ciphertext || tag.
@@ -313,45 +396,8 @@ class EcdhTokenKey(_TokenSession[_Open]):
         # immutable bytes cannot be wiped; the only reference dies with this call
         return open_with_secret(secret, ephemeral, self._point, bytes(iv), ciphertext, bytes(aad))
 
-    def mac(self, data: bytes) -> bytes:
-        """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or ``ecdsa-p256:`` || r || s."""
-        with self._use("computing an audit MAC") as st:
-            return st.audit.mac(data)
 
-    def mac_verify(self, data: bytes, tag: bytes) -> None:
-        """Check an audit tag; raise :class:`AuditTampered` on a mismatch."""
-        with self._use("verifying an audit MAC") as st:
-            st.audit.verify(data, tag)
-
-    def read_generation(self) -> int | None:
-        """The anchored store generation, or ``None`` when this token holds no anchor."""
-        with self._use("reading the store generation") as st:
-            return read_anchor(st.session) if st.anchored else None
-
-    def advance_generation(self, value: int) -> None:
-        """Anchor ``value`` in the token; a no-op on a token that holds no anchor."""
-        with self._use("advancing the store generation") as st:
-            if st.anchored:
-                anchor_generation(st.session, value)
-
-    def inspect(self) -> dict[str, object]:
-        """Non-secret facts for ``vaultd doctor``."""
-        with self._use("inspecting the token") as st:
-            return {
-                "scheme": SCHEME,
-                "module": self._lib.library_description,
-                "token_label": self._token.label,
-                "token_serial": self._token.serial.decode("ascii", "replace"),
-                "token_model": self._token.model,
-                "key_label": self._key_label,
-                "key_id": self._key_id,
-                "key_attributes": {a.name: st.private_key[a] for a in _EC_POLICY},
-                "audit": st.audit.describe(),
-                "rollback_protection": st.anchored,
-            }
-
-
-_EC_POLICY: Final = (
+KEY_POLICY: Final = (
     Attribute.TOKEN,
     Attribute.PRIVATE,
     Attribute.SENSITIVE,
@@ -359,7 +405,8 @@ _EC_POLICY: Final = (
     Attribute.ALWAYS_SENSITIVE,
     Attribute.NEVER_EXTRACTABLE,
 )
-_EC_EXPECTED: Final = (True, True, True, False, True, True)
+KEY_EXPECTED: Final = (True, True, True, False, True, True)
+"""What every vault and audit private key must say: in the token, private, never extractable."""
 
 
 _NO_TOUCH: Final = (
@@ -471,7 +518,7 @@ def _check_ec(key: _KeyObject, label: str, role: str) -> None:
     try:
         if key[Attribute.KEY_TYPE] != KeyType.EC or not _is_p256(bytes(key[Attribute.EC_PARAMS])):
             raise _unsafe(role, label, "is not a P-256 key", "KEY_TYPE")
-        for attr, expected in zip(_EC_POLICY, _EC_EXPECTED, strict=True):
+        for attr, expected in zip(KEY_POLICY, KEY_EXPECTED, strict=True):
             if key[attr] != expected:
                 raise _unsafe(
                     role,
@@ -531,19 +578,28 @@ def _public_point(session: Session, private_key: _KeyObject, label: str, role: s
     return point
 
 
-def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
+def wants_hmac(token: Token, mode: str) -> bool:
+    """Whether the audit key is an HMAC key: ``mode`` is ``hmac``, or ``auto`` on a token that
+    offers SHA256_HMAC (else a signature by a second token key)."""
     if mode != "auto":
-        return mode
-    mechanisms = token.slot.get_mechanisms()
+        return mode == "hmac"
     wanted = {Mechanism.SHA256_HMAC, Mechanism.GENERIC_SECRET_KEY_GEN}
-    return "hmac" if wanted <= set(mechanisms) else "ecdsa"
+    return wanted <= set(token.slot.get_mechanisms())
 
 
-def _generate_piv(
-    module_path: str, token_label: str, slots: tuple[str, str], management_key: bytes | None
+PivKeyKind = Literal["ec", "rsa"]
+_KIND_WORDS: Final = {"ec": "a P-256 key", "rsa": "an RSA-2048 key"}
+
+
+def generate_piv(
+    module_path: str,
+    token_label: str,
+    slots: tuple[str, str],
+    management_key: bytes | None,
+    kind: PivKeyKind,
 ) -> list[str]:
-    """On a PIV card, generate the keys missing from ``slots`` and have the card's Key History
-    count them (for OpenSC); what was done, in words."""
+    """On a PIV card, generate ``kind`` keys in the slots of ``slots`` that hold none and have
+    the card's Key History count them (for OpenSC); what was done, in words."""
     import pkcs11
 
     key = management_key or piv.DEFAULT_MANAGEMENT_KEY
@@ -556,8 +612,8 @@ def _generate_piv(
         missing = piv.missing_slots(token, slots)
         if not missing:
             return []
-        piv.generate(lib, token_label, missing, key)
-    notes = [f"generated a P-256 key in PIV slot {slot}" for slot in missing]
+        piv.generate(lib, token_label, missing, key, kind)
+    notes = [f"generated {_KIND_WORDS[kind]} in PIV slot {slot}" for slot in missing]
     if management_key is None:
         notes.append(
             "WARNING: the card still has the factory default management key, which anyone can "
@@ -590,10 +646,15 @@ def _piv_key(session: Session, slot: str, role: str) -> tuple[Any, bytes]:
     return found[0], _public_point(session, found[0], label, role)
 
 
-def _find_audit(
-    session: Session, label: str, create: bool, mode: Literal["hmac", "ecdsa"]
+def find_audit(
+    session: Session,
+    label: str,
+    create: bool,
+    hmac: bool,
+    find_signer: Callable[[Session, str, bool], _Audit],
 ) -> _Audit:
-    """The audit key labelled ``label``: an HMAC key or an EC signing key, never both."""
+    """The audit key labelled ``label``: an HMAC key or a signing key (``find_signer``), never
+    both; ``create`` makes the HMAC key when ``hmac``, else the signing key."""
     secret = list(
         session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
     )
@@ -602,10 +663,15 @@ def _find_audit(
     )
     if secret and pair:
         raise _unsafe(
-            "audit key", label, "is both an HMAC key and an EC key; remove one", "duplicate"
+            "audit key", label, "is both an HMAC key and a signing key; remove one", "duplicate"
         )
-    if secret or (not pair and create and mode == "hmac"):
+    if secret or (not pair and create and hmac):
         return _HmacAudit(_find_key(session, label, _MAC, create))
+    return find_signer(session, label, create)
+
+
+def _ecdsa(session: Session, label: str, create: bool) -> _Audit:
+    """The P-256 audit signing key labelled ``label``."""
     private_key, point = _find_ec_key(session, label, create, "sign")
     return _EcdsaAudit(private_key, ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point))
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Token
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session, Token
 from pkcs11 import exceptions as pkerr
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MANAGEMENT_KEY: Final = bytes.fromhex("010203040506070801020304050607080102030405060708")
 """The factory default PIV management key (3DES): anyone may use it, change it."""
+RSA_BITS: Final = 2048
+"""The RSA modulus size of the token RSA-OAEP scheme's keys."""
 _NAMED: Final = {"9a": 1, "9c": 2, "9d": 3, "9e": 4}
 SLOTS: Final = (*_NAMED, *(f"{n:02x}" for n in range(0x82, 0x96)))
 """The PIV key slots vaultd may use, as ``ykman`` names them."""
@@ -62,20 +64,27 @@ def missing_slots(token: Token, slots: tuple[str, ...]) -> list[str]:
     return [slot for slot in slots if cka_id(slot) not in present]
 
 
-def generate(lib: Pkcs11Lib, token_label: str, slots: list[str], management_key: bytes) -> None:
-    """Generate a P-256 key in each of ``slots``, logged in as SO with ``management_key``.
+def generate(
+    lib: Pkcs11Lib,
+    token_label: str,
+    slots: list[str],
+    management_key: bytes,
+    kind: Literal["ec", "rsa"] = "ec",
+) -> None:
+    """Generate a P-256 (``ec``) or RSA-2048 (``rsa``) key in each of ``slots``, logged in as SO
+    with ``management_key``.
 
     Reinitialises the module before (SO login refuses while a read-only session is open) and
     after (so the next user login starts clean).
     """
     lib.reinitialize()
     token = lib.get_token(token_label=token_label)
-    if Mechanism.EC_KEY_PAIR_GEN not in set(token.slot.get_mechanisms()):
+    mechanism = Mechanism.EC_KEY_PAIR_GEN if kind == "ec" else Mechanism.RSA_PKCS_KEY_PAIR_GEN
+    if mechanism not in set(token.slot.get_mechanisms()):
         raise HsmError(
             f"PIV slot(s) {', '.join(slots)} of token {token_label!r} hold no key and this module "
             "cannot generate one; run `vaultd init` once with Yubico's ykcs11 as pkcs11.module"
         )
-    params = encode_named_curve_parameters("secp256r1")
     try:
         so = token.open(rw=True, so_pin=management_key.hex())
     except pkerr.PinIncorrect:
@@ -85,13 +94,21 @@ def generate(lib: Pkcs11Lib, token_label: str, slots: list[str], management_key:
         ) from None
     with so:
         for slot in slots:
-            so.generate_keypair(
-                KeyType.EC,
-                public_template={Attribute.EC_PARAMS: params, Attribute.ID: cka_id(slot)},
-                private_template={Attribute.ID: cka_id(slot)},
-                store=True,
-            )
+            _generate_one(so, slot, kind)
     lib.reinitialize()
+
+
+def _generate_one(so: Session, slot: str, kind: Literal["ec", "rsa"]) -> None:
+    ids = {Attribute.ID: cka_id(slot)}
+    if kind == "rsa":
+        so.generate_keypair(
+            KeyType.RSA, RSA_BITS, public_template=ids, private_template=ids, store=True
+        )
+        return
+    params = {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}
+    so.generate_keypair(
+        KeyType.EC, public_template={**params, **ids}, private_template=ids, store=True
+    )
 
 
 def _retired_index(slot: str) -> int:
