@@ -47,7 +47,7 @@ from vaultd.keys.ecdh import (
     generate_piv,
     wants_hmac,
 )
-from vaultd.keys.pkcs11 import IV_LEN, TAG_LEN
+from vaultd.keys.pkcs11 import IV_LEN, TAG_LEN, _close_quietly
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib
@@ -156,6 +156,7 @@ class RsaTokenKey(HostSealedKey):
             lib=lib, token=token, state=state, key_id=key_id_for(loaded), key_label=key_label
         )
         self._public = loaded
+        self._scratch: Session | None = None
 
     @classmethod
     def open(
@@ -222,17 +223,68 @@ class RsaTokenKey(HostSealedKey):
     def decrypt(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
         """One RSA-OAEP unwrap in the token, AES-GCM on the host; a mismatch: ``RecordCorrupt``."""
         wrapped, ciphertext = split_body(bytes(iv), bytes(body))
+        if int.from_bytes(wrapped, "big") >= self._public.public_numbers().n:
+            raise _not_unwrapped()  # ykcs11 reports such a value as a DeviceError
         with self._use("unwrapping a record key") as st:
-            data_key = _unwrap(st.private_key, wrapped)
+            try:
+                data_key = _unwrap(st.private_key, wrapped)
+            except RecordCorrupt:
+                st.private_key = self._in_fresh_session(st.private_key)
+                raise
+            except pkerr.UserNotLoggedIn:
+                if _still_logged_in(st):
+                    raise HsmError(_NO_TOUCH) from None
+                raise
         # immutable bytes cannot be wiped; the only reference dies with this call
         return open_with_key(data_key, bytes(iv), ciphertext, bytes(aad))
 
+    def close(self) -> None:
+        """Log out and close the session (seal), and any unwrap session."""
+        super().close()
+        if self._scratch is not None:
+            _close_quietly(self._scratch)
+            self._scratch = None
+
+    def _in_fresh_session(self, private_key: Any) -> Any:
+        """The vault key again, in a new session for the next unwraps.
+
+        OpenSC 0.23 leaves a C_Decrypt that failed while sizing its output active in its
+        session, so every later C_DecryptInit there is OperationActive. The new session shares
+        the token's login; the one it replaces, if not the logged-in session, is closed (which
+        logs nobody out).
+        """
+        fresh = self._token.open()
+        query = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: private_key[Attribute.ID]}
+        found = list(fresh.get_objects(query))
+        if len(found) != 1:
+            _close_quietly(fresh)
+            raise HsmError(
+                "the token no longer shows the vault key after a refused unwrap; run `vaultd "
+                "unlock`"
+            )
+        if self._scratch is not None:
+            _close_quietly(self._scratch)
+        self._scratch = fresh
+        return found[0]
+
 
 _NO_TOUCH: Final = (
-    "the token refused the RSA decryption of a record open (FunctionFailed), as a YubiKey does "
-    "when its key wants a touch (touch policy always or cached) and none came in time; nothing "
-    "was opened: touch the key when it blinks and retry"
+    "the token refused the RSA decryption of a record open although the login holds, as a "
+    "YubiKey does when its key wants a touch (touch policy always or cached) and none came in "
+    "time; nothing was opened: touch the key when it blinks and retry"
 )
+
+
+def _still_logged_in(st: _Open) -> bool:
+    """Whether the login holds: an audit tag (a key with no touch policy) is still made.
+
+    ykcs11 reports a touch that never came, on an RSA decryption, as UserNotLoggedIn.
+    """
+    try:
+        st.audit.mac(b"vaultd: is the login still there?")
+    except pkerr.UserNotLoggedIn:
+        return False
+    return True
 
 
 _NO_SHA256: Final = (
@@ -244,24 +296,36 @@ _NO_SHA256: Final = (
 def _unwrap(private_key: Any, wrapped: bytes) -> bytes:
     """C_Decrypt(CKM_RSA_PKCS_OAEP, SHA-256) in the token: the record's data key.
 
-    Called unbound, as a PIV key may report CKA_DECRYPT=false. A padding failure (a wrong key,
-    a forged or PKCS#1 v1.5 wrapping) is the record's fault, not the token's.
+    A padding failure (a wrong key, a forged or PKCS#1 v1.5 wrapping) is the record's fault, not
+    the token's: ``RecordCorrupt``. ykcs11 reports it as FunctionFailed (and a touch that never
+    came as UserNotLoggedIn: :meth:`RsaTokenKey.decrypt`), OpenSC as EncryptedDataInvalid.
     """
     try:
-        data_key = DecryptMixin.decrypt(
-            private_key, wrapped, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_PARAM
+        data_key = cast(
+            bytes,
+            DecryptMixin.decrypt(  # unbound: a PIV key may report CKA_DECRYPT=false
+                private_key,
+                wrapped,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=_OAEP_PARAM,
+            ),
         )
-    except (pkerr.EncryptedDataInvalid, pkerr.EncryptedDataLenRange, pkerr.GeneralError):
-        raise _corrupt(
-            "carries a wrapped key this token cannot unwrap (not RSA-OAEP to it)"
-        ) from None
-    except pkerr.FunctionFailed:
-        raise HsmError(_NO_TOUCH) from None
+    except (
+        pkerr.EncryptedDataInvalid,
+        pkerr.EncryptedDataLenRange,
+        pkerr.FunctionFailed,
+        pkerr.GeneralError,
+    ):
+        raise _not_unwrapped() from None
     except (pkerr.ArgumentsBad, pkerr.MechanismParamInvalid):
         raise HsmError(_NO_SHA256) from None
     if len(data_key) != DATA_KEY_LEN:
         raise _corrupt(f"carries a wrapped key of {len(data_key)} bytes, not {DATA_KEY_LEN}")
-    return cast(bytes, data_key)
+    return data_key
+
+
+def _not_unwrapped() -> RecordCorrupt:
+    return _corrupt("carries a wrapped key this token cannot unwrap (not RSA-OAEP to its key)")
 
 
 def _trial(private_key: Any, public: rsa.RSAPublicKey) -> None:
