@@ -11,7 +11,9 @@ test_rsa_oaep.py), so the scheme's record checks run here. The card is fresh for
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,9 +26,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
 from vaultd.core.envelope import ALG_ECDH_P256, ALG_RSA_OAEP, parse_header, seal, unseal
+from vaultd.core.model import RecordKind
 from vaultd.errors import HsmError, RecordCorrupt
 from vaultd.keys import rsa_oaep
 from vaultd.keys.rsa_oaep import RsaTokenKey
+from vaultd.store.files import _context
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, create_installation
 from vaultd.testing.pcsc import PivStack
@@ -96,6 +100,8 @@ def test_init_made_rsa_keys_and_the_daemon_serves(stack: PivStack, vault: Instal
     assert {f"{slot:02x}" for slot in keys} >= {"82", "9a"}
     store = json.loads((vault.data_dir / "store.vault").read_bytes().partition(b"\n")[2])
     assert store["key_id"].startswith("rsa-oaep:")
+    again = vault.vaultd("init")  # finds the keys now: nothing generated
+    assert b"ready (token RSA-OAEP: RSA-2048" in again.stdout and b"generated" not in again.stdout
     vault.start_daemon()
     assert _credential_process(vault, "454545")["AccessKeyId"]
     vault.stop_daemon()
@@ -237,3 +243,53 @@ def test_a_touch_that_never_comes_is_not_a_corrupt_record(stack: PivStack) -> No
     finally:
         stack.card.touch_comes = True
         key.close()
+
+
+class PublicKeySealer:
+    """What a forger has: the card's RSA public key (readable without the PIN), nothing else."""
+
+    def __init__(self, public: rsa.RSAPublicKey) -> None:
+        self._public = public
+        self.key_id = rsa_oaep.key_id_for(public)
+
+    def random(self, n: int) -> bytes:
+        return secrets.token_bytes(n)
+
+    def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        return rsa_oaep.seal_to(self._public, iv, plaintext, aad)
+
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        raise AssertionError("the forger cannot open")
+
+
+def test_a_record_forged_with_the_public_key_is_refused(
+    vault: Installation, card_key: RsaTokenKey
+) -> None:
+    """The forger's own AWS keys sealed to the card, in place of the user's: the index tag (an
+    RSA-PSS signature by the card's audit key) no longer matches, so the store is refused."""
+    sealer = PublicKeySealer(card_key.public_key)
+    assert sealer.key_id == card_key.key_id
+    path = vault.data_dir / "store.vault"
+    original = path.read_bytes()
+    header, _, body = original.partition(b"\n")
+    doc = json.loads(body)
+    (record,) = [r for r in doc["records"] if r["name"] == "dev"]
+    context = _context(record["created"], record["masked_id"], record["root"])
+    blob = seal(
+        sealer,
+        b"AKIAFORGER",
+        kind=RecordKind.KEY_PAIR.value,
+        name="dev",
+        generation=doc["generation"],
+        context=context,
+    )
+    record["blob"] = base64.b64encode(blob).decode()
+    path.write_bytes(header + b"\n" + json.dumps(doc).encode())
+    try:
+        refused = vault.vaultd("list", check=False)
+        assert refused.returncode != 0 and b"STORE_UNREADABLE" in refused.stderr, refused.stderr
+        assert b"tag" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        path.write_bytes(original)
+    assert b"dev" in vault.vaultd("list").stdout
