@@ -4,7 +4,8 @@
 9a (audit, RSA-PSS) through ykcs11 (SO login with the factory default management key); `vaultd
 add`, a real daemon serving credential_process with an approval, `vaultd doctor` naming what the
 scheme gives up, `vaultd audit verify`; the same store through OpenSC's opensc-pkcs11.so; records
-corrupted, forged, downgraded, sealed to another key or wrapped with PKCS#1 v1.5 are refused.
+corrupted, forged, downgraded, sealed to another key or wrapped with PKCS#1 v1.5 are refused; a
+recovery key opens alone what the card sealed to both.
 SoftHSM2 2.6 cannot run this scheme (its RSA-OAEP takes SHA-1 only: tests/integration/hsm/
 test_rsa_oaep.py), so the scheme's record checks run here. The card is fresh for this module.
 """
@@ -25,10 +26,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from yubikit.piv import DEFAULT_MANAGEMENT_KEY, KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
-from vaultd.core.envelope import ALG_ECDH_P256, ALG_RSA_OAEP, parse_header, seal, unseal
+from vaultd.core.envelope import (
+    ALG_ECDH_P256,
+    ALG_RECIPIENTS,
+    ALG_RSA_OAEP,
+    parse_header,
+    seal,
+    unseal,
+)
 from vaultd.core.model import RecordKind
 from vaultd.errors import HsmError, RecordCorrupt
-from vaultd.keys import rsa_oaep
+from vaultd.keys import recovery, rsa_oaep
+from vaultd.keys.recipients import AbsentRecipient, RecipientSet, TokenRecipient
 from vaultd.keys.rsa_oaep import RsaTokenKey
 from vaultd.store.files import _context
 from vaultd.testing.fake_sts import FakeSts
@@ -293,3 +302,16 @@ def test_a_record_forged_with_the_public_key_is_refused(
     finally:
         path.write_bytes(original)
     assert b"dev" in vault.vaultd("list").stdout
+
+
+def test_a_recovery_key_opens_what_the_card_sealed(card_key: RsaTokenKey) -> None:
+    """Backups (issue 14 item 5) under token RSA-OAEP: the card or the recovery key alone."""
+    rec = recovery.generate()
+    primary = TokenRecipient(card_key)
+    by_card = RecipientSet([primary, rec], primary)
+    blob = seal(by_card, b"secret", **BINDING)  # type: ignore[arg-type]
+    assert parse_header(blob).algorithm == ALG_RECIPIENTS
+    assert unseal(by_card, blob, **BINDING) == b"secret"  # type: ignore[arg-type]
+    typed = recovery.from_words(rec.to_words())
+    by_recovery = RecipientSet([AbsentRecipient(card_key.key_id), typed], typed)
+    assert unseal(by_recovery, blob, **BINDING) == b"secret"  # type: ignore[arg-type]
