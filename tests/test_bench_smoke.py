@@ -68,7 +68,7 @@ def test_daemon_startup_reports_ready_time_and_memory() -> None:
 
 def test_scheme_open_compares_the_sealing_schemes() -> None:
     out = run_quick("scheme_open.py")
-    for variant in ("token AEAD", "token ECDH", "ECDH seal"):
+    for variant in ("token AEAD", "token ECDH", "ECDH seal", "RSA-OAEP seal"):
         assert f"\n{variant} " in out
     assert "summary: a token ECDH open takes " in out
 

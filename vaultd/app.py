@@ -145,6 +145,7 @@ def open_token_key(
     from vaultd.keys import piv
     from vaultd.keys.ecdh import EcdhTokenKey
     from vaultd.keys.pkcs11 import TokenKey
+    from vaultd.keys.rsa_oaep import RsaTokenKey
     from vaultd.keys.schemes import choose_scheme
 
     chosen = choose_scheme(module_path, token_label, key_label, scheme, trial=create_key)
@@ -153,7 +154,8 @@ def open_token_key(
         if piv_setup is not None and piv_setup.protect:
             raise piv.not_a_card(token_label)
         return TokenKey.open(*args, create_key=create_key, confirm_final_try=confirm_final_try)
-    return EcdhTokenKey.open(
+    host_sealed = EcdhTokenKey if chosen == "ecdh" else RsaTokenKey
+    return host_sealed.open(
         *args,
         create_key=create_key,
         confirm_final_try=confirm_final_try,

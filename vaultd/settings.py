@@ -102,10 +102,12 @@ class Pkcs11Settings(_Section):
     """Seconds one token call may take; a hung token seals the vault."""
     module_allowlist: tuple[str, ...] = ()
     """Extra module paths allowed besides the built-in list of known vendor modules."""
-    scheme: Literal["auto", "aead", "ecdh"] = "auto"
+    scheme: Literal["auto", "aead", "ecdh", "rsa-oaep"] = "auto"
     """How records are sealed: `aead` (AES-256-GCM inside the token), `ecdh` (a P-256 token
-    key; the KDF and AES-GCM run on the host) or `auto` (the token's ECDH key if present, else
-    probed: `aead` where the token has AES-GCM, HMAC and data objects). SECURITY.md compares."""
+    key; the KDF and AES-GCM run on the host), `rsa-oaep` (an RSA-2048 token key unwraps each
+    record's data key; AES-GCM on the host) or `auto` (the token's ECDH or RSA key if present,
+    else probed: `aead` where the token has AES-GCM, HMAC and data objects, then `ecdh`, then
+    `rsa-oaep`). SECURITY.md compares."""
     piv_slot: str = Field("82", pattern=PIV_SLOT_RE)
     """On a PIV card (YubiKey through ykcs11, OpenSC's PIV driver): the slot of the vault's
     P-256 key (retired slot 82 by default); `vaultd init` generates it when empty."""

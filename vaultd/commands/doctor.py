@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers
 from vaultd.core.model import ApprovalMethod, RecordKind
@@ -99,11 +99,12 @@ def _token_line(vault: OpenStore, warnings: list[str]) -> str:
                 f"(`vaultd status` shows keystore: {info['keystore']}, hardware: false)"
             )
         return f"key store {info['keystore']!r}, key {info['key_id']}; {count} record(s)"
-    if info.get("scheme") == "ecdh-p256":
-        _ecdh_warnings(info, warnings)
+    scheme = _HOST_SEALED.get(str(info.get("scheme")))
+    if scheme is not None:
+        _host_sealed_warnings(info, warnings)
         return (
             f"token {info.get('token_label')!r} (serial {info.get('token_serial')}), scheme "
-            f"token ECDH ({info.get('key_id')}), audit {info.get('audit')}; store has {count} "
+            f"{scheme} ({info.get('key_id')}), audit {info.get('audit')}; store has {count} "
             "record(s)"
         )
     attrs = info.get("key_attributes", {})
@@ -127,13 +128,26 @@ def _token_line(vault: OpenStore, warnings: list[str]) -> str:
     )
 
 
-def _ecdh_warnings(info: dict[str, object], warnings: list[str]) -> None:
-    """What token ECDH gives up against token AEAD (SECURITY.md, sealing schemes)."""
-    warnings.append(
+_HOST_SEALED: Final = {"ecdh-p256": "token ECDH", "rsa-oaep": "token RSA-OAEP"}
+_GIVES_UP: Final = {
+    "ecdh-p256": (
         "scheme: token ECDH. The P-256 key never leaves the token, but each record open puts "
         "the ECDH secret and that record's AES key in this host's memory for the moment of the "
         "open (token AEAD keeps them in the token); one ECDH per open, no key is kept"
-    )
+    ),
+    "rsa-oaep": (
+        "scheme: token RSA-OAEP. The RSA-2048 key never leaves the token, but each record open "
+        "puts that record's data key in this host's memory for the moment of the open (token "
+        "AEAD keeps it in the token); one unwrap per open, no key is kept. RSA-2048 gives about "
+        "112-bit strength, against 128 for P-256 and 256 for token AEAD's AES-256"
+    ),
+}
+
+
+def _host_sealed_warnings(info: dict[str, object], warnings: list[str]) -> None:
+    """What token ECDH or token RSA-OAEP gives up against token AEAD (SECURITY.md, sealing
+    schemes)."""
+    warnings.append(_GIVES_UP[str(info.get("scheme"))])
     if not info.get("rollback_protection"):
         warnings.append(
             "rollback protection is unavailable on this token: it keeps no data objects, so "
@@ -206,10 +220,10 @@ def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
 def _piv_policy(report: Report, vault: OpenStore) -> None:
     """The PIV vault key's PIN and touch policy, and what touch "always" buys."""
     # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
-    from vaultd.keys.ecdh import EcdhTokenKey
+    from vaultd.keys.ecdh import HostSealedKey
 
     key = vault.token
-    if not isinstance(key, EcdhTokenKey) or key.piv_slot is None:
+    if not isinstance(key, HostSealedKey) or key.piv_slot is None:
         return
     label = f"PIV slot {key.piv_slot} policy"
     policy = key.piv_policy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from vaultd.commands._args import Subparsers, settings
 from vaultd.errors import ConfigError
@@ -94,22 +94,28 @@ def _unconfigured() -> bool:
     return uses_token(cfg) and cfg.pkcs11.module is None
 
 
+_SCHEME_WORDS: Final = {
+    "ecdh-p256": "token ECDH: P-256",
+    "rsa-oaep": "token RSA-OAEP: RSA-2048",
+}
+
+
 def _token_ready(token_label: str, key_label: str, key: SealingKey) -> str:
     """What init made: the scheme, and what this token cannot do (SECURITY.md)."""
-    from vaultd.keys.ecdh import EcdhTokenKey
+    from vaultd.keys.ecdh import HostSealedKey
 
     info = key.inspect()
-    if info.get("scheme") != "ecdh-p256":
+    words = _SCHEME_WORDS.get(str(info.get("scheme")))
+    if words is None:
         return (
             f"token {token_label!r}: key {key_label!r} ready (AES-256, sensitive, never "
             "extractable)"
         )
     text = (
-        f"token {token_label!r}: key {info.get('key_label')!r} ready (token ECDH: P-256, "
-        "sensitive, never "
+        f"token {token_label!r}: key {info.get('key_label')!r} ready ({words}, sensitive, never "
         f"extractable; {key.key_id}; audit: {info.get('audit')})"
     )
-    for note in key.notes if isinstance(key, EcdhTokenKey) else ():
+    for note in key.notes if isinstance(key, HostSealedKey) else ():
         text += f"\n{note}"
     if not info.get("rollback_protection"):
         text += (

@@ -8,13 +8,17 @@ Blob layout (all integers big-endian)::
                          0x02 = ECDH P-256 in the token, HKDF-SHA256 + AES-256-GCM on the host
                          0x03 = a data key wrapped to each of a set of recipients (a token and
                                 backups such as a recovery key), AES-256-GCM on the host
+                         0x04 = a data key unwrapped by RSA-2048 OAEP (SHA-256) in the token,
+                                AES-256-GCM on the host
     key id     1-byte length (1..255) + UTF-8 bytes
     iv         12 bytes  from ``wrapper.random(12)``
     body       ciphertext || 16-byte tag; for 0x02, the 65-byte ephemeral point first; for
-               0x03, the recipient stanzas first (``vaultd.keys.recipients``)
+               0x03, the recipient stanzas first (``vaultd.keys.recipients``); for 0x04, the
+               256-byte OAEP-wrapped data key first
 
 The algorithm follows from the key id: ``ecdh-p256:...`` ids seal with 0x02,
-``recipients:...`` ids (a hash of the recipient set) with 0x03, all others with 0x01, and a
+``recipients:...`` ids (a hash of the recipient set) with 0x03, ``rsa-oaep:...`` ids with 0x04,
+all others with 0x01, and a
 blob whose algorithm byte disagrees with its key id is corrupt.  Both are in the AAD, and the
 store binds the key id in its index, so a record sealed under one scheme never opens under
 another (no downgrade).
@@ -36,14 +40,21 @@ VERSION = 1
 ALG_AES_256_GCM = 1
 ALG_ECDH_P256 = 2
 ALG_RECIPIENTS = 3
+ALG_RSA_OAEP = 4
 IV_LEN = 12
 TAG_LEN = 16
 POINT_LEN = 65
-_SCHEME_ALGORITHMS = {"ecdh-p256": ALG_ECDH_P256, "recipients": ALG_RECIPIENTS}
+WRAPPED_LEN = 256
+_SCHEME_ALGORITHMS = {
+    "ecdh-p256": ALG_ECDH_P256,
+    "recipients": ALG_RECIPIENTS,
+    "rsa-oaep": ALG_RSA_OAEP,
+}
 _MIN_BODY = {
     ALG_AES_256_GCM: TAG_LEN,
     ALG_ECDH_P256: POINT_LEN + TAG_LEN,
     ALG_RECIPIENTS: 1 + TAG_LEN,
+    ALG_RSA_OAEP: WRAPPED_LEN + TAG_LEN,
 }
 MAX_KEY_ID_LEN = 255
 MAX_GENERATION = 2**64 - 1
@@ -74,8 +85,8 @@ def algorithm_for(key_id: str) -> int:
 
 
 def seals_publicly(key_id: str) -> bool:
-    """Whether anyone with a public key can seal records under ``key_id`` (token ECDH, or a
-    recipient set, which holds a recovery key or a token ECDH key).
+    """Whether anyone with a public key can seal records under ``key_id`` (token ECDH, token
+    RSA-OAEP, or a recipient set, which holds a recovery key or a token ECDH key).
 
     Anyone who can read that public key can seal such records, so a store of them must be
     authenticated by a token operation only the key holder can do (``vaultd.store.files``).

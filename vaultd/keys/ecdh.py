@@ -27,7 +27,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, cast
 
 from asn1crypto.keys import ECDomainParameters  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -206,30 +206,162 @@ class _Open:
     anchored: bool
 
 
-class EcdhTokenKey(_TokenSession[_Open]):
-    """A logged-in token holding a P-256 key: the ``SealingKey`` of the token ECDH scheme.
+_Find = Callable[[Token, Session], tuple[Any, bytes, _Audit]]
+"""Finds (or makes) a scheme's vault key and audit key: (private key, public key bytes, audit)."""
 
-    Build it with :meth:`open`. Any device failure closes it; after :meth:`close` or such a
-    failure every call raises :class:`Sealed`.
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What an ``open`` found: the login, the vault key's public key and any PIV facts."""
+
+    lib: Pkcs11Lib
+    token: Token
+    state: _Open
+    public: bytes
+    piv_slot: str | None
+    """The vault key's PIV slot on a PIV card, else None."""
+    notes: list[str]
+
+
+class HostSealedKey(_TokenSession[_Open]):
+    """What the schemes that seal on the host with a token's public key share (token ECDH, token
+    RSA-OAEP): the PIV key generation, host randomness, the audit tag, the generation anchor,
+    the facts for doctor.
+
+    Any device failure closes it; after :meth:`close` or such a failure every call raises
+    :class:`Sealed`.
     """
 
-    def __init__(
-        self, *, lib: Pkcs11Lib, token: Token, state: _Open, point: bytes, key_label: str
-    ) -> None:
-        """Internal: use :meth:`open`."""
-        super().__init__(state)
-        self._lib = lib
-        self._token = token
-        self._point = point
-        self._key_label = key_label
-        self._key_id = key_id_for(point)
-        self.notes: list[str] = []
-        """What :meth:`open` did to a PIV card, and any warning about it, one line each."""
-        self.piv_slot: str | None = None
+    scheme: ClassVar[str]
+    """The scheme's name, the prefix of its key ids."""
+
+    def __init__(self, opened: _Opened, *, key_id: str, key_label: str) -> None:
+        """Internal: use the subclass's ``open``."""
+        super().__init__(opened.state)
+        self._lib = opened.lib
+        self._token = opened.token
+        self._key_label = key_label if opened.piv_slot is None else f"PIV slot {opened.piv_slot}"
+        self._key_id = key_id
+        self.piv_slot = opened.piv_slot
         """The vault key's PIV slot on a PIV card."""
-        self.touch_possible = piv.is_piv(token)
+        self.notes = opened.notes
+        """What ``open`` did to a PIV card, and any warning about it, one line each."""
+        self.touch_possible = opened.piv_slot is not None
         """Whether an open may wait for a touch: a PIV key's touch policy is not readable
         through PKCS#11, so any PIV key may."""
+
+    @staticmethod
+    def _open_parts(
+        module_path: str,
+        token_label: str,
+        pin: str | bytearray,
+        *,
+        confirm_final_try: bool,
+        create_key: bool,
+        piv_slots: tuple[str, str],
+        piv_setup: piv.PivSetup | None,
+        kind: piv.KeyKind,
+        find: _Find,
+    ) -> _Opened:
+        """With ``create_key``, make the missing ``kind`` keys of a PIV card as ``piv_setup``
+        says; then log in once, ``find`` the keys and probe the anchor (the session closed on
+        failure)."""
+
+        def check_pin() -> str:
+            args = (module_path, token_label, pin)
+            login = login_session(*args, confirm_final_try=confirm_final_try)
+            _close_quietly(login[2])
+            return pin if isinstance(pin, str) else pin.decode()
+
+        setup = piv_setup or piv.PivSetup()
+        notes = []
+        if create_key:
+            notes = _generate_piv(module_path, token_label, piv_slots, setup, kind, check_pin)
+        lib, token, session = login_session(
+            module_path, token_label, pin, confirm_final_try=confirm_final_try
+        )
+        try:
+            with _translated("checking the keys"):
+                private_key, public, audit_key = find(token, session)
+                anchored = _probe_anchor(session)
+        except BaseException:
+            _close_quietly(session)
+            raise
+        state = _Open(session, private_key, audit_key, anchored)
+        piv_slot = piv_slots[0] if piv.is_piv(token) else None
+        return _Opened(lib, token, state, public, piv_slot, notes)
+
+    def piv_policy(self) -> tuple[str, str] | None:
+        """The PIV vault key's PIN and touch policy (GET METADATA through yubikit), lower case;
+        None off a PIV card, without yubikit, or on firmware before 5.3.
+
+        A second PC/SC connection selects the applet again, which may drop the module's PIN
+        state on a real card: call it after the last token operation (``vaultd doctor``)."""
+        if self.piv_slot is None:
+            return None
+        return piv.slot_policy(self._token.slot.slot_description, self.piv_slot)
+
+    @property
+    def key_id(self) -> str:
+        """The scheme's name and 32 hex chars of SHA-256 over the token's public key."""
+        return self._key_id
+
+    def random(self, n: int) -> bytes:
+        """``n`` random bytes from the host (sealing needs no token call)."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        return secrets.token_bytes(n)
+
+    def mac(self, data: bytes) -> bytes:
+        """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or a prefixed signature."""
+        with self._use("computing an audit MAC") as st:
+            return st.audit.mac(data)
+
+    def mac_verify(self, data: bytes, tag: bytes) -> None:
+        """Check an audit tag; raise :class:`AuditTampered` on a mismatch."""
+        with self._use("verifying an audit MAC") as st:
+            st.audit.verify(data, tag)
+
+    def read_generation(self) -> int | None:
+        """The anchored store generation, or ``None`` when this token holds no anchor."""
+        with self._use("reading the store generation") as st:
+            return read_anchor(st.session) if st.anchored else None
+
+    def advance_generation(self, value: int) -> None:
+        """Anchor ``value`` in the token; a no-op on a token that holds no anchor."""
+        with self._use("advancing the store generation") as st:
+            if st.anchored:
+                anchor_generation(st.session, value)
+
+    def inspect(self) -> dict[str, object]:
+        """Non-secret facts for ``vaultd doctor``."""
+        with self._use("inspecting the token") as st:
+            return {
+                "scheme": self.scheme,
+                "module": self._lib.library_description,
+                "token_label": self._token.label,
+                "token_serial": self._token.serial.decode("ascii", "replace"),
+                "token_model": self._token.model,
+                "key_label": self._key_label,
+                "key_id": self._key_id,
+                "key_attributes": {a.name: st.private_key[a] for a in KEY_POLICY},
+                "audit": st.audit.describe(),
+                "rollback_protection": st.anchored,
+            }
+
+
+class EcdhTokenKey(HostSealedKey):
+    """A logged-in token holding a P-256 key: the ``SealingKey`` of the token ECDH scheme.
+
+    Build it with :meth:`open`.
+    """
+
+    scheme = SCHEME
+
+    def __init__(self, opened: _Opened, key_label: str) -> None:
+        """Internal: use :meth:`open`."""
+        super().__init__(opened, key_id=key_id_for(opened.public), key_label=key_label)
+        self._point = opened.public
 
     @classmethod
     def open(
@@ -257,65 +389,34 @@ class EcdhTokenKey(_TokenSession[_Open]):
         (:class:`~vaultd.keys.piv.PivSetup`), recorded in :attr:`notes`.
         """
 
-        def check_pin() -> str:
-            args = (module_path, token_label, pin)
-            login = login_session(*args, confirm_final_try=confirm_final_try)
-            _close_quietly(login[2])
-            return pin if isinstance(pin, str) else pin.decode()
+        def find(token: Token, session: Session) -> tuple[Any, bytes, _Audit]:
+            if piv.is_piv(token):
+                private_key, point, audit_key = _find_piv_keys(session, piv_slots)
+            else:
+                private_key, point = _find_ec_key(session, key_label, create_key, "derive")
+                hmac = wants_hmac(token, audit)
+                audit_key = find_audit(session, f"{key_label}-audit", create_key, hmac, _ecdsa)
+            if create_key:
+                _trial(private_key, point)
+            return private_key, point, audit_key
 
-        setup = piv_setup or piv.PivSetup()
-        notes = []
-        if create_key:
-            notes = _generate_piv(module_path, token_label, piv_slots, setup, check_pin)
-        lib, token, session = login_session(
-            module_path, token_label, pin, confirm_final_try=confirm_final_try
+        opened = cls._open_parts(
+            module_path,
+            token_label,
+            pin,
+            confirm_final_try=confirm_final_try,
+            create_key=create_key,
+            piv_slots=piv_slots,
+            piv_setup=piv_setup,
+            kind="ec",
+            find=find,
         )
-        try:
-            with _translated("checking the keys"):
-                if piv.is_piv(token):
-                    private_key, point, audit_key = _find_piv_keys(session, piv_slots)
-                else:
-                    private_key, point = _find_ec_key(session, key_label, create_key, "derive")
-                    mode = _audit_mode(token, audit)
-                    audit_key = _find_audit(session, f"{key_label}-audit", create_key, mode)
-                if create_key:
-                    _trial(private_key, point)
-                anchored = _probe_anchor(session)
-        except BaseException:
-            _close_quietly(session)
-            raise
-        state = _Open(session, private_key, audit_key, anchored)
-        shown = f"PIV slot {piv_slots[0]}" if piv.is_piv(token) else key_label
-        key = cls(lib=lib, token=token, state=state, point=point, key_label=shown)
-        key.notes = notes
-        key.piv_slot = piv_slots[0] if piv.is_piv(token) else None
-        return key
-
-    def piv_policy(self) -> tuple[str, str] | None:
-        """The PIV vault key's PIN and touch policy (GET METADATA through yubikit), lower case;
-        None off a PIV card, without yubikit, or on firmware before 5.3.
-
-        A second PC/SC connection selects the applet again, which may drop the module's PIN
-        state on a real card: call it after the last token operation (``vaultd doctor``)."""
-        if self.piv_slot is None:
-            return None
-        return piv.slot_policy(self._token.slot.slot_description, self.piv_slot)
-
-    @property
-    def key_id(self) -> str:
-        """``ecdh-p256:`` and 32 hex chars of SHA-256 over the token's public point."""
-        return self._key_id
+        return cls(opened, key_label)
 
     @property
     def public_point(self) -> bytes:
         """The token key's uncompressed public point (65 bytes)."""
         return self._point
-
-    def random(self, n: int) -> bytes:
-        """``n`` random bytes from the host (sealing needs no token call)."""
-        if n < 0:
-            raise ValueError("n must not be negative")
-        return secrets.token_bytes(n)
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Seal to the token's public key on the host: ephemeral point || ciphertext || tag.
@@ -336,45 +437,8 @@ class EcdhTokenKey(_TokenSession[_Open]):
         # immutable bytes cannot be wiped; the only reference dies with this call
         return open_with_secret(secret, ephemeral, self._point, bytes(iv), ciphertext, bytes(aad))
 
-    def mac(self, data: bytes) -> bytes:
-        """The audit tag of ``data``: HMAC-SHA256 (32 bytes) or ``ecdsa-p256:`` || r || s."""
-        with self._use("computing an audit MAC") as st:
-            return st.audit.mac(data)
 
-    def mac_verify(self, data: bytes, tag: bytes) -> None:
-        """Check an audit tag; raise :class:`AuditTampered` on a mismatch."""
-        with self._use("verifying an audit MAC") as st:
-            st.audit.verify(data, tag)
-
-    def read_generation(self) -> int | None:
-        """The anchored store generation, or ``None`` when this token holds no anchor."""
-        with self._use("reading the store generation") as st:
-            return read_anchor(st.session) if st.anchored else None
-
-    def advance_generation(self, value: int) -> None:
-        """Anchor ``value`` in the token; a no-op on a token that holds no anchor."""
-        with self._use("advancing the store generation") as st:
-            if st.anchored:
-                anchor_generation(st.session, value)
-
-    def inspect(self) -> dict[str, object]:
-        """Non-secret facts for ``vaultd doctor``."""
-        with self._use("inspecting the token") as st:
-            return {
-                "scheme": SCHEME,
-                "module": self._lib.library_description,
-                "token_label": self._token.label,
-                "token_serial": self._token.serial.decode("ascii", "replace"),
-                "token_model": self._token.model,
-                "key_label": self._key_label,
-                "key_id": self._key_id,
-                "key_attributes": {a.name: st.private_key[a] for a in _EC_POLICY},
-                "audit": st.audit.describe(),
-                "rollback_protection": st.anchored,
-            }
-
-
-_EC_POLICY: Final = (
+KEY_POLICY: Final = (
     Attribute.TOKEN,
     Attribute.PRIVATE,
     Attribute.SENSITIVE,
@@ -382,7 +446,8 @@ _EC_POLICY: Final = (
     Attribute.ALWAYS_SENSITIVE,
     Attribute.NEVER_EXTRACTABLE,
 )
-_EC_EXPECTED: Final = (True, True, True, False, True, True)
+KEY_EXPECTED: Final = (True, True, True, False, True, True)
+"""What every vault and audit private key must say: in the token, private, never extractable."""
 
 
 _NO_TOUCH: Final = (
@@ -494,7 +559,7 @@ def _check_ec(key: _KeyObject, label: str, role: str) -> None:
     try:
         if key[Attribute.KEY_TYPE] != KeyType.EC or not _is_p256(bytes(key[Attribute.EC_PARAMS])):
             raise _unsafe(role, label, "is not a P-256 key", "KEY_TYPE")
-        for attr, expected in zip(_EC_POLICY, _EC_EXPECTED, strict=True):
+        for attr, expected in zip(KEY_POLICY, KEY_EXPECTED, strict=True):
             if key[attr] != expected:
                 raise _unsafe(
                     role,
@@ -554,12 +619,13 @@ def _public_point(session: Session, private_key: _KeyObject, label: str, role: s
     return point
 
 
-def _audit_mode(token: Token, mode: AuditMode) -> Literal["hmac", "ecdsa"]:
+def wants_hmac(token: Token, mode: str) -> bool:
+    """Whether the audit key is an HMAC key: ``mode`` is ``hmac``, or ``auto`` on a token that
+    offers SHA256_HMAC (else a signature by a second token key)."""
     if mode != "auto":
-        return mode
-    mechanisms = token.slot.get_mechanisms()
+        return mode == "hmac"
     wanted = {Mechanism.SHA256_HMAC, Mechanism.GENERIC_SECRET_KEY_GEN}
-    return "hmac" if wanted <= set(mechanisms) else "ecdsa"
+    return wanted <= set(token.slot.get_mechanisms())
 
 
 def _generate_piv(
@@ -567,11 +633,13 @@ def _generate_piv(
     token_label: str,
     slots: tuple[str, str],
     setup: piv.PivSetup,
+    kind: piv.KeyKind,
     check_pin: Callable[[], str],
 ) -> list[str]:
-    """On a PIV card, protect the management key if asked and generate the keys missing from
-    ``slots`` with their policies; what was done, in words. ``check_pin`` logs in once through
-    the module (its PIN guards apply) and returns the PIN, before yubikit is handed it."""
+    """On a PIV card, protect the management key if asked and generate ``kind`` keys in the
+    slots of ``slots`` that hold none, with their policies; what was done, in words.
+    ``check_pin`` logs in once through the module (its PIN guards apply) and returns the PIN,
+    before yubikit is handed it."""
     import pkcs11
 
     with _translated("generating the PIV keys"):
@@ -590,11 +658,13 @@ def _generate_piv(
         if piv.yubikit_installed():
             pin = check_pin()
             with piv.yubikit_session(reader) as session:
-                notes = None if session is None else _yubikit_notes(session, setup, pin, missing)
+                notes = (
+                    None if session is None else _yubikit_notes(session, setup, pin, missing, kind)
+                )
             if notes is not None:
                 lib.reinitialize()  # ykcs11 reads the card's keys again at the next login
                 return notes
-        return _ykcs11_notes(lib, token_label, reader, setup, missing)
+        return _ykcs11_notes(lib, token_label, reader, setup, missing, kind)
 
 
 _DEFAULT_KEY_WARNING: Final = (
@@ -609,11 +679,12 @@ def _yubikit_notes(
     setup: piv.PivSetup,
     pin: str,
     missing: dict[str, piv.TouchPolicy],
+    kind: piv.KeyKind,
 ) -> list[str]:
     """Through yubikit: the management key protected if asked, the policies set per slot."""
-    key = piv.prepare_card(session, setup, pin, missing)
+    key = piv.prepare_card(session, setup, pin, missing, kind)
     notes = [
-        f"generated a P-256 key in PIV slot {slot} (PIN once, touch {touch})"
+        f"generated {piv.KIND_WORDS[kind]} in PIV slot {slot} (PIN once, touch {touch})"
         for slot, touch in missing.items()
     ]
     if setup.protect:
@@ -632,6 +703,7 @@ def _ykcs11_notes(
     reader: str,
     setup: piv.PivSetup,
     missing: dict[str, piv.TouchPolicy],
+    kind: piv.KeyKind,
 ) -> list[str]:
     """Without yubikit (or its reader) ykcs11 generates, and the card picks the policies."""
     if setup.protect or setup.touch_policy != "cached":
@@ -645,8 +717,9 @@ def _ykcs11_notes(
             f"{reader!r}: pip install 'vaultd[yubikey]'"
         )
     key = setup.management_key or piv.DEFAULT_MANAGEMENT_KEY
-    piv.generate(lib, token_label, list(missing), key)
-    notes = [f"generated a P-256 key in PIV slot {slot} (the card's policies)" for slot in missing]
+    piv.generate(lib, token_label, list(missing), key, kind)
+    words = piv.KIND_WORDS[kind]
+    notes = [f"generated {words} in PIV slot {slot} (the card's policies)" for slot in missing]
     if setup.management_key is None:
         notes.append(_DEFAULT_KEY_WARNING)
     if not piv.count_retired_keys(reader, list(missing), key):
@@ -676,10 +749,15 @@ def _piv_key(session: Session, slot: str, role: str) -> tuple[Any, bytes]:
     return found[0], _public_point(session, found[0], label, role)
 
 
-def _find_audit(
-    session: Session, label: str, create: bool, mode: Literal["hmac", "ecdsa"]
+def find_audit(
+    session: Session,
+    label: str,
+    create: bool,
+    hmac: bool,
+    find_signer: Callable[[Session, str, bool], _Audit],
 ) -> _Audit:
-    """The audit key labelled ``label``: an HMAC key or an EC signing key, never both."""
+    """The audit key labelled ``label``: an HMAC key or a signing key (``find_signer``), never
+    both; ``create`` makes the HMAC key when ``hmac``, else the signing key."""
     secret = list(
         session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
     )
@@ -688,10 +766,15 @@ def _find_audit(
     )
     if secret and pair:
         raise _unsafe(
-            "audit key", label, "is both an HMAC key and an EC key; remove one", "duplicate"
+            "audit key", label, "is both an HMAC key and a signing key; remove one", "duplicate"
         )
-    if secret or (not pair and create and mode == "hmac"):
+    if secret or (not pair and create and hmac):
         return _HmacAudit(_find_key(session, label, _MAC, create))
+    return find_signer(session, label, create)
+
+
+def _ecdsa(session: Session, label: str, create: bool) -> _Audit:
+    """The P-256 audit signing key labelled ``label``."""
     private_key, point = _find_ec_key(session, label, create, "sign")
     return _EcdsaAudit(private_key, ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, point))
 

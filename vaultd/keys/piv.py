@@ -7,10 +7,12 @@ ykcs11, "Retired KEY MAN 1" in OpenSC) but the same CKA_ID in both: 1 = 9a, 2 = 
 the CKA_ID of ``pkcs11.piv_slot`` and ``pkcs11.piv_audit_slot``, whichever module reaches the
 card.  The audit key defaults to 9a because OpenSC offers retired EC keys for derive only.
 
-ykcs11 generates a key at SO login, whose PIN is the management key in hex; it refuses SO login
-while any read-only session is open in the process, so the module is reinitialised around it.
+Keys are P-256 (token ECDH) or RSA-2048 (token RSA-OAEP), per :data:`KeyKind`.  ykcs11
+generates a key at SO login (:func:`generate`), whose PIN is the management key in hex; it
+refuses SO login while any read-only session is open in the process, so the module is
+reinitialised around it.
 Debian's ykcs11 2.2 sends no PIN or touch policy (CKA_YUBICO_* are unknown to it), so with
-yubikit (the ``yubikey`` extra) :func:`generate_with_policy` makes the keys over PC/SC instead:
+yubikit (the ``yubikey`` extra) :func:`prepare_card` makes the keys over PC/SC instead:
 PIN policy once, and the vault key's touch policy from ``pkcs11.touch_policy``.
 
 :func:`protect_management_key` replaces a factory default management key with a random 3DES key
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from cryptography import x509
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Token
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session, Token
 from pkcs11 import exceptions as pkerr
 from pkcs11.util.ec import encode_named_curve_parameters
 
@@ -44,9 +46,14 @@ if TYPE_CHECKING:
     from yubikit.piv import PivSession
 
 TouchPolicy = Literal["always", "cached", "never"]
+KeyKind = Literal["ec", "rsa"]
+"""A PIV key vaultd generates: P-256 (token ECDH) or RSA-2048 (token RSA-OAEP)."""
+KIND_WORDS: Final = {"ec": "a P-256 key", "rsa": "an RSA-2048 key"}
 
 DEFAULT_MANAGEMENT_KEY: Final = bytes.fromhex("010203040506070801020304050607080102030405060708")
 """The factory default PIV management key (3DES): anyone may use it, change it."""
+RSA_BITS: Final = 2048
+"""The RSA modulus size of the token RSA-OAEP scheme's keys."""
 _NAMED: Final = {"9a": 1, "9c": 2, "9d": 3, "9e": 4}
 SLOTS: Final = (*_NAMED, *(f"{n:02x}" for n in range(0x82, 0x96)))
 """The PIV key slots vaultd may use, as ``ykman`` names them."""
@@ -101,33 +108,49 @@ def missing_slots(token: Token, slots: tuple[str, ...]) -> list[str]:
     return [slot for slot in slots if cka_id(slot) not in present]
 
 
-def generate(lib: Pkcs11Lib, token_label: str, slots: list[str], management_key: bytes) -> None:
-    """Generate a P-256 key in each of ``slots``, logged in as SO with ``management_key``.
+def generate(
+    lib: Pkcs11Lib,
+    token_label: str,
+    slots: list[str],
+    management_key: bytes,
+    kind: KeyKind,
+) -> None:
+    """Generate a ``kind`` key in each of ``slots`` through the module (the card picks the
+    policies), logged in as SO with ``management_key``.
 
     Reinitialises the module before (SO login refuses while a read-only session is open) and
     after (so the next user login starts clean).
     """
     lib.reinitialize()
     token = lib.get_token(token_label=token_label)
-    if Mechanism.EC_KEY_PAIR_GEN not in set(token.slot.get_mechanisms()):
+    mechanism = Mechanism.EC_KEY_PAIR_GEN if kind == "ec" else Mechanism.RSA_PKCS_KEY_PAIR_GEN
+    if mechanism not in set(token.slot.get_mechanisms()):
         raise HsmError(
             f"PIV slot(s) {', '.join(slots)} of token {token_label!r} hold no key and this module "
             "cannot generate one; run `vaultd init` once with Yubico's ykcs11 as pkcs11.module"
         )
-    params = encode_named_curve_parameters("secp256r1")
     try:
         so = token.open(rw=True, so_pin=management_key.hex())
     except pkerr.PinIncorrect:
         raise HsmError(_REFUSED) from None
     with so:
         for slot in slots:
-            so.generate_keypair(
-                KeyType.EC,
-                public_template={Attribute.EC_PARAMS: params, Attribute.ID: cka_id(slot)},
-                private_template={Attribute.ID: cka_id(slot)},
-                store=True,
-            )
+            _generate_as_so(so, slot, kind)
     lib.reinitialize()
+
+
+def _generate_as_so(so: Session, slot: str, kind: KeyKind) -> None:
+    """A ``kind`` key pair in ``slot`` through the module's SO session (C_GenerateKeyPair)."""
+    ids = {Attribute.ID: cka_id(slot)}
+    if kind == "rsa":
+        so.generate_keypair(
+            KeyType.RSA, RSA_BITS, public_template=ids, private_template=ids, store=True
+        )
+        return
+    params = {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}
+    so.generate_keypair(
+        KeyType.EC, public_template={**params, **ids}, private_template=ids, store=True
+    )
 
 
 def _retired_index(slot: str) -> int:
@@ -186,9 +209,13 @@ def yubikit_installed() -> bool:
 
 
 def prepare_card(
-    session: PivSession, setup: PivSetup, pin: str, missing: dict[str, TouchPolicy]
+    session: PivSession,
+    setup: PivSetup,
+    pin: str,
+    missing: dict[str, TouchPolicy],
+    kind: KeyKind,
 ) -> bytes:
-    """Protect the management key if asked, then generate the ``missing`` slots (P-256, PIN
+    """Protect the management key if asked, then generate the ``missing`` slots (``kind``, PIN
     once, the given touch policy each) and count them in Key History; the management key used.
     ``pin`` must be known good: a wrong one here would spend a try unchecked."""
     from yubikit.core import CommandError
@@ -201,7 +228,7 @@ def prepare_card(
         if missing:
             _authenticate(session, key)
             for slot, touch in missing.items():
-                _generate_one(session, slot, touch)
+                _generate_one(session, slot, touch, kind)
             _count_retired(session, list(missing), key)
     except CommandError as exc:
         raise HsmError(f"the PIV card refused a command while preparing its keys ({exc})") from None
@@ -252,24 +279,24 @@ def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:
     return bytes(stored)
 
 
-def _generate_one(session: PivSession, slot: str, touch: TouchPolicy) -> None:
-    """A P-256 key in ``slot`` (PIN once) and a placeholder certificate, which OpenSC needs to
-    list the slot; nobody checks its chain, so a throwaway key signs it (no touch at init)."""
+def _generate_one(session: PivSession, slot: str, touch: TouchPolicy, kind: KeyKind) -> None:
+    """A ``kind`` key in ``slot`` (PIN once) and a placeholder certificate, which OpenSC needs
+    to list the slot; nobody checks its chain, so a throwaway key signs it (no touch at init)."""
     from yubikit.piv import KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
     where = SLOT(int(slot, 16))
-    public = session.generate_key(
-        where, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY[touch.upper()]
-    )
-    session.put_certificate(where, _placeholder_certificate(public, slot))
+    key_type = KEY_TYPE.ECCP256 if kind == "ec" else KEY_TYPE.RSA2048
+    public = session.generate_key(where, key_type, PIN_POLICY.ONCE, TOUCH_POLICY[touch.upper()])
+    session.put_certificate(where, _placeholder_certificate(public, slot, kind))
 
 
-def _placeholder_certificate(public: PublicKeyTypes, slot: str) -> x509.Certificate:
+def _placeholder_certificate(public: PublicKeyTypes, slot: str, kind: KeyKind) -> x509.Certificate:
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise HsmError(f"the card made a key that is not P-256 in PIV slot {slot}")
+    expected = ec.EllipticCurvePublicKey if kind == "ec" else rsa.RSAPublicKey
+    if not isinstance(public, expected):
+        raise HsmError(f"the card made a key that is not {KIND_WORDS[kind]} in PIV slot {slot}")
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"vaultd {slot}")])
     now = datetime.datetime.now(datetime.UTC)
     return (

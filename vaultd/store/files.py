@@ -14,13 +14,14 @@ record moved to another name, an edited metadata field or a record from an older
 context lists every (kind, name): adding or dropping a record, or editing ``G``, makes the whole
 file ``StoreUnreadable``.
 
-Under a key that seals with only a public key (token ECDH: ``ecdh-p256:`` key ids), anyone who
-can read that key from the token (no PIN needed) could seal records and an index of their own.
-Such a store also carries ``"index_tag": B64``: the token's audit tag (HMAC-SHA256 in the token,
-or an ECDSA P-256 signature by a token key) over a SHA-256 of the key id, ``G``, the index blob
-and every record with its metadata.  Only the token's owner can make it, so a forged store, or
-one forged record in a real store, is ``StoreUnreadable`` (docs/threat-model.md T6).  Token
-AEAD stores need no tag (only the token can seal) and keep the format of the previous release.
+Under a key that seals with only a public key (token ECDH, token RSA-OAEP: ``ecdh-p256:``,
+``rsa-oaep:`` key ids), anyone who can read that key from the token (no PIN needed) could seal
+records and an index of their own.  Such a store also carries ``"index_tag": B64``: the token's
+audit tag (HMAC-SHA256 in the token, or an ECDSA P-256 or RSA-PSS signature by a token key) over
+a SHA-256 of the key id, ``G``, the index blob and every record with its metadata.  Only the
+token's owner can make it, so a forged store, or one forged record in a real store, is
+``StoreUnreadable`` (docs/threat-model.md T6).  Token AEAD stores need no tag (only the token
+can seal) and keep the format of the previous release.
 
 A store with backup keys (:mod:`vaultd.keys.recipients`, :mod:`vaultd.keys.recovery`,
 :mod:`vaultd.keys.backup_token`) is sealed to a recipient set (key id ``recipients:...``) and

@@ -87,6 +87,14 @@ def piv_session(stack: PivStack) -> Iterator[PivSession]:
         connection.release()  # its PC/SC context; left to __del__ it fails once pcscd is gone
 
 
+def without_yubikit(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``env`` with yubikit hidden by a package that fails to import (no other way to uninstall
+    it here)."""
+    (tmp_path / "ykman").mkdir()
+    (tmp_path / "ykman" / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    return {**env, "PYTHONPATH": str(tmp_path)}
+
+
 def _certificate(public: ec.EllipticCurvePublicKey, name: str) -> x509.Certificate:
     """A certificate for a card key, signed by a throwaway key (nobody checks the chain)."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])

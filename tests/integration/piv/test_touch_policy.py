@@ -1,9 +1,9 @@
 """`pkcs11.touch_policy = "always"` and `vaultd init --protect-management-key` on the emulated
 YubiKey through Yubico's unchanged ykcs11 (issue 14 item 2).
 
-The card is fresh for this module. Its keys are made by `vaultd init` through yubikit (ykcs11 2.2
-sets no policy); the management key is then replaced by a random one kept PIN-protected on the
-card, which later inits read back with the PIN.
+The card is fresh for this module. Its keys, P-256 or (under rsa-oaep) RSA-2048, are made by
+`vaultd init` through yubikit (ykcs11 2.2 sets no policy); the management key is then replaced
+by a random one kept PIN-protected on the card, which later inits read back with the PIN.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from yubikit.core import CommandError
 from yubikit.piv import DEFAULT_MANAGEMENT_KEY, MANAGEMENT_KEY_TYPE, PIN_POLICY, TOUCH_POLICY
 
 from vaultd.keys.ecdh import EcdhTokenKey
+from vaultd.keys.rsa_oaep import RsaTokenKey
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.pcsc import PivStack
 from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN, piv_session
+from .conftest import PIN, SO_PIN, piv_session, without_yubikit
 
 PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
 
@@ -78,13 +79,10 @@ def test_every_record_open_waits_for_a_touch(stack: PivStack, vault: Installatio
 def test_without_yubikit_a_touch_policy_is_refused(
     stack: PivStack, vault: Installation, tmp_path: Path
 ) -> None:
-    """yubikit hidden by a package that fails to import (no other way to uninstall it here)."""
-    (tmp_path / "ykman").mkdir()
-    (tmp_path / "ykman" / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
     vault.config["pkcs11"]["piv_slot"] = "91"
     vault.config["data_dir"] = str(vault.root / "data-91")
     vault.write_config()
-    env = {**vault.env, "PYTHONPATH": str(tmp_path)}
+    env = without_yubikit(vault.env, tmp_path)
     refused = subprocess.run(
         [sys.executable, "-m", "vaultd", "init"], env=env, capture_output=True, check=False
     )
@@ -142,3 +140,39 @@ def test_protect_stores_a_random_key_that_later_inits_read(
     assert twice.returncode != 0 and len(twice.stderr.splitlines()) == 1, twice.stderr
     assert b"already stored PIN-protected" in twice.stderr
     assert stack.card.state().mgmt_key_hex == stored
+
+
+def test_rsa_keys_follow_the_touch_policy_too(stack: PivStack, vault: Installation) -> None:
+    """Under rsa-oaep, init makes RSA-2048 keys through the same yubikit path: the vault key
+    touch always (each open waits for its own touch), the audit key never; doctor says so."""
+    saved = dict(vault.config["pkcs11"])
+    vault.config["pkcs11"].update(scheme="rsa-oaep", piv_audit_slot="9d")
+    try:
+        done = _init(vault, "92")
+        assert done.returncode == 0, done.stderr
+        assert b"generated an RSA-2048 key in PIV slot 92 (PIN once, touch always)" in done.stdout
+        keys = stack.card.state().keys
+        assert (keys[0x92].pin_policy, keys[0x92].touch_policy) == (
+            PIN_POLICY.ONCE,
+            TOUCH_POLICY.ALWAYS,
+        )
+        assert (keys[0x9D].pin_policy, keys[0x9D].touch_policy) == (
+            PIN_POLICY.ONCE,
+            TOUCH_POLICY.NEVER,
+        )
+        doctor = vault.vaultd("doctor", check=False).stdout.decode()
+        assert "PIV slot 92 policy: PIN once, touch always" in doctor
+        module, label = vault.token.module_path, vault.token.label
+        pkcs11.lib(module).reinitialize()
+        key = RsaTokenKey.open(module, label, "unused", PIN, piv_slots=("92", "9d"))
+        try:
+            iv, aad = key.random(12), b"record"
+            body = key.encrypt(iv, b"touch-me", aad)  # sealing needs no touch
+            touches = stack.card.touches
+            assert key.decrypt(iv, body, aad) == key.decrypt(iv, body, aad) == b"touch-me"
+            assert stack.card.touches == touches + 2  # one touch per open, none cached
+        finally:
+            key.close()
+    finally:
+        vault.config["pkcs11"] = saved
+        vault.write_config()

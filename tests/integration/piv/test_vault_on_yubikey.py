@@ -145,7 +145,7 @@ def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
     """A key made by vaultd's yubikit path with touch policy "always" (ykcs11 2.2 cannot set a
     policy): each record open waits for its own touch, and one that never comes opens nothing."""
     with piv_session(stack) as session:
-        piv.prepare_card(session, piv.PivSetup(touch_policy="always"), PIN, {"84": "always"})
+        piv.prepare_card(session, piv.PivSetup(touch_policy="always"), PIN, {"84": "always"}, "ec")
         meta = session.get_slot_metadata(SLOT.RETIRED3)  # ykcs11 finds the key by metadata
         assert (meta.pin_policy, meta.touch_policy) == (PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
     assert stack.ykcs11 is not None

@@ -214,8 +214,16 @@ def test_unseal_of_arbitrary_bytes_raises_only_record_corrupt(
 
 
 def test_algorithm_follows_the_key_id_scheme() -> None:
-    from vaultd.core.envelope import ALG_AES_256_GCM, ALG_ECDH_P256, algorithm_for
+    from vaultd.core.envelope import (
+        ALG_AES_256_GCM,
+        ALG_ECDH_P256,
+        ALG_RSA_OAEP,
+        algorithm_for,
+        seals_publicly,
+    )
 
     assert algorithm_for("ecdh-p256:" + "ab" * 16) == ALG_ECDH_P256
-    for key_id in ("0" * 32, "fake-key", "other:scheme", "ecdh-p256"):
+    assert algorithm_for("rsa-oaep:" + "ab" * 16) == ALG_RSA_OAEP
+    assert seals_publicly("rsa-oaep:" + "ab" * 16)  # so its store carries the index tag
+    for key_id in ("0" * 32, "fake-key", "other:scheme", "ecdh-p256", "rsa-oaep"):
         assert algorithm_for(key_id) == ALG_AES_256_GCM
