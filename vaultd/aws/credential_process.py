@@ -15,6 +15,7 @@ from vaultd.core.model import SessionCredentials
 from vaultd.errors import ReplySchemaViolation
 
 EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
 def render(creds: SessionCredentials) -> bytes:
@@ -37,4 +38,4 @@ def render(creds: SessionCredentials) -> bytes:
         "SessionToken": token,
         "Expiration": expiration.astimezone(UTC).strftime(EXPIRATION_FORMAT),
     }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return _ENCODER.encode(document).encode("ascii")

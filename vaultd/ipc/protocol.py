@@ -486,8 +486,11 @@ def decode_request(body: bytes) -> Request:
     return parse_request(decode_body(body))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj: Mapping[str, object]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return _ENCODER.encode(obj).encode("ascii")
 
 
 def encode_request(op: str, **fields: object) -> bytes:

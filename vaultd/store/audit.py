@@ -105,8 +105,12 @@ def tag_bytes(text: str) -> bytes:
     return tag
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
+
+
 def _canonical(obj: Mapping[str, object]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL.encode(obj).encode()
 
 
 def _digest(line: bytes) -> str:
