@@ -68,7 +68,7 @@ from vaultd.ipc.protocol import (
     success_reply,
 )
 from vaultd.ipc.replies import check_event
-from vaultd.system.procinfo import PeerProcess
+from vaultd.system.procinfo import ParentCache, PeerProcess
 
 log = logging.getLogger("vaultd.ipc")
 
@@ -95,14 +95,16 @@ class _PeerGone(Exception):
 class Connection:
     """One accepted client as a handler sees it."""
 
-    def __init__(self, sock: socket.socket, peer: PeerCred, write_timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, peer: PeerCred, write_timeout: float, parents: ParentCache
+    ) -> None:
         self._sock = sock
         self._loop = asyncio.get_running_loop()
         self._write_timeout = write_timeout
         self._write_lock = asyncio.Lock()
         # Who connected, read now (docs/threat-model.md T33): a process that execs into
         # another program after connecting is judged by what it connected as, or refused.
-        self._process = PeerProcess(peer.pid, uid=peer.uid)
+        self._process = PeerProcess(peer.pid, uid=peer.uid, sock=sock, parents=parents)
         self.scope = self._process.scope
         """The requester's approval scope (its login session), read when it connected."""
         self.fresh = True
@@ -133,6 +135,11 @@ class Connection:
     def requester(self) -> Requester:
         """The requesting process, as described from /proc when it connected."""
         return self._process.requester
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the facts read at accept are the connecting process's (it had not exited)."""
+        return self._process.pinned
 
     def same_process(self) -> bool:
         """Whether the peer is still the process image that connected (no exec, no exit)."""
@@ -363,6 +370,7 @@ class IpcServer:
         self._accept_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        self._parents = ParentCache()
 
     @property
     def socket_path(self) -> Path:
@@ -423,6 +431,7 @@ class IpcServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
         self._owns_path = False
+        self._parents.close()
         self._stopped.set()
 
     def check_socket_intact(self) -> bool:
@@ -497,7 +506,7 @@ class IpcServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, sock: socket.socket, peer: PeerCred) -> None:
-        conn = Connection(sock, peer, self._read_timeout)
+        conn = Connection(sock, peer, self._read_timeout, self._parents)
         try:
             while await self._serve_one(sock, conn):
                 pass
@@ -559,7 +568,7 @@ class IpcServer:
 
     async def _dispatch(self, request: Request, conn: Connection, deadline: float) -> bool:
         final = isinstance(request, CredentialsRequest | ExecRequest | EventsRequest)
-        if not conn.fresh and not conn.same_process():
+        if not (conn.fresh and conn.pinned) and not conn.same_process():
             await conn.send_body(error_reply(_CHANGED))
             return False
         conn.fresh = False
