@@ -128,7 +128,9 @@ def test_flood_keeps_fds_and_memory_bounded_and_serves_a_good_client(
     assert is_alive(pid)
     assert latencies, "the good client was never served during the flood"
     served_from_cache(served)  # recovered without a restart
-    assert wait_for(lambda: fd_count(pid) <= baseline_fds, timeout=30), (
+    # One more is kept: the pidfd by which the parent cache pins the flood's parent (this
+    # test process; vaultd/system/procinfo.py ParentCache), however many clients it ran.
+    assert wait_for(lambda: fd_count(pid) <= baseline_fds + 1, timeout=30), (
         fd_count(pid),
         baseline_fds,
     )
