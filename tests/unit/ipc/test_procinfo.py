@@ -200,13 +200,13 @@ def test_the_parent_cache_keeps_at_most_its_size() -> None:
 def test_a_parent_caught_mid_exec_is_not_kept() -> None:
     """A command line read in the moment after an exec is empty: shown as the name, and read
     again next time rather than kept for the parent's life."""
-    cache = ParentCache()
-    try:
-        for _ in range(20):
-            parent = subprocess.Popen(["sleep", "30"])
+    for _ in range(20):
+        parent = subprocess.Popen(["sleep", "30"])
+        cache = ParentCache()
+        try:
             command, _ = cache.facts(parent.pid)
             assert command == "sleep 30" or (command == "[sleep]" and len(cache) == 0)
+        finally:
             parent.kill()
             parent.wait()
-    finally:
-        cache.close()
+            cache.close()
