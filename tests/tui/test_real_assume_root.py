@@ -94,7 +94,7 @@ def test_assume_root_through_the_tui_in_tmux(
     keys(tmux, "Enter")  # the profile picker has the focus: open it
     tmux.wait_for("member-root")
     moved(tmux, "Down", "Enter")
-    listed = "IAMAuditRootUserCredentials — list the root user's"
+    listed = "IAMAuditRootUserCredentials — list"  # the rest may wrap in the select
     tmux.wait_for("111122223333 (member-root)", listed)
     moved(tmux, "Tab")  # the reason
     typed(tmux, "delete leaked root key", "delete leaked root key")
