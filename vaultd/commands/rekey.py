@@ -10,15 +10,19 @@ the new one until ``vaultd keys remove`` drops the old token.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
 
 if TYPE_CHECKING:
+    from vaultd.app import OpenStore
     from vaultd.core.ports import SealingKey
     from vaultd.settings import Settings
 
 SCHEMES = ("auto", "aead", "ecdh", "rsa-oaep")
+_CONFIG_SCHEMES = {"ecdh-p256": "ecdh", "rsa-oaep": "rsa-oaep"}
+"""``pkcs11.scheme`` by key id prefix; a bare key id is a token AEAD key."""
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -88,17 +92,38 @@ def _open_new(args: argparse.Namespace, cfg: Settings, module: str) -> SealingKe
         pin[:] = bytes(len(pin))
 
 
+def _hand_over_audit(cfg: Settings, old: SealingKey, moved: OpenStore) -> None:
+    """Archive the audit chain the old token MACs (checked first) and start the new token's
+    with a ``store_moved`` record; run again after a crash, it completes."""
+    from vaultd.errors import AuditTampered
+    from vaultd.store import audit
+
+    path = cfg.audit_path
+    into = path.with_name(f"{path.name}.archive-{old.key_id.replace(':', '-')}")
+    if os.path.lexists(path):
+        try:
+            audit.verify(path, moved.token.mac_verify)
+            return  # handed over by an earlier run
+        except AuditTampered:
+            if not into.exists():
+                audit.verify(path, old.mac_verify)  # the old chain is whole
+    audit.archive_chain(path, into)
+    moved.audit("store_moved", old_key=old.key_id, new_key=moved.token.key_id, archive=str(into))
+
+
 def _move(args: argparse.Namespace, cfg: Settings) -> int:
-    from vaultd.app import open_store, opened_vault
+    from vaultd.app import open_vault_with, opened_vault
 
     module = _check_args(args, cfg)
     new = _open_new(args, cfg, module)
     try:
         with opened_vault(cfg) as vault:
             snap = vault.store.snapshot()
-            open_store(cfg, new).move_to(snap, snap.backups, vault.token)
+            moved = open_vault_with(cfg, new)
+            moved.store.move_to(snap, snap.backups, vault.token)
+            _hand_over_audit(cfg, vault.token, moved)
             old_id = vault.token.key_id
-        scheme = str(new.inspect().get("scheme", "aead"))  # a TokenKey: aead
+        scheme = _CONFIG_SCHEMES.get(new.key_id.partition(":")[0], "aead")
     finally:
         new.close()
     _show_switch(args, cfg, module, scheme, old_id, len(snap.records))
