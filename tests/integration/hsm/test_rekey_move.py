@@ -4,11 +4,12 @@ writer's ``crash_hook``), the store opens with the old or the new config, every 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,24 @@ def test_bad_options_are_refused_before_any_pin(
     proc = inst.vaultd("rekey", *(names.get(a, a) for a in args), check=False)
     assert message in _one_line_error(proc)
     assert (inst.data_dir / "store.vault").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda tag: "AAAA" + tag[4:], "does not match its records"),
+        (lambda tag: "", "has an empty tag"),
+    ],
+)
+def test_an_edited_old_token_tag_is_refused(
+    inst: Installation, new: SoftHsmToken, edit: Callable[[str], str], message: str
+) -> None:
+    _with_records(inst)
+    inst.vaultd("rekey", *_move_args(inst), input=new.user_pin.encode() + b"\n")
+    path = inst.data_dir / "store.vault"
+    header, body = path.read_text().split("\n", 1)
+    store = json.loads(body)
+    old = next(e for e in store["recipients"] if set(e) == {"id", "tag"})
+    old["tag"] = edit(old["tag"])
+    path.write_text(header + "\n" + json.dumps(store))
+    assert message in _one_line_error(inst.vaultd("list", check=False))
