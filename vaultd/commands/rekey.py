@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaultd.commands._args import Subparsers, settings
@@ -92,22 +93,36 @@ def _open_new(args: argparse.Namespace, cfg: Settings, module: str) -> SealingKe
         pin[:] = bytes(len(pin))
 
 
-def _hand_over_audit(cfg: Settings, old: SealingKey, moved: OpenStore) -> None:
-    """Archive the audit chain the old token MACs (checked first) and start the new token's
-    with a ``store_moved`` record; run again after a crash, it completes."""
+def _archive(cfg: Settings, old: SealingKey) -> Path:
+    """Where the old token's audit chain goes: beside the log, named by the old key."""
+    path = cfg.audit_path
+    return path.with_name(f"{path.name}.archive-{old.key_id.replace(':', '-')}")
+
+
+def _audit_handed_over(cfg: Settings, old: SealingKey, new: SealingKey) -> bool:
+    """Whether an earlier run handed the audit chain to ``new``; if not, check that the old
+    token's chain is whole, before anything is written (``AuditTampered`` otherwise)."""
     from vaultd.errors import AuditTampered
     from vaultd.store import audit
 
-    path = cfg.audit_path
-    into = path.with_name(f"{path.name}.archive-{old.key_id.replace(':', '-')}")
-    if os.path.lexists(path):
-        try:
-            audit.verify(path, moved.token.mac_verify)
-            return  # handed over by an earlier run
-        except AuditTampered:
-            if not into.exists():
-                audit.verify(path, old.mac_verify)  # the old chain is whole
-    audit.archive_chain(path, into)
+    if not os.path.lexists(cfg.audit_path):
+        return False
+    try:
+        audit.verify(cfg.audit_path, new.mac_verify)
+        return True
+    except AuditTampered:
+        if not _archive(cfg, old).exists():  # else a killed run moved part of it already
+            audit.verify(cfg.audit_path, old.mac_verify)
+        return False
+
+
+def _hand_over_audit(cfg: Settings, old: SealingKey, moved: OpenStore) -> None:
+    """Archive the old token's audit chain (verifiable with it) and start the new token's
+    with a ``store_moved`` record."""
+    from vaultd.store import audit
+
+    into = _archive(cfg, old)
+    audit.archive_chain(cfg.audit_path, into)
     moved.audit("store_moved", old_key=old.key_id, new_key=moved.token.key_id, archive=str(into))
 
 
@@ -118,10 +133,12 @@ def _move(args: argparse.Namespace, cfg: Settings) -> int:
     new = _open_new(args, cfg, module)
     try:
         with opened_vault(cfg) as vault:
+            handed_over = _audit_handed_over(cfg, vault.token, new)
             snap = vault.store.snapshot()
             moved = open_vault_with(cfg, new)
             moved.store.move_to(snap, snap.backups, vault.token)
-            _hand_over_audit(cfg, vault.token, moved)
+            if not handed_over:
+                _hand_over_audit(cfg, vault.token, moved)
             old_id = vault.token.key_id
         scheme = _CONFIG_SCHEMES.get(new.key_id.partition(":")[0], "aead")
     finally:

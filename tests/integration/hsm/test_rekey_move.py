@@ -197,3 +197,53 @@ def test_an_edited_old_token_tag_is_refused(
     old["tag"] = edit(old["tag"])
     path.write_text(header + "\n" + json.dumps(store))
     assert message in _one_line_error(inst.vaultd("list", check=False))
+
+
+KILLED_IN_AUDIT = r"""
+import os, signal, sys
+from vaultd import cli
+from vaultd.store import audit
+
+def archive(path, into):  # moves the log, then dies before its head anchor
+    into.mkdir(mode=0o700)
+    os.rename(path, into / path.name)
+    os.kill(os.getpid(), signal.SIGKILL)
+audit.archive_chain = archive
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_move_killed_while_archiving_the_audit_chain_completes_on_a_rerun(
+    inst: Installation, new: SoftHsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_records(inst)
+    before = _old(inst, monkeypatch)
+    pin = new.user_pin.encode() + b"\n"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_AUDIT, "rekey", *_move_args(inst)],
+        env=inst.env,
+        input=pin,
+        capture_output=True,
+        timeout=90,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert _old(inst, monkeypatch) == before
+    out = inst.vaultd("rekey", *_move_args(inst), input=pin).stdout.decode()
+    _switch(inst, new, out)
+    assert _records(inst, monkeypatch, NEW, NEW_KEY, new.user_pin) == before
+    assert inst.vaultd("audit", "verify").returncode == 0
+    archived = {p.name for p in inst.data_dir.glob("audit.log.archive-*/*")}
+    assert {"audit.log", "audit.log.head"} <= archived
+
+
+def test_a_tampered_audit_chain_is_refused_before_the_store_is_written(
+    inst: Installation, new: SoftHsmToken
+) -> None:
+    _with_records(inst)
+    store = (inst.data_dir / "store.vault").read_bytes()
+    log = inst.data_dir / "audit.log"
+    log.write_text(log.read_text().replace("record_added", "record_edited", 1))
+    proc = inst.vaultd("rekey", *_move_args(inst), input=new.user_pin.encode() + b"\n", check=False)
+    assert "audit" in _one_line_error(proc)
+    assert (inst.data_dir / "store.vault").read_bytes() == store
