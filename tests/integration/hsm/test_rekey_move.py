@@ -245,5 +245,5 @@ def test_a_tampered_audit_chain_is_refused_before_the_store_is_written(
     log = inst.data_dir / "audit.log"
     log.write_text(log.read_text().replace("record_added", "record_edited", 1))
     proc = inst.vaultd("rekey", *_move_args(inst), input=new.user_pin.encode() + b"\n", check=False)
-    assert "audit" in _one_line_error(proc)
+    assert "AUDIT_TAMPERED" in _one_line_error(proc)
     assert (inst.data_dir / "store.vault").read_bytes() == store
