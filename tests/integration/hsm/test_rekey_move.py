@@ -178,23 +178,38 @@ def test_bad_options_are_refused_before_any_pin(
     assert (inst.data_dir / "store.vault").read_bytes() == before
 
 
+def _forge_tag(old: dict[str, str], entries: list[dict[str, str]]) -> None:
+    old["tag"] = "AAAA" + old["tag"][4:]
+
+
+def _empty_tag(old: dict[str, str], entries: list[dict[str, str]]) -> None:
+    old["tag"] = ""
+
+
+def _second_old_token(old: dict[str, str], entries: list[dict[str, str]]) -> None:
+    entries.append({"id": "another-old-token", "tag": old["tag"]})
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda tag: "AAAA" + tag[4:], "does not match its records"),
-        (lambda tag: "", "has an empty tag"),
+        (_forge_tag, "does not match its records"),
+        (_empty_tag, "has an empty tag"),
+        (_second_old_token, "more than one old token"),
     ],
 )
-def test_an_edited_old_token_tag_is_refused(
-    inst: Installation, new: SoftHsmToken, edit: Callable[[str], str], message: str
+def test_an_edited_old_token_entry_is_refused(
+    inst: Installation,
+    new: SoftHsmToken,
+    edit: Callable[[dict[str, str], list[dict[str, str]]], None],
+    message: str,
 ) -> None:
     _with_records(inst)
     inst.vaultd("rekey", *_move_args(inst), input=new.user_pin.encode() + b"\n")
     path = inst.data_dir / "store.vault"
     header, body = path.read_text().split("\n", 1)
     store = json.loads(body)
-    old = next(e for e in store["recipients"] if set(e) == {"id", "tag"})
-    old["tag"] = edit(old["tag"])
+    edit(next(e for e in store["recipients"] if set(e) == {"id", "tag"}), store["recipients"])
     path.write_text(header + "\n" + json.dumps(store))
     assert message in _one_line_error(inst.vaultd("list", check=False))
 
