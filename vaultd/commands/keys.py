@@ -60,10 +60,14 @@ def run_list(args: argparse.Namespace) -> int:
     with opened_vault(settings()) as vault:
         ids = vault.store.recipients()
         tokens = vault.store.backup_tokens()
+        primary = ids[0]
     for rid in ids:
         ref = tokens.get(rid)
         where = f" backup module={ref.module} label={ref.label} key={ref.key}" if ref else ""
-        print(f"{_kind(rid):<9} {rid}{where}")
+        kind = _kind(rid)
+        if kind == "token" and ref is None and rid != primary:
+            kind = "old-token"  # the token a `vaultd rekey --module` moved the store from
+        print(f"{kind:<9} {rid}{where}")
     return 0
 
 

@@ -115,7 +115,7 @@ def test_an_aead_store_moves_to_an_ecdh_key_on_another_token(
     assert inst.vaultd("audit", "verify").returncode == 0  # the new token's chain
     assert (inst.data_dir / f"audit.log.archive-{old_id}" / "audit.log").exists()
     listed = inst.vaultd("keys", "list").stdout.decode().split()
-    assert listed[1].startswith("ecdh-p256:") and listed[3] == old_id
+    assert listed[1].startswith("ecdh-p256:") and listed[2:4] == ["old-token", old_id]
     inst.vaultd("keys", "remove", old_id)
     assert old_id not in inst.vaultd("keys", "list").stdout.decode()
     assert _records(inst, monkeypatch, NEW, NEW_KEY, new.user_pin) == before
