@@ -327,16 +327,21 @@ def opened_vault(
     finally:
         pin[:] = bytes(len(pin))
     try:
-        audit = AuditLog(
-            settings.audit_path,
-            token.mac,
-            SystemClock(),
-            max_bytes=settings.audit.max_bytes,
-            mac_verify=token.mac_verify,
-        )
-        yield OpenStore(token, open_store(settings, token), audit)
+        yield open_vault_with(settings, token)
     finally:
         token.close()
+
+
+def open_vault_with(settings: Settings, token: SealingKey) -> OpenStore:
+    """The store and audit log of the data dir under the logged-in ``token``."""
+    audit = AuditLog(
+        settings.audit_path,
+        token.mac,
+        SystemClock(),
+        max_bytes=settings.audit.max_bytes,
+        mac_verify=token.mac_verify,
+    )
+    return OpenStore(token, open_store(settings, token), audit)
 
 
 def clock() -> SystemClock:

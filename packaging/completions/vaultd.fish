@@ -27,6 +27,11 @@ complete -c vaultd -n '__fish_seen_subcommand_from keys' -a list
 complete -c vaultd -n '__fish_seen_subcommand_from keys' -a recover
 complete -c vaultd -n '__fish_seen_subcommand_from keys' -a remove
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l help
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l key-label
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l module
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l piv-slot
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l scheme
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l token-label
 complete -c vaultd -n '__fish_seen_subcommand_from serve' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from credential-process' -l allow-root-daemon
 complete -c vaultd -n '__fish_seen_subcommand_from credential-process' -l help

@@ -54,22 +54,20 @@ def _kind(rid: str) -> str:
     return "recovery" if rid.startswith(f"{KIND}:") else "token"
 
 
-def _is_backup(rid: str) -> bool:
-    from vaultd.keys.recovery import KIND, TOKEN_KIND
-
-    return rid.partition(":")[0] in (KIND, TOKEN_KIND)
-
-
 def run_list(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault
 
     with opened_vault(settings()) as vault:
         ids = vault.store.recipients()
         tokens = vault.store.backup_tokens()
+        primary = ids[0]
     for rid in ids:
         ref = tokens.get(rid)
         where = f" backup module={ref.module} label={ref.label} key={ref.key}" if ref else ""
-        print(f"{_kind(rid):<9} {rid}{where}")
+        kind = _kind(rid)
+        if kind == "token" and ref is None and rid != primary:
+            kind = "old-token"  # the token a `vaultd rekey --module` moved the store from
+        print(f"{kind:<9} {rid}{where}")
     return 0
 
 
@@ -171,7 +169,7 @@ def run_remove(args: argparse.Namespace) -> int:
         ids = vault.store.recipients()
         if args.id not in ids:
             raise BadRequest(f"no key {args.id[:80]!r} opens this store; see `vaultd keys list`")
-        if not _is_backup(args.id):
+        if args.id == vault.token.key_id:
             raise BadRequest(
                 f"{args.id!r} is the vault's token, the only key that opens the store day to "
                 "day: it cannot be removed (to replace a lost one, `vaultd keys recover`)"

@@ -62,7 +62,7 @@ from pathlib import Path
 
 from vaultd.core.ports import Clock
 from vaultd.errors import AuditError, AuditRecordTampered, AuditTampered
-from vaultd.store.atomic import fsync_dir
+from vaultd.store.atomic import ensure_private_dir, fsync_dir
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -148,6 +148,18 @@ def chain_files(path: Path) -> list[Path]:
     if os.path.lexists(path):
         files.append(path)
     return files
+
+
+def archive_chain(path: Path, into: Path) -> None:
+    """Move the chain of ``path`` (rotated files, the log, then its head anchor) into the
+    private directory ``into`` under the same names, so ``verify(into / path.name, ...)`` still
+    checks it with the key that wrote it; run again after a crash, it moves what is left."""
+    ensure_private_dir(into)
+    for file in [*chain_files(path), head_path(path)]:
+        if os.path.lexists(file):
+            os.rename(file, into / file.name)
+    fsync_dir(into)
+    fsync_dir(path.parent)
 
 
 def _open_regular(path: Path, flags: int, mode: int = 0o600) -> int:

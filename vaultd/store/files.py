@@ -33,6 +33,12 @@ backup token location).  Opened with a backup alone (token lost), the store is c
 re-deriving K from the typed recovery key or in the backup token: only a holder of that backup
 or of the token could have written the tag.
 
+``vaultd rekey --module`` moves a store to another token (or scheme): the new token is the
+primary, and the old one stays as a transitional recipient ``{"id", "tag"}`` whose ``tag`` is
+the old token's audit tag over the same digest, so the store opens with the old config or the
+new one.  The old token can read such a store but not write it (it cannot make the new
+token's index tag); the new token's first write drops the old one (it cannot remake its tag).
+
 Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
 kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
 load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
@@ -61,7 +67,7 @@ from typing import Protocol
 
 from vaultd.core.envelope import MAX_GENERATION, pack_fields, seal, seals_publicly, unseal
 from vaultd.core.model import RECORD_NAME_RE, RecordInfo, RecordKind, utc
-from vaultd.core.ports import Clock, GenerationAnchor, KeyWrapper
+from vaultd.core.ports import Clock, GenerationAnchor, KeyWrapper, SealingKey
 from vaultd.errors import (
     AuditTampered,
     BadRequest,
@@ -69,6 +75,7 @@ from vaultd.errors import (
     RecordCorrupt,
     RecordExists,
     RecordNotFound,
+    StoreError,
     StoreExists,
     StoreRollback,
     StoreUnreadable,
@@ -110,6 +117,7 @@ INDEX_TAG_DOMAIN = b"vaultd/store-index-tag/v1"
 _TOP_KEYS = frozenset({"generation", "key_id", "index", "records"})
 _OPTIONAL_TOP_KEYS = frozenset({"index_tag", "recipients"})
 _BACKUP_KEYS = frozenset({"id", "public", "auth", "tag"})
+_TRANSITIONAL_KEYS = frozenset({"id", "tag"})
 _TOKEN_BACKUP_KEYS = _BACKUP_KEYS | {"token"}
 _TOKEN_REF_KEYS = frozenset({"module", "label", "key"})
 BACKUP_AUTH_KIND = "backup-auth"
@@ -162,8 +170,9 @@ class _Record:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One recipient in the file: the token (id alone), a recovery key (all four), or a backup
-    token (all four and where it is found)."""
+    """One recipient in the file: the token (id alone), the old token while a store moves to
+    another (id and tag), a recovery key (all four), or a backup token (all four and where it
+    is found)."""
 
     id: str
     public: bytes | None = None
@@ -173,13 +182,19 @@ class _Entry:
 
     def to_json(self) -> dict[str, object]:
         if self.public is None:
-            return {"id": self.id}
+            old: dict[str, object] = {"id": self.id}
+            return old | ({"tag": base64.b64encode(self.tag).decode("ascii")} if self.tag else {})
         fields = {"public": self.public, "auth": self.auth, "tag": self.tag}
         out: dict[str, object] = {"id": self.id}
         if self.token is not None:
             ref = self.token
             out["token"] = {"module": ref.module, "label": ref.label, "key": ref.key}
         return out | {k: base64.b64encode(v).decode("ascii") for k, v in fields.items()}
+
+    @property
+    def transitional(self) -> bool:
+        """Whether this is the old token of a store moved to another token."""
+        return self.public is None and bool(self.tag)
 
     def digest_fields(self) -> bytes:
         """What the store's tags cover of this recipient (a backup token: where it is, too)."""
@@ -316,15 +331,20 @@ def _parse_token_ref(obj: object) -> TokenRef:
 
 
 def _parse_entry(obj: object) -> _Entry:
-    if not isinstance(obj, dict) or set(obj) not in ({"id"}, _BACKUP_KEYS, _TOKEN_BACKUP_KEYS):
+    shapes = ({"id"}, _TRANSITIONAL_KEYS, _BACKUP_KEYS, _TOKEN_BACKUP_KEYS)
+    if not isinstance(obj, dict) or set(obj) not in shapes:
         raise _Malformed(
-            f"a recipient must be an object with id, or {sorted(_BACKUP_KEYS)} (and token)"
+            f"a recipient must be an object with id, id and tag, or {sorted(_BACKUP_KEYS)} "
+            "(and token)"
         )
     rid = obj["id"]
     if not isinstance(rid, str) or not rid:
         raise _Malformed("a recipient id is missing")
     if "public" not in obj:
-        return _Entry(rid)
+        old_tag = _b64(obj["tag"], "an old token's tag") if "tag" in obj else b""
+        if "tag" in obj and not old_tag:
+            raise _Malformed(f"recipient {rid[:80]!r} has an empty tag")
+        return _Entry(rid, tag=old_tag)
     public = _b64(obj["public"], f"recipient {rid[:80]!r} public point")
     token = _parse_token_ref(obj["token"]) if "token" in obj else None
     if recipient_id(public, KIND if token is None else TOKEN_KIND) != rid:
@@ -339,8 +359,10 @@ def _parse_entries(obj: object) -> tuple[_Entry, ...]:
     entries = tuple(_parse_entry(item) for item in obj)
     if len({e.id for e in entries}) != len(entries):
         raise _Malformed("a recipient appears twice")
-    if sum(e.public is None for e in entries) != 1:
+    if sum(e.public is None and not e.transitional for e in entries) != 1:
         raise _Malformed("the recipients must name exactly one token")
+    if sum(e.transitional for e in entries) > 1:
+        raise _Malformed("the recipients name more than one old token")
     return entries
 
 
@@ -489,6 +511,7 @@ class SealedStore:
         _check_name(name)
         with self._locked():
             state = self._load()
+            self._refuse_old_token(state)
             if (kind, name) in state.records and not replace:
                 raise RecordExists(
                     f"a {kind} record named {name!r} already exists in {self.path}; "
@@ -497,8 +520,9 @@ class SealedStore:
             generation = state.generation + 1
             old = state.records.get((kind, name))
             created = old.created if keep_created and old else _rfc3339(self._clock.now())
+            backups = self._backups(state)
             blob = seal(
-                state.wrapper,
+                self._write_wrapper(state, backups),
                 plaintext,
                 kind=kind.value,
                 name=name,
@@ -506,7 +530,8 @@ class SealedStore:
                 context=_context(created, masked_id, root),
             )
             new = _Record(kind, name, created, masked_id, root, blob)
-            self._commit(state, [r for k, r in state.records.items() if k != new.key], new)
+            keep = [r for k, r in state.records.items() if k != new.key]
+            self._commit(state, keep, new, backups)
 
     def remove(self, kind: RecordKind, name: str) -> None:
         """Delete a record (a corrupt one too); ``RecordNotFound`` if absent."""
@@ -515,7 +540,8 @@ class SealedStore:
             state = self._load()
             self._find(state, kind, name)
             keep = [r for k, r in state.records.items() if k != (kind, name)]
-            self._commit(state, keep, None)
+            self._refuse_old_token(state)
+            self._commit(state, keep, None, self._backups(state))
 
     def backup_tokens(self) -> dict[str, TokenRef]:
         """Where each backup token is found, by recipient id (no record is opened)."""
@@ -529,7 +555,8 @@ class SealedStore:
             state = self._load()
         if state.entries is None:
             return [self._wrapper.key_id]
-        return [e.id for e in sorted(state.entries, key=lambda e: e.public is not None)]
+        order = sorted(state.entries, key=lambda e: (e.public is not None, e.transitional))
+        return [e.id for e in order]
 
     def snapshot(self) -> Snapshot:
         """Every record opened, and the backups' K; ``RecordCorrupt`` names a bad record."""
@@ -540,7 +567,9 @@ class SealedStore:
         """Re-seal every record to the token and ``backups`` (``None``: the backups the store
         has; ``[]``: the token alone, the format of a store without backups), atomically."""
         with self._locked():
-            snap = self._snapshot(self._load())
+            state = self._load()
+            self._refuse_old_token(state)
+            snap = self._snapshot(state)
             self._write_snapshot(snap, snap.backups if backups is None else backups)
 
     def adopt(self, snap: Snapshot, backups: Sequence[Backup]) -> None:
@@ -551,10 +580,32 @@ class SealedStore:
         opens, and running the recovery again completes it.
         """
         with self._locked():
-            anchored = self._anchor.read_generation()
-            if anchored is not None and anchored < snap.generation:
-                self._anchor.advance_generation(snap.generation)
-            self._write_snapshot(snap, backups, max(snap.generation, anchored or 0))
+            self._write_adopted(snap, backups, None)
+
+    def move_to(self, snap: Snapshot, backups: Sequence[Backup], old: SealingKey) -> None:
+        """Write ``snap`` (read with the ``old`` token) sealed to this store's new token, to
+        ``old`` as a transitional recipient and to ``backups``, replacing the file in one write.
+
+        Both tokens' anchors end at the new generation, so the old config and the new one
+        open it; ``StoreError`` if the file changed since ``snap`` was read.
+        """
+        with self._locked():
+            current = self._parse(self._read()).generation
+            if current != snap.generation:
+                raise StoreError(
+                    f"store {self.path} changed while it was being re-sealed (generation "
+                    f"{snap.generation} became {current}); nothing was written: run it again"
+                )
+            self._write_adopted(snap, backups, old)
+
+    def _write_adopted(
+        self, snap: Snapshot, backups: Sequence[Backup], old: SealingKey | None
+    ) -> None:
+        """Bring this token's anchor to the snapshot's generation, then write past it."""
+        anchored = self._anchor.read_generation()
+        if anchored is not None and anchored < snap.generation:
+            self._anchor.advance_generation(snap.generation)
+        self._write_snapshot(snap, backups, max(snap.generation, anchored or 0), old)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -704,7 +755,9 @@ class SealedStore:
         if self._recovery is not None:
             self._check_recovery_tag(parsed, self._recovery)
             return
-        if parsed.index_tag is None:
+        old = self._old_token_entry(parsed.entries)
+        tag = old.tag if old is not None else parsed.index_tag
+        if tag is None:
             if seals_publicly(parsed.key_id):
                 raise self._unreadable(
                     "it has no index tag, which every store sealed with the token's public key "
@@ -721,12 +774,27 @@ class SealedStore:
             parsed.entries,
         )
         try:
-            self._authenticator.mac_verify(digest, parsed.index_tag)
+            self._authenticator.mac_verify(digest, tag)
         except AuditTampered:
             raise self._unreadable(
                 "its index tag by the token's audit key does not match its records: it was "
                 "not written by vaultd with this token (forged, or records edited)"
             ) from None
+
+    def _old_token_entry(self, entries: tuple[_Entry, ...] | None) -> _Entry | None:
+        """This store's token's entry if it is the old token of a store moved to another."""
+        mine = self._wrapper.key_id
+        return next((e for e in entries or () if e.id == mine and e.transitional), None)
+
+    def _refuse_old_token(self, state: _State) -> None:
+        """The old token of a moved store reads it but cannot write it (nor tag it)."""
+        if self._recovery is None and self._old_token_entry(state.entries) is not None:
+            primary = next(e.id for e in state.entries or () if e.public is None and not e.tag)
+            raise ConfigError(
+                f"store {self.path} has moved to token key {primary} (`vaultd rekey`): this "
+                "config's token only reads it; set the [pkcs11] lines `vaultd rekey` printed, "
+                "then try again"
+            )
 
     def _find(self, state: _State, kind: RecordKind, name: str) -> _Record:
         try:
@@ -768,13 +836,13 @@ class SealedStore:
 
     # --- writing --------------------------------------------------------------------------
 
-    def _reseal(self, state: _State, record: _Record, new: int) -> _Record:
+    def _reseal(self, state: _State, wrapper: KeyWrapper, record: _Record, new: int) -> _Record:
         try:
             plaintext = self._open(state, record)
         except RecordCorrupt:
             log.warning("%s record %r is corrupt; keeping it unchanged", record.kind, record.name)
             return record
-        return self._sealed(state.wrapper, record.info(), plaintext, new)
+        return self._sealed(wrapper, record.info(), plaintext, new)
 
     def _sealed(
         self, wrapper: KeyWrapper, info: RecordInfo, plaintext: bytes, generation: int
@@ -794,22 +862,32 @@ class SealedStore:
             record.kind, record.name, record.created, record.masked_id, record.root, blob
         )
 
-    def _set_for(self, backups: Sequence[Backup]) -> KeyWrapper:
-        """The token alone, or the recipient set of the token and ``backups``."""
-        if not backups:
+    def _set_for(self, backups: Sequence[Backup], old: SealingKey | None = None) -> KeyWrapper:
+        """The token alone, or the recipient set of the token, the ``old`` token it moves from
+        and ``backups``."""
+        if not backups and old is None:
             return self._wrapper
         token = TokenRecipient(self._wrapper)
-        return RecipientSet([token, *(PublicRecovery(b.point, b.kind) for b in backups)], token)
+        others: list[Recipient] = [PublicRecovery(b.point, b.kind) for b in backups]
+        if old is not None:
+            others.append(TokenRecipient(old))
+        return RecipientSet([token, *others], token)
 
     def _write_snapshot(
-        self, snap: Snapshot, backups: Sequence[Backup], base: int | None = None
+        self,
+        snap: Snapshot,
+        backups: Sequence[Backup],
+        base: int | None = None,
+        old: SealingKey | None = None,
     ) -> None:
         generation = (snap.generation if base is None else base) + 1
-        wrapper = self._set_for(backups)
+        wrapper = self._set_for(backups, old)
         records = [self._sealed(wrapper, info, text, generation) for info, text in snap.records]
-        data = self._serialize(generation, records, wrapper, backups)
+        data = self._serialize(generation, records, wrapper, backups, old)
         atomic_write(self.path, data, keep_previous=True)
         self._anchor.advance_generation(generation)
+        if old is not None:
+            old.advance_generation(generation)
 
     def _serialize(
         self,
@@ -817,6 +895,7 @@ class SealedStore:
         records: builtins.list[_Record],
         wrapper: KeyWrapper | None = None,
         backups: Sequence[Backup] = (),
+        old: SealingKey | None = None,
     ) -> bytes:
         wrapper = wrapper or self._wrapper
         records = sorted(records, key=lambda r: r.key)
@@ -835,12 +914,14 @@ class SealedStore:
             "index": base64.b64encode(index).decode("ascii"),
             "records": [r.to_json() for r in records],
         }
-        entries = self._entries(wrapper, backups) if backups else None
+        entries = self._entries(wrapper, backups, old) if backups or old else None
         digest = _tag_digest(key_id, generation, index, records, entries)
         if entries is not None:
             tags = {b.id: auth_tag(b.auth_key, digest) for b in backups}
+            if old is not None:
+                tags[old.key_id] = old.mac(digest)
             body["recipients"] = [
-                (e if e.public is None else replace(e, tag=tags[e.id])).to_json() for e in entries
+                (replace(e, tag=tags[e.id]) if e.id in tags else e).to_json() for e in entries
             ]
         if self._authenticator is not None and seals_publicly(key_id):
             tag = self._authenticator.mac(digest)
@@ -848,19 +929,39 @@ class SealedStore:
         header = MAGIC + b" " + str(FORMAT_VERSION).encode() + b"\n"
         return header + json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 
-    def _entries(self, wrapper: KeyWrapper, backups: Sequence[Backup]) -> tuple[_Entry, ...]:
-        """The token and each backup with its K sealed to ``wrapper`` (tags come later)."""
+    def _entries(
+        self, wrapper: KeyWrapper, backups: Sequence[Backup], old: SealingKey | None
+    ) -> tuple[_Entry, ...]:
+        """The token, the ``old`` token and each backup with its K sealed to ``wrapper`` (tags
+        come later)."""
         entries = [_Entry(self._wrapper.key_id)]
+        if old is not None:
+            entries.append(_Entry(old.key_id))
         for b in backups:
             auth = seal(wrapper, b.auth_key, kind=BACKUP_AUTH_KIND, name=b.id, generation=0)
             entries.append(_Entry(b.id, b.point, auth, token=b.token))
         return tuple(entries)
 
-    def _commit(self, state: _State, keep: builtins.list[_Record], new: _Record | None) -> None:
+    def _write_wrapper(self, state: _State, backups: builtins.list[Backup]) -> KeyWrapper:
+        """What a write seals to: the store's set, less the old token of a moved store."""
+        if not any(e.transitional for e in state.entries or ()):
+            return state.wrapper
+        return self._set_for(backups)
+
+    def _commit(
+        self,
+        state: _State,
+        keep: builtins.list[_Record],
+        new: _Record | None,
+        backups: builtins.list[Backup],
+    ) -> None:
+        """Write ``keep`` re-sealed and ``new`` to the token and ``backups`` (an old token of
+        a moved store is dropped: only it could tag it)."""
         generation = state.generation + 1
-        records = [self._reseal(state, r, generation) for r in keep]
+        wrapper = self._write_wrapper(state, backups)
+        records = [self._reseal(state, wrapper, r, generation) for r in keep]
         if new is not None:
             records.append(new)
-        data = self._serialize(generation, records, state.wrapper, self._backups(state))
+        data = self._serialize(generation, records, wrapper, backups)
         atomic_write(self.path, data, keep_previous=True)
         self._anchor.advance_generation(generation)

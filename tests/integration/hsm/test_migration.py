@@ -13,11 +13,12 @@ import pytest
 
 from vaultd.app import open_token_key
 from vaultd.core.model import RecordKind
+from vaultd.errors import ConfigError, StoreUnreadable
 from vaultd.keys import recovery
 from vaultd.store.audit import AuditLog, verify
 from vaultd.store.files import SealedStore
 from vaultd.testing.clock import FakeClock
-from vaultd.testing.softhsm import find_softhsm_module, reinitialize, write_conf
+from vaultd.testing.softhsm import create_token, find_softhsm_module, reinitialize, write_conf
 
 pytestmark = pytest.mark.hsm
 
@@ -78,3 +79,33 @@ def test_a_store_of_the_previous_release_is_re_sealed_to_a_recovery_key(
         key.close()
     snap = SealedStore.for_recovery(data / "store.vault", rec, FakeClock()).snapshot()
     assert snap.records[0][1] == b"fixture plaintext, not a secret"
+
+
+def test_a_store_of_the_previous_release_moves_to_an_ecdh_key_on_another_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vaultd rekey --module --token-label` at the store level: one write sealed to the new
+    token and the old one; each opens every record, and the new token's first write drops the
+    old one."""
+    module, data = _previous_release(tmp_path, monkeypatch)
+    other = create_token(tmp_path / "softhsm", label="moved")
+    reinitialize(module)
+    old = open_token_key(module, "vaultd-v1", "vaultd-kek", PIN)
+    new = open_token_key(module, "moved", "k", other.user_pin, scheme="ecdh", create_key=True)
+    try:
+        old_store = SealedStore(data / "store.vault", old, old, FakeClock(), authenticator=old)
+        snap = old_store.snapshot()
+        new_store = SealedStore(data / "store.vault", new, new, FakeClock(), authenticator=new)
+        new_store.move_to(snap, snap.backups, old)
+        assert new_store.recipients() == [new.key_id, KEY_ID]
+        for store in (old_store, new_store):
+            assert store.get(RecordKind.KEY_PAIR, "legacy") == b"fixture plaintext, not a secret"
+        with pytest.raises(ConfigError, match="has moved to token key ecdh-p256:"):
+            old_store.put(RecordKind.KEY_PAIR, "x", b"refused")
+        new_store.put(RecordKind.KEY_PAIR, "new", b"after the move")
+        assert new_store.recipients() == [new.key_id]
+        with pytest.raises(StoreUnreadable, match="sealed under key id"):
+            old_store.list()
+    finally:
+        old.close()
+        new.close()
