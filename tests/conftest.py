@@ -7,8 +7,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 PCSC_DIR_ENV = "VAULTD_TEST_PCSC_DIR"
+
+# No test passes or fails on wall time: Hypothesis's per-example deadline (200 ms) would, on a
+# loaded two-worker run.
+settings.register_profile("vaultd", deadline=None)
+settings.load_profile("vaultd")
 
 
 def pytest_configure(config: pytest.Config) -> None:
