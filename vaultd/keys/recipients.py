@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vaultd.core.envelope import pack_fields
-from vaultd.errors import HsmError, RecordCorrupt
+from vaultd.errors import ConfigError, HsmError, RecordCorrupt
 
 SCHEME: Final = "recipients"
 MAX_RECIPIENTS: Final = 16
@@ -107,7 +107,8 @@ def _corrupt(reason: str) -> RecordCorrupt:
 class RecipientSet:
     """A ``KeyWrapper`` that seals to every recipient and opens with ``opener``.
 
-    ``ValueError`` unless there are 1..16 recipients with distinct ids and ``opener`` is one.
+    ``ConfigError`` for more than 16 recipients; ``ValueError`` unless there is at least one,
+    their ids are distinct and ``opener`` is one of them.
     """
 
     def __init__(
@@ -118,8 +119,14 @@ class RecipientSet:
         random: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         ids = [r.id for r in recipients]
-        if not 1 <= len(ids) <= MAX_RECIPIENTS or len(set(ids)) != len(ids):
-            raise ValueError(f"a recipient set needs 1-{MAX_RECIPIENTS} distinct recipients")
+        if len(ids) > MAX_RECIPIENTS:
+            raise ConfigError(
+                f"a store opens with at most {MAX_RECIPIENTS} keys and this needs {len(ids)}: "
+                "remove one with `vaultd keys remove ID` (`vaultd keys list` shows them), then "
+                "retry"
+            )
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError("a recipient set needs distinct recipients, at least one")
         if opener.id not in ids:
             raise ValueError(f"the opener {opener.id!r} is not in the recipient set")
         self._recipients = sorted(recipients, key=lambda r: r.id)

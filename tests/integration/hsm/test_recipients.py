@@ -10,7 +10,7 @@ import pytest
 
 from vaultd.core.envelope import ALG_RECIPIENTS, parse_header, seal, unseal
 from vaultd.core.ports import SealingKey
-from vaultd.errors import RecordCorrupt
+from vaultd.errors import ConfigError, RecordCorrupt
 from vaultd.keys import recovery
 from vaultd.keys.recipients import RecipientSet, TokenRecipient, set_key_id
 
@@ -81,3 +81,6 @@ def test_set_rules() -> None:
         RecipientSet([rec, rec], rec)
     with pytest.raises(ValueError, match="not in the recipient set"):
         RecipientSet([rec], recovery.generate())
+    many = [recovery.generate() for _ in range(17)]
+    with pytest.raises(ConfigError, match=r"at most 16 keys and this needs 17.*keys remove"):
+        RecipientSet(many, many[0])
