@@ -94,16 +94,17 @@ def test_assume_root_through_the_tui_in_tmux(
     keys(tmux, "Enter")  # the profile picker has the focus: open it
     tmux.wait_for("member-root")
     moved(tmux, "Down", "Enter")
-    listed = "IAMAuditRootUserCredentials — list"  # the rest may wrap in the select
+    listed = "IAMAuditRootUserCredentials"  # the default task (its text wraps with the width)
     tmux.wait_for("111122223333 (member-root)", listed)
     moved(tmux, "Tab")  # the reason
     typed(tmux, "delete leaked root key", "delete leaked root key")
     moved(tmux, "Tab")  # the account (kept)
     moved(tmux, "Tab")  # the task
     keys(tmux, "Enter")
-    tmux.wait_for("IAMDeleteRootUserCredentials — delete")
+    # Option labels wrap with the menu's width: wait on the task names and the menu's footer.
+    tmux.wait_for("IAMDeleteRootUserCredentials", "esc Dismiss menu")
     moved(tmux, "Down", "Down", "Enter")
-    tmux.wait_for("IAMDeleteRootUserCredentials — delete the root")
+    tmux.wait_for("IAMDeleteRootUserCredentials", absent=("esc Dismiss menu", "IAMAuditRoot"))
     moved(tmux, "Tab")  # the PIN
     typed(tmux, PIN, "••••")
     moved(tmux, "Enter")  # on to the code

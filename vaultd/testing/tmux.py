@@ -42,16 +42,20 @@ class TmuxServer:
         """The target's visible text."""
         return self.run("capture-pane", "-p", "-t", self.target)
 
-    def wait_for(self, *texts: str, wait: float = 20.0) -> str:
+    def wait_for(self, *texts: str, absent: tuple[str, ...] = (), wait: float = 20.0) -> str:
         """Poll the pane until every one of ``texts`` shows at once (a program draws in
-        pieces); the screen then.  A guard against hangs, not a timing check."""
+        pieces) and none of ``absent`` does; the screen then.  A guard against hangs, not a
+        timing check."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             screen = self.screen()
-            if all(text in screen for text in texts):
+            if all(t in screen for t in texts) and not any(t in screen for t in absent):
                 return screen
             time.sleep(0.1)
-        raise AssertionError(f"{texts!r} never all appeared; the pane shows:\n{self.screen()}")
+        raise AssertionError(
+            f"{texts!r} never all appeared (or {absent!r} never went); the pane shows:\n"
+            f"{self.screen()}"
+        )
 
 
 @contextmanager
