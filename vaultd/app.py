@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from vaultd.keys.pkcs11 import PinState
     from vaultd.keys.recovery import BackupOpener
     from vaultd.settings import Settings
+    from vaultd.system.running import Running
 
 STORE_FILE = "store.vault"
 STATE_FILE = "state.json"
@@ -307,6 +308,14 @@ class OpenStore:
         me = describe_process(os.getpid())
         by = {"uid": me.uid, "pid": me.pid, "executable": me.executable, "channel": "cli"}
         self.audit_log.record(event, {**fields, "by": by})
+
+
+def no_daemon(settings: Settings, fix: str) -> Running:
+    """Hold the one-daemon-per-data-dir lock (docs/threat-model.md T34) for a command that must
+    not run beside ``vaultd serve``; ``DaemonAlreadyRunning`` ending in ``fix`` if one runs."""
+    from vaultd.store.instance_lock import DataDirLock
+
+    return DataDirLock(settings.data_dir, fix)
 
 
 @contextmanager

@@ -127,9 +127,23 @@ def _hand_over_audit(cfg: Settings, old: SealingKey, moved: OpenStore) -> None:
 
 
 def _move(args: argparse.Namespace, cfg: Settings) -> int:
-    from vaultd.app import open_vault_with, opened_vault
+    from vaultd.app import no_daemon
 
     module = _check_args(args, cfg)
+    with no_daemon(cfg, _STOP_FIRST):
+        return _move_held(args, cfg, module)
+
+
+_STOP_FIRST = (
+    "stop it first: a rekey to another token hands the audit log to the new token, and a "
+    "daemon still on the old one could not audit (nothing was done)"
+)
+
+
+def _move_held(args: argparse.Namespace, cfg: Settings, module: str) -> int:
+    """:func:`_move` with the data dir held against a daemon."""
+    from vaultd.app import open_vault_with, opened_vault
+
     new = _open_new(args, cfg, module)
     try:
         with opened_vault(cfg) as vault:

@@ -16,13 +16,18 @@ from vaultd.errors import ConfigError, DaemonAlreadyRunning
 from vaultd.system.running import Running
 
 LOCK_FILE = "daemon.lock"
+_SERVE_FIX = (
+    "stop it first, or give this one its own data_dir (one daemon per data dir keeps the "
+    "audit log whole)"
+)
 
 
 class DataDirLock(Running):
     """The held lock; :meth:`release` (or leaving the ``with`` block) lets it go."""
 
-    def __init__(self, data_dir: Path) -> None:
-        """Take the lock or raise ``DaemonAlreadyRunning`` (nothing else is touched)."""
+    def __init__(self, data_dir: Path, fix: str = _SERVE_FIX) -> None:
+        """Take the lock or raise ``DaemonAlreadyRunning`` ending in ``fix`` (nothing else is
+        touched)."""
         path = data_dir / LOCK_FILE
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
@@ -36,9 +41,7 @@ class DataDirLock(Running):
             os.close(self._fd)
             who = f"pid {holder}" if holder.isdigit() else "another process"
             raise DaemonAlreadyRunning(
-                f"another vaultd ({who}) already serves the data dir {data_dir}: stop it "
-                "first, or give this one its own data_dir (one daemon per data dir keeps the "
-                "audit log whole)"
+                f"another vaultd ({who}) already serves the data dir {data_dir}: {fix}"
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)

@@ -159,6 +159,23 @@ def test_a_wrong_new_pin_is_one_line_and_leaves_the_store(
     assert (inst.data_dir / "store.vault").read_bytes() == before
 
 
+def test_a_move_beside_a_running_daemon_is_refused_before_any_pin(
+    inst: Installation, new: SoftHsmToken
+) -> None:
+    """The daemon would be left auditing to a token that no longer holds the chain."""
+    _with_records(inst)
+    before = (inst.data_dir / "store.vault").read_bytes()
+    inst.start_daemon()
+    try:
+        moved = inst.vaultd("rekey", *_move_args(inst), input=b"", check=False)
+    finally:
+        inst.stop_daemon()
+    line = _one_line_error(moved)
+    assert "ALREADY_RUNNING" in line and "stop it first" in line, line
+    assert "nothing was done" in line and "own data_dir" not in line
+    assert (inst.data_dir / "store.vault").read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
