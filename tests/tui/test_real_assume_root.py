@@ -110,7 +110,8 @@ def test_assume_root_through_the_tui_in_tmux(
     moved(tmux, "Enter")  # on to the code
     typed(tmux, CODE, CODE)
     keys(tmux, "Enter")
-    tmux.wait_for("export AWS_ACCESS_KEY_ID=ASIA", "once", wait=40)
+    shown = "SHOWN ONCE: copy these root credentials"
+    tmux.wait_for("export AWS_ACCESS_KEY_ID=ASIA", shown, wait=40)
     fresh, root = sts.requests
     assert (fresh.action, fresh.serial_number, fresh.token_code) == (
         "GetSessionToken", ADMIN_SERIAL, CODE)  # fmt: skip
