@@ -306,6 +306,13 @@ class HostSealedKey(_TokenSession[_Open]):
         """The scheme's name and 32 hex chars of SHA-256 over the token's public key."""
         return self._key_id
 
+    def _check_sealing(self, iv: bytes) -> None:
+        """Refuse a wrong IV, and sealing once closed (as the token AEAD scheme does)."""
+        if len(iv) != IV_LEN:
+            raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
+        with self._use("sealing"):
+            pass
+
     def random(self, n: int) -> bytes:
         """``n`` random bytes from the host (sealing needs no token call)."""
         if n < 0:
@@ -423,10 +430,7 @@ class EcdhTokenKey(HostSealedKey):
 
         Each record gets its own ephemeral key, so no AES key ever seals two records.
         """
-        if len(iv) != IV_LEN:
-            raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
-        with self._use("sealing"):
-            pass  # a closed vault seals nothing, as with the token AEAD scheme
+        self._check_sealing(iv)
         return seal_to(self._point, bytes(iv), bytes(plaintext), bytes(aad))
 
     def decrypt(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
@@ -555,10 +559,14 @@ def _generate_ec(session: Session, label: str, usage: Literal["derive", "sign"])
     return private_key
 
 
-def _check_ec(key: _KeyObject, label: str, role: str) -> None:
+def check_key(
+    key: _KeyObject, label: str, role: str, what: str, is_kind: Callable[[_KeyObject], bool]
+) -> None:
+    """Refuse a private key that is not ``what`` (``is_kind``) or breaks :data:`KEY_POLICY`
+    (extractable, not sensitive, ...), or whose attributes cannot be read."""
     try:
-        if key[Attribute.KEY_TYPE] != KeyType.EC or not _is_p256(bytes(key[Attribute.EC_PARAMS])):
-            raise _unsafe(role, label, "is not a P-256 key", "KEY_TYPE")
+        if not is_kind(key):
+            raise _unsafe(role, label, f"is not {what}", "KEY_TYPE")
         for attr, expected in zip(KEY_POLICY, KEY_EXPECTED, strict=True):
             if key[attr] != expected:
                 raise _unsafe(
@@ -570,6 +578,14 @@ def _check_ec(key: _KeyObject, label: str, role: str) -> None:
                 )
     except (pkerr.AttributeTypeInvalid, pkerr.AttributeSensitive) as exc:
         raise _unsafe(role, label, "cannot be checked, so it is refused", "unreadable") from exc
+
+
+def _check_ec(key: _KeyObject, label: str, role: str) -> None:
+    check_key(key, label, role, "a P-256 key", _is_p256_key)
+
+
+def _is_p256_key(key: _KeyObject) -> bool:
+    return bool(key[Attribute.KEY_TYPE] == KeyType.EC and _is_p256(bytes(key[Attribute.EC_PARAMS])))
 
 
 _P256_SPECIFIED: Final = (

@@ -36,14 +36,13 @@ from vaultd.errors import AuditTampered, HsmError, RecordCorrupt
 from vaultd.keys import piv
 from vaultd.keys.ecdh import (
     _TAMPERED,
-    KEY_EXPECTED,
-    KEY_POLICY,
     HostSealedKey,
     _Audit,
     _KeyObject,
     _Open,
     _Opened,
     _unsafe,
+    check_key,
     find_audit,
     wants_hmac,
 )
@@ -208,10 +207,7 @@ class RsaTokenKey(HostSealedKey):
 
         Each record gets its own data key, so no AES key ever seals two records.
         """
-        if len(iv) != IV_LEN:
-            raise ValueError(f"the AES-GCM IV must be {IV_LEN} bytes, got {len(iv)}")
-        with self._use("sealing"):
-            pass  # a closed vault seals nothing, as with the token AEAD scheme
+        self._check_sealing(iv)
         return seal_to(self._public, bytes(iv), bytes(plaintext), bytes(aad))
 
     def decrypt(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
@@ -403,21 +399,12 @@ def _checked(
     session: Session, private_key: _KeyObject, label: str, role: str
 ) -> tuple[Any, rsa.RSAPublicKey]:
     """The private key and its RSA-2048 public key (same CKA_ID), once its attributes pass."""
-    try:
-        if private_key[Attribute.KEY_TYPE] != KeyType.RSA:
-            raise _unsafe(role, label, "is not an RSA key", "KEY_TYPE")
-        for attr, expected in zip(KEY_POLICY, KEY_EXPECTED, strict=True):
-            if private_key[attr] != expected:
-                raise _unsafe(
-                    role,
-                    label,
-                    f"has {attr.name}={private_key[attr]}, expected {expected}; generate a new "
-                    "key with `vaultd init`",
-                    attr.name,
-                )
-    except (pkerr.AttributeTypeInvalid, pkerr.AttributeSensitive) as exc:
-        raise _unsafe(role, label, "cannot be checked, so it is refused", "unreadable") from exc
+    check_key(private_key, label, role, "an RSA key", _is_rsa_key)
     return private_key, _public_key(session, private_key, label, role)
+
+
+def _is_rsa_key(key: _KeyObject) -> bool:
+    return bool(key[Attribute.KEY_TYPE] == KeyType.RSA)
 
 
 def _public_key(

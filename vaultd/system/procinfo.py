@@ -16,7 +16,6 @@ import socket
 import struct
 import unicodedata
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Final
 
 from vaultd.core.model import Requester
@@ -240,7 +239,6 @@ def _pidfds_work() -> bool:
 
 _HAS_PROC = os.path.isdir("/proc/self")
 _PIDFDS = _HAS_PROC and _pidfds_work()
-_GONE = Requester(pid=0, uid=-1)
 
 
 class PeerProcess:
@@ -275,7 +273,7 @@ class PeerProcess:
         self.requester, self._link = _describe(pid, uid, -1 if parent is None else parent, parents)
         self.scope = _scope(pid)
         if self._gone():  # its pid may have been reused: the facts may be another's
-            self.requester, self._link = replace(_GONE, pid=pid, uid=self.requester.uid), ""
+            self.requester, self._link = Requester(pid=pid, uid=self.requester.uid), ""
             self.pinned = False
 
     def unchanged(self) -> bool:
