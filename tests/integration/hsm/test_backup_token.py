@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vaultd.app import open_token_key
 from vaultd.core.model import RecordKind
 from vaultd.core.ports import SealingKey
 from vaultd.errors import AuditTampered, HsmError, HsmKeyUnsafe, HsmPinIncorrect, StoreUnreadable
@@ -49,20 +47,10 @@ def _open_backup(second: SoftHsmToken, pin: str | None = None) -> BackupToken:
     )
 
 
-@pytest.fixture(params=["aead", "ecdh"])
-def primary(
-    request: pytest.FixtureRequest, softhsm: SoftHsmToken, second: SoftHsmToken, key_label: str
-) -> Iterator[SealingKey]:
-    key = open_token_key(
-        softhsm.module_path,
-        softhsm.label,
-        key_label,
-        softhsm.user_pin,
-        scheme=request.param,
-        create_key=True,
-    )
-    yield key
-    key.close()
+@pytest.fixture
+def primary(second: SoftHsmToken, token: SealingKey) -> SealingKey:
+    """The vault's key under each scheme (conftest's ``token``), made after ``second`` exists."""
+    return token
 
 
 def _enrolled(tmp_path: Path, primary: SealingKey, second: SoftHsmToken) -> SealedStore:
