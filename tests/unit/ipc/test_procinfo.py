@@ -97,13 +97,17 @@ def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 def test_a_pinned_peer_that_execs_another_program_is_changed(kernel: str) -> None:
     """docs/threat-model.md T33: judged by what connected; an exec afterwards is noticed."""
-    child = subprocess.Popen([sys.executable, "-c", EXEC_ON_LINE], stdin=subprocess.PIPE)
+    # A session of its own: where this runner's session leader is in an outer pid namespace
+    # (CI containers), getsid() is 0 and the scope would be the process's own.
+    child = subprocess.Popen(
+        [sys.executable, "-c", EXEC_ON_LINE], stdin=subprocess.PIPE, start_new_session=True
+    )
     peer = PeerProcess(child.pid, uid=os.getuid())
     try:
         assert peer.unchanged() and peer.pinned
         assert peer.requester.executable == os.path.realpath(sys.executable)
         assert peer.requester.parent_pid == os.getpid()
-        assert peer.scope == f"session:{os.getsid(child.pid)}"
+        assert peer.scope == f"session:{child.pid}"
         _exec_child(child)
         assert not peer.unchanged()
         assert peer.requester.executable == os.path.realpath(sys.executable)  # as it connected
