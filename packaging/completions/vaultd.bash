@@ -13,7 +13,7 @@ _vaultd() {
         list) words="--help --json" ;;
         remove) words="--help --yes" ;;
         keys) words="--help add list recover remove" ;;
-        rekey) words="--help --key-label --module --piv-slot --scheme --token-label" ;;
+        rekey) words="--help --key-label --management-key-stdin --module --piv-audit-slot --piv-slot --scheme --token-label" ;;
         serve) words="--help" ;;
         credential-process) words="--allow-root-daemon --help --socket" ;;
         approvals) words="--clear-cooldown --help --json" ;;

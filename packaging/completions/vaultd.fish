@@ -28,7 +28,9 @@ complete -c vaultd -n '__fish_seen_subcommand_from keys' -a recover
 complete -c vaultd -n '__fish_seen_subcommand_from keys' -a remove
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l help
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l key-label
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l management-key-stdin
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l module
+complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l piv-audit-slot
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l piv-slot
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l scheme
 complete -c vaultd -n '__fish_seen_subcommand_from rekey' -l token-label

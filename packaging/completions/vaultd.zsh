@@ -12,7 +12,7 @@ case $words[2] in
     list) opts=(--help --json) ;;
     remove) opts=(--help --yes) ;;
     keys) opts=(--help add list recover remove) ;;
-    rekey) opts=(--help --key-label --module --piv-slot --scheme --token-label) ;;
+    rekey) opts=(--help --key-label --management-key-stdin --module --piv-audit-slot --piv-slot --scheme --token-label) ;;
     serve) opts=(--help) ;;
     credential-process) opts=(--allow-root-daemon --help --socket) ;;
     approvals) opts=(--clear-cooldown --help --json) ;;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -35,3 +36,31 @@ def settings() -> Settings:
     from vaultd.settings import load_settings
 
     return load_settings()
+
+
+def add_management_key_argument(parser: argparse.ArgumentParser, *, after: str = "") -> None:
+    """Add ``--management-key-stdin`` (read with :func:`read_management_key`)."""
+    parser.add_argument(
+        "--management-key-stdin",
+        action="store_true",
+        help=f"PIV card: read the management key (hex) from stdin{after} to generate keys; else "
+        "the one stored PIN-protected on the card, else the factory default, with a warning",
+    )
+
+
+def read_management_key() -> bytes:
+    """The PIV management key from one line of stdin: 24 bytes (3DES) in hex."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.errors import ConfigError
+
+    text = sys.stdin.readline().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 24:
+        raise ConfigError(
+            "--management-key-stdin wants the PIV management key as 48 hex digits (3DES, as "
+            "ykcs11 takes it) on one line of stdin"
+        )
+    return key

@@ -11,7 +11,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Final
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import (
+    Subparsers,
+    add_management_key_argument,
+    read_management_key,
+    settings,
+)
 from vaultd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,12 +36,7 @@ def add_parser(sub: Subparsers) -> None:
         action="store_true",
         help="make no recovery key: the vault is lost with the token",
     )
-    p.add_argument(
-        "--management-key-stdin",
-        action="store_true",
-        help="PIV card: read the management key (hex) from stdin to generate keys; else the "
-        "factory default is tried, with a warning",
-    )
+    add_management_key_argument(p)
     p.add_argument(
         "--protect-management-key",
         action="store_true",
@@ -44,22 +44,6 @@ def add_parser(sub: Subparsers) -> None:
         "PIN-protected on the card (needs vaultd[yubikey])",
     )
     p.set_defaults(func=run)
-
-
-def _management_key() -> bytes:
-    """The PIV management key from one line of stdin: 24 bytes (3DES) in hex."""
-
-    text = sys.stdin.readline().strip()
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 24:
-        raise ConfigError(
-            "--management-key-stdin wants the PIV management key as 48 hex digits (3DES, as "
-            "ykcs11 takes it) on one line of stdin"
-        )
-    return key
 
 
 def _first_run(args: argparse.Namespace) -> int:
@@ -150,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             '`vaultd pin file PATH`, or pin_source = "prompt"'
         )
     setup = PivSetup(
-        management_key=_management_key() if args.management_key_stdin else None,
+        management_key=read_management_key() if args.management_key_stdin else None,
         protect=args.protect_management_key,
     )
     with opened_vault(cfg, create_key=True, piv_setup=setup) as vault:

@@ -101,11 +101,14 @@ def _open_backup_token(args: argparse.Namespace, cfg: Settings, *, create: bool)
     from vaultd.commands.pin import read_pin
     from vaultd.errors import BadRequest
     from vaultd.keys.backup_token import identity
+    from vaultd.keys.piv import check_slot
 
     if not args.module or not args.token_label:
         raise BadRequest("--token needs --module PATH and --token-label LABEL")
     if not args.key_label and not args.piv_slot:
         raise BadRequest("--token needs --key-label L or --piv-slot S naming the backup key")
+    if args.piv_slot:
+        check_slot(args.piv_slot, "--piv-slot")
     identity(allowed_module(cfg, args.module), args.token_label)  # present, before any PIN
     pin = read_pin(f"user PIN of backup token {args.token_label!r}", confirm=False)
     try:

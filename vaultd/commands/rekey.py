@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultd.commands._args import Subparsers, settings
+from vaultd.commands._args import (
+    Subparsers,
+    add_management_key_argument,
+    read_management_key,
+    settings,
+)
 
 if TYPE_CHECKING:
     from vaultd.app import OpenStore
@@ -33,14 +39,25 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--scheme", metavar="S", help=f"the new key's scheme: {'|'.join(SCHEMES)}")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--key-label", metavar="L", help="the new key's label (made if absent)")
-    key.add_argument("--piv-slot", metavar="S", help="the new token's PIV slot")
+    key.add_argument(
+        "--piv-slot", metavar="S", help="PIV card: the vault key's slot (else pkcs11.piv_slot)"
+    )
+    p.add_argument(
+        "--piv-audit-slot",
+        metavar="S",
+        help="PIV card: the audit key's slot (else pkcs11.piv_audit_slot)",
+    )
+    add_management_key_argument(p, after=" (the line after the PIN's when stdin is no terminal)")
     p.set_defaults(func=run)
+
+
+_MOVE_OPTIONS = ("module", "token_label", "scheme", "key_label", "piv_slot", "piv_audit_slot")
 
 
 def run(args: argparse.Namespace) -> int:
     from vaultd.app import opened_vault
 
-    if args.module or args.token_label or args.scheme or args.key_label or args.piv_slot:
+    if args.management_key_stdin or any(getattr(args, name) for name in _MOVE_OPTIONS):
         return _move(args, settings())
     with opened_vault(settings()) as vault:
         vault.store.reseal()
@@ -50,8 +67,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_args(args: argparse.Namespace, cfg: Settings) -> str:
-    """The new token's allowlisted module, once the options name another present token."""
+@dataclass(frozen=True)
+class _Target:
+    """Where the options move the store."""
+
+    module: str
+    """The new token's allowlisted module."""
+    piv_slots: tuple[str, str]
+    """On a PIV card, the vault key's and the audit key's slots."""
+
+
+def _piv_slots(args: argparse.Namespace, cfg: Settings) -> tuple[str, str]:
+    """The PIV slots the options (else the config) name, checked."""
+    from vaultd.errors import BadRequest
+    from vaultd.keys.piv import check_slot
+
+    given = (args.piv_slot, "--piv-slot"), (args.piv_audit_slot, "--piv-audit-slot")
+    vault, audit = (check_slot(slot, option) if slot else None for slot, option in given)
+    slots = (vault or cfg.pkcs11.piv_slot, audit or cfg.pkcs11.piv_audit_slot)
+    if slots[0] == slots[1]:
+        raise BadRequest(
+            f"the vault key and the audit key need two different slots, not {slots[0]} twice: "
+            "pass --piv-slot and --piv-audit-slot (nothing was done)"
+        )
+    return slots
+
+
+def _check_args(args: argparse.Namespace, cfg: Settings) -> _Target:
+    """The new token and slots, once the options name another present token."""
     from vaultd.app import allowed_module, module_path, uses_token
     from vaultd.errors import BadRequest
     from vaultd.keys.backup_token import identity
@@ -69,25 +112,28 @@ def _check_args(args: argparse.Namespace, cfg: Settings) -> str:
             f"token {args.token_label!r} is the vault's token already: name another token "
             "(plain `vaultd rekey` re-seals to the same one); nothing was done"
         )
-    return module
+    return _Target(module, _piv_slots(args, cfg))
 
 
-def _open_new(args: argparse.Namespace, cfg: Settings, module: str) -> SealingKey:
-    """The new token's vault key (made if absent), logged in with a PIN read hidden or from
-    stdin."""
+def _open_new(args: argparse.Namespace, cfg: Settings, target: _Target) -> SealingKey:
+    """The new token's vault key, logged in with a PIN read hidden or from stdin; missing keys
+    of a PIV card are made as `vaultd init` makes them (``pkcs11.touch_policy``)."""
     from vaultd.app import open_token_key
     from vaultd.commands.pin import read_pin
+    from vaultd.keys.piv import PivSetup
 
     pin = read_pin(f"user PIN of the new token {args.token_label!r}", confirm=False)
     try:
+        given = read_management_key() if args.management_key_stdin else None
         return open_token_key(
-            module,
+            target.module,
             args.token_label,
             args.key_label or cfg.pkcs11.key_label,
             pin,
             scheme=args.scheme or "auto",
             create_key=True,
-            piv_slots=(args.piv_slot or cfg.pkcs11.piv_slot, cfg.pkcs11.piv_audit_slot),
+            piv_slots=target.piv_slots,
+            piv_setup=PivSetup(management_key=given, touch_policy=cfg.pkcs11.touch_policy),
         )
     finally:
         pin[:] = bytes(len(pin))
@@ -129,9 +175,9 @@ def _hand_over_audit(cfg: Settings, old: SealingKey, moved: OpenStore) -> None:
 def _move(args: argparse.Namespace, cfg: Settings) -> int:
     from vaultd.app import no_daemon
 
-    module = _check_args(args, cfg)
+    target = _check_args(args, cfg)
     with no_daemon(cfg, _STOP_FIRST):
-        return _move_held(args, cfg, module)
+        return _move_held(args, cfg, target)
 
 
 _STOP_FIRST = (
@@ -140,11 +186,12 @@ _STOP_FIRST = (
 )
 
 
-def _move_held(args: argparse.Namespace, cfg: Settings, module: str) -> int:
+def _move_held(args: argparse.Namespace, cfg: Settings, target: _Target) -> int:
     """:func:`_move` with the data dir held against a daemon."""
     from vaultd.app import open_vault_with, opened_vault
+    from vaultd.keys.ecdh import HostSealedKey
 
-    new = _open_new(args, cfg, module)
+    new = _open_new(args, cfg, target)
     try:
         with opened_vault(cfg) as vault:
             handed_over = _audit_handed_over(cfg, vault.token, new)
@@ -155,28 +202,28 @@ def _move_held(args: argparse.Namespace, cfg: Settings, module: str) -> int:
                 _hand_over_audit(cfg, vault.token, moved)
             old_id = vault.token.key_id
         scheme = _CONFIG_SCHEMES.get(new.key_id.partition(":")[0], "aead")
+        card = isinstance(new, HostSealedKey) and new.piv_slot is not None
+        notes = new.notes if isinstance(new, HostSealedKey) else []
     finally:
         new.close()
-    _show_switch(args, cfg, module, scheme, old_id, len(snap.records))
+    lines = [("module", target.module), ("token_label", args.token_label), ("scheme", scheme)]
+    if card:  # a PIV card's keys are found by slot
+        lines += [("piv_slot", target.piv_slots[0]), ("piv_audit_slot", target.piv_slots[1])]
+    else:
+        lines.append(("key_label", args.key_label or cfg.pkcs11.key_label))
+    _show_switch(lines, old_id, len(snap.records), args.token_label)
+    for note in notes:
+        print(note)
     return 0
 
 
-def _show_switch(
-    args: argparse.Namespace, cfg: Settings, module: str, scheme: str, old_id: str, count: int
-) -> None:
-    """The config lines to set, and the old token's removal once they are set."""
+def _show_switch(lines: list[tuple[str, str]], old_id: str, count: int, label: str) -> None:
+    """The config ``lines`` to set, and the old token's removal once they are set."""
     import json
 
-    key = ("piv_slot", args.piv_slot) if args.piv_slot else ("key_label", args.key_label)
-    lines = [
-        ("module", module),
-        ("token_label", args.token_label),
-        ("scheme", scheme),
-        (key[0], key[1] or cfg.pkcs11.key_label),
-    ]
     config = "\n".join(f"{name} = {json.dumps(value)}" for name, value in lines)
     print(
-        f"re-sealed {count} records to token {args.token_label!r}, the old token and the "
+        f"re-sealed {count} records to token {label!r}, the old token and the "
         f"backups.\nSet in the config (and pin_source for the new token's PIN):\n\n"
         f"[pkcs11]\n{config}\n\nThen, once `vaultd list` works with it:\n"
         f"    vaultd keys remove {old_id}"

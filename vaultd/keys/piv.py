@@ -38,7 +38,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, Session, Token
 from pkcs11 import exceptions as pkerr
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from vaultd.errors import ConfigError, HsmError
+from vaultd.errors import BadRequest, ConfigError, HsmError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -61,8 +61,8 @@ _PIV_MANUFACTURERS: Final = ("Yubico", "piv_II")
 """Token manufacturer ids of ykcs11 and of OpenSC's PIV driver."""
 _INSTALL: Final = "pip install 'vaultd[yubikey]'"
 _REFUSED: Final = (
-    "the card refused the management key; pass the right one (hex) with "
-    "`vaultd init --management-key-stdin`"
+    "the card refused the management key; run the command again with --management-key-stdin "
+    "and the right one (hex) on stdin"
 )
 
 
@@ -85,6 +85,17 @@ def not_a_card(token_label: str) -> ConfigError:
         f"--protect-management-key is for PIV cards (a YubiKey), and token {token_label!r} is "
         "not one"
     )
+
+
+def check_slot(slot: str, option: str) -> str:
+    """``slot`` when it names a key slot of :data:`SLOTS`; else ``BadRequest`` naming
+    ``option``."""
+    if slot not in SLOTS:
+        raise BadRequest(
+            f"{option} {slot[:8]!r} is not a PIV key slot vaultd uses: name one of 9a, 9c, 9d, "
+            "9e or 82 to 95 (nothing was done)"
+        )
+    return slot
 
 
 def is_piv(token: Token) -> bool:
@@ -273,8 +284,8 @@ def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:
     stored = get_pivman_protected_data(session).key
     if stored is None:
         raise HsmError(
-            "the card says its management key is stored on it, but none is there; pass it "
-            "with `vaultd init --management-key-stdin`"
+            "the card says its management key is stored on it, but none is there; run the "
+            "command again with --management-key-stdin and the key (hex) on stdin"
         )
     return bytes(stored)
 

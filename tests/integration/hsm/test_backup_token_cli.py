@@ -121,3 +121,11 @@ def test_the_vaults_own_token_is_refused_as_its_backup_before_any_pin(
 def test_missing_options_are_refused(inst: Installation) -> None:
     bare = inst.vaultd("keys", "add", "--token", check=False)
     assert "--module PATH and --token-label" in _one_line_error(bare)
+
+
+def test_a_slot_that_is_no_piv_key_slot_is_refused_before_any_pin(
+    inst: Installation, backup: SoftHsmToken
+) -> None:
+    args = ["--token", "--module", backup.module_path, "--token-label", backup.label]
+    bad = inst.vaultd("keys", "add", *args, "--piv-slot", "9b", input=b"", check=False)
+    assert "'9b' is not a PIV key slot" in _one_line_error(bad)
