@@ -43,6 +43,7 @@ from vaultd.errors import BadRequest, ConfigError, HsmError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from pkcs11._pkcs11 import lib as Pkcs11Lib
+    from ykman.piv import PivmanData, PivmanProtectedData
     from yubikit.piv import PivSession
 
 TouchPolicy = Literal["always", "cached", "never"]
@@ -248,32 +249,65 @@ def prepare_card(
 
 def protect_management_key(session: PivSession, pin: str) -> bytes:
     """Replace the factory default management key with a random 3DES key stored PIN-protected
-    on the card (PIVMAN data flag and protected data tag 0x89, as ``ykman --protect``); the
-    new key."""
-    from ykman.piv import get_pivman_data, pivman_set_mgm_key
+    on the card (PIVMAN data flag and protected data tag 0x89, the layout ``ykman --protect``
+    uses); the new key.
+
+    Unlike ykman, the key is stored and flagged before the card takes it: a card pulled between
+    two writes keeps the default key, and a stored key the card refuses while the default works
+    is such an interrupted run, which this completes with the stored key."""
+    from ykman.piv import get_pivman_data, get_pivman_protected_data
     from yubikit.piv import MANAGEMENT_KEY_TYPE
 
-    if get_pivman_data(session).has_protected_key:
+    pivman = get_pivman_data(session)
+    session.verify_pin(pin)  # the protected object is read and written behind the PIN
+    protected = get_pivman_protected_data(session)
+    stored = bytes(protected.key) if pivman.has_protected_key and protected.key else None
+    if stored is not None and _accepted(session, stored):
         raise ConfigError(
             "the card's management key is already stored PIN-protected on it, and vaultd reads "
             "it from there: run `vaultd init` without --protect-management-key"
         )
-    try:
-        _authenticate(session, DEFAULT_MANAGEMENT_KEY)
-    except HsmError:
+    if not _accepted(session, DEFAULT_MANAGEMENT_KEY):
         raise ConfigError(
             "--protect-management-key replaces only the factory default management key, and "
             "this card has another one, which vaultd will not overwrite: pass it with "
             "`vaultd init --management-key-stdin` instead"
-        ) from None
-    session.verify_pin(pin)
-    new_key = secrets.token_bytes(24)  # 3DES: ykcs11 2.2 speaks no other at SO login
-    pivman_set_mgm_key(session, new_key, MANAGEMENT_KEY_TYPE.TDES, store_on_device=True)
+        )
+    new_key = stored or secrets.token_bytes(24)  # 3DES: ykcs11 2.2 speaks no other at SO login
+    _store_protected(session, pivman, protected, new_key)
+    session.set_management_key(MANAGEMENT_KEY_TYPE.TDES, new_key)
     return new_key
 
 
+def _accepted(session: PivSession, key: bytes) -> bool:
+    """Whether the card authenticates ``key`` as its management key (no retry counter)."""
+    from yubikit.core import CommandError
+
+    try:
+        session.authenticate(key)
+    except CommandError:
+        return False
+    return True
+
+
+def _store_protected(
+    session: PivSession, pivman: PivmanData, protected: PivmanProtectedData, key: bytes
+) -> None:
+    """Keep ``key`` in the PIN-protected object, then flag it there (management key
+    authenticated, PIN verified)."""
+    from ykman.piv import OBJECT_ID_PIVMAN_DATA, OBJECT_ID_PIVMAN_PROTECTED_DATA
+
+    protected.key = key
+    session.put_object(OBJECT_ID_PIVMAN_PROTECTED_DATA, protected.get_bytes())
+    if pivman.has_derived_key:
+        pivman.salt = None  # a PIN-derived key is replaced, as ykman does
+    pivman.mgm_key_protected = True
+    session.put_object(OBJECT_ID_PIVMAN_DATA, pivman.get_bytes())
+
+
 def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:
-    """``given``, else the key stored PIN-protected on the card, else the factory default."""
+    """``given``, else the key stored PIN-protected on the card (unless only the factory
+    default works: an interrupted protect), else the factory default."""
     from ykman.piv import get_pivman_data, get_pivman_protected_data
 
     if given is not None:
@@ -287,6 +321,8 @@ def management_key(session: PivSession, given: bytes | None, pin: str) -> bytes:
             "the card says its management key is stored on it, but none is there; run the "
             "command again with --management-key-stdin and the key (hex) on stdin"
         )
+    if not _accepted(session, bytes(stored)) and _accepted(session, DEFAULT_MANAGEMENT_KEY):
+        return DEFAULT_MANAGEMENT_KEY  # an interrupted --protect-management-key: warned of
     return bytes(stored)
 
 

@@ -6,7 +6,7 @@ and pcscd then asks vpcd for the ATR; a card thread in the same process cannot a
 GIL, so the test process deadlocks. In its own process the card always answers.
 
 The parent steers the child through shared values: whether a touch comes and after how long,
-and counters of touches and APDUs. The card's state is read back from its JSON file (written
+a card pulled at a given command, and counters of touches and APDUs. The card's state is read back from its JSON file (written
 atomically). The child is spawned, not forked (the parent may hold PKCS#11 modules and threads),
 so a script that starts one needs the usual ``if __name__ == "__main__":`` guard.
 """
@@ -23,6 +23,8 @@ from vaultd.testing.piv_card import PivCard, PivState, touch_never
 from vaultd.testing.vpcd import VpcdCardClient
 
 _ctx = multiprocessing.get_context("spawn")
+_PULLED = b"\x6f\x00"
+"""The status word every command gets once the card is pulled: no precise diagnosis."""
 
 
 def _run(
@@ -33,6 +35,7 @@ def _run(
     touch_delay: multiprocessing.sharedctypes.Synchronized[float],
     touches: multiprocessing.sharedctypes.Synchronized[int],
     apdus: multiprocessing.sharedctypes.Synchronized[int],
+    fault: multiprocessing.sharedctypes.SynchronizedArray[int],
     powered: Event,
     stop: Event,
 ) -> None:
@@ -49,6 +52,12 @@ def _run(
     def transmit(apdu: bytes) -> bytes:
         with apdus.get_lock():
             apdus.value += 1
+        with fault.get_lock():  # [INS to fail at, how many to let through first, failing]
+            if len(apdu) > 1 and apdu[1] == fault[0] and not fault[2]:
+                fault[1] -= 1
+                fault[2] = int(fault[1] < 0)
+            if fault[2]:
+                return _PULLED
         return card.transmit(apdu)
 
     client = VpcdCardClient(transmit, card.power_cycle, port)
@@ -75,6 +84,7 @@ class PivCardProcess:
         self._touch_delay = _ctx.Value("d", 0.0)
         self._touches = _ctx.Value("i", 0)
         self._apdus = _ctx.Value("i", 0)
+        self._fault = _ctx.Array("i", [-1, 0, 0])
         self.powered = _ctx.Event()
         """Set while vpcd has the card powered up (pcscd then lists it as present)."""
         self._stop = _ctx.Event()
@@ -88,6 +98,7 @@ class PivCardProcess:
                 self._touch_delay,
                 self._touches,
                 self._apdus,
+                self._fault,
                 self.powered,
                 self._stop,
             ),
@@ -122,6 +133,23 @@ class PivCardProcess:
     def apdus(self) -> int:
         """Command APDUs the card has answered so far."""
         return int(self._apdus.value)
+
+    def pull_at(self, ins: int, *, skip: int = 0) -> None:
+        """Pull the card when a command with instruction byte ``ins`` arrives, after letting
+        ``skip`` of them through: that command and every later one fail (6F00, not executed)
+        until :meth:`reinsert`."""
+        with self._fault.get_lock():
+            self._fault[:] = [ins, skip, 0]
+
+    def reinsert(self) -> None:
+        """Undo :meth:`pull_at`: commands run again."""
+        with self._fault.get_lock():
+            self._fault[:] = [-1, 0, 0]
+
+    @property
+    def pulled(self) -> bool:
+        """Whether a :meth:`pull_at` fault has struck."""
+        return bool(self._fault[2])
 
     def state(self) -> PivState:
         """The card's state as last saved."""
