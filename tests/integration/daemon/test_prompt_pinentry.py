@@ -83,7 +83,9 @@ def asked(
 def test_pinentry_curses_in_a_tmux_pane_answers_the_approval(
     fake_sts: FakeSts, pane: TmuxServer, asked: subprocess.Popen[bytes]
 ) -> None:
-    pane.wait_for("MFA code:", "(pid ", "profile dev", "Approve")
+    # "dev." ends the first sentence; where the requester's path is long, "profile" and "dev"
+    # are on two lines of the dialog.
+    pane.wait_for("MFA code:", "(pid ", "dev.", "Approve")
     pane.run("send-keys", "-t", "pin", CODE)
     pane.run("send-keys", "-t", "pin", "Enter")
     status, out, err = finish(asked)
