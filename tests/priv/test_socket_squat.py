@@ -26,7 +26,7 @@ DRIVER = Path(__file__).with_name("squat_driver.py")
 def test_a_squatted_tmp_fallback_gets_no_byte_from_any_client() -> None:
     if os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "unshare")):
         pytest.skip("needs root, setpriv and unshare (a private /tmp for the squatter)")
-    if any(Path(p).is_relative_to("/tmp") for p in (sys.executable, DRIVER)):  # noqa: S108
+    if any(Path(p).is_relative_to("/tmp") for p in (sys.executable, DRIVER)):
         pytest.skip("the scenario mounts a tmpfs on /tmp, which would hide this checkout there")
     if not Path("/usr/bin/python3").exists():
         pytest.skip("the squatter runs /usr/bin/python3 (readable by uid 65534)")

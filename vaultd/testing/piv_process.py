@@ -6,9 +6,10 @@ and pcscd then asks vpcd for the ATR; a card thread in the same process cannot a
 GIL, so the test process deadlocks. In its own process the card always answers.
 
 The parent steers the child through shared values: whether a touch comes and after how long,
-a card pulled at a given command, and counters of touches and APDUs. The card's state is read back from its JSON file (written
-atomically). The child is spawned, not forked (the parent may hold PKCS#11 modules and threads),
-so a script that starts one needs the usual ``if __name__ == "__main__":`` guard.
+a card pulled at a given command, and counters of touches and APDUs. The card's state is read
+back from its JSON file (written atomically). The child is spawned, not forked (the parent may
+hold PKCS#11 modules and threads), so a script that starts one needs the usual
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
