@@ -32,6 +32,7 @@ from yubikit.piv import (
 
 from vaultd.testing.pcsc import PivStack, find_opensc_pkcs11, find_ykcs11, missing_parts, piv_stack
 from vaultd.testing.piv_card import DEFAULT_PIN
+from vaultd.testing.softhsm import SoftHsmToken
 
 PIN = DEFAULT_PIN
 SO_PIN = DEFAULT_MANAGEMENT_KEY.hex()  # ykcs11's SO PIN is the management key in hex
@@ -85,6 +86,23 @@ def piv_session(stack: PivStack) -> Iterator[PivSession]:
     finally:
         connection.disconnect()
         connection.release()  # its PC/SC context; left to __del__ it fails once pcscd is gone
+
+
+def ykcs11_label(stack: PivStack) -> str:
+    """The card's token label in Yubico's ykcs11."""
+    return f"YubiKey PIV #{stack.card.state().serial}"
+
+
+def card_token(stack: PivStack, root: Path, *, opensc: bool = False) -> SoftHsmToken:
+    """The card as the harness's token: a module path and token label, the card PIN and SO PIN
+    (its ``conf_path`` under ``root`` is unused). The module is reinitialised, so that it sees
+    keys made since it last listed the card's objects."""
+    module = stack.opensc if opensc else stack.ykcs11
+    assert module is not None
+    lib = pkcs11.lib(str(module))
+    lib.reinitialize()  # both modules read the card's objects once, at C_Initialize
+    (label,) = [t.label for t in lib.get_tokens()]
+    return SoftHsmToken(root / "unused.conf", str(module), label, PIN, SO_PIN)
 
 
 def without_yubikit(env: dict[str, str], tmp_path: Path) -> dict[str, str]:

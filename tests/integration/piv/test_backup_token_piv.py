@@ -14,7 +14,7 @@ from vaultd.testing.harness import create_installation
 from vaultd.testing.pcsc import PivStack
 from vaultd.testing.softhsm import create_token
 
-from .conftest import PIN, piv_session
+from .conftest import PIN, piv_session, ykcs11_label
 
 SLOT_84 = SLOT.RETIRED3
 
@@ -27,7 +27,7 @@ def test_a_yubikey_backup_alone_recovers_a_softhsm_vault(stack: PivStack, tmp_pa
     assert stack.ykcs11 is not None
     inst = create_installation(tmp_path / "i")
     inst.add_key_pair("work", "AKIAWORK000000000001", "WorkSecret" + "0" * 30)
-    label = f"YubiKey PIV #{stack.card.state().serial}"
+    label = ykcs11_label(stack)
     args = ["--token", "--module", str(stack.ykcs11), "--token-label", label, "--piv-slot", "84"]
     pin = PIN.encode() + b"\n"
     inst.vaultd("keys", "add", *args, input=pin)

@@ -19,9 +19,8 @@ from yubikit.piv import DEFAULT_MANAGEMENT_KEY, MANAGEMENT_KEY_TYPE
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.pcsc import PivStack
 from vaultd.testing.piv_card import PivState
-from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN, piv_session
+from .conftest import card_token, piv_session
 
 PUT_DATA, SET_MANAGEMENT_KEY = 0xDB, 0xFF
 PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
@@ -30,11 +29,8 @@ PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
 @pytest.fixture(scope="module")
 def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
     """`vaultd init` on the fresh card (factory default management key); no daemon."""
-    assert stack.ykcs11 is not None
     root = tmp_path_factory.mktemp("yk-protect")
-    label = f"YubiKey PIV #{stack.card.state().serial}"
-    token = SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
-    with create_installation(root, token=token) as inst:
+    with create_installation(root, token=card_token(stack, root)) as inst:
         yield inst
 
 

@@ -22,7 +22,7 @@ from vaultd.keys.piv import DEFAULT_MANAGEMENT_KEY
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.pcsc import PivStack
 
-from .conftest import PIN, piv_session
+from .conftest import PIN, piv_session, ykcs11_label
 
 SETTINGS = ("module", "token_label", "scheme", "key_label", "piv_slot", "piv_audit_slot")
 
@@ -39,7 +39,7 @@ def inst(tmp_path: Path) -> Installation:
 
 def _card_args(stack: PivStack, *args: str) -> list[str]:
     assert stack.ykcs11 is not None
-    label = f"YubiKey PIV #{stack.card.state().serial}"
+    label = ykcs11_label(stack)
     return ["rekey", "--module", str(stack.ykcs11), "--token-label", label, *args]
 
 

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pkcs11
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,23 +42,12 @@ from vaultd.store.files import _context
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, create_installation
 from vaultd.testing.pcsc import PivStack
-from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN, piv_session, without_yubikit
+from .conftest import PIN, card_token, piv_session, without_yubikit
 
 ACCESS_KEY_ID = "AKIACANARY0000000004"
 SECRET = "CanarySecretKey0000000000000000000000004"
 BINDING = {"kind": "key-pair", "name": "prod", "generation": 7, "context": b"ctx"}
-
-
-def _card_token(stack: PivStack, root: Path, *, opensc: bool = False) -> SoftHsmToken:
-    """The card as the harness's token: a module path and token label, the card PIN."""
-    module = stack.opensc if opensc else stack.ykcs11
-    assert module is not None
-    lib = pkcs11.lib(str(module))
-    lib.reinitialize()  # OpenSC reads the card's objects once, at C_Initialize
-    (label,) = [t.label for t in lib.get_tokens()]
-    return SoftHsmToken(root / "unused.conf", str(module), label, PIN, SO_PIN)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +58,7 @@ def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         inst = create_installation(
             root,
             sts_url=sts.url,
-            token=_card_token(stack, root),
+            token=card_token(stack, root),
             extra={"pkcs11": {"scheme": "rsa-oaep"}},
         )
         inst.add_key_pair("dev", ACCESS_KEY_ID, SECRET)
@@ -82,7 +70,7 @@ def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def card_key(stack: PivStack, vault: Installation) -> Iterator[RsaTokenKey]:
     """The vault's key through ykcs11, opened in this process (the daemon stopped)."""
     vault.stop_daemon()
-    card = _card_token(stack, Path("/nonexistent"))
+    card = card_token(stack, Path("/nonexistent"))
     key = RsaTokenKey.open(card.module_path, card.label, "unused", PIN)
     yield key
     key.close()
@@ -124,7 +112,7 @@ def test_init_made_rsa_keys_and_the_daemon_serves(stack: PivStack, vault: Instal
 
 def test_the_same_store_serves_through_opensc(stack: PivStack, vault: Installation) -> None:
     """Records are bound to the card's RSA public key, not to the module that reaches it."""
-    opensc = _card_token(stack, Path("/nonexistent"), opensc=True)
+    opensc = card_token(stack, Path("/nonexistent"), opensc=True)
     saved = dict(vault.config["pkcs11"])
     vault.config["pkcs11"].update(module=opensc.module_path, token_label=opensc.label)
     vault.write_config()
@@ -244,7 +232,7 @@ def test_without_yubikit_ykcs11_generates_the_rsa_keys(
 def test_opensc_opens_records_after_refusing_one(stack: PivStack, vault: Installation) -> None:
     """OpenSC 0.23 leaves a failed C_Decrypt active in its session: the next opens still work."""
     vault.stop_daemon()
-    opensc = _card_token(stack, Path("/nonexistent"), opensc=True)
+    opensc = card_token(stack, Path("/nonexistent"), opensc=True)
     key = RsaTokenKey.open(opensc.module_path, opensc.label, "unused", PIN)
     try:
         iv, aad = key.random(12), b"aad"
@@ -265,7 +253,7 @@ def test_a_touch_that_never_comes_is_not_a_corrupt_record(stack: PivStack) -> No
     with piv_session(stack) as piv:
         piv.authenticate(DEFAULT_MANAGEMENT_KEY)
         piv.generate_key(SLOT.RETIRED3, KEY_TYPE.RSA2048, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
-    card = _card_token(stack, Path("/nonexistent"))
+    card = card_token(stack, Path("/nonexistent"))
     key = RsaTokenKey.open(card.module_path, card.label, "unused", PIN, piv_slots=("84", "9a"))
     try:
         iv, aad = key.random(12), b"record"

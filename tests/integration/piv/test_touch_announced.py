@@ -25,10 +25,9 @@ from vaultd.testing.harness import (
     read_until,
 )
 from vaultd.testing.pcsc import PivStack, piv_stack
-from vaultd.testing.softhsm import SoftHsmToken
 
 from ..daemon.test_approval_unavailable import credproc, finish
-from .conftest import PIN, SO_PIN, piv_session
+from .conftest import card_token, piv_session
 
 SECRET = "CanarySecretKey0000000000000000000000003"
 
@@ -50,10 +49,8 @@ def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with piv_session(stack) as piv:
         piv.authenticate(DEFAULT_MANAGEMENT_KEY)
         piv.generate_key(SLOT.RETIRED1, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
-    assert stack.ykcs11 is not None
     root = tmp_path_factory.mktemp("yk-touch")
-    label = f"YubiKey PIV #{stack.card.state().serial}"
-    token = SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
+    token = card_token(stack, root)
     with FakeSts() as sts:
         inst = create_installation(root, sts_url=sts.url, token=token, extra={"pkcs11": {}})
         inst.add_key_pair("dev", "AKIACANARY0000000003", SECRET)

@@ -23,9 +23,8 @@ from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.keys.rsa_oaep import RsaTokenKey
 from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.pcsc import PivStack
-from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN, piv_session, without_yubikit
+from .conftest import PIN, card_token, piv_session, without_yubikit
 
 PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
 
@@ -33,12 +32,9 @@ PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
 @pytest.fixture(scope="module")
 def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
     """`vaultd init` on the fresh card with touch_policy "always"; no daemon."""
-    assert stack.ykcs11 is not None
     root = tmp_path_factory.mktemp("yk-always")
-    label = f"YubiKey PIV #{stack.card.state().serial}"
-    token = SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
     extra = {"pkcs11": {"touch_policy": "always"}}
-    with create_installation(root, token=token, extra=extra) as inst:
+    with create_installation(root, token=card_token(stack, root), extra=extra) as inst:
         yield inst
 
 

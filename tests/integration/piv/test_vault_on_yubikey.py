@@ -24,19 +24,11 @@ from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.testing.fake_sts import FakeSts
 from vaultd.testing.harness import Installation, approve_pending, create_installation
 from vaultd.testing.pcsc import PivStack
-from vaultd.testing.softhsm import SoftHsmToken
 
-from .conftest import PIN, SO_PIN, piv_session
+from .conftest import PIN, card_token, piv_session
 
 ACCESS_KEY_ID = "AKIACANARY0000000001"
 SECRET = "CanarySecretKey0000000000000000000000001"
-
-
-def _card_token(stack: PivStack, root: Path) -> SoftHsmToken:
-    """The card as the harness's token: ykcs11's module path and token label, the card PIN."""
-    assert stack.ykcs11 is not None
-    label = f"YubiKey PIV #{stack.card.state().serial}"
-    return SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, PIN, SO_PIN)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def vault(stack: PivStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("yk-vault")
     with FakeSts() as sts:
         inst = create_installation(
-            root, sts_url=sts.url, token=_card_token(stack, root), extra={"pkcs11": {}}
+            root, sts_url=sts.url, token=card_token(stack, root), extra={"pkcs11": {}}
         )
         inst.add_key_pair("dev", ACCESS_KEY_ID, SECRET)
         with inst:
@@ -149,9 +141,8 @@ def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
         meta = session.get_slot_metadata(SLOT.RETIRED3)  # ykcs11 finds the key by metadata
         assert (meta.pin_policy, meta.touch_policy) == (PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
     assert stack.ykcs11 is not None
-    card = _card_token(stack, Path("/nonexistent"))
+    card = card_token(stack, Path("/nonexistent"))
     module, label = card.module_path, card.label
-    pkcs11.lib(module).reinitialize()
     key = EcdhTokenKey.open(module, label, "unused", PIN, piv_slots=("84", "9a"))
     try:
         iv, aad = key.random(12), b"record"

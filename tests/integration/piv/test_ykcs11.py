@@ -16,15 +16,13 @@ from yubikit.piv import SLOT
 
 from vaultd.testing.pcsc import PivStack
 
-from .conftest import PIN, SO_PIN, TOUCH_KEY_ID, TOUCH_SLOT, VAULT_KEY_ID, VAULT_SLOT
+from .conftest import PIN, SO_PIN, TOUCH_KEY_ID, TOUCH_SLOT, VAULT_KEY_ID, VAULT_SLOT, ykcs11_label
 
 
 @pytest.fixture
 def token(stack: PivStack) -> pkcs11.Token:
     assert stack.ykcs11 is not None
-    return pkcs11.lib(str(stack.ykcs11)).get_token(
-        token_label=f"YubiKey PIV #{stack.card.state().serial}"
-    )
+    return pkcs11.lib(str(stack.ykcs11)).get_token(token_label=ykcs11_label(stack))
 
 
 @pytest.fixture
@@ -108,7 +106,7 @@ def test_keygen_with_the_management_key_as_so_pin(stack: PivStack) -> None:
     assert stack.ykcs11 is not None
     lib = pkcs11.lib(str(stack.ykcs11))
     lib.reinitialize()  # SO login refuses while a read-only session is open in the process
-    token = lib.get_token(token_label=f"YubiKey PIV #{stack.card.state().serial}")
+    token = lib.get_token(token_label=ykcs11_label(stack))
     with token.open(rw=True, so_pin=SO_PIN) as so:
         public, private = so.generate_keypair(
             KeyType.EC,
