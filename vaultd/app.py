@@ -8,6 +8,7 @@ allowlisted ``vaultd.keystore`` plugin; either way callers get a :class:`Sealing
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -335,10 +336,21 @@ def opened_vault(
         token = open_key(settings, pin, create_key=create_key, piv_setup=piv_setup)
     finally:
         pin[:] = bytes(len(pin))
+    if uses_token(settings):
+        from vaultd.core.service import TOKEN_TOUCH_LATE_SECONDS
+        from vaultd.keys.ecdh import HostSealedKey
+
+        if isinstance(token, HostSealedKey):
+            token.announce_touch(_say_touch, after=TOKEN_TOUCH_LATE_SECONDS)
     try:
         yield open_vault_with(settings, token)
     finally:
         token.close()
+
+
+def _say_touch() -> None:
+    """A command's record open waits for a touch: say so on its terminal, as the daemon does."""
+    print("vaultd: touch your YubiKey (it blinks) to open a record", file=sys.stderr, flush=True)
 
 
 def open_vault_with(settings: Settings, token: SealingKey) -> OpenStore:

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, cast
 
@@ -249,6 +251,27 @@ class HostSealedKey(_TokenSession[_Open]):
         self.touch_possible = opened.piv_slot is not None
         """Whether an open may wait for a touch: a PIV key's touch policy is not readable
         through PKCS#11, so any PIV key may."""
+        self._touch_said: tuple[Callable[[], None], float] | None = None
+
+    def announce_touch(self, say: Callable[[], None], *, after: float) -> None:
+        """Call ``say`` (from another thread) whenever a record open has waited ``after``
+        seconds, which on a PIV card is a key waiting for its touch: ykcs11 just blocks.  Off a
+        PIV card, never."""
+        self._touch_said = (say, after) if self.touch_possible else None
+
+    @contextmanager
+    def _touch_watch(self) -> Iterator[None]:
+        """Around one record open: :meth:`announce_touch`'s ``say`` once it is late."""
+        if self._touch_said is None:
+            yield
+            return
+        timer = threading.Timer(self._touch_said[1], self._touch_said[0])
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     @staticmethod
     def _open_parts(
@@ -436,7 +459,7 @@ class EcdhTokenKey(HostSealedKey):
     def decrypt(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
         """One ECDH in the token, HKDF and AES-GCM on the host; a mismatch -> ``RecordCorrupt``."""
         ephemeral, ciphertext = split_body(bytes(iv), bytes(body))
-        with self._use("deriving a record key") as st:
+        with self._touch_watch(), self._use("deriving a record key") as st:
             secret = _derive(st.private_key, ephemeral)
         # immutable bytes cannot be wiped; the only reference dies with this call
         return open_with_secret(secret, ephemeral, self._point, bytes(iv), ciphertext, bytes(aad))

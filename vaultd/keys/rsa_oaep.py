@@ -215,7 +215,7 @@ class RsaTokenKey(HostSealedKey):
         wrapped, ciphertext = split_body(bytes(iv), bytes(body))
         if int.from_bytes(wrapped, "big") >= self._public.public_numbers().n:
             raise _not_unwrapped()  # ykcs11 reports such a value as a DeviceError
-        with self._use("unwrapping a record key") as st:
+        with self._touch_watch(), self._use("unwrapping a record key") as st:
             try:
                 data_key = _unwrap(st.private_key, wrapped)
             except RecordCorrupt:

@@ -83,3 +83,20 @@ def test_the_terminal_is_told_to_touch_before_the_card_answers(
     assert shown.index(b"touch your YubiKey") < shown.index(b"credentials issued"), shown
     assert SECRET.encode() not in out + err + shown
     assert b"touch your YubiKey" not in vault.vaultd("approvals").stdout  # over once opened
+
+
+def test_a_command_that_opens_records_says_touch_on_its_terminal(
+    stack: PivStack, vault: Installation
+) -> None:
+    """`vaultd rekey` opens every record in the command itself, not in the daemon: each open
+    that waits for the card's touch is announced on the command's stderr, as the daemon does."""
+    stack.card.touch_delay = 1.0
+    touches = stack.card.touches
+    try:
+        done = vault.vaultd("rekey", check=False)
+    finally:
+        stack.card.touch_delay = 0.0
+    assert done.returncode == 0, done.stderr
+    said = done.stderr.decode().count("vaultd: touch your YubiKey (it blinks) to open a record")
+    assert said == stack.card.touches - touches >= 1  # one line per open that waited
+    assert b"re-sealed 1 records" in done.stdout
