@@ -18,6 +18,7 @@ from vaultd.errors import VaultError
 
 if TYPE_CHECKING:
     from vaultd.app import OpenStore
+    from vaultd.keys.piv import CardAccess
     from vaultd.settings import Settings
 
 
@@ -213,6 +214,7 @@ def _open_checks(report: Report, cfg: Settings, warnings: list[str]) -> None:
             report.line("ok", label, _token_line(vault, warnings))
             _store_checks(report, cfg, vault)
             _piv_policy(report, vault)  # last: a second PC/SC connection (see piv_policy)
+            _piv_access(report, vault)
     except VaultError as exc:
         report.line("FAIL", label, f"{exc.code}: {exc}")
 
@@ -246,6 +248,56 @@ def _piv_policy(report: Report, vault: OpenStore) -> None:
             "malware that has the PIN could not open a record without a finger on the key"
         )
     report.line("ok", label, f"PIN {pin}, touch {touch}: {gain}")
+
+
+def _piv_access(report: Report, vault: OpenStore) -> None:
+    """Factory default PIN, PUK or management key on the PIV card: each a WARN with its fix."""
+    # Lazy: not loaded by `vaultd --help`, which imports this module for its parser.
+    from vaultd.keys.ecdh import HostSealedKey
+
+    key = vault.token
+    access = key.card_access() if isinstance(key, HostSealedKey) else None
+    if access is None:
+        return
+    if access.default_pin:
+        report.line(
+            "WARN",
+            "PIV PIN",
+            "the factory default (123456): anyone holding the card can use its keys; change "
+            "it with `ykman piv access change-pin`, then `vaultd pin store`",
+        )
+    if access.default_puk:
+        report.line(
+            "WARN",
+            "PIV PUK",
+            "the factory default (12345678): anyone holding the card can set a new PIN once "
+            "it is blocked; change it with `ykman piv access change-puk`",
+        )
+    report.line(*_management_key_line(access))
+
+
+def _management_key_line(access: CardAccess) -> tuple[str, str, str]:
+    label = "PIV management key"
+    if access.default_management_key and access.management_key_stored:
+        return (
+            "WARN",
+            label,
+            "an interrupted `vaultd init --protect-management-key` left the factory default "
+            "in place: run it again to complete it",
+        )
+    if access.default_management_key:
+        return (
+            "WARN",
+            label,
+            "the factory default: anyone holding the card can replace its keys, the vault "
+            "key with them; run `vaultd init --protect-management-key`",
+        )
+    where = (
+        "stored PIN-protected on the card"
+        if access.management_key_stored
+        else "kept off the card: making keys needs it with --management-key-stdin"
+    )
+    return "ok", label, f"not the factory default; {where}"
 
 
 def _fido2_devices(report: Report, cfg: Settings) -> None:

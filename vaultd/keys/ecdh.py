@@ -324,6 +324,14 @@ class HostSealedKey(_TokenSession[_Open]):
             return None
         return piv.slot_policy(self._token.slot.slot_description, self.piv_slot)
 
+    def card_access(self) -> piv.CardAccess | None:
+        """Whether the PIV card's PIN, PUK and management key are the factory defaults; None
+        off a PIV card, without yubikit, or on firmware before 5.3 (call it last, as
+        :meth:`piv_policy`)."""
+        if self.piv_slot is None:
+            return None
+        return piv.card_access(self._token.slot.slot_description)
+
     @property
     def key_id(self) -> str:
         """The scheme's name and 32 hex chars of SHA-256 over the token's public key."""

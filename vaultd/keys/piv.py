@@ -376,6 +376,40 @@ def slot_policy(reader: str, slot: str) -> tuple[str, str] | None:
         return meta.pin_policy.name.lower(), meta.touch_policy.name.lower()
 
 
+@dataclass(frozen=True)
+class CardAccess:
+    """Whether the card's PIN, PUK and management key are still the factory defaults (GET
+    METADATA, no PIN and no authentication), and whether a management key is flagged as
+    stored PIN-protected on the card."""
+
+    default_pin: bool
+    default_puk: bool
+    default_management_key: bool
+    management_key_stored: bool
+
+
+def card_access(reader: str) -> CardAccess | None:
+    """:class:`CardAccess` of the card in ``reader``; None without yubikit, a reader of that
+    name, or metadata (firmware before 5.3)."""
+    if not yubikit_installed():
+        return None
+    from ykman.piv import get_pivman_data
+    from yubikit.core import CommandError, NotSupportedError
+
+    with yubikit_session(reader) as session:
+        if session is None:
+            return None
+        try:
+            return CardAccess(
+                default_pin=session.get_pin_metadata().default_value,
+                default_puk=session.get_puk_metadata().default_value,
+                default_management_key=session.get_management_key_metadata().default_value,
+                management_key_stored=get_pivman_data(session).has_stored_key,
+            )
+        except (CommandError, NotSupportedError):
+            return None
+
+
 @contextmanager
 def yubikit_session(reader: str) -> Iterator[PivSession | None]:
     """yubikit's PivSession on the card in PC/SC ``reader``; None without yubikit (the

@@ -20,7 +20,7 @@ from vaultd.testing.harness import Installation, create_installation
 from vaultd.testing.pcsc import PivStack
 from vaultd.testing.piv_card import PivState
 
-from .conftest import card_token, piv_session
+from .conftest import PIN, card_token, piv_session
 
 PUT_DATA, SET_MANAGEMENT_KEY = 0xDB, 0xFF
 PIVMAN_DATA, PIVMAN_PROTECTED = 0x5FFF00, 0x5FC109
@@ -92,6 +92,9 @@ def test_a_card_pulled_mid_protect_keeps_a_known_key_and_the_rerun_completes(
         assert made.returncode == 0, made.stderr
         assert f"generated a P-256 key in PIV slot {slot}".encode() in made.stdout
         assert b"factory default management key, which anyone" in made.stdout
+        doctor = vault.vaultd("doctor", check=False).stdout.decode()
+        interrupted = "WARN  PIV management key: an interrupted `vaultd init --protect-"
+        assert (interrupted in doctor) == (ins == SET_MANAGEMENT_KEY)  # flagged, not yet set
 
         done = vault.vaultd("init", "--protect-management-key", check=False)
         assert done.returncode == 0, done.stderr
@@ -102,6 +105,8 @@ def test_a_card_pulled_mid_protect_keeps_a_known_key_and_the_rerun_completes(
         assert PIVMAN_DATA in state.objects
         with piv_session(stack) as piv, pytest.raises(CommandError):
             piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+        doctor = vault.vaultd("doctor", check=False).stdout.decode()
+        assert "ok    PIV management key: not the factory default; stored PIN-protected" in doctor
     finally:
         _factory_default(stack)
 
@@ -118,3 +123,23 @@ def test_protect_on_an_already_protected_card_is_refused_and_changes_nothing(
         assert (after.mgmt_key_hex, after.objects) == (before.mgmt_key_hex, before.objects)
     finally:
         _factory_default(stack)
+
+
+def test_doctor_is_quiet_about_a_pin_and_puk_that_were_changed(
+    stack: PivStack, vault: Installation
+) -> None:
+    pin, puk = "741852", "96385274"
+    with piv_session(stack) as piv:
+        piv.change_pin(PIN, pin)
+        piv.change_puk("12345678", puk)
+    (vault.root / "pin").write_text(pin)
+    try:
+        doctor = vault.vaultd("doctor", check=False).stdout.decode()
+        assert "ok    token, key and store" in doctor
+        assert "PIV PIN" not in doctor and "PIV PUK" not in doctor
+        assert "WARN  PIV management key: the factory default" in doctor
+    finally:
+        with piv_session(stack) as piv:
+            piv.change_pin(pin, PIN)
+            piv.change_puk(puk, "12345678")
+        (vault.root / "pin").write_text(PIN)

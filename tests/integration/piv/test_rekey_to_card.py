@@ -110,6 +110,8 @@ def test_a_wrong_management_key_makes_nothing_and_the_right_one_moves_to_rsa_oae
         _switch_and_drop_the_old_token(inst, out)
         assert inst.vaultd("rekey").stdout.decode().startswith("re-sealed 2 records to 2 key(s)")
         assert inst.vaultd("audit", "verify").returncode == 0
+        doctor = inst.vaultd("doctor", check=False).stdout.decode()
+        assert "ok    PIV management key: not the factory default; kept off the card" in doctor
     finally:
         _set_management_key(stack, own_key, DEFAULT_MANAGEMENT_KEY)
 

@@ -74,6 +74,9 @@ def test_the_aws_cli_gets_credentials_through_the_yubikey(vault: Installation) -
     assert "scheme token ECDH (ecdh-p256:" in doctor
     assert "rollback protection is unavailable" in doctor
     assert 'PIV slot 82 policy: PIN once, touch cached: with touch "always"' in doctor
+    assert "WARN  PIV PIN: the factory default (123456)" in doctor
+    assert "WARN  PIV PUK: the factory default (12345678)" in doctor
+    assert "WARN  PIV management key: the factory default: anyone holding" in doctor
     assert vault.vaultd("audit", "verify", check=False).returncode == 0
 
 
