@@ -1,6 +1,7 @@
-"""`vaultd init --protect-management-key` interrupted at each card write (the emulated YubiKey
-pulled at that command, through Yubico's unchanged ykcs11 and yubikit): the card is never left
-with a management key nobody knows, and running the same command again completes it.
+"""docs/threat-model.md F41: `vaultd init --protect-management-key` interrupted at each card
+write (the emulated YubiKey pulled at that command, through Yubico's unchanged ykcs11 and
+yubikit): the card is never left with a management key nobody knows, and running the same
+command again completes it.
 
 The writes are the PIN-protected object that keeps the new key (PUT DATA 5FC109), the PIVMAN
 flag that says it is there (PUT DATA 5FFF00) and the key change itself (SET MANAGEMENT KEY).
