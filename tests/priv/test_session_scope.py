@@ -43,8 +43,8 @@ def test_a_requester_whose_session_is_out_of_sight_has_a_scope_of_its_own() -> N
         text=True,
         timeout=60,
     )
-    if run.returncode != 0 and "Operation not permitted" in run.stderr:
-        pytest.skip(f"this container refuses a new pid namespace: {run.stderr.strip()}")
+    if run.returncode != 0 and run.stderr.startswith("unshare:"):  # not the probe's failure
+        pytest.skip(f"no new pid namespace here: {run.stderr.strip()}")
     assert run.returncode == 0, run.stderr
     hidden, other, own = json.loads(run.stdout)
     assert hidden["sid"] == 0 and other["sid"] == 0  # the leader is outside the namespace
