@@ -285,13 +285,15 @@ def open_backup_token(
     create_key: bool,
 ) -> BackupToken:
     """A backup token (issue 14) logged in with ``pin``; ``module`` must be allowlisted, as
-    the vault's is (docs/threat-model.md T25)."""
+    the vault's is (docs/threat-model.md T25); its touches are announced on stderr."""
     from vaultd.keys.backup_token import BackupToken
 
     path = allowed_module(settings, module)
-    return BackupToken.open(
+    token = BackupToken.open(
         path, token_label, pin, key_label=key_label, piv_slot=piv_slot, create_key=create_key
     )
+    announce_touches(token)  # only commands open backup tokens
+    return token
 
 
 @dataclass
@@ -337,19 +339,26 @@ def opened_vault(
     finally:
         pin[:] = bytes(len(pin))
     if uses_token(settings):
-        from vaultd.core.service import TOKEN_TOUCH_LATE_SECONDS
-        from vaultd.keys.ecdh import HostSealedKey
-
-        if isinstance(token, HostSealedKey):
-            token.announce_touch(_say_touch, after=TOKEN_TOUCH_LATE_SECONDS)
+        announce_touches(token)
     try:
         yield open_vault_with(settings, token)
     finally:
         token.close()
 
 
+def announce_touches(key: SealingKey | BackupToken) -> None:
+    """For a command that opens records itself: each open on a PIV key that has waited
+    ``TOKEN_TOUCH_LATE_SECONDS`` says "touch your YubiKey" on stderr, as the daemon does on
+    the requesting terminal (ykcs11 just blocks)."""
+    from vaultd.core.service import TOKEN_TOUCH_LATE_SECONDS
+    from vaultd.keys.backup_token import BackupToken
+    from vaultd.keys.ecdh import HostSealedKey
+
+    if isinstance(key, HostSealedKey | BackupToken) and key.touch_possible:
+        key.announce_touch(_say_touch, after=TOKEN_TOUCH_LATE_SECONDS)
+
+
 def _say_touch() -> None:
-    """A command's record open waits for a touch: say so on its terminal, as the daemon does."""
     print("vaultd: touch your YubiKey (it blinks) to open a record", file=sys.stderr, flush=True)
 
 

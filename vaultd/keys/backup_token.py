@@ -87,12 +87,14 @@ class _Open:
 class BackupToken(_TokenSession[_Open]):
     """A logged-in backup token: a recipient that seals to its point and opens in the token."""
 
-    def __init__(self, state: _Open, point: bytes, ref: TokenRef) -> None:
+    def __init__(self, state: _Open, point: bytes, ref: TokenRef, *, on_card: bool) -> None:
         """Internal: use :meth:`open`."""
         super().__init__(state)
         self.public_point = point
         self.ref = ref
         self.id = recipient_id(point, TOKEN_KIND)
+        self.touch_possible = on_card
+        """Whether an open may wait for a touch: a key on a PIV card."""
 
     @classmethod
     def open(
@@ -126,7 +128,7 @@ class BackupToken(_TokenSession[_Open]):
             raise
         private_key, point, shown = found
         ref = TokenRef(module_path, token_label, shown)
-        return cls(_Open(session, private_key), point, ref)
+        return cls(_Open(session, private_key), point, ref, on_card=piv.is_piv(token))
 
     def wrap(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Seal to the public point (no token call)."""
@@ -135,7 +137,7 @@ class BackupToken(_TokenSession[_Open]):
     def unwrap(self, iv: bytes, body: bytes, aad: bytes) -> bytes:
         """One ECDH in the backup token, HKDF and AES-GCM on the host; ``RecordCorrupt``."""
         ephemeral, ciphertext = split_body(iv, body)
-        with self._use("opening a record with the backup token") as st:
+        with self._touch_watch(), self._use("opening a record with the backup token") as st:
             secret = _derive(st.private_key, ephemeral)
         return open_with_secret(secret, ephemeral, self.public_point, iv, ciphertext, aad)
 
@@ -144,7 +146,7 @@ class BackupToken(_TokenSession[_Open]):
         h = auth_point().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        with self._use("deriving the backup's authentication key") as st:
+        with self._touch_watch(), self._use("deriving the backup's authentication key") as st:
             secret = _derive(st.private_key, h)
         return auth_key_from(secret, self.public_point)
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, cast
 
@@ -251,27 +249,6 @@ class HostSealedKey(_TokenSession[_Open]):
         self.touch_possible = opened.piv_slot is not None
         """Whether an open may wait for a touch: a PIV key's touch policy is not readable
         through PKCS#11, so any PIV key may."""
-        self._touch_said: tuple[Callable[[], None], float] | None = None
-
-    def announce_touch(self, say: Callable[[], None], *, after: float) -> None:
-        """Call ``say`` (from another thread) whenever a record open has waited ``after``
-        seconds, which on a PIV card is a key waiting for its touch: ykcs11 just blocks.  Off a
-        PIV card, never."""
-        self._touch_said = (say, after) if self.touch_possible else None
-
-    @contextmanager
-    def _touch_watch(self) -> Iterator[None]:
-        """Around one record open: :meth:`announce_touch`'s ``say`` once it is late."""
-        if self._touch_said is None:
-            yield
-            return
-        timer = threading.Timer(self._touch_said[1], self._touch_said[0])
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
 
     @staticmethod
     def _open_parts(

@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast
@@ -260,6 +260,26 @@ class _TokenSession(Generic[_S]):
     def __init__(self, state: _S) -> None:
         self._state: _S | None = state
         self._lock = threading.Lock()
+        self._touch_said: tuple[Callable[[], None], float] | None = None
+
+    def announce_touch(self, say: Callable[[], None], *, after: float) -> None:
+        """Call ``say`` (from another thread) whenever a record open has waited ``after``
+        seconds, which on a PIV card is a key waiting for its touch: ykcs11 just blocks."""
+        self._touch_said = (say, after)
+
+    @contextmanager
+    def _touch_watch(self) -> Iterator[None]:
+        """Around one record open: :meth:`announce_touch`'s ``say`` once it is late."""
+        if self._touch_said is None:
+            yield
+            return
+        timer = threading.Timer(self._touch_said[1], self._touch_said[0])
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     @property
     def sealed(self) -> bool:

@@ -9,6 +9,8 @@ the credentials. The card is fresh for this module, with a touch timeout longer 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +27,10 @@ from vaultd.testing.harness import (
     read_until,
 )
 from vaultd.testing.pcsc import PivStack, piv_stack
+from vaultd.testing.softhsm import create_token
 
 from ..daemon.test_approval_unavailable import credproc, finish
-from .conftest import card_token, piv_session
+from .conftest import PIN, card_token, piv_session, ykcs11_label
 
 SECRET = "CanarySecretKey0000000000000000000000003"
 
@@ -100,3 +103,42 @@ def test_a_command_that_opens_records_says_touch_on_its_terminal(
     said = done.stderr.decode().count("vaultd: touch your YubiKey (it blinks) to open a record")
     assert said == stack.card.touches - touches >= 1  # one line per open that waited
     assert b"re-sealed 1 records" in done.stdout
+
+
+def _said(proc: subprocess.CompletedProcess[bytes]) -> int:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr.decode().count("vaultd: touch your YubiKey (it blinks) to open a record")
+
+
+def test_a_backup_yubikey_that_wants_a_touch_says_so_on_add_and_recover(
+    stack: PivStack, tmp_path: Path
+) -> None:
+    """A touch-always key in slot 84 as the backup token of a SoftHSM2 vault: enrolling it (an
+    ECDH in the card) and recovering with it alone (one per record) are announced per touch."""
+    with piv_session(stack) as piv:
+        piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+        piv.generate_key(SLOT.RETIRED3, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
+    inst = create_installation(tmp_path / "i")
+    inst.add_key_pair("work", "AKIAWORK000000000001", "WorkSecret" + "0" * 30)
+    assert stack.ykcs11 is not None
+    args = ["--token", "--module", str(stack.ykcs11), "--token-label", ykcs11_label(stack)]
+    args += ["--piv-slot", "84"]
+    pin = PIN.encode() + b"\n"
+    stack.card.touch_delay = 1.0
+    try:
+        touches = stack.card.touches
+        added = inst.vaultd("keys", "add", *args, input=pin, check=False)
+        assert _said(added) == stack.card.touches - touches >= 1
+
+        for token_dir in (inst.root / "hsm" / "tokens").iterdir():  # the vault's token is lost
+            shutil.rmtree(token_dir)
+        fresh = create_token(inst.root / "hsm", label="fresh")
+        (inst.root / "pin").write_text(fresh.user_pin)
+        inst.config["pkcs11"]["token_label"] = "fresh"
+        inst.write_config()
+        touches = stack.card.touches
+        recovered = inst.vaultd("keys", "recover", *args, input=pin, check=False)
+        assert _said(recovered) == stack.card.touches - touches >= 1
+        assert b"recovered 1 records" in recovered.stdout
+    finally:
+        stack.card.touch_delay = 0.0
