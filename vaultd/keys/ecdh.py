@@ -574,7 +574,14 @@ def check_key(
     (extractable, not sensitive, ...), or whose attributes cannot be read."""
     try:
         if not is_kind(key):
-            raise _unsafe(role, label, f"is not {what}", "KEY_TYPE")
+            where = "slot" if label.startswith("PIV slot ") else "label"
+            raise _unsafe(
+                role,
+                label,
+                f"is not {what}; vaultd never replaces a key: name a {where} that is empty or "
+                f"holds {what}",
+                "KEY_TYPE",
+            )
         for attr, expected in zip(KEY_POLICY, KEY_EXPECTED, strict=True):
             if key[attr] != expected:
                 raise _unsafe(

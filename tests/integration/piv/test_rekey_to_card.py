@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from yubikit.piv import MANAGEMENT_KEY_TYPE, PIN_POLICY, TOUCH_POLICY
+from yubikit.piv import KEY_TYPE, MANAGEMENT_KEY_TYPE, PIN_POLICY, SLOT, TOUCH_POLICY
 
 from vaultd.errors import BadRequest
 from vaultd.keys.piv import DEFAULT_MANAGEMENT_KEY
@@ -137,3 +137,22 @@ def test_bad_slots_are_refused_before_any_pin(
     assert refused.returncode == BadRequest.exit_status
     (line,) = refused.stderr.decode().strip().splitlines()
     assert message in line
+
+
+def test_a_slot_holding_a_key_of_another_kind_is_refused_and_nothing_moves(
+    inst: Installation, stack: PivStack
+) -> None:
+    """Slot 88 holds the user's own RSA key; a move to ECDH there must not touch it."""
+    with piv_session(stack) as piv:
+        piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+        piv.generate_key(SLOT.RETIRED7, KEY_TYPE.RSA2048, PIN_POLICY.ONCE, TOUCH_POLICY.NEVER)
+    before = stack.card.state().keys[0x88]
+    args = ["--scheme", "ecdh", "--piv-slot", "88", "--piv-audit-slot", "89"]
+    refused = inst.vaultd(*_card_args(stack, *args), input=f"{PIN}\n".encode(), check=False)
+    assert refused.returncode != 0
+    (line,) = refused.stderr.decode().strip().splitlines()
+    assert "'PIV slot 88' is not a P-256 key" in line and "name a slot that is empty" in line
+    assert stack.card.state().keys[0x88] == before  # the user's key is untouched
+    assert "re-sealed" not in refused.stdout.decode()
+    assert {"work", "prod"} <= set(inst.vaultd("list").stdout.decode().split())
+    assert inst.vaultd("audit", "verify").returncode == 0
