@@ -39,8 +39,14 @@ the old token's audit tag over the same digest, so the store opens with the old 
 new one.  The old token can read such a store but not write it (it cannot make the new
 token's index tag); the new token's first write drops the old one (it cannot remake its tag).
 
-Every write re-seals all records under ``G + 1``, replaces the file atomically (the old one is
-kept as ``<name>.prev``) and then advances the ``GenerationAnchor`` held outside the file.  On
+Every write of a token AEAD store re-seals all records under ``G + 1``.  A tagged store (the
+public-key schemes) keeps the records it does not change as they are, each with ``"sealed": S``,
+the generation its blob was sealed under (its AAD's), which the tag covers: opening each record
+would cost a touch per record on a touch-always YubiKey, and the tag already binds every record
+and its ``S`` to ``G``, so an older copy of a record put back is ``StoreUnreadable``.  A token
+AEAD store carrying ``sealed`` is refused (its index covers names only).  Each write replaces
+the file atomically (the old one is kept as ``<name>.prev``) and then advances the
+``GenerationAnchor`` held outside the file.  On
 load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
 anchor catches up; an older file is ``StoreRollback``.  A key with nowhere to keep an anchor
 (``read_generation`` is ``None``: a YubiKey through ykcs11) takes the file's generation as it
@@ -148,6 +154,7 @@ class _Record:
     masked_id: str
     root: bool
     blob: bytes
+    sealed: int | None = None  # the generation it was sealed at, where not the store's
 
     @property
     def key(self) -> _Key:
@@ -165,7 +172,15 @@ class _Record:
             "masked_id": self.masked_id,
             "root": self.root,
             "blob": base64.b64encode(self.blob).decode("ascii"),
-        }
+        } | ({} if self.sealed is None else {"sealed": self.sealed})
+
+    def digest_fields(self) -> bytes:
+        """What the store's tags cover of this record."""
+        fields = [self.kind.value.encode(), self.name.encode()]
+        fields += [_context(self.created, self.masked_id, self.root), self.blob]
+        if self.sealed is not None:
+            fields.append(self.sealed.to_bytes(8, "big"))
+        return pack_fields(*fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +287,7 @@ def _tag_digest(
     """What the index tag covers: key id, generation, index blob, every record and its blob,
     and (with backups) every recipient's id, point and sealed K."""
     fields = [INDEX_TAG_DOMAIN, key_id.encode(), generation.to_bytes(8, "big"), index]
-    for r in sorted(records, key=lambda r: r.key):
-        meta = _context(r.created, r.masked_id, r.root)
-        fields.append(pack_fields(r.kind.value.encode(), r.name.encode(), meta, r.blob))
+    fields += [r.digest_fields() for r in sorted(records, key=lambda r: r.key)]
     for e in entries or ():
         fields.append(e.digest_fields())
     return hashlib.sha256(pack_fields(*fields)).digest()
@@ -301,8 +314,10 @@ def _b64(value: object, what: str) -> bytes:
 
 
 def _parse_record(obj: object) -> _Record:
-    if not isinstance(obj, dict) or set(obj) != _RECORD_KEYS:
-        raise _Malformed(f"a record must be an object with exactly {sorted(_RECORD_KEYS)}")
+    if not isinstance(obj, dict) or not _RECORD_KEYS <= set(obj) <= _RECORD_KEYS | {"sealed"}:
+        raise _Malformed(
+            f"a record must be an object with exactly {sorted(_RECORD_KEYS)}, and optionally sealed"
+        )
     kind, name, created = obj["kind"], obj["name"], obj["created"]
     if not isinstance(kind, str) or kind not in {k.value for k in RecordKind}:
         raise _Malformed(f"unknown record kind {str(kind)[:40]!r}")
@@ -319,7 +334,10 @@ def _parse_record(obj: object) -> _Record:
     if not isinstance(obj["masked_id"], str) or not isinstance(obj["root"], bool):
         raise _Malformed(f"record {name!r} has a malformed masked_id or root field")
     blob = _b64(obj["blob"], f"record {name!r} blob")
-    return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob)
+    sealed = obj.get("sealed")
+    if sealed is not None and (type(sealed) is not int or not 0 <= sealed <= MAX_GENERATION):
+        raise _Malformed(f"record {name!r} has a sealed generation that is not an integer")
+    return _Record(RecordKind(kind), name, created, obj["masked_id"], obj["root"], blob, sealed)
 
 
 def _parse_token_ref(obj: object) -> TokenRef:
@@ -384,6 +402,8 @@ def _parse_body(obj: object) -> _Parsed:
         record = _parse_record(item)
         if record.key in by_key:
             raise _Malformed(f"record {record.kind}/{record.name} appears twice")
+        if record.sealed is not None and record.sealed > generation:
+            raise _Malformed(f"record {record.name!r} is sealed after the store's generation")
         by_key[record.key] = record
     tag = _b64(obj["index_tag"], "the index tag") if "index_tag" in obj else None
     entries = _parse_entries(obj["recipients"]) if "recipients" in obj else None
@@ -393,7 +413,10 @@ def _parse_body(obj: object) -> _Parsed:
 class SealedStore:
     """Sealed records in one crash-safe file, bound to a generation anchored outside it.
 
-    Every method re-reads and verifies the file; writes go through :func:`atomic_write`.
+    Every method re-reads the file and checks it against the anchor; its index and tag are
+    authenticated again whenever its bytes differ from those this object last authenticated or
+    wrote (on a touch-always key each authentication is a touch, so a request that loads the
+    store twice costs no extra touch). Writes go through :func:`atomic_write`.
     ``file_lock()`` (the cross-process :class:`~vaultd.store.file_lock.StoreFileLock`) is held
     around each operation, and only for that operation.
     A ``wrapper`` that seals with a public key (token ECDH) needs an ``authenticator`` (the
@@ -426,6 +449,7 @@ class SealedStore:
         self._authenticator = authenticator
         self._recovery = recovery
         self._cleaned = False
+        self._authentic: bytes | None = None  # SHA-256 of the bytes last authenticated or written
 
     @classmethod
     def for_recovery(
@@ -665,7 +689,8 @@ class SealedStore:
         if not self.exists():
             raise self._unreadable("the file does not exist (run `vaultd init` to create one)")
         check_private(self.path, is_dir=False)
-        parsed = self._parse(self._read())
+        data = self._read()
+        parsed = self._parse(data)
         generation, records = parsed.generation, parsed.records
         anchored = self._anchor.read_generation()
         if anchored is None:  # a token without data objects: no rollback protection
@@ -682,25 +707,46 @@ class SealedStore:
                 f"its generation {generation} is ahead of the token's anchor {anchored} "
                 "(a store from another token?)"
             )
+        if not seals_publicly(parsed.key_id) and any(
+            r.sealed is not None for r in records.values()
+        ):
+            raise self._unreadable(
+                "a record carries its own sealed generation, which only stores that carry an "
+                "index tag may (edited?)"
+            )
         wrapper = self._wrapper_for(parsed)
+        digest = hashlib.sha256(data).digest()
+        if self._authentic is None or not hmac.compare_digest(digest, self._authentic):
+            self._authenticate(parsed, wrapper)
+            self._authentic = digest
+        if generation == anchored + 1:
+            log.warning("store generation %d was not anchored; advancing the anchor", generation)
+            self._anchor.advance_generation(generation)
+        return _State(generation, records, wrapper, parsed.entries)
+
+    def _authenticate(self, parsed: _Parsed, wrapper: KeyWrapper) -> None:
+        """Check the index tag, then open the index where the tag cannot vouch for it: the
+        records are the ones the token sealed.
+
+        Where anyone with the public key could seal, the tag (required there) covers all the
+        index does, so the index is not opened: on a touch-always key that open would be a
+        second touch for a request that opens one record."""
         self._check_tag(parsed)
+        if seals_publicly(parsed.key_id):
+            return
         try:
             unseal(
                 wrapper,
                 parsed.index,
                 kind=INDEX_KIND,
                 name=INDEX_NAME,
-                generation=generation,
-                context=_index_context(builtins.list(records)),
+                generation=parsed.generation,
+                context=_index_context(builtins.list(parsed.records)),
             )
         except RecordCorrupt:
             raise self._unreadable(
                 "its index failed authentication (records added or removed, or the header edited)"
             ) from None
-        if generation == anchored + 1:
-            log.warning("store generation %d was not anchored; advancing the anchor", generation)
-            self._anchor.advance_generation(generation)
-        return _State(generation, records, wrapper, parsed.entries)
 
     def _opener(self) -> Opener:
         return self._recovery or TokenRecipient(self._wrapper)
@@ -808,7 +854,7 @@ class SealedStore:
             record.blob,
             kind=record.kind.value,
             name=record.name,
-            generation=state.generation,
+            generation=state.generation if record.sealed is None else record.sealed,
             context=_context(record.created, record.masked_id, record.root),
         )
 
@@ -884,10 +930,15 @@ class SealedStore:
         wrapper = self._set_for(backups, old)
         records = [self._sealed(wrapper, info, text, generation) for info, text in snap.records]
         data = self._serialize(generation, records, wrapper, backups, old)
-        atomic_write(self.path, data, keep_previous=True)
+        self._replace_file(data)
         self._anchor.advance_generation(generation)
         if old is not None:
             old.advance_generation(generation)
+
+    def _replace_file(self, data: bytes) -> None:
+        """Write the next generation, keeping the previous; bytes written here are authentic."""
+        atomic_write(self.path, data, keep_previous=True)
+        self._authentic = hashlib.sha256(data).digest()
 
     def _serialize(
         self,
@@ -959,9 +1010,16 @@ class SealedStore:
         a moved store is dropped: only it could tag it)."""
         generation = state.generation + 1
         wrapper = self._write_wrapper(state, backups)
-        records = [self._reseal(state, wrapper, r, generation) for r in keep]
+        if wrapper is state.wrapper and seals_publicly(wrapper.key_id):
+            # Kept as sealed (no open, so no touch per record): the tag binds each record and
+            # the generation it was sealed at to this generation.
+            records = [
+                r if r.sealed is not None else replace(r, sealed=state.generation) for r in keep
+            ]
+        else:
+            records = [self._reseal(state, wrapper, r, generation) for r in keep]
         if new is not None:
             records.append(new)
         data = self._serialize(generation, records, wrapper, backups)
-        atomic_write(self.path, data, keep_previous=True)
+        self._replace_file(data)
         self._anchor.advance_generation(generation)

@@ -163,3 +163,49 @@ def test_the_owner_store_opens_and_every_write_is_tagged(
 def test_an_ecdh_store_needs_an_authenticator(vault: EcdhTokenKey, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="authenticator"):
         SealedStore(tmp_path / "store.vault", vault, vault, FakeClock())
+
+
+def _prod(doc: dict[str, Any]) -> dict[str, Any]:
+    (record,) = [r for r in doc["records"] if r["name"] == "prod"]
+    return record
+
+
+def test_a_write_opens_no_other_record(store: SealedStore) -> None:
+    """A write keeps the other records as they were sealed (opening each would be a touch on a
+    touch-always YubiKey); the tag binds each, and the generation it was sealed at, to the new
+    generation."""
+    before = _prod(_doc(store.path))
+    store.put(KP, "dev", b"more")
+    doc = _doc(store.path)
+    assert _prod(doc)["blob"] == before["blob"]
+    assert _prod(doc)["sealed"] == doc["generation"] - 1
+    store.put(KP, "ops", b"yet more")
+    assert _prod(_doc(store.path)) == _prod(doc)  # kept again, still at the same generation
+    assert store.get(KP, "prod") == b"the user's own keys"
+
+
+def test_an_older_copy_of_a_record_spliced_in_is_refused(store: SealedStore) -> None:
+    """The user rotated the keys; someone who kept the old record puts it back, with the
+    generation it was sealed at: the tag does not cover it."""
+    old = _prod(_doc(store.path)) | {"sealed": _doc(store.path)["generation"]}
+    store.put(KP, "prod", b"rotated keys", replace=True)
+    store.put(KP, "dev", b"more")  # the new prod record now carries its sealed generation too
+    doc = _doc(store.path)
+    doc["records"] = [old if r["name"] == "prod" else r for r in doc["records"]]
+    _write(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="tag"):
+        store.get(KP, "prod")
+
+
+@pytest.mark.parametrize("edit", ["dropped", "moved back"])
+def test_a_record_sealed_generation_edited_is_refused(store: SealedStore, edit: str) -> None:
+    store.put(KP, "dev", b"more")
+    doc = _doc(store.path)
+    record = _prod(doc)
+    if edit == "dropped":
+        del record["sealed"]
+    else:
+        record["sealed"] -= 1
+    _write(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="tag"):
+        store.get(KP, "prod")

@@ -142,3 +142,37 @@ def test_a_backup_yubikey_that_wants_a_touch_says_so_on_add_and_recover(
         assert b"recovered 1 records" in recovered.stdout
     finally:
         stack.card.touch_delay = 0.0
+
+
+def test_a_served_request_costs_one_touch(stack: PivStack, vault: Installation) -> None:
+    """A cold release on a touch-always key opens one record: one touch on the card, for the
+    first request of a fresh daemon too (the store's index tag, by the touch-never audit key,
+    authenticates the file; it was three touches: the index opened on each of two loads)."""
+    vault.stop_daemon()
+    vault.start_daemon()
+    for code in ("919191", "929292"):
+        vault.vaultd("clear", "dev")
+        touches = stack.card.touches
+        master, slave = os.openpty()
+        try:
+            client = credproc(vault, stdin=slave)
+            approve_pending(vault, code)
+            status, out, err = finish(client)
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert status == 0, err
+        assert b"SessionToken" in out
+        assert stack.card.touches - touches == 1
+
+
+def test_adding_a_profile_opens_no_record(stack: PivStack, vault: Installation) -> None:
+    """A write keeps the other records as sealed: `vaultd add` to a store of four profiles asks
+    for no touch (it was one per record: every record was opened and sealed again)."""
+    for i in range(3):
+        vault.add_key_pair(f"p{i}", f"AKIATOUCH0000000{i:04d}", SECRET)
+    touches = stack.card.touches
+    vault.add_key_pair("p9", "AKIATOUCH00000009999", SECRET)
+    assert stack.card.touches == touches
+    listed = vault.vaultd("list").stdout
+    assert all(name in listed for name in (b"dev", b"p0", b"p9"))

@@ -425,3 +425,74 @@ def test_a_touch_keeps_the_enrolment_date_of_a_fido2_credential(path: Path) -> N
     save_enrolled(store, replace(cred, sign_count=9, last_used=clock.now()))
     assert store.list()[0].created == enrolled
     assert load_enrolled(store)[0].sign_count == 9
+
+
+class CountingWrapper(FakeKeyWrapper):
+    """The wrapper fake, counting opens: each is a token operation (a touch on a touch-always
+    YubiKey)."""
+
+    opens = 0
+
+    def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        self.opens += 1
+        return super().decrypt(iv, ciphertext, aad)
+
+
+def test_an_unchanged_file_is_authenticated_once(path: Path, anchor: FlakyAnchor) -> None:
+    """A request lists, then opens one record: the index is opened once per file content, not
+    once per load; a file another writer changed is authenticated again."""
+    wrapper = CountingWrapper(KEY, key_id="kek-1")
+    writer = SealedStore(path, FakeKeyWrapper(KEY, key_id="kek-1"), anchor, FakeClock())
+    writer.initialize()
+    writer.put(KP, "prod", SECRET)
+    reader = SealedStore(path, wrapper, anchor, FakeClock())
+    assert [i.name for i in reader.list()] == ["prod"]
+    assert wrapper.opens == 1  # the index
+    assert reader.get(KP, "prod") == SECRET
+    assert wrapper.opens == 2  # the record only
+    writer.put(KP, "dev", b"dev-secret")  # another process's write
+    assert [i.name for i in reader.list()] == ["dev", "prod"]
+    assert wrapper.opens == 3  # new content: the index again
+    reader.put(SEED, "prod", b"seed")  # its own write: the bytes it wrote are authentic
+    opens = wrapper.opens
+    assert len(reader.list()) == 3
+    assert wrapper.opens == opens
+
+
+def test_a_file_edited_after_it_was_authenticated_is_refused(store: SealedStore) -> None:
+    """What was authenticated is the file's bytes: an edit after a good load is checked anew."""
+    assert len(store.list()) == 3
+    doc = _doc(store.path)
+    doc["records"] = doc["records"][1:]
+    _write_doc(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="index failed authentication"):
+        store.list()
+
+
+def test_a_sealed_generation_in_a_store_only_the_token_seals_is_refused(
+    store: SealedStore,
+) -> None:
+    """Only a tagged store (public-key schemes) keeps records at their own generation; here the
+    index covers names alone, so a record would be spliced back with its old generation."""
+    doc = _doc(store.path)
+    _rec(doc, "key_pair", "prod")["sealed"] = doc["generation"] - 1
+    _write_doc(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="its own sealed generation"):
+        store.list()
+
+
+@pytest.mark.parametrize("sealed", ["1", -1, True, 10**20])
+def test_a_malformed_sealed_generation_is_refused(store: SealedStore, sealed: object) -> None:
+    doc = _doc(store.path)
+    _rec(doc, "key_pair", "prod")["sealed"] = sealed
+    _write_doc(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="sealed generation that is not an integer"):
+        store.list()
+
+
+def test_a_record_sealed_after_its_store_is_refused(store: SealedStore) -> None:
+    doc = _doc(store.path)
+    _rec(doc, "key_pair", "prod")["sealed"] = doc["generation"] + 1
+    _write_doc(store.path, doc)
+    with pytest.raises(StoreUnreadable, match="sealed after the store's generation"):
+        store.list()
