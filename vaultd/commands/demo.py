@@ -4,7 +4,8 @@ A SoftHSM2 token (with ``--yubikey``: an emulated YubiKey through Yubico's ykcs1
 policy always, so each record open is a touch), moto_server on 127.0.0.1 as STS and IAM, an
 IAM user with a virtual MFA device, the software FIDO2 authenticator (touched automatically), a
 real `vaultd serve`, and the real AWS CLI asking for credentials through `credential_process` —
-first a session profile, then a role chained from it — with one touch and no typed code.
+first a session profile, then a role chained from it — with one approval touch and no typed
+code.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def _emulated_yubikey(root: Path) -> Iterator[SoftHsmToken]:
             piv.generate_key(SLOT.RETIRED1, KEY_TYPE.ECCP256, PIN_POLICY.ONCE, TOUCH_POLICY.ALWAYS)
         label = f"YubiKey PIV #{stack.card.state().serial}"
         yield SoftHsmToken(root / "unused.conf", str(stack.ykcs11), label, DEFAULT_PIN, "")
-        print(f"    the emulated YubiKey was touched {stack.card.touches} time(s)")
+        print(
+            f"    the emulated YubiKey was touched {stack.card.touches} time(s) on its vault key "
+            "(touch always): one at init, then one per record a request opened"
+        )
 
 
 def _say(step: str) -> None:
@@ -171,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             print(inst.vaultd("status").stdout.decode().rstrip())
             print(inst.vaultd("audit", "verify").stdout.decode().rstrip())
             inst.stop_daemon()
-        _say("Done: one touch, no typed code, no long-lived key outside the token's seal")
+        _say("Done: one approval touch, no typed code, no long-lived key outside the token's seal")
         return 0
     finally:
         if args.keep:
