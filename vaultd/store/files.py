@@ -46,11 +46,11 @@ would cost a touch per record on a touch-always YubiKey, and the tag already bin
 and its ``S`` to ``G``, so an older copy of a record put back is ``StoreUnreadable``.  A token
 AEAD store carrying ``sealed`` is refused (its index covers names only).  Each write replaces
 the file atomically (the old one is kept as ``<name>.prev``) and then advances the
-``GenerationAnchor`` held outside the file.  On
-load a file one generation ahead of the anchor is a write whose anchor update was lost, and the
-anchor catches up; an older file is ``StoreRollback``.  A key with nowhere to keep an anchor
-(``read_generation`` is ``None``: a YubiKey through ykcs11) takes the file's generation as it
-is: no rollback protection there (SECURITY.md).  Nothing but sealed blobs reaches the disk.
+``GenerationAnchor`` held outside the file.  On load a file one generation ahead of the anchor
+is a write whose anchor update was lost, and the anchor catches up; an older file is
+``StoreRollback``.  A key with nowhere to keep an anchor (``read_generation`` is ``None``: a
+YubiKey through ykcs11) takes the file's generation as it is: no rollback protection there
+(SECURITY.md).  Nothing but sealed blobs reaches the disk.
 """
 
 from __future__ import annotations
