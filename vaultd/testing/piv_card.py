@@ -8,7 +8,8 @@ Yubico's ykcs11 2.2, OpenSC 0.23's PIV driver and yubikit's ``PivSession``.
 Protocol facts relied on:
 
 - SELECT (``A4 04 00``) by the PIV AID or its 5-byte RID prefix answers the application property
-  template ``61 { 4F 06 000010000100, 79 { 4F 05 A000000308 } }``; OpenSC wants that PIX.
+  template ``61 { 4F 06 000010000100, 79 { 4F 05 A000000308 } }``; OpenSC wants that PIX.  Any
+  SELECT drops the verified PIN and management key, as a YubiKey does (not as SP 800-73 says).
 - VERIFY/CHANGE REFERENCE/RESET RETRY take 8-byte PINs padded with ``FF``; a wrong one answers
   ``63 Cx`` (x tries left), a blocked one ``69 83``; an empty VERIFY reports the state.
 - Yubico extensions: GET VERSION ``FD`` (3 bytes), GET SERIAL ``F8`` (4 bytes), GET METADATA
@@ -215,6 +216,8 @@ class PivCard:
         self.touch = touch
         self.touch_timeout = touch_timeout
         self.touches = 0
+        self.logouts = 0
+        """SELECTs that dropped a verified PIN (another program logged this card out)."""
         self._transport = ChainingTransport(self._dispatch)
         self.power_cycle()
 
@@ -248,6 +251,11 @@ class PivCard:
                 self._pin_fresh = False
 
     def _select(self, cmd: Command) -> bytes:
+        # A YubiKey (4 and later) drops its security status on any SELECT, of the PIV applet
+        # again or of an AID it does not have, though NIST SP 800-73 says both keep it: another
+        # process's SELECT (yubikit, OpenSC probing its card drivers) logs every connection out.
+        self.logouts += self._pin_ok
+        self._pin_ok = self._pin_fresh = self._mgmt_ok = False
         if cmd.p1 != 0x04 or len(cmd.data) < 5 or not PIV_AID.startswith(cmd.data):
             raise StatusError(SW_FILE_NOT_FOUND)
         return _SELECT_REPLY

@@ -6,9 +6,9 @@ and pcscd then asks vpcd for the ATR; a card thread in the same process cannot a
 GIL, so the test process deadlocks. In its own process the card always answers.
 
 The parent steers the child through shared values: whether a touch comes and after how long,
-a card pulled at a given command, and counters of touches and APDUs. The card's state is read
-back from its JSON file (written atomically). The child is spawned, not forked (the parent may
-hold PKCS#11 modules and threads), so a script that starts one needs the usual
+a card pulled at a given command, and counters of touches, APDUs and logouts. The card's state
+is read back from its JSON file (written atomically). The child is spawned, not forked (the
+parent may hold PKCS#11 modules and threads), so a script that starts one needs the usual
 ``if __name__ == "__main__":`` guard.
 """
 
@@ -36,6 +36,7 @@ def _run(
     touch_delay: multiprocessing.sharedctypes.Synchronized[float],
     touches: multiprocessing.sharedctypes.Synchronized[int],
     apdus: multiprocessing.sharedctypes.Synchronized[int],
+    logouts: multiprocessing.sharedctypes.Synchronized[int],
     fault: multiprocessing.sharedctypes.SynchronizedArray[int],
     powered: Event,
     stop: Event,
@@ -59,7 +60,10 @@ def _run(
                 fault[2] = int(fault[1] < 0)
             if fault[2]:
                 return _PULLED
-        return card.transmit(apdu)
+        try:
+            return card.transmit(apdu)
+        finally:
+            logouts.value = card.logouts
 
     client = VpcdCardClient(transmit, card.power_cycle, port)
     client.start()
@@ -85,6 +89,7 @@ class PivCardProcess:
         self._touch_delay = _ctx.Value("d", 0.0)
         self._touches = _ctx.Value("i", 0)
         self._apdus = _ctx.Value("i", 0)
+        self._logouts = _ctx.Value("i", 0)
         self._fault = _ctx.Array("i", [-1, 0, 0])
         self.powered = _ctx.Event()
         """Set while vpcd has the card powered up (pcscd then lists it as present)."""
@@ -99,6 +104,7 @@ class PivCardProcess:
                 self._touch_delay,
                 self._touches,
                 self._apdus,
+                self._logouts,
                 self._fault,
                 self.powered,
                 self._stop,
@@ -134,6 +140,12 @@ class PivCardProcess:
     def apdus(self) -> int:
         """Command APDUs the card has answered so far."""
         return int(self._apdus.value)
+
+    @property
+    def logouts(self) -> int:
+        """Times a SELECT dropped a verified PIN, as a YubiKey does (another program's SELECT
+        logs every connection out)."""
+        return int(self._logouts.value)
 
     def pull_at(self, ins: int, *, skip: int = 0) -> None:
         """Pull the card when a command with instruction byte ``ins`` arrives, after letting

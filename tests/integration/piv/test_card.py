@@ -120,3 +120,19 @@ def test_select_answers_the_pix_and_unknown_aids_are_not_found(tmp_path: Path) -
     assert reply[-2:] == b"\x90\x00"
     assert bytes.fromhex("4F06000010000100") in reply
     assert card.transmit(bytes.fromhex("00A4040006D27600012401")) == b"\x6a\x82"
+
+
+@pytest.mark.parametrize("aid", ["A00000030800001000", "D27600012401"])
+def test_any_select_logs_the_card_out_as_a_yubikey_does(tmp_path: Path, aid: str) -> None:
+    """The PIV applet selected again, or an AID the card lacks (OpenSC probing its drivers):
+    the PIN and the management key must be presented anew."""
+    card = PivCard(tmp_path / "card.json")
+    piv = PivSession(_Direct(card))
+    piv.verify_pin("123456")
+    piv.authenticate(DEFAULT_MANAGEMENT_KEY)
+    assert card.transmit(bytes.fromhex("0020008000")) == b"\x90\x00"  # verified
+    card.transmit(bytes.fromhex("00A40400") + bytes([len(aid) // 2]) + bytes.fromhex(aid))
+    assert card.transmit(bytes.fromhex("0020008000")) == b"\x63\xc3"  # 3 tries, not verified
+    put = bytes.fromhex("00DB3FFF095C035FC10D53020000")
+    assert card.transmit(put) == b"\x69\x82"  # the management key is needed again
+    assert card.logouts == 1

@@ -166,6 +166,33 @@ def test_a_touch_that_never_comes_opens_nothing(stack: PivStack) -> None:
         key.close()
 
 
+def test_another_program_on_the_card_leaves_the_daemon_serving(
+    stack: PivStack, vault: Installation
+) -> None:
+    """A YubiKey logs every connection out on any SELECT, and so does the emulated card:
+    `vaultd doctor` (yubikit, then its own ykcs11 session) does that while the daemon serves.
+    The daemon's next record open still works, and the card really was logged out."""
+    vault.start_daemon()
+    try:
+        logouts = stack.card.logouts
+        doctor = vault.vaultd("doctor", check=False).stdout.decode()
+        assert "WARN  PIV PIN: the factory default" in doctor  # yubikit did read the card
+        assert stack.card.logouts > logouts  # the daemon's login was dropped
+        client = subprocess.Popen(
+            [sys.executable, "-m", "vaultd", "credential-process", "dev"],
+            env=vault.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        approve_pending(vault, "252525", profile="dev")
+        out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
+        assert client.returncode == 0, err
+        assert json.loads(out)["AccessKeyId"]
+    finally:
+        vault.stop_daemon()
+
+
 def test_the_card_removed_mid_run_seals_and_releases_nothing(
     stack: PivStack, vault: Installation
 ) -> None:
