@@ -707,16 +707,9 @@ class SealedStore:
                 f"its generation {generation} is ahead of the token's anchor {anchored} "
                 "(a store from another token?)"
             )
-        if not seals_publicly(parsed.key_id) and any(
-            r.sealed is not None for r in records.values()
-        ):
-            raise self._unreadable(
-                "a record carries its own sealed generation, which only stores that carry an "
-                "index tag may (edited?)"
-            )
         wrapper = self._wrapper_for(parsed)
         digest = hashlib.sha256(data).digest()
-        if self._authentic is None or not hmac.compare_digest(digest, self._authentic):
+        if digest != self._authentic:  # a digest of the file, no secret: a plain compare
             self._authenticate(parsed, wrapper)
             self._authentic = digest
         if generation == anchored + 1:
@@ -730,10 +723,16 @@ class SealedStore:
 
         Where anyone with the public key could seal, the tag (required there) covers all the
         index does, so the index is not opened: on a touch-always key that open would be a
-        second touch for a request that opens one record."""
+        second touch for a request that opens one record.  Elsewhere the index covers names
+        alone, so a record there may not carry its own sealed generation."""
         self._check_tag(parsed)
         if seals_publicly(parsed.key_id):
             return
+        if any(r.sealed is not None for r in parsed.records.values()):
+            raise self._unreadable(
+                "a record carries its own sealed generation, which only stores that carry an "
+                "index tag may (edited?)"
+            )
         try:
             unseal(
                 wrapper,
