@@ -330,3 +330,23 @@ def approve_pending(
                 return str(item["id"])
         time.sleep(0.05)
     raise TimeoutError(f"no pending approval appeared within {wait} s:\n{inst.log()}")
+
+
+def released_with_approval(
+    inst: Installation, code: str, *, profile: str = "dev"
+) -> tuple[dict[str, Any], bytes]:
+    """`vaultd credential-process PROFILE` approved with ``code``: the credentials document it
+    printed and its stderr. ``AssertionError`` (with stderr) if it did not succeed."""
+    client = subprocess.Popen(
+        [sys.executable, "-m", "vaultd", "credential-process", profile],
+        env=inst.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    approve_pending(inst, code, profile=profile)
+    out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
+    if client.returncode != 0:
+        raise AssertionError(f"credential-process {profile} exited {client.returncode}: {err!r}")
+    document: dict[str, Any] = json.loads(out)
+    return document, err

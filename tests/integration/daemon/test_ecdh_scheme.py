@@ -5,13 +5,11 @@ saying what the scheme gives up, and `vaultd audit verify`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 
-from vaultd.testing.harness import Installation, approve_pending
+from vaultd.testing.harness import Installation, released_with_approval
 
 pytestmark = pytest.mark.hsm
 
@@ -23,17 +21,7 @@ def test_ecdh_vault_serves_credentials_and_doctor_names_the_scheme(make_vault: M
     inst = make_vault(extra=ECDH)
     store = json.loads((inst.data_dir / "store.vault").read_bytes().partition(b"\n")[2])
     assert store["key_id"].startswith("ecdh-p256:")
-    client = subprocess.Popen(
-        [sys.executable, "-m", "vaultd", "credential-process", "dev"],
-        env=inst.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    approve_pending(inst, "123456", profile="dev")
-    out, err = client.communicate(timeout=40)  # a guard against a hang, not a timing check
-    assert client.returncode == 0, err
-    assert json.loads(out)["Version"] == 1
+    assert released_with_approval(inst, "123456")[0]["Version"] == 1
     inst.stop_daemon()
     doctor = inst.vaultd("doctor", check=False)
     text = doctor.stdout.decode()

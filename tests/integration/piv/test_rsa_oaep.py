@@ -40,7 +40,11 @@ from vaultd.keys.recipients import AbsentRecipient, RecipientSet, TokenRecipient
 from vaultd.keys.rsa_oaep import RsaTokenKey
 from vaultd.store.files import _context
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.harness import (
+    Installation,
+    create_installation,
+    released_with_approval,
+)
 from vaultd.testing.pcsc import PivStack
 
 from .conftest import PIN, card_token, piv_session, without_yubikit
@@ -77,18 +81,8 @@ def card_key(stack: PivStack, vault: Installation) -> Iterator[RsaTokenKey]:
 
 
 def _credential_process(vault: Installation, code: str) -> dict[str, object]:
-    client = subprocess.Popen(
-        [sys.executable, "-m", "vaultd", "credential-process", "dev"],
-        env=vault.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    approve_pending(vault, code, profile="dev")
-    out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
-    assert client.returncode == 0, err
+    released, err = released_with_approval(vault, code)
     assert SECRET.encode() not in err
-    released: dict[str, object] = json.loads(out)
     return released
 
 

@@ -22,7 +22,12 @@ from vaultd.errors import HsmError
 from vaultd.keys import piv
 from vaultd.keys.ecdh import EcdhTokenKey
 from vaultd.testing.fake_sts import FakeSts
-from vaultd.testing.harness import Installation, approve_pending, create_installation
+from vaultd.testing.harness import (
+    Installation,
+    approve_pending,
+    create_installation,
+    released_with_approval,
+)
 from vaultd.testing.pcsc import PivStack
 
 from .conftest import PIN, card_token, piv_session
@@ -117,17 +122,7 @@ def test_the_same_store_serves_through_opensc(stack: PivStack, vault: Installati
     vault.write_config()
     try:
         vault.start_daemon()
-        client = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "credential-process", "dev"],
-            env=vault.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        approve_pending(vault, "343434", profile="dev")
-        out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
-        assert client.returncode == 0, err
-        assert json.loads(out)["AccessKeyId"]
+        assert released_with_approval(vault, "343434")[0]["AccessKeyId"]
         vault.stop_daemon()
         assert vault.vaultd("audit", "verify", check=False).returncode == 0
     finally:
@@ -178,17 +173,7 @@ def test_another_program_on_the_card_leaves_the_daemon_serving(
         doctor = vault.vaultd("doctor", check=False).stdout.decode()
         assert "WARN  PIV PIN: the factory default" in doctor  # yubikit did read the card
         assert stack.card.logouts > logouts  # the daemon's login was dropped
-        client = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "credential-process", "dev"],
-            env=vault.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        approve_pending(vault, "252525", profile="dev")
-        out, err = client.communicate(timeout=60)  # a guard against a hang, not a timing check
-        assert client.returncode == 0, err
-        assert json.loads(out)["AccessKeyId"]
+        assert released_with_approval(vault, "252525")[0]["AccessKeyId"]
     finally:
         vault.stop_daemon()
 
